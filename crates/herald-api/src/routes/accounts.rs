@@ -1,0 +1,65 @@
+use crate::AppState;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{Auth, Json, Path, Query};
+use axum::extract::State;
+use axum::http::StatusCode;
+use herald_proto::{Credentials, DeviceId, DeviceInfo, ErrorCode, Me, RefreshRequest, Session, UserId, UserProfile};
+use serde::Deserialize;
+
+pub async fn register(
+    State(s): State<AppState>,
+    Json(body): Json<Credentials>,
+) -> ApiResult<(StatusCode, Json<Session>)> {
+    Ok((StatusCode::CREATED, Json(s.services.accounts.register(body).await?)))
+}
+
+pub async fn login(State(s): State<AppState>, Json(body): Json<Credentials>) -> ApiResult<Json<Session>> {
+    Ok(Json(s.services.accounts.login(body).await?))
+}
+
+pub async fn refresh(State(s): State<AppState>, Json(body): Json<RefreshRequest>) -> ApiResult<Json<Session>> {
+    Ok(Json(s.services.accounts.refresh(&body.refresh_token).await?))
+}
+
+/// Logs out this device: its access and refresh tokens stop working.
+pub async fn logout(State(s): State<AppState>, Auth(p): Auth) -> ApiResult<StatusCode> {
+    s.services.accounts.revoke_device(p, p.device).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn me(State(s): State<AppState>, Auth(p): Auth) -> ApiResult<Json<Me>> {
+    Ok(Json(s.services.accounts.me(p).await?))
+}
+
+pub async fn devices(State(s): State<AppState>, Auth(p): Auth) -> ApiResult<Json<Vec<DeviceInfo>>> {
+    Ok(Json(s.services.accounts.devices(p).await?))
+}
+
+pub async fn revoke_device(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Path(device): Path<DeviceId>,
+) -> ApiResult<StatusCode> {
+    s.services.accounts.revoke_device(p, device).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FindUser {
+    username: Option<String>,
+}
+
+/// `GET /users?username=NAME`: look a user up by name (to start a conversation).
+pub async fn find_user(
+    State(s): State<AppState>,
+    Auth(_): Auth,
+    Query(q): Query<FindUser>,
+) -> ApiResult<Json<UserProfile>> {
+    let name = q.username.ok_or_else(|| ApiError::new(ErrorCode::BadRequest, "give ?username="))?;
+    Ok(Json(s.services.accounts.user_by_name(&name).await?))
+}
+
+pub async fn user(State(s): State<AppState>, Auth(_): Auth, Path(id): Path<UserId>) -> ApiResult<Json<UserProfile>> {
+    Ok(Json(s.services.accounts.user(id).await?))
+}

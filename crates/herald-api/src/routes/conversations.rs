@@ -1,0 +1,84 @@
+use crate::AppState;
+use crate::error::ApiResult;
+use crate::extract::{Auth, Json, Path, Query};
+use axum::extract::State;
+use axum::http::StatusCode;
+use herald_proto::{
+    AddMember, ConversationDetails, ConversationId, ConversationPage, CreateConversation, Member, UpdateConversation,
+    UpdateMember, UserId,
+};
+use serde::Deserialize;
+
+pub async fn create(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Json(body): Json<CreateConversation>,
+) -> ApiResult<(StatusCode, Json<ConversationDetails>)> {
+    let details = match body {
+        CreateConversation::Direct { user_id } => s.services.conversations.create_direct(p, user_id).await?,
+        CreateConversation::Group { title, members } => {
+            s.services.conversations.create_group(p, &title, members).await?
+        }
+    };
+    Ok((StatusCode::CREATED, Json(details)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+pub async fn list(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<ConversationPage>> {
+    Ok(Json(s.services.conversations.list(p, q.limit, q.cursor.as_deref()).await?))
+}
+
+pub async fn details(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<ConversationId>,
+) -> ApiResult<Json<ConversationDetails>> {
+    Ok(Json(s.services.conversations.details(p, id).await?))
+}
+
+pub async fn rename(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<ConversationId>,
+    Json(body): Json<UpdateConversation>,
+) -> ApiResult<Json<ConversationDetails>> {
+    Ok(Json(s.services.conversations.set_title(p, id, &body.title).await?))
+}
+
+pub async fn add_member(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<ConversationId>,
+    Json(body): Json<AddMember>,
+) -> ApiResult<(StatusCode, Json<Member>)> {
+    Ok((StatusCode::CREATED, Json(s.services.conversations.add_member(p, id, body.user_id).await?)))
+}
+
+/// Removes a member, or leaves when the user is the caller.
+pub async fn remove_member(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Path((id, user)): Path<(ConversationId, UserId)>,
+) -> ApiResult<StatusCode> {
+    s.services.conversations.remove_member(p, id, user).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn set_role(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Path((id, user)): Path<(ConversationId, UserId)>,
+    Json(body): Json<UpdateMember>,
+) -> ApiResult<Json<Member>> {
+    Ok(Json(s.services.conversations.set_role(p, id, user, body.role).await?))
+}

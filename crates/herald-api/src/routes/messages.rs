@@ -1,0 +1,80 @@
+use crate::AppState;
+use crate::error::ApiResult;
+use crate::extract::{Auth, Json, Path, Query};
+use axum::extract::State;
+use axum::http::StatusCode;
+use herald_proto::{
+    ConversationId, CursorState, EditMessage, HistoryPage, HistoryQuery, Message, SendAck, SendMessage, UpdateCursor,
+};
+
+/// 201 for a new message, 200 for a retry answered with the original ack.
+pub async fn send(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<ConversationId>,
+    Json(body): Json<SendMessage>,
+) -> ApiResult<(StatusCode, Json<SendAck>)> {
+    let ack = s.services.messaging.send(p, id, body).await?;
+    let status = if ack.duplicate { StatusCode::OK } else { StatusCode::CREATED };
+    Ok((status, Json(ack)))
+}
+
+pub async fn history(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<ConversationId>,
+    Query(q): Query<HistoryQuery>,
+) -> ApiResult<Json<HistoryPage>> {
+    Ok(Json(s.services.messaging.history(p, id, q).await?))
+}
+
+pub async fn edit(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Path((id, seq)): Path<(ConversationId, u64)>,
+    Json(body): Json<EditMessage>,
+) -> ApiResult<Json<Message>> {
+    Ok(Json(s.services.messaging.edit(p, id, seq, body.body).await?))
+}
+
+/// Deletes for everyone: the message becomes a tombstone that keeps its seq.
+pub async fn delete(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Path((id, seq)): Path<(ConversationId, u64)>,
+) -> ApiResult<Json<Message>> {
+    Ok(Json(s.services.messaging.delete(p, id, seq).await?))
+}
+
+pub async fn react(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Path((id, seq, emoji)): Path<(ConversationId, u64, String)>,
+) -> ApiResult<Json<Message>> {
+    Ok(Json(s.services.messaging.react(p, id, seq, emoji, true).await?))
+}
+
+pub async fn unreact(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Path((id, seq, emoji)): Path<(ConversationId, u64, String)>,
+) -> ApiResult<Json<Message>> {
+    Ok(Json(s.services.messaging.react(p, id, seq, emoji, false).await?))
+}
+
+pub async fn update_cursor(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<ConversationId>,
+    Json(body): Json<UpdateCursor>,
+) -> ApiResult<Json<CursorState>> {
+    Ok(Json(s.services.messaging.update_cursor(p, id, body).await?))
+}
+
+pub async fn cursor(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<ConversationId>,
+) -> ApiResult<Json<CursorState>> {
+    Ok(Json(s.services.messaging.cursor_state(p, id).await?))
+}

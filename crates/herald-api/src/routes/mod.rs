@@ -1,0 +1,74 @@
+//! The routes. `docs/api.md` lists them with their bodies and errors.
+
+mod accounts;
+mod conversations;
+mod health;
+mod messages;
+
+use crate::AppState;
+use crate::error::ApiError;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{delete, get, post, put};
+use herald_proto::ErrorCode;
+use std::time::Instant;
+
+/// The whole HTTP API. `max_body_bytes` caps every request body.
+pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+    let api = Router::new()
+        .route("/accounts", post(accounts::register))
+        .route("/sessions", post(accounts::login))
+        .route("/sessions/refresh", post(accounts::refresh))
+        .route("/sessions/current", delete(accounts::logout))
+        .route("/me", get(accounts::me))
+        .route("/devices", get(accounts::devices))
+        .route("/devices/{device_id}", delete(accounts::revoke_device))
+        .route("/users", get(accounts::find_user))
+        .route("/users/{user_id}", get(accounts::user))
+        .route("/conversations", post(conversations::create).get(conversations::list))
+        .route("/conversations/{id}", get(conversations::details).patch(conversations::rename))
+        .route("/conversations/{id}/members", post(conversations::add_member))
+        .route(
+            "/conversations/{id}/members/{user_id}",
+            delete(conversations::remove_member).patch(conversations::set_role),
+        )
+        .route("/conversations/{id}/messages", post(messages::send).get(messages::history))
+        .route("/conversations/{id}/messages/{seq}", axum::routing::patch(messages::edit).delete(messages::delete))
+        .route("/conversations/{id}/messages/{seq}/reactions/{emoji}", put(messages::react).delete(messages::unreact))
+        .route("/conversations/{id}/cursor", put(messages::update_cursor).get(messages::cursor));
+
+    Router::new()
+        .nest("/api/v1", api)
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(middleware::from_fn(record_request))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(ErrorCode::NotFound, "no such endpoint")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(ErrorCode::BadRequest, "method not allowed on this endpoint")
+}
+
+/// Counts and times requests by route template (never by concrete path: ids are not metric labels).
+async fn record_request(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
+    let method = request.method().as_str().to_owned();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("http_request_duration_ms", "method" => method, "route" => route)
+        .record(started.elapsed().as_secs_f64() * 1000.0);
+    response
+}

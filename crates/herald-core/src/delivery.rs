@@ -1,0 +1,127 @@
+//! Where the sequencer's results go. Every applied operation is published; the sender's node resolves
+//! the request waiting for it, and (with the gateway) pushes it to connected devices. In-process this is a
+//! direct call; in a cluster it is routed through the registry to the node holding the waiter or device.
+
+use crate::CoreError;
+use async_trait::async_trait;
+use herald_proto::Message;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+/// What happened to one log record.
+#[derive(Clone, Debug)]
+pub enum Applied {
+    Sent { message: Message, duplicate: bool },
+    Edited(Message),
+    Deleted(Message),
+    Reacted(Message),
+}
+
+impl Applied {
+    pub fn message(&self) -> &Message {
+        match self {
+            Applied::Sent { message, .. }
+            | Applied::Edited(message)
+            | Applied::Deleted(message)
+            | Applied::Reacted(message) => message,
+        }
+    }
+}
+
+/// The outcome of one record, addressed to the request that appended it.
+#[derive(Debug)]
+pub struct Outcome {
+    pub request_id: Uuid,
+    pub result: Result<Applied, CoreError>,
+}
+
+/// The delivery seam: receives outcomes in log order per conversation.
+#[async_trait]
+pub trait Delivery: Send + Sync + 'static {
+    async fn publish(&self, outcomes: Vec<Outcome>);
+}
+
+/// Requests waiting for their outcome on this node.
+#[derive(Default)]
+pub struct Waiters {
+    pending: Mutex<HashMap<Uuid, oneshot::Sender<Result<Applied, CoreError>>>>,
+}
+
+impl Waiters {
+    /// Registers a request before its record is appended, so the outcome cannot arrive first.
+    pub fn register(&self, request_id: Uuid) -> WaitGuard<'_> {
+        let (tx, rx) = oneshot::channel();
+        self.lock().insert(request_id, tx);
+        WaitGuard { waiters: self, request_id, rx: Some(rx) }
+    }
+
+    /// Hands an outcome to its waiting request; returns false if nobody waits (timed out, or another node's).
+    pub fn resolve(&self, outcome: Outcome) -> bool {
+        let tx = self.lock().remove(&outcome.request_id);
+        match tx {
+            Some(tx) => tx.send(outcome.result).is_ok(),
+            None => false,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, oneshot::Sender<Result<Applied, CoreError>>>> {
+        // A poisoned map only means a panic elsewhere while holding it; the map itself stays valid.
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A registered wait; dropping it (a cancelled or timed-out request) removes the entry.
+pub struct WaitGuard<'a> {
+    waiters: &'a Waiters,
+    request_id: Uuid,
+    rx: Option<oneshot::Receiver<Result<Applied, CoreError>>>,
+}
+
+impl WaitGuard<'_> {
+    pub async fn wait(mut self, timeout: std::time::Duration) -> Result<Applied, CoreError> {
+        let Some(rx) = self.rx.take() else {
+            return Err(CoreError::Internal("wait called twice".into()));
+        };
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(CoreError::unavailable("the request was dropped; retry with the same client_msg_id")),
+            Err(_) => Err(CoreError::unavailable("timed out waiting for the log; retry with the same client_msg_id")),
+        }
+    }
+}
+
+impl Drop for WaitGuard<'_> {
+    fn drop(&mut self) {
+        self.waiters.lock().remove(&self.request_id);
+    }
+}
+
+/// Single-node delivery: resolve local waiters. (The gateway adds fan-out to connections.)
+pub struct LocalDelivery {
+    waiters: std::sync::Arc<Waiters>,
+}
+
+impl LocalDelivery {
+    pub fn new(waiters: std::sync::Arc<Waiters>) -> Self {
+        Self { waiters }
+    }
+}
+
+#[async_trait]
+impl Delivery for LocalDelivery {
+    async fn publish(&self, outcomes: Vec<Outcome>) {
+        for outcome in outcomes {
+            self.waiters.resolve(outcome);
+        }
+    }
+}

@@ -1,0 +1,58 @@
+use crate::store::StoreError;
+use herald_proto::ErrorCode;
+
+/// The domain's error: a client-facing code and a message safe to show. Internal failures keep their
+/// detail for the log and reach clients as an opaque `internal`.
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    #[error("{message}")]
+    Client { code: ErrorCode, message: String },
+    #[error("rate limited, retry in {retry_after_ms} ms")]
+    RateLimited { retry_after_ms: u64 },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+pub type CoreResult<T> = Result<T, CoreError>;
+
+impl CoreError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        CoreError::Client { code, message: message.into() }
+    }
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InvalidInput, message)
+    }
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Unauthorized, message)
+    }
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Forbidden, message)
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::NotFound, message)
+    }
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Conflict, message)
+    }
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Unavailable, message)
+    }
+
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            CoreError::Client { code, .. } => *code,
+            CoreError::RateLimited { .. } => ErrorCode::RateLimited,
+            CoreError::Internal(_) => ErrorCode::Internal,
+        }
+    }
+}
+
+impl From<StoreError> for CoreError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(m) => CoreError::conflict(m),
+            StoreError::LimitExceeded(m) => CoreError::new(ErrorCode::LimitExceeded, m),
+            StoreError::Backend(m) => CoreError::Internal(m),
+        }
+    }
+}

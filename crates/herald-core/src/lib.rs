@@ -1,0 +1,40 @@
+//! Herald's domain. It owns the seam traits of DESIGN.md (stores, the partitioned log, delivery, cache),
+//! the services that the transports call (accounts, conversations, messaging) and the sequencer that
+//! owns a log partition and assigns each conversation's dense `seq`.
+//!
+//! # Layout
+//! - [`store`]: the store traits and the records only the server sees (password hashes, refresh hashes).
+//! - [`log`]: the partitioned log seam; [`sequencer`] is the partition owner behind it.
+//! - [`delivery`]: where applied operations go: the sender's waiting request now, connections later.
+//! - [`accounts`], [`conversations`], [`messaging`]: the services, each checking who may do what.
+//! - [`auth`], [`limits`], [`cache`]: tokens and passwords, limits and rate limits, the L1 cache.
+//!
+//! Nothing here knows a backend: `herald-embedded` (and later the cluster crates) implement the traits.
+
+pub mod accounts;
+pub mod auth;
+pub mod cache;
+#[cfg(feature = "conformance")]
+pub mod conformance;
+pub mod conversations;
+pub mod delivery;
+mod error;
+pub mod limits;
+pub mod log;
+pub mod messaging;
+pub mod sequencer;
+pub mod store;
+mod time;
+
+pub use error::{CoreError, CoreResult};
+pub use time::now_millis;
+
+use std::sync::Arc;
+
+/// Everything a transport needs, wired once by the server.
+#[derive(Clone)]
+pub struct Services {
+    pub accounts: Arc<accounts::Accounts>,
+    pub conversations: Arc<conversations::Conversations>,
+    pub messaging: Arc<messaging::Messaging>,
+}

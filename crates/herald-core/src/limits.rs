@@ -1,0 +1,64 @@
+//! Limits every request is held to, and the per-user send rate limit (a token bucket per user).
+
+use crate::CoreError;
+use governor::{Quota, RateLimiter, clock::DefaultClock, state::keyed::DefaultKeyedStateStore};
+use herald_proto::UserId;
+use std::num::NonZeroU32;
+
+/// The configured limits, as the services need them.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Largest message body, in bytes of UTF-8.
+    pub max_message_bytes: usize,
+    /// Largest group, owner included.
+    pub max_group_members: usize,
+    /// Longest group title, in characters.
+    pub max_title_chars: usize,
+    /// Largest page of history or conversations a client may ask for.
+    pub max_page: usize,
+    /// Sustained sends (messages, edits, deletes, reactions) per user per second.
+    pub sends_per_second: u32,
+    /// Sends a user may burst above the sustained rate.
+    pub send_burst: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 16 * 1024,
+            max_group_members: 1000,
+            max_title_chars: 200,
+            max_page: 200,
+            sends_per_second: 50,
+            send_burst: 200,
+        }
+    }
+}
+
+/// A token bucket per user.
+pub struct SendRateLimiter {
+    inner: RateLimiter<UserId, DefaultKeyedStateStore<UserId>, DefaultClock>,
+}
+
+impl SendRateLimiter {
+    pub fn new(limits: &Limits) -> Self {
+        let rate = NonZeroU32::new(limits.sends_per_second).unwrap_or(NonZeroU32::MIN);
+        let burst = NonZeroU32::new(limits.send_burst.max(limits.sends_per_second)).unwrap_or(rate);
+        Self { inner: RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)) }
+    }
+
+    /// Takes one token for `user` or says how long to wait.
+    pub fn check(&self, user: UserId) -> Result<(), CoreError> {
+        use governor::clock::Clock;
+        self.inner.check_key(&user).map_err(|not_until| {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            CoreError::RateLimited { retry_after_ms: wait.as_millis().max(1) as u64 }
+        })
+    }
+
+    /// Forgets idle users' buckets, so memory tracks active users only.
+    pub fn shrink(&self) {
+        self.inner.retain_recent();
+        self.inner.shrink_to_fit();
+    }
+}

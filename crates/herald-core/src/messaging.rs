@@ -1,0 +1,228 @@
+//! The gateway half of the write path: authenticate (done by the transport), authorise, validate, rate
+//! limit, append to the log keyed by conversation, and wait for the partition owner's outcome. Reads
+//! (history, cursors) go straight to the stores.
+
+use crate::auth::Principal;
+use crate::conversations::Conversations;
+use crate::delivery::{Applied, Waiters};
+use crate::limits::{Limits, SendRateLimiter};
+use crate::log::{LogError, LogRecord, MessageLog, Op};
+use crate::store::{CursorUpdate, Stores};
+use crate::{CoreError, CoreResult};
+use herald_proto::{
+    ConversationId, CursorState, Direction, HistoryPage, HistoryQuery, Message, Role, SendAck, SendMessage,
+    UpdateCursor,
+};
+use std::sync::Arc;
+use std::time::Duration;
+use uuid::Uuid;
+
+const MAX_CLIENT_MSG_ID_CHARS: usize = 64;
+const MAX_EMOJI_CHARS: usize = 16;
+
+pub struct Messaging {
+    stores: Stores,
+    conversations: Arc<Conversations>,
+    log: Arc<dyn MessageLog>,
+    waiters: Arc<Waiters>,
+    limits: Limits,
+    rate: SendRateLimiter,
+    /// How long a request waits for its outcome before telling the client to retry.
+    apply_timeout: Duration,
+}
+
+impl Messaging {
+    pub fn new(
+        stores: Stores,
+        conversations: Arc<Conversations>,
+        log: Arc<dyn MessageLog>,
+        waiters: Arc<Waiters>,
+        limits: Limits,
+        apply_timeout: Duration,
+    ) -> Self {
+        let rate = SendRateLimiter::new(&limits);
+        Self { stores, conversations, log, waiters, limits, rate, apply_timeout }
+    }
+
+    pub fn rate_limiter(&self) -> &SendRateLimiter {
+        &self.rate
+    }
+
+    /// Sends a message. Returns once it is durably stored; a retry with the same `client_msg_id` returns
+    /// the original ack with `duplicate: true`.
+    pub async fn send(
+        &self,
+        principal: Principal,
+        conversation: ConversationId,
+        req: SendMessage,
+    ) -> CoreResult<SendAck> {
+        validate_client_msg_id(&req.client_msg_id)?;
+        self.validate_body(&req.body)?;
+        if req.reply_to == Some(0) {
+            return Err(CoreError::invalid("reply_to must be a seq (1 or more)"));
+        }
+        self.conversations.require_member(principal, conversation).await?;
+        self.rate.check(principal.user)?;
+        let op = Op::Send { client_msg_id: req.client_msg_id, body: req.body, reply_to: req.reply_to };
+        match self.submit(principal, conversation, op).await? {
+            Applied::Sent { message, duplicate } => Ok(SendAck {
+                conversation_id: conversation,
+                client_msg_id: message.client_msg_id,
+                seq: message.seq,
+                message_id: message.message_id,
+                sent_at: message.sent_at,
+                duplicate,
+            }),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    pub async fn edit(
+        &self,
+        principal: Principal,
+        conversation: ConversationId,
+        seq: u64,
+        body: String,
+    ) -> CoreResult<Message> {
+        self.validate_body(&body)?;
+        self.conversations.require_member(principal, conversation).await?;
+        self.rate.check(principal.user)?;
+        Ok(self.submit(principal, conversation, Op::Edit { seq, body }).await?.message().clone())
+    }
+
+    pub async fn delete(&self, principal: Principal, conversation: ConversationId, seq: u64) -> CoreResult<Message> {
+        let me = self.conversations.require_member(principal, conversation).await?;
+        self.rate.check(principal.user)?;
+        let op = Op::Delete { seq, as_admin: me.role >= Role::Admin };
+        Ok(self.submit(principal, conversation, op).await?.message().clone())
+    }
+
+    pub async fn react(
+        &self,
+        principal: Principal,
+        conversation: ConversationId,
+        seq: u64,
+        emoji: String,
+        add: bool,
+    ) -> CoreResult<Message> {
+        let chars = emoji.chars().count();
+        if chars == 0 || chars > MAX_EMOJI_CHARS || emoji.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(CoreError::invalid(format!("a reaction is 1 to {MAX_EMOJI_CHARS} non-space characters")));
+        }
+        self.conversations.require_member(principal, conversation).await?;
+        self.rate.check(principal.user)?;
+        Ok(self.submit(principal, conversation, Op::React { seq, emoji, add }).await?.message().clone())
+    }
+
+    pub async fn history(
+        &self,
+        principal: Principal,
+        conversation: ConversationId,
+        q: HistoryQuery,
+    ) -> CoreResult<HistoryPage> {
+        self.conversations.require_member(principal, conversation).await?;
+        let limit = self.conversations.page_size(q.limit)?;
+        let last_seq = self.stores.messages.last_seq(conversation).await?;
+        let from = match (q.from, q.dir) {
+            (Some(0), _) => return Err(CoreError::invalid("from must be a seq (1 or more)")),
+            (Some(from), _) => from,
+            (None, Direction::Forward) => 1,
+            (None, Direction::Backward) => last_seq.max(1),
+        };
+        let messages = self.stores.messages.history(conversation, from, q.dir, limit).await?;
+        let next = match (q.dir, messages.last()) {
+            (Direction::Forward, Some(m)) if m.seq < last_seq => Some(m.seq + 1),
+            (Direction::Backward, Some(m)) if m.seq > 1 => Some(m.seq - 1),
+            _ => None,
+        };
+        Ok(HistoryPage { messages, next, last_seq })
+    }
+
+    /// Moves this device's delivered/read positions forward (never past the last message).
+    pub async fn update_cursor(
+        &self,
+        principal: Principal,
+        conversation: ConversationId,
+        req: UpdateCursor,
+    ) -> CoreResult<CursorState> {
+        self.conversations.require_member(principal, conversation).await?;
+        if req.delivered.is_none() && req.read.is_none() {
+            return Err(CoreError::invalid("give delivered, read, or both"));
+        }
+        let last_seq = self.stores.messages.last_seq(conversation).await?;
+        for value in [req.delivered, req.read].into_iter().flatten() {
+            if value > last_seq {
+                return Err(CoreError::invalid(format!("position {value} is past the last message ({last_seq})")));
+            }
+        }
+        // Reading a message implies it was delivered.
+        let delivered = req.delivered.max(req.read);
+        self.stores
+            .cursors
+            .advance(&[CursorUpdate {
+                conversation,
+                user: principal.user,
+                device: principal.device,
+                delivered,
+                read: req.read,
+            }])
+            .await?;
+        self.cursor_state(principal, conversation).await
+    }
+
+    pub async fn cursor_state(&self, principal: Principal, conversation: ConversationId) -> CoreResult<CursorState> {
+        self.conversations.require_member(principal, conversation).await?;
+        let last_seq = self.stores.messages.last_seq(conversation).await?;
+        let devices = self.stores.cursors.cursors(conversation, principal.user).await?;
+        let read = devices.iter().map(|d| d.read).max().unwrap_or(0);
+        let delivered = devices.iter().map(|d| d.delivered).max().unwrap_or(0);
+        Ok(CursorState {
+            conversation_id: conversation,
+            last_seq,
+            delivered,
+            read,
+            unread: last_seq.saturating_sub(read),
+            devices,
+        })
+    }
+
+    async fn submit(&self, principal: Principal, conversation: ConversationId, op: Op) -> CoreResult<Applied> {
+        let request_id = Uuid::now_v7();
+        let wait = self.waiters.register(request_id);
+        let record = LogRecord { request_id, conversation, actor: principal.user, device: principal.device, op };
+        self.log.append(record).await.map_err(|e| match e {
+            LogError::Closed => CoreError::unavailable("the server is shutting down; retry on another node"),
+            LogError::Backend(m) => CoreError::Internal(m),
+        })?;
+        wait.wait(self.apply_timeout).await
+    }
+
+    fn validate_body(&self, body: &str) -> CoreResult<()> {
+        if body.trim().is_empty() {
+            return Err(CoreError::invalid("body must not be empty"));
+        }
+        if body.len() > self.limits.max_message_bytes {
+            return Err(CoreError::new(
+                herald_proto::ErrorCode::PayloadTooLarge,
+                format!("body is larger than {} bytes", self.limits.max_message_bytes),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn validate_client_msg_id(id: &str) -> CoreResult<()> {
+    let ok =
+        !id.is_empty() && id.chars().count() <= MAX_CLIENT_MSG_ID_CHARS && id.chars().all(|c| c.is_ascii_graphic());
+    if ok {
+        Ok(())
+    } else {
+        Err(CoreError::invalid(format!(
+            "client_msg_id must be 1 to {MAX_CLIENT_MSG_ID_CHARS} printable ASCII characters"
+        )))
+    }
+}
+
+fn unexpected(applied: &Applied) -> CoreError {
+    CoreError::Internal(format!("unexpected outcome {applied:?}"))
+}

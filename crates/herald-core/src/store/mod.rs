@@ -1,0 +1,121 @@
+//! The store seam: four domain-level traits, one per kind of data. Each backend (redb on a single node;
+//! PostgreSQL and a Cassandra-shaped message store in a cluster) implements all four and must pass the
+//! one conformance suite (`conformance`, behind the `conformance` feature) unchanged.
+//!
+//! The traits speak the domain (create a user, append messages, page history) and never expose a
+//! backend's keys or types. Every write that returns `Ok` is durable as its doc says.
+
+mod records;
+
+pub use records::{CursorUpdate, Device, MessageWrite, User};
+
+use async_trait::async_trait;
+use herald_proto::{Conversation, ConversationId, DeviceCursor, DeviceId, Direction, Member, Message, Role, UserId};
+
+/// A store failure. `Conflict` and `LimitExceeded` are answers about the data; `Backend` is the engine
+/// failing and is never shown to clients.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    LimitExceeded(String),
+    #[error("store backend: {0}")]
+    Backend(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Users and their devices (logins).
+#[async_trait]
+pub trait UserStore: Send + Sync + 'static {
+    /// Fails with `Conflict` when the username is taken.
+    async fn create_user(&self, user: &User) -> StoreResult<()>;
+    async fn user(&self, id: UserId) -> StoreResult<Option<User>>;
+    async fn user_by_name(&self, username: &str) -> StoreResult<Option<User>>;
+    async fn create_device(&self, device: &Device) -> StoreResult<()>;
+    async fn device(&self, id: DeviceId) -> StoreResult<Option<Device>>;
+    async fn devices_of(&self, user: UserId) -> StoreResult<Vec<Device>>;
+    /// Replaces the device's refresh-token hash only if it is still `expected` (compare-and-swap, so two
+    /// refreshes racing with one token cannot both win). Returns whether it did.
+    async fn rotate_refresh(
+        &self,
+        id: DeviceId,
+        expected: [u8; 32],
+        new: [u8; 32],
+        new_expires_at: i64,
+    ) -> StoreResult<bool>;
+    /// Returns whether the device existed.
+    async fn delete_device(&self, id: DeviceId) -> StoreResult<bool>;
+}
+
+/// Conversations and who belongs to them.
+#[async_trait]
+pub trait ConversationStore: Send + Sync + 'static {
+    /// Creates a group conversation with its first members (the owner among them).
+    async fn create_group(&self, conversation: &Conversation, members: &[Member]) -> StoreResult<()>;
+    /// Returns the direct conversation of the pair, creating `candidate` (with both as members) only if
+    /// there is none yet. Atomic: two concurrent calls for one pair yield the same conversation.
+    async fn get_or_create_direct(&self, candidate: &Conversation, a: UserId, b: UserId) -> StoreResult<Conversation>;
+    async fn conversation(&self, id: ConversationId) -> StoreResult<Option<Conversation>>;
+    async fn set_title(&self, id: ConversationId, title: &str) -> StoreResult<()>;
+    /// Members in the order they joined.
+    async fn members(&self, id: ConversationId) -> StoreResult<Vec<Member>>;
+    async fn member(&self, id: ConversationId, user: UserId) -> StoreResult<Option<Member>>;
+    /// Fails with `Conflict` if already a member and `LimitExceeded` if the group already has `max_members`.
+    async fn add_member(&self, id: ConversationId, member: &Member, max_members: usize) -> StoreResult<()>;
+    /// Returns whether the user was a member.
+    async fn remove_member(&self, id: ConversationId, user: UserId) -> StoreResult<bool>;
+    /// Returns whether the user was a member.
+    async fn set_role(&self, id: ConversationId, user: UserId, role: Role) -> StoreResult<bool>;
+    /// Every conversation the user belongs to, with its membership.
+    async fn memberships(&self, user: UserId) -> StoreResult<Vec<(ConversationId, Member)>>;
+}
+
+/// Messages by conversation and seq. The schema this implies maps onto Cassandra as
+/// `messages_by_conversation((conversation_id), seq)` plus `message_ids((conversation_id, sender,
+/// client_msg_id)) -> seq`.
+#[async_trait]
+pub trait MessageStore: Send + Sync + 'static {
+    /// Applies the writes all together or not at all; when it returns `Ok` they are durable (the
+    /// embedded store fsyncs, group-committing concurrent callers into one transaction).
+    async fn commit(&self, writes: &[MessageWrite]) -> StoreResult<()>;
+    /// The highest seq stored in the conversation, 0 when empty.
+    async fn last_seq(&self, conversation: ConversationId) -> StoreResult<u64>;
+    async fn message(&self, conversation: ConversationId, seq: u64) -> StoreResult<Option<Message>>;
+    /// The message a sender stored under an idempotency key, if any.
+    async fn by_client_id(
+        &self,
+        conversation: ConversationId,
+        sender: UserId,
+        client_msg_id: &str,
+    ) -> StoreResult<Option<Message>>;
+    /// Up to `limit` messages starting at `from` (inclusive) in the given direction.
+    async fn history(
+        &self,
+        conversation: ConversationId,
+        from: u64,
+        direction: Direction,
+        limit: usize,
+    ) -> StoreResult<Vec<Message>>;
+}
+
+/// Delivered and read positions per member and device.
+#[async_trait]
+pub trait CursorStore: Send + Sync + 'static {
+    /// Moves positions forward only (a lower value than stored is ignored); returns the resulting cursors
+    /// in the order of `updates`. May be less durable than messages: losing a read marker in a crash is
+    /// harmless, losing a message is not.
+    async fn advance(&self, updates: &[CursorUpdate]) -> StoreResult<Vec<DeviceCursor>>;
+    /// The positions of every device of `user` in the conversation.
+    async fn cursors(&self, conversation: ConversationId, user: UserId) -> StoreResult<Vec<DeviceCursor>>;
+}
+
+/// All four stores of one backend, as the services use them.
+#[derive(Clone)]
+pub struct Stores {
+    pub users: std::sync::Arc<dyn UserStore>,
+    pub conversations: std::sync::Arc<dyn ConversationStore>,
+    pub messages: std::sync::Arc<dyn MessageStore>,
+    pub cursors: std::sync::Arc<dyn CursorStore>,
+}

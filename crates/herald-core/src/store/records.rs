@@ -1,0 +1,61 @@
+use herald_proto::{ConversationId, DeviceId, Message, Millis, UserId};
+use serde::{Deserialize, Serialize};
+
+/// A user account as stored: the profile plus the password hash (PHC string), which never leaves the server.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    pub id: UserId,
+    pub username: String,
+    pub password_hash: String,
+    pub created_at: Millis,
+}
+
+impl User {
+    pub fn profile(&self) -> herald_proto::UserProfile {
+        herald_proto::UserProfile { id: self.id, username: self.username.clone(), created_at: self.created_at }
+    }
+}
+
+/// A device as stored: one login, holding the hash of its current refresh token.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Device {
+    pub id: DeviceId,
+    pub user_id: UserId,
+    pub name: String,
+    pub created_at: Millis,
+    pub refresh_hash: [u8; 32],
+    pub refresh_expires_at: Millis,
+}
+
+impl Device {
+    pub fn info(&self) -> herald_proto::DeviceInfo {
+        herald_proto::DeviceInfo { id: self.id, name: self.name.clone(), created_at: self.created_at }
+    }
+}
+
+/// One write in a message-store commit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MessageWrite {
+    /// A new message under a seq that is not yet used.
+    Insert(Message),
+    /// A new version (edit, tombstone, reactions) of a stored message with the same seq.
+    Update(Message),
+}
+
+impl MessageWrite {
+    pub fn message(&self) -> &Message {
+        match self {
+            MessageWrite::Insert(m) | MessageWrite::Update(m) => m,
+        }
+    }
+}
+
+/// Advance one device's positions in one conversation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CursorUpdate {
+    pub conversation: ConversationId,
+    pub user: UserId,
+    pub device: DeviceId,
+    pub delivered: Option<u64>,
+    pub read: Option<u64>,
+}

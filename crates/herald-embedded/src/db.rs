@@ -1,0 +1,174 @@
+//! Opening the database and the group-committing writer thread.
+
+use crate::tables;
+use herald_core::store::{StoreError, StoreResult, Stores};
+use redb::{Database, Durability, ReadTransaction, ReadableDatabase, WriteTransaction};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::{mpsc, oneshot};
+
+/// Most jobs folded into one transaction; bounds the latency a huge backlog adds to the first job.
+const MAX_JOBS_PER_COMMIT: usize = 4096;
+
+type Finisher = Box<dyn FnOnce(StoreResult<()>) + Send>;
+
+struct Job {
+    /// Whether the caller needs this write on disk before it hears back.
+    durable: bool,
+    /// Runs inside the shared transaction; reports whether the transaction is now unusable, and returns
+    /// what to do once the commit's outcome is known.
+    run: Box<dyn FnOnce(&WriteTransaction) -> (bool, Finisher) + Send>,
+}
+
+/// The embedded database: one redb file, all four stores.
+pub struct EmbeddedDb {
+    db: Arc<Database>,
+    jobs: mpsc::Sender<Job>,
+}
+
+impl EmbeddedDb {
+    /// Opens (or creates) `herald.redb` in `dir` and starts the writer thread.
+    pub fn open(dir: &Path) -> StoreResult<Arc<Self>> {
+        std::fs::create_dir_all(dir).map_err(|e| backend(format!("create {}: {e}", dir.display())))?;
+        let db = Database::create(dir.join("herald.redb")).map_err(backend)?;
+        create_tables(&db)?;
+        let db = Arc::new(db);
+        let (jobs, rx) = mpsc::channel(MAX_JOBS_PER_COMMIT);
+        let writer_db = db.clone();
+        std::thread::Builder::new()
+            .name("herald-redb-writer".into())
+            .spawn(move || writer_loop(&writer_db, rx))
+            .map_err(|e| backend(format!("spawn writer: {e}")))?;
+        Ok(Arc::new(Self { db, jobs }))
+    }
+
+    /// The four stores, all backed by this database.
+    pub fn stores(self: &Arc<Self>) -> Stores {
+        Stores { users: self.clone(), conversations: self.clone(), messages: self.clone(), cursors: self.clone() }
+    }
+
+    /// Makes every earlier write durable, including the cheap non-durable cursor writes.
+    pub async fn flush(&self) -> StoreResult<()> {
+        self.write("flush", "all", true, |_| Ok(())).await
+    }
+
+    /// Runs `f` in the writer's next transaction and returns its result once that transaction committed.
+    /// `f` must check before it writes: a `Conflict`/`LimitExceeded` answer must leave nothing behind,
+    /// since the transaction is shared. A `Backend` error aborts the whole shared transaction.
+    pub(crate) async fn write<R: Send + 'static>(
+        &self,
+        query_type: &'static str,
+        table: &'static str,
+        durable: bool,
+        f: impl FnOnce(&WriteTransaction) -> StoreResult<R> + Send + 'static,
+    ) -> StoreResult<R> {
+        let started = Instant::now();
+        let (tx, rx) = oneshot::channel();
+        let job = Job {
+            durable,
+            run: Box::new(move |txn| {
+                let result = f(txn);
+                let poisoned = matches!(result, Err(StoreError::Backend(_)));
+                let finish: Finisher = Box::new(move |commit: StoreResult<()>| {
+                    let _ = tx.send(commit.and(result));
+                });
+                (poisoned, finish)
+            }),
+        };
+        self.jobs.send(job).await.map_err(|_| backend("the writer has stopped"))?;
+        let result = rx.await.map_err(|_| backend("the writer dropped a job"))?;
+        record(query_type, table, started);
+        result
+    }
+
+    /// Runs `f` in a fresh read transaction (a consistent snapshot; never waits for the writer).
+    pub(crate) fn read<R>(
+        &self,
+        query_type: &'static str,
+        table: &'static str,
+        f: impl FnOnce(&ReadTransaction) -> StoreResult<R>,
+    ) -> StoreResult<R> {
+        let started = Instant::now();
+        let txn = self.db.begin_read().map_err(backend)?;
+        let result = f(&txn);
+        record(query_type, table, started);
+        result
+    }
+}
+
+fn record(query_type: &'static str, table: &'static str, started: Instant) {
+    metrics::histogram!("database_query_duration_ms", "query_type" => query_type, "table" => table)
+        .record(started.elapsed().as_secs_f64() * 1000.0);
+}
+
+pub(crate) fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn create_tables(db: &Database) -> StoreResult<()> {
+    let txn = db.begin_write().map_err(backend)?;
+    {
+        txn.open_table(tables::USERS).map_err(backend)?;
+        txn.open_table(tables::USERNAMES).map_err(backend)?;
+        txn.open_table(tables::DEVICES).map_err(backend)?;
+        txn.open_table(tables::USER_DEVICES).map_err(backend)?;
+        txn.open_table(tables::CONVERSATIONS).map_err(backend)?;
+        txn.open_table(tables::DIRECT_PAIRS).map_err(backend)?;
+        txn.open_table(tables::MEMBERS).map_err(backend)?;
+        txn.open_table(tables::MEMBERSHIPS).map_err(backend)?;
+        txn.open_table(tables::MESSAGES).map_err(backend)?;
+        txn.open_table(tables::CLIENT_IDS).map_err(backend)?;
+        txn.open_table(tables::CURSORS).map_err(backend)?;
+    }
+    txn.commit().map_err(backend)
+}
+
+/// Takes everything pending, applies it in one transaction, commits once, answers everyone.
+fn writer_loop(db: &Database, mut rx: mpsc::Receiver<Job>) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_JOBS_PER_COMMIT {
+            match rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        let started = Instant::now();
+        let durable = jobs.iter().any(|j| j.durable);
+        let count = jobs.len();
+        let mut finishers = Vec::with_capacity(jobs.len());
+        let outcome = match db.begin_write() {
+            Ok(mut txn) => {
+                let durability = if durable { Durability::Immediate } else { Durability::None };
+                let mut poisoned = txn.set_durability(durability).is_err();
+                for job in jobs {
+                    let (bad, finish) = (job.run)(&txn);
+                    poisoned |= bad;
+                    finishers.push(finish);
+                }
+                if poisoned {
+                    let _ = txn.abort();
+                    Err(backend("a write in the same group commit failed; nothing was written"))
+                } else {
+                    txn.commit().map_err(backend)
+                }
+            }
+            Err(e) => {
+                // No transaction: answer every job with the failure without running it.
+                // Dropping the jobs unanswered tells each caller the write failed.
+                drop(jobs);
+                Err(backend(e))
+            }
+        };
+        if let Err(e) = &outcome {
+            tracing::error!(error = %e, "group commit failed");
+        }
+        metrics::histogram!("embedded_group_commit_jobs").record(count as f64);
+        metrics::histogram!("database_query_duration_ms", "query_type" => "commit", "table" => "all")
+            .record(started.elapsed().as_secs_f64() * 1000.0);
+        for finish in finishers {
+            finish(outcome.clone());
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! Herald's single-node backends, needing nothing installed: one redb database file in the data directory
+//! holding all four stores, and the in-process partitioned log.
+//!
+//! Writes from every store go through one writer thread that group-commits whatever is pending into a
+//! single redb transaction and fsyncs once (`Durability::Immediate`) for the lot, so durable throughput
+//! grows with concurrency instead of being capped at one fsync per message. Reads use redb's MVCC read
+//! transactions directly and never wait for the writer.
+
+mod db;
+mod log;
+mod stores;
+mod tables;
+
+pub use db::EmbeddedDb;
+pub use log::InProcessLog;

@@ -1,0 +1,103 @@
+use super::{decode, encode};
+use crate::db::{EmbeddedDb, backend};
+use crate::tables::{CLIENT_IDS, MESSAGES};
+use async_trait::async_trait;
+use herald_core::store::{MessageStore, MessageWrite, StoreResult};
+use herald_proto::{ConversationId, Direction, Message, UserId};
+
+#[async_trait]
+impl MessageStore for EmbeddedDb {
+    async fn commit(&self, writes: &[MessageWrite]) -> StoreResult<()> {
+        let encoded = writes
+            .iter()
+            .map(|w| Ok((matches!(w, MessageWrite::Insert(_)), w.message().clone(), encode(w.message())?)))
+            .collect::<StoreResult<Vec<_>>>()?;
+        self.write("insert", "messages", true, move |txn| {
+            let mut messages = txn.open_table(MESSAGES).map_err(backend)?;
+            let mut client_ids = txn.open_table(CLIENT_IDS).map_err(backend)?;
+            for (insert, message, bytes) in &encoded {
+                let key = (message.conversation_id.to_bytes(), message.seq);
+                let existed = messages.insert(key, bytes.as_slice()).map_err(backend)?.is_some();
+                // The sequencer is the only writer of a conversation; a seq used twice, or an update of a
+                // missing message, means that guarantee broke, and the whole commit is refused.
+                if existed == *insert {
+                    return Err(backend(format!(
+                        "message {}/{} {}",
+                        message.conversation_id,
+                        message.seq,
+                        if *insert { "already exists" } else { "does not exist" }
+                    )));
+                }
+                if *insert {
+                    let id_key = (key.0, message.sender.to_bytes(), message.client_msg_id.as_str());
+                    client_ids.insert(id_key, message.seq).map_err(backend)?;
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn last_seq(&self, conversation: ConversationId) -> StoreResult<u64> {
+        self.read("select_last", "messages", |txn| {
+            let table = txn.open_table(MESSAGES).map_err(backend)?;
+            let c = conversation.to_bytes();
+            let last = table.range((c, 0)..=(c, u64::MAX)).map_err(backend)?.next_back();
+            Ok(match last {
+                Some(entry) => entry.map_err(backend)?.0.value().1,
+                None => 0,
+            })
+        })
+    }
+
+    async fn message(&self, conversation: ConversationId, seq: u64) -> StoreResult<Option<Message>> {
+        self.read("select", "messages", |txn| {
+            let table = txn.open_table(MESSAGES).map_err(backend)?;
+            table.get((conversation.to_bytes(), seq)).map_err(backend)?.map(|v| decode(v.value())).transpose()
+        })
+    }
+
+    async fn by_client_id(
+        &self,
+        conversation: ConversationId,
+        sender: UserId,
+        client_msg_id: &str,
+    ) -> StoreResult<Option<Message>> {
+        self.read("select", "client_ids", |txn| {
+            let ids = txn.open_table(CLIENT_IDS).map_err(backend)?;
+            let c = conversation.to_bytes();
+            let Some(seq) = ids.get((c, sender.to_bytes(), client_msg_id)).map_err(backend)? else {
+                return Ok(None);
+            };
+            let messages = txn.open_table(MESSAGES).map_err(backend)?;
+            messages.get((c, seq.value())).map_err(backend)?.map(|v| decode(v.value())).transpose()
+        })
+    }
+
+    async fn history(
+        &self,
+        conversation: ConversationId,
+        from: u64,
+        direction: Direction,
+        limit: usize,
+    ) -> StoreResult<Vec<Message>> {
+        self.read("range", "messages", |txn| {
+            let table = txn.open_table(MESSAGES).map_err(backend)?;
+            let c = conversation.to_bytes();
+            let mut out = Vec::with_capacity(limit.min(256));
+            match direction {
+                Direction::Forward => {
+                    for entry in table.range((c, from)..=(c, u64::MAX)).map_err(backend)?.take(limit) {
+                        out.push(decode(entry.map_err(backend)?.1.value())?);
+                    }
+                }
+                Direction::Backward => {
+                    for entry in table.range((c, 0)..=(c, from)).map_err(backend)?.rev().take(limit) {
+                        out.push(decode(entry.map_err(backend)?.1.value())?);
+                    }
+                }
+            }
+            Ok(out)
+        })
+    }
+}

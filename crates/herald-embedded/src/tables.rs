@@ -1,0 +1,28 @@
+//! The redb tables. Ids are stored as their 16 bytes; records as JSON (readable with any redb tool, and
+//! the same serde types the rest of Herald uses).
+
+use redb::TableDefinition;
+
+pub type Id = [u8; 16];
+
+pub const USERS: TableDefinition<Id, &[u8]> = TableDefinition::new("users");
+pub const USERNAMES: TableDefinition<&str, Id> = TableDefinition::new("usernames");
+pub const DEVICES: TableDefinition<Id, &[u8]> = TableDefinition::new("devices");
+/// (user, device)
+pub const USER_DEVICES: TableDefinition<(Id, Id), ()> = TableDefinition::new("user_devices");
+pub const CONVERSATIONS: TableDefinition<Id, &[u8]> = TableDefinition::new("conversations");
+/// (lower user id, higher user id) -> conversation
+pub const DIRECT_PAIRS: TableDefinition<(Id, Id), Id> = TableDefinition::new("direct_pairs");
+/// (conversation, user) -> Member
+pub const MEMBERS: TableDefinition<(Id, Id), &[u8]> = TableDefinition::new("members");
+/// (user, conversation)
+pub const MEMBERSHIPS: TableDefinition<(Id, Id), ()> = TableDefinition::new("memberships");
+/// (conversation, seq) -> Message
+pub const MESSAGES: TableDefinition<(Id, u64), &[u8]> = TableDefinition::new("messages");
+/// (conversation, sender, client_msg_id) -> seq
+pub const CLIENT_IDS: TableDefinition<(Id, Id, &str), u64> = TableDefinition::new("client_ids");
+/// (conversation, user, device) -> (delivered, read)
+pub const CURSORS: TableDefinition<(Id, Id, Id), (u64, u64)> = TableDefinition::new("cursors");
+
+pub const MIN_ID: Id = [0; 16];
+pub const MAX_ID: Id = [0xff; 16];

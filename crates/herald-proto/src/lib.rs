@@ -1,0 +1,16 @@
+//! Herald's wire vocabulary: identifiers, the data clients see, request and response bodies, and the one
+//! table of error codes. It sits at the top of the workspace (`proto -> core -> embedded -> api -> server`)
+//! and does no I/O, so any client (the SDK, the bench, a test) can depend on it cheaply.
+
+mod error;
+mod ids;
+mod model;
+mod rest;
+
+pub use error::{ErrorBody, ErrorCode};
+pub use ids::{ConversationId, DeviceId, MessageId, UserId};
+pub use model::*;
+pub use rest::*;
+
+/// Milliseconds since the Unix epoch, the one time unit on the wire.
+pub type Millis = i64;

@@ -1,0 +1,143 @@
+//! The data Herald keeps and shows: users, devices, conversations, members, messages and cursors.
+//! These types are both what the stores hold and what clients receive.
+
+use crate::{ConversationId, DeviceId, MessageId, Millis, UserId};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// A user as other users see it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserProfile {
+    pub id: UserId,
+    pub username: String,
+    pub created_at: Millis,
+}
+
+/// One login of a user.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceInfo {
+    pub id: DeviceId,
+    pub name: String,
+    pub created_at: Millis,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConversationKind {
+    /// Exactly two users; exactly one such conversation per pair.
+    Direct,
+    /// A titled group with an owner, admins and members.
+    Group,
+}
+
+/// What a member may do in a group. Ordered: an owner can do all an admin can, and so on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Member,
+    Admin,
+    Owner,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conversation {
+    pub id: ConversationId,
+    pub kind: ConversationKind,
+    /// Groups only.
+    pub title: Option<String>,
+    pub created_by: UserId,
+    pub created_at: Millis,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub user_id: UserId,
+    pub role: Role,
+    pub joined_at: Millis,
+}
+
+/// A stored message. `seq` is dense per conversation (1, 2, 3 …) and assigned once by the owner of the
+/// conversation's log partition; it, not any clock, is the order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    pub conversation_id: ConversationId,
+    pub seq: u64,
+    pub message_id: MessageId,
+    pub sender: UserId,
+    pub sender_device: DeviceId,
+    /// The sender's idempotency key: a retried send with the same key returns this message.
+    pub client_msg_id: String,
+    /// Empty once deleted.
+    pub body: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<u64>,
+    /// Server time when the message was sequenced. Informational; never used for order.
+    pub sent_at: Millis,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edited_at: Option<Millis>,
+    /// A tombstone: deleted for everyone. The seq stays so the sequence has no gap.
+    #[serde(default)]
+    pub deleted: bool,
+    /// Emoji -> users who reacted with it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub reactions: BTreeMap<String, BTreeSet<UserId>>,
+}
+
+/// The answer to a send: the message is durably stored under `seq`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendAck {
+    pub conversation_id: ConversationId,
+    pub client_msg_id: String,
+    pub seq: u64,
+    pub message_id: MessageId,
+    pub sent_at: Millis,
+    /// True when this send was a retry of one already stored: nothing new was stored.
+    pub duplicate: bool,
+}
+
+/// Which way to page through history.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// Ascending seq, starting at `from` (inclusive).
+    #[default]
+    Forward,
+    /// Descending seq, starting at `from` (inclusive).
+    Backward,
+}
+
+/// Delivered and read positions of one device in one conversation.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceCursor {
+    pub device_id: DeviceId,
+    pub delivered: u64,
+    pub read: u64,
+}
+
+/// A member's positions in a conversation, per device and combined. Unread counts come from here: the
+/// user's read position is the furthest any of its devices has read, so every device shows the same count.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CursorState {
+    pub conversation_id: ConversationId,
+    pub last_seq: u64,
+    pub delivered: u64,
+    pub read: u64,
+    pub unread: u64,
+    pub devices: Vec<DeviceCursor>,
+}
+
+/// One row of "my conversations".
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConversationSummary {
+    pub conversation: Conversation,
+    pub role: Role,
+    /// For direct conversations: the other user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<UserId>,
+    pub last_seq: u64,
+    pub last_message: Option<Message>,
+    /// The time of the last message, or the creation time when there is none.
+    pub last_activity_at: Millis,
+    pub read: u64,
+    pub unread: u64,
+}

@@ -1,0 +1,266 @@
+//! Herald's one configuration struct. Layered: built-in defaults, then a TOML file, then `HERALD_*`
+//! environment variables (`HERALD_SERVER__LISTEN=0.0.0.0:8080`, `HERALD_LIMITS__MAX_GROUP_MEMBERS=5000`:
+//! section and field joined by a double underscore), then command-line flags. Unknown keys are errors.
+//! `herald.example.toml` at the repository root shows every field with its default; a test keeps it in sync.
+
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub auth: AuthConfig,
+    pub limits: LimitsConfig,
+    pub log: LogConfig,
+    pub cache: CacheConfig,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address the HTTP API listens on. Port 0 picks a free port (printed at start-up).
+    pub listen: SocketAddr,
+    /// Directory of the embedded database and the generated JWT secret. Created if missing.
+    pub data_dir: PathBuf,
+    /// On SIGTERM/SIGINT: how long in-flight requests may take to finish before the process exits.
+    pub shutdown_grace_secs: u64,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Secret for signing access tokens (HS256), at least 32 bytes. Every node of a cluster needs the same
+    /// one. When unset, a random secret is generated once and kept in `<data_dir>/jwt-secret`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwt_secret: Option<String>,
+    /// Lifetime of an access token, in seconds.
+    pub access_token_ttl_secs: u64,
+    /// Lifetime of a refresh token, in seconds. Each refresh issues a new one.
+    pub refresh_token_ttl_secs: u64,
+    /// Argon2id memory cost in KiB (OWASP: 19456).
+    pub argon2_memory_kib: u32,
+    /// Argon2id passes (OWASP: 2).
+    pub argon2_iterations: u32,
+    /// Password hashes computed at once, each on a blocking thread.
+    pub hash_concurrency: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest message body, in bytes.
+    pub max_message_bytes: usize,
+    /// Most members of a group, owner included.
+    pub max_group_members: usize,
+    /// Longest group title, in characters.
+    pub max_title_chars: usize,
+    /// Largest page a client may ask for (history, conversations).
+    pub max_page: usize,
+    /// Sustained sends, edits, deletes and reactions per user per second.
+    pub sends_per_second: u32,
+    /// How many a user may send in a burst above that rate.
+    pub send_burst: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// Partitions of the message log; one owner task each. Fixed for the life of the data.
+    pub partitions: u32,
+    /// Records queued per partition before senders wait (backpressure).
+    pub queue_depth: usize,
+    /// Most records an owner takes in one batch (one group commit).
+    pub max_batch: usize,
+    /// How long a request waits for its record to be applied before answering `unavailable`.
+    pub apply_timeout_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Time to live of the in-process (L1) cache, in seconds. Local changes invalidate entries at once.
+    pub l1_ttl_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./herald-data"),
+            shutdown_grace_secs: 30,
+            max_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            jwt_secret: None,
+            access_token_ttl_secs: 15 * 60,
+            refresh_token_ttl_secs: 30 * 24 * 3600,
+            argon2_memory_kib: 19 * 1024,
+            argon2_iterations: 2,
+            hash_concurrency: 2,
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        let l = herald_core::limits::Limits::default();
+        Self {
+            max_message_bytes: l.max_message_bytes,
+            max_group_members: l.max_group_members,
+            max_title_chars: l.max_title_chars,
+            max_page: l.max_page,
+            sends_per_second: l.sends_per_second,
+            send_burst: l.send_burst,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { partitions: 16, queue_depth: 8192, max_batch: 1024, apply_timeout_ms: 10_000 }
+    }
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self { l1_ttl_secs: 60 }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server: ServerConfig::default(),
+            auth: AuthConfig::default(),
+            limits: LimitsConfig::default(),
+            log: LogConfig::default(),
+            cache: CacheConfig::default(),
+        }
+    }
+}
+
+/// A configuration that cannot be used, with the offending key.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// Defaults, then `file` (if any), then the `HERALD_*` variables among `env`.
+    pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        let defaults = config::Config::try_from(&Config::default()).map_err(|e| ConfigError(e.to_string()))?;
+        let mut builder = config::Config::builder().add_source(defaults);
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError(format!("config file {} does not exist", path.display())));
+            }
+            builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
+        }
+        let env: HashMap<String, String> = env.into_iter().filter(|(k, _)| k.starts_with("HERALD_")).collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix("HERALD")
+                .prefix_separator("_")
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(env)),
+        );
+        let config: Config =
+            builder.build().and_then(|c| c.try_deserialize()).map_err(|e| ConfigError(e.to_string()))?;
+        Ok(config)
+    }
+
+    /// Checks every value before anything is bound or opened.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn check(ok: bool, key: &str, rule: &str) -> Result<(), ConfigError> {
+            if ok { Ok(()) } else { Err(ConfigError(format!("{key} {rule}"))) }
+        }
+        let (s, a, l, g) = (&self.server, &self.auth, &self.limits, &self.log);
+        check(!s.data_dir.as_os_str().is_empty(), "server.data_dir", "must not be empty")?;
+        check(s.shutdown_grace_secs <= 3600, "server.shutdown_grace_secs", "must be at most 3600")?;
+        check(s.max_body_bytes >= 1024, "server.max_body_bytes", "must be at least 1024")?;
+        if let Some(secret) = &a.jwt_secret {
+            check(secret.len() >= 32, "auth.jwt_secret", "must be at least 32 bytes")?;
+        }
+        check(a.access_token_ttl_secs >= 10, "auth.access_token_ttl_secs", "must be at least 10")?;
+        check(
+            a.refresh_token_ttl_secs >= a.access_token_ttl_secs,
+            "auth.refresh_token_ttl_secs",
+            "must be at least auth.access_token_ttl_secs",
+        )?;
+        check(a.argon2_memory_kib >= 8, "auth.argon2_memory_kib", "must be at least 8")?;
+        check(a.argon2_iterations >= 1, "auth.argon2_iterations", "must be at least 1")?;
+        check(a.hash_concurrency >= 1, "auth.hash_concurrency", "must be at least 1")?;
+        check(l.max_message_bytes >= 1, "limits.max_message_bytes", "must be at least 1")?;
+        check(
+            l.max_message_bytes < s.max_body_bytes,
+            "limits.max_message_bytes",
+            "must be below server.max_body_bytes",
+        )?;
+        check(l.max_group_members >= 2, "limits.max_group_members", "must be at least 2")?;
+        check(l.max_title_chars >= 1, "limits.max_title_chars", "must be at least 1")?;
+        check(l.max_page >= 1, "limits.max_page", "must be at least 1")?;
+        check(l.sends_per_second >= 1, "limits.sends_per_second", "must be at least 1")?;
+        check((1..=4096).contains(&g.partitions), "log.partitions", "must be between 1 and 4096")?;
+        check(g.queue_depth >= 1, "log.queue_depth", "must be at least 1")?;
+        check(g.max_batch >= 1, "log.max_batch", "must be at least 1")?;
+        check(g.apply_timeout_ms >= 100, "log.apply_timeout_ms", "must be at least 100")?;
+        check(self.cache.l1_ttl_secs >= 1, "cache.l1_ttl_secs", "must be at least 1")?;
+        Ok(())
+    }
+
+    pub fn core_limits(&self) -> herald_core::limits::Limits {
+        let l = &self.limits;
+        herald_core::limits::Limits {
+            max_message_bytes: l.max_message_bytes,
+            max_group_members: l.max_group_members,
+            max_title_chars: l.max_title_chars,
+            max_page: l.max_page,
+            sends_per_second: l.sends_per_second,
+            send_burst: l.send_burst,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().expect("defaults validate");
+    }
+
+    #[test]
+    fn environment_overrides_and_unknown_keys_fail() {
+        let c =
+            Config::load(None, env(&[("HERALD_LIMITS__MAX_GROUP_MEMBERS", "5000"), ("PATH", "/bin")])).expect("loads");
+        assert_eq!(c.limits.max_group_members, 5000);
+        let err = Config::load(None, env(&[("HERALD_LIMITS__NOPE", "1")])).expect_err("unknown key");
+        assert!(err.to_string().contains("nope"), "{err}");
+        let err = Config::load(None, env(&[("HERALD_SERVER__LISTEN", "not-an-address")])).expect_err("bad value");
+        assert!(err.to_string().contains("listen") || err.to_string().contains("address"), "{err}");
+    }
+
+    #[test]
+    fn validation_names_the_key() {
+        let mut c = Config::default();
+        c.log.partitions = 0;
+        assert!(c.validate().expect_err("invalid").to_string().contains("log.partitions"));
+        let mut c = Config::default();
+        c.auth.jwt_secret = Some("short".into());
+        assert!(c.validate().expect_err("invalid").to_string().contains("auth.jwt_secret"));
+    }
+}

@@ -1,0 +1,9 @@
+//! The `herald` binary's library: configuration, the wiring of backends into services, the server's
+//! lifecycle (start, graceful shutdown) and the benchmark. It is the only crate that knows every backend.
+//! Integration tests start servers through [`server::start`] exactly as `herald serve` does.
+
+pub mod bench;
+pub mod config;
+mod metrics_setup;
+mod secret;
+pub mod server;

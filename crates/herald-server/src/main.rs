@@ -1,0 +1,97 @@
+//! `herald`: run a node, or benchmark one.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use herald_server::config::Config;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "herald", version, about = "Herald messaging server")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a Herald node (embedded storage; nothing to install).
+    Serve {
+        /// Address to listen on [default: 127.0.0.1:8080]
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Data directory [default: ./herald-data]
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// TOML configuration file (see herald.example.toml)
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Measure a node: see BENCHMARKS.md.
+    Bench(herald_server::bench::BenchArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
+    runtime.block_on(async {
+        match cli.command {
+            Command::Serve { listen, data_dir, config } => serve(listen, data_dir, config).await,
+            Command::Bench(args) => herald_server::bench::run(args).await,
+        }
+    })
+}
+
+async fn serve(listen: Option<SocketAddr>, data_dir: Option<PathBuf>, file: Option<PathBuf>) -> anyhow::Result<()> {
+    let mut config = match Config::load(file.as_deref(), std::env::vars()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("herald: {e}");
+            std::process::exit(2);
+        }
+    };
+    if let Some(listen) = listen {
+        config.server.listen = listen;
+    }
+    if let Some(dir) = data_dir {
+        config.server.data_dir = dir;
+    }
+    if let Err(e) = config.validate() {
+        eprintln!("herald: {e}");
+        std::process::exit(2);
+    }
+    let running = herald_server::server::start(config).await?;
+    // A line scripts and tests can read to learn the bound address.
+    println!("herald listening on http://{}", running.addr);
+    let stop = running.stop_token();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        stop.cancel();
+    });
+    running.wait().await
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,158 @@
+//! Start-up and shutdown of one Herald node.
+//!
+//! Start: validate the config, open the embedded store, start the log's partition owners, build the
+//! services, bind, serve. Shutdown (SIGTERM/SIGINT or [`Running::shutdown`]): mark the node not ready,
+//! stop accepting, let in-flight requests finish (their records are still applied, since the log runs
+//! until they are done), drain the log, flush the store, all within the grace period.
+
+use crate::config::Config;
+use crate::{metrics_setup, secret};
+use anyhow::Context;
+use axum::serve::ListenerExt;
+use herald_api::{AppState, Readiness};
+use herald_core::Services;
+use herald_core::accounts::Accounts;
+use herald_core::auth::{PasswordCost, Passwords, Tokens};
+use herald_core::conversations::Conversations;
+use herald_core::delivery::{LocalDelivery, Waiters};
+use herald_core::log::MessageLog;
+use herald_core::messaging::Messaging;
+use herald_core::sequencer::Sequencer;
+use herald_embedded::{EmbeddedDb, InProcessLog};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// A started node.
+pub struct Running {
+    /// The address actually bound (useful with port 0).
+    pub addr: SocketAddr,
+    stop: CancellationToken,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// Asks the node to shut down gracefully and waits until it has.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.stop.cancel();
+        self.task.await.context("server task")?
+    }
+
+    /// A token that, when cancelled, starts the graceful shutdown.
+    pub fn stop_token(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+
+    /// Waits until the node has stopped (after a signal or `stop_token().cancel()`).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.task.await.context("server task")?
+    }
+}
+
+/// Starts a node; returns once it is listening.
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    config.validate()?;
+    let metrics = metrics_setup::prometheus();
+    let data_dir = &config.server.data_dir;
+    std::fs::create_dir_all(data_dir).with_context(|| format!("creating data dir {}", data_dir.display()))?;
+    let jwt_secret = secret::load_or_create(config.auth.jwt_secret.as_deref(), data_dir)?;
+
+    let db = EmbeddedDb::open(data_dir).with_context(|| format!("opening the store in {}", data_dir.display()))?;
+    let stores = db.stores();
+    let limits = config.core_limits();
+
+    let waiters = Arc::new(Waiters::default());
+    let delivery = Arc::new(LocalDelivery::new(waiters.clone()));
+    let log = Arc::new(InProcessLog::new(config.log.partitions, config.log.queue_depth, config.log.max_batch));
+    let sequencer = Arc::new(Sequencer::new(stores.clone(), delivery, log.partitions()));
+    log.start(sequencer);
+
+    let auth = &config.auth;
+    let passwords = Passwords::new(&PasswordCost {
+        memory_kib: auth.argon2_memory_kib,
+        iterations: auth.argon2_iterations,
+        concurrency: auth.hash_concurrency,
+    })?;
+    let tokens = Tokens::new(
+        &jwt_secret,
+        Duration::from_secs(auth.access_token_ttl_secs),
+        Duration::from_secs(auth.refresh_token_ttl_secs),
+    );
+    let accounts = Arc::new(Accounts::new(stores.users.clone(), passwords, tokens));
+    let conversations =
+        Arc::new(Conversations::new(stores.clone(), limits.clone(), Duration::from_secs(config.cache.l1_ttl_secs)));
+    let messaging = Arc::new(Messaging::new(
+        stores.clone(),
+        conversations.clone(),
+        log.clone(),
+        waiters,
+        limits,
+        Duration::from_millis(config.log.apply_timeout_ms),
+    ));
+    let services = Services { accounts, conversations, messaging: messaging.clone() };
+
+    let readiness = Arc::new(Readiness::default());
+    let state = AppState { services, metrics, readiness: readiness.clone() };
+    let router = herald_api::router(state, config.server.max_body_bytes);
+
+    let listener = tokio::net::TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| format!("binding {}", config.server.listen))?;
+    let addr = listener.local_addr()?;
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
+
+    let stop = CancellationToken::new();
+    let grace = Duration::from_secs(config.server.shutdown_grace_secs);
+    let upkeep = tokio::spawn(upkeep(messaging));
+    let task = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            readiness.set(true);
+            let serve = axum::serve(listener, router).with_graceful_shutdown({
+                let stop = stop.clone();
+                let readiness = readiness.clone();
+                async move {
+                    stop.cancelled().await;
+                    readiness.set(false);
+                    tracing::info!("shutting down: no new connections; finishing in-flight requests");
+                }
+            });
+            let serve = tokio::spawn(async move { serve.await });
+            stop.cancelled().await;
+            let drained = tokio::time::timeout(grace, async {
+                if let Err(e) = serve.await {
+                    tracing::error!(error = %e, "server task failed");
+                }
+                log.shutdown().await;
+                db.flush().await
+            })
+            .await;
+            upkeep.abort();
+            match drained {
+                Ok(Ok(())) => tracing::info!("shut down cleanly"),
+                Ok(Err(e)) => tracing::error!(error = %e, "final flush failed"),
+                Err(_) => {
+                    tracing::warn!(grace_secs = grace.as_secs(), "grace period over; exiting with work in flight")
+                }
+            }
+            Ok(())
+        }
+    });
+    tracing::info!(%addr, "herald listening");
+    Ok(Running { addr, stop, task })
+}
+
+/// Periodic housekeeping: forget idle users' rate-limit buckets.
+async fn upkeep(messaging: Arc<Messaging>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        messaging.rate_limiter().shrink();
+    }
+}
