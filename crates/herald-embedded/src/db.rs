@@ -4,7 +4,7 @@ use crate::tables;
 use herald_core::store::{StoreError, StoreResult, Stores};
 use redb::{Database, Durability, ReadTransaction, ReadableDatabase, WriteTransaction};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
@@ -12,19 +12,31 @@ use tokio::sync::{mpsc, oneshot};
 const MAX_JOBS_PER_COMMIT: usize = 4096;
 
 type Finisher = Box<dyn FnOnce(StoreResult<()>) + Send>;
+/// Runs a job inside the shared transaction: reports whether it poisoned the transaction, and returns its
+/// finisher.
+type Run = Box<dyn FnOnce(&WriteTransaction) -> (bool, Finisher) + Send>;
 
 struct Job {
     /// Whether the caller needs this write on disk before it hears back.
     durable: bool,
     /// Runs inside the shared transaction; reports whether the transaction is now unusable, and returns
     /// what to do once the commit's outcome is known.
-    run: Box<dyn FnOnce(&WriteTransaction) -> (bool, Finisher) + Send>,
+    run: Run,
 }
+
+enum Msg {
+    Write(Job),
+    /// Commit what came before, then stop; answered once the writer is done.
+    Close(oneshot::Sender<()>),
+}
+
+/// The database handle, shared by readers and the writer thread; `None` once closed.
+type Shared = Arc<RwLock<Option<Database>>>;
 
 /// The embedded database: one redb file, all four stores.
 pub struct EmbeddedDb {
-    db: Arc<Database>,
-    jobs: mpsc::Sender<Job>,
+    db: Shared,
+    jobs: mpsc::Sender<Msg>,
 }
 
 impl EmbeddedDb {
@@ -33,7 +45,7 @@ impl EmbeddedDb {
         std::fs::create_dir_all(dir).map_err(|e| backend(format!("create {}: {e}", dir.display())))?;
         let db = Database::create(dir.join("herald.redb")).map_err(backend)?;
         create_tables(&db)?;
-        let db = Arc::new(db);
+        let db: Shared = Arc::new(RwLock::new(Some(db)));
         let (jobs, rx) = mpsc::channel(MAX_JOBS_PER_COMMIT);
         let writer_db = db.clone();
         std::thread::Builder::new()
@@ -53,6 +65,18 @@ impl EmbeddedDb {
         self.write("flush", "all", true, |_| Ok(())).await
     }
 
+    /// Flushes, stops the writer and releases the file, so the same directory can be opened again (by a
+    /// restarted server in the same process). Every later call fails with a backend error.
+    pub async fn close(&self) -> StoreResult<()> {
+        self.flush().await?;
+        let (tx, rx) = oneshot::channel();
+        if self.jobs.send(Msg::Close(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+        self.db.write().unwrap_or_else(|p| p.into_inner()).take();
+        Ok(())
+    }
+
     /// Runs `f` in the writer's next transaction and returns its result once that transaction committed.
     /// `f` must check before it writes: a `Conflict`/`LimitExceeded` answer must leave nothing behind,
     /// since the transaction is shared. A `Backend` error aborts the whole shared transaction.
@@ -65,7 +89,7 @@ impl EmbeddedDb {
     ) -> StoreResult<R> {
         let started = Instant::now();
         let (tx, rx) = oneshot::channel();
-        let job = Job {
+        let job = Msg::Write(Job {
             durable,
             run: Box::new(move |txn| {
                 let result = f(txn);
@@ -75,7 +99,7 @@ impl EmbeddedDb {
                 });
                 (poisoned, finish)
             }),
-        };
+        });
         self.jobs.send(job).await.map_err(|_| backend("the writer has stopped"))?;
         let result = rx.await.map_err(|_| backend("the writer dropped a job"))?;
         record(query_type, table, started);
@@ -90,7 +114,10 @@ impl EmbeddedDb {
         f: impl FnOnce(&ReadTransaction) -> StoreResult<R>,
     ) -> StoreResult<R> {
         let started = Instant::now();
-        let txn = self.db.begin_read().map_err(backend)?;
+        let guard = self.db.read().unwrap_or_else(|p| p.into_inner());
+        let db = guard.as_ref().ok_or_else(|| backend("the database is closed"))?;
+        let txn = db.begin_read().map_err(backend)?;
+        drop(guard);
         let result = f(&txn);
         record(query_type, table, started);
         result
@@ -125,15 +152,32 @@ fn create_tables(db: &Database) -> StoreResult<()> {
 }
 
 /// Takes everything pending, applies it in one transaction, commits once, answers everyone.
-fn writer_loop(db: &Database, mut rx: mpsc::Receiver<Job>) {
-    while let Some(first) = rx.blocking_recv() {
-        let mut jobs = vec![first];
-        while jobs.len() < MAX_JOBS_PER_COMMIT {
-            match rx.try_recv() {
-                Ok(job) => jobs.push(job),
-                Err(_) => break,
+fn writer_loop(db: &Shared, mut rx: mpsc::Receiver<Msg>) {
+    let mut closing = None;
+    while closing.is_none() {
+        let Some(first) = rx.blocking_recv() else { break };
+        let mut jobs = Vec::new();
+        let mut next = Some(first);
+        while let Some(msg) = next.take() {
+            match msg {
+                Msg::Write(job) => jobs.push(job),
+                Msg::Close(done) => {
+                    closing = Some(done);
+                    break;
+                }
+            }
+            if jobs.len() < MAX_JOBS_PER_COMMIT {
+                next = rx.try_recv().ok();
             }
         }
+        if jobs.is_empty() {
+            continue;
+        }
+        let guard = db.read().unwrap_or_else(|p| p.into_inner());
+        let Some(db) = guard.as_ref() else {
+            // Closed: dropping the jobs unanswered tells each caller the write failed.
+            continue;
+        };
         let started = Instant::now();
         let durable = jobs.iter().any(|j| j.durable);
         let count = jobs.len();
@@ -167,8 +211,12 @@ fn writer_loop(db: &Database, mut rx: mpsc::Receiver<Job>) {
         metrics::histogram!("embedded_group_commit_jobs").record(count as f64);
         metrics::histogram!("database_query_duration_ms", "query_type" => "commit", "table" => "all")
             .record(started.elapsed().as_secs_f64() * 1000.0);
+        drop(guard);
         for finish in finishers {
             finish(outcome.clone());
         }
+    }
+    if let Some(done) = closing {
+        let _ = done.send(());
     }
 }

@@ -41,6 +41,8 @@ error_codes! {
     Forbidden = "forbidden", 403;
     /// The thing does not exist, or the caller may not know that it does.
     NotFound = "not_found", 404;
+    /// The endpoint exists but not with this HTTP method.
+    MethodNotAllowed = "method_not_allowed", 405;
     /// The request conflicts with the current state (username taken, already a member …).
     Conflict = "conflict", 409;
     /// The request body or a message is larger than the configured limit.

@@ -130,7 +130,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                     tracing::error!(error = %e, "server task failed");
                 }
                 log.shutdown().await;
-                db.flush().await
+                db.close().await
             })
             .await;
             upkeep.abort();

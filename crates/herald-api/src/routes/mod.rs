@@ -56,7 +56,7 @@ async fn not_found() -> ApiError {
 }
 
 async fn method_not_allowed() -> ApiError {
-    ApiError::new(ErrorCode::BadRequest, "method not allowed on this endpoint")
+    ApiError::new(ErrorCode::MethodNotAllowed, "method not allowed on this endpoint")
 }
 
 /// Counts and times requests by route template (never by concrete path: ids are not metric labels).

@@ -1,0 +1,15 @@
+//! Herald's integration tests: real servers on 127.0.0.1:0 with embedded storage in temp dirs, driven over
+//! real HTTP. One test binary (modules below) keeps link time down.
+
+mod integration {
+    pub mod helpers;
+
+    mod accounts;
+    mod authorization;
+    mod bad_input;
+    mod config;
+    mod conversations;
+    mod durability;
+    mod messages;
+    mod ops;
+}

@@ -1,0 +1,198 @@
+//! Guarantee 2: the ack comes only after the message is durable. Restart (graceful or `kill -9`) on the
+//! same data dir and every acked message is there, with its seq.
+
+use super::helpers::*;
+use herald_proto::ConversationId;
+use reqwest::StatusCode;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[tokio::test]
+async fn graceful_restart_keeps_everything() {
+    let app = spawn_app().await;
+    let (alice, bob) = (app.register("alice").await, app.register("bob").await);
+    let c = app.direct(&alice, &bob).await;
+    for i in 0..20 {
+        app.send(&alice, c, &format!("m{i}"), &format!("body {i}")).await;
+    }
+    let before = app.all_messages(&bob, c).await;
+    let app = app.restart().await;
+    // Tokens, users, conversations and messages all survive; the seq continues without a gap.
+    assert_eq!(app.all_messages(&bob, c).await, before);
+    assert_eq!(app.send(&bob, c, "after", "still here").await, 21);
+    let (status, dup) = app.post(&format!("/api/v1/conversations/{c}/messages"), alice.token(), json!({"client_msg_id": "m3", "body": "retry"})).await;
+    assert_eq!((status, dup["seq"].clone()), (StatusCode::OK, json!(4)), "idempotency survives a restart");
+    app.shutdown().await;
+}
+
+/// A `herald serve` child process.
+struct Node {
+    child: Child,
+    base: String,
+}
+
+impl Node {
+    fn start(dir: &std::path::Path) -> Node {
+        let config = dir.join("test.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[auth]\njwt_secret = \"{JWT_SECRET}\"\nargon2_memory_kib = 256\nargon2_iterations = 1\n\
+                 [limits]\nsends_per_second = 100000\nsend_burst = 100000\n"
+            ),
+        )
+        .expect("config");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn herald");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("read address line");
+        let base = line.trim().strip_prefix("herald listening on ").expect("address line").to_owned();
+        Node { child, base }
+    }
+
+    fn kill_9(&mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reaped");
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn register(http: &reqwest::Client, base: &str, name: &str) -> (String, herald_proto::UserId) {
+    let r: serde_json::Value = http
+        .post(format!("{base}/api/v1/accounts"))
+        .json(&json!({"username": name, "password": "correct horse"}))
+        .send()
+        .await
+        .expect("register")
+        .json()
+        .await
+        .expect("json");
+    (r["access_token"].as_str().expect("token").to_owned(), r["user"]["id"].as_str().expect("id").parse().expect("id"))
+}
+
+#[tokio::test]
+async fn kill_9_mid_traffic_loses_no_acked_message() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut node = Node::start(dir.path());
+    let http = reqwest::Client::new();
+    let (alice, _) = register(&http, &node.base, "alice").await;
+    let (_, bob_id) = register(&http, &node.base, "bob").await;
+    let created: serde_json::Value = http
+        .post(format!("{}/api/v1/conversations", node.base))
+        .bearer_auth(&alice)
+        .json(&json!({"kind": "direct", "user_id": bob_id}))
+        .send()
+        .await
+        .expect("create")
+        .json()
+        .await
+        .expect("json");
+    let c: ConversationId = conversation_id(&created);
+
+    // Eight concurrent senders, each recording what was acked, until the node dies under them.
+    let acked: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
+    let attempted: Arc<Mutex<Vec<String>>> = Arc::default();
+    let mut lanes = Vec::new();
+    for lane in 0..8 {
+        let (http, base, token, acked, attempted) =
+            (http.clone(), node.base.clone(), alice.clone(), acked.clone(), attempted.clone());
+        lanes.push(tokio::spawn(async move {
+            for n in 0.. {
+                let id = format!("l{lane}-{n}");
+                attempted.lock().expect("lock").push(id.clone());
+                let sent = http
+                    .post(format!("{base}/api/v1/conversations/{c}/messages"))
+                    .bearer_auth(&token)
+                    .json(&json!({"client_msg_id": id, "body": format!("message {id}")}))
+                    .timeout(Duration::from_secs(5))
+                    .send()
+                    .await;
+                let Ok(response) = sent else { return };
+                let Ok(ack) = response.json::<serde_json::Value>().await else { return };
+                let Some(seq) = ack["seq"].as_u64() else { return };
+                acked.lock().expect("lock").insert(id, seq);
+            }
+        }));
+    }
+    while acked.lock().expect("lock").len() < 300 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    node.kill_9();
+    for lane in lanes {
+        lane.await.expect("lane");
+    }
+    let acked = acked.lock().expect("lock").clone();
+    assert!(acked.len() >= 300);
+
+    let node = Node::start(dir.path());
+    let history = |from: u64| {
+        let (http, base, token) = (http.clone(), node.base.clone(), alice.clone());
+        async move {
+            http.get(format!("{base}/api/v1/conversations/{c}/messages?from={from}&limit=200"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .expect("history")
+                .json::<serde_json::Value>()
+                .await
+                .expect("json")
+        }
+    };
+    let mut stored: BTreeMap<String, u64> = BTreeMap::new();
+    let mut seqs = Vec::new();
+    let mut from = 1;
+    loop {
+        let page = history(from).await;
+        for m in page["messages"].as_array().expect("messages") {
+            let seq = m["seq"].as_u64().expect("seq");
+            seqs.push(seq);
+            let previous = stored.insert(m["client_msg_id"].as_str().expect("id").to_owned(), seq);
+            assert!(previous.is_none(), "a client_msg_id stored twice");
+        }
+        match page["next"].as_u64() {
+            Some(next) => from = next,
+            None => break,
+        }
+    }
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "seqs are dense after the crash");
+    for (id, seq) in &acked {
+        assert_eq!(stored.get(id), Some(seq), "acked message {id} (seq {seq}) lost or moved by kill -9");
+    }
+
+    // Retrying every unacked send after the crash stores each exactly once, continuing the sequence.
+    let unacked: Vec<String> = attempted.lock().expect("lock").iter().filter(|id| !acked.contains_key(*id)).cloned().collect();
+    for id in &unacked {
+        let response = http
+            .post(format!("{}/api/v1/conversations/{c}/messages", node.base))
+            .bearer_auth(&alice)
+            .json(&json!({"client_msg_id": id, "body": format!("message {id}")}))
+            .send()
+            .await
+            .expect("retry");
+        let status = response.status();
+        let ack: serde_json::Value = response.json().await.expect("json");
+        assert!(status == StatusCode::CREATED || (status == StatusCode::OK && stored.contains_key(id)), "{id}: {status} {ack}");
+    }
+    // Every attempted send is now stored exactly once: dense seqs 1..=attempted.
+    let attempted = attempted.lock().expect("lock").len() as u64;
+    assert_eq!(history(1).await["last_seq"].as_u64(), Some(attempted));
+}

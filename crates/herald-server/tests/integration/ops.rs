@@ -1,0 +1,63 @@
+//! Probes, metrics, configuration at start-up.
+
+use super::helpers::*;
+use reqwest::{Method, StatusCode};
+
+#[tokio::test]
+async fn health_readiness_and_metrics() {
+    let app = spawn_app().await;
+    let (a, b) = (app.register("a").await, app.register("b").await);
+    let c = app.direct(&a, &b).await;
+    app.send(&a, c, "m", "x").await;
+    assert_eq!(app.call(Method::GET, "/healthz", None, None).await.0, StatusCode::OK);
+    assert_eq!(app.call(Method::GET, "/readyz", None, None).await.0, StatusCode::OK);
+    let metrics = app.http.get(format!("{}/metrics", app.base)).send().await.expect("metrics").text().await.expect("text");
+    for name in [
+        "message_processing_duration_ms_bucket",
+        "database_query_duration_ms_bucket{query_type=\"insert\",table=\"messages\"",
+        "http_requests_total",
+        "cache_hit_rate{cache_layer=\"l1\"",
+    ] {
+        assert!(metrics.contains(name), "/metrics lacks {name}");
+    }
+    // No user or conversation id is ever a label.
+    assert!(!metrics.contains(&c.to_string()) && !metrics.contains(&a.id().to_string()));
+}
+
+#[test]
+fn example_config_is_in_sync() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../herald.example.toml");
+    let text = std::fs::read_to_string(path).expect("herald.example.toml");
+    let parsed: herald_server::config::Config = toml::from_str(&text).expect("example parses with no unknown keys");
+    assert_eq!(parsed, herald_server::config::Config::default(), "example values are the defaults");
+    // Every field, including optional ones that serialise to nothing, is documented in the example.
+    let mut all = herald_server::config::Config::default();
+    all.auth.jwt_secret = Some("x".repeat(32));
+    let defaults: toml::Table = toml::from_str(&toml::to_string(&all).expect("serialise")).expect("table");
+    for (section, fields) in defaults {
+        assert!(text.contains(&format!("[{section}]")), "section [{section}] missing from the example");
+        for (field, _) in fields.as_table().expect("section table") {
+            assert!(text.contains(&format!("{field} =")), "{section}.{field} missing from the example");
+        }
+    }
+}
+
+#[test]
+fn a_bad_setting_stops_start_up_with_a_message_naming_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = |env: (&str, &str)| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path())
+            .env(env.0, env.1)
+            .output()
+            .expect("run herald")
+    };
+    let out = run(("HERALD_LOG__PARTITIONS", "0"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("log.partitions"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(("HERALD_SERVER__NO_SUCH_THING", "1"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no_such_thing"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!dir.path().join("herald.redb").exists(), "nothing opened before validation");
+}
