@@ -65,10 +65,13 @@ impl Accounts {
         let device =
             self.users.device(device_id).await?.ok_or_else(|| CoreError::unauthorized("the device was revoked"))?;
         let presented = Tokens::refresh_hash(refresh_token);
-        if presented != device.refresh_hash {
+        if Some(presented) == device.previous_refresh_hash {
             self.users.delete_device(device_id).await?;
             tracing::warn!(device = %device_id, "refresh token reused; device revoked");
             return Err(CoreError::unauthorized("refresh token already used; the device was revoked"));
+        }
+        if presented != device.refresh_hash {
+            return Err(CoreError::unauthorized("invalid refresh token"));
         }
         if device.refresh_expires_at <= now_millis() {
             return Err(CoreError::unauthorized("refresh token expired; log in again"));
@@ -132,6 +135,7 @@ impl Accounts {
             created_at: now_millis(),
             refresh_hash: refresh.hash,
             refresh_expires_at: refresh.expires_at,
+            previous_refresh_hash: None,
         };
         self.users.create_device(&device).await?;
         let (access_token, access_expires_at) =

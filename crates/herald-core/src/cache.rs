@@ -9,23 +9,24 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 pub struct TtlCache<K, V> {
-    name: &'static str,
     ttl: Duration,
     capacity: usize,
     entries: Mutex<HashMap<K, (Instant, V)>>,
     hits: AtomicU64,
     misses: AtomicU64,
+    /// Registered once: looking a labelled metric up on every get would cost more than the cache saves.
+    hit_rate_gauge: metrics::Gauge,
 }
 
 impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
     pub fn new(name: &'static str, ttl: Duration, capacity: usize) -> Self {
         Self {
-            name,
             ttl,
             capacity: capacity.max(1),
             entries: Mutex::new(HashMap::new()),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
+            hit_rate_gauge: metrics::gauge!("cache_hit_rate", "cache_layer" => "l1", "cache" => name),
         }
     }
 
@@ -71,7 +72,7 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
     }
 
     fn report(&self) {
-        metrics::gauge!("cache_hit_rate", "cache_layer" => "l1", "cache" => self.name).set(self.hit_rate());
+        self.hit_rate_gauge.set(self.hit_rate());
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, (Instant, V)>> {

@@ -38,7 +38,8 @@ impl Conversations {
         member.ok_or_else(|| CoreError::not_found("no such conversation"))
     }
 
-    pub async fn create_direct(&self, principal: Principal, peer: UserId) -> CoreResult<ConversationDetails> {
+    /// Returns the pair's direct conversation and whether this call created it.
+    pub async fn create_direct(&self, principal: Principal, peer: UserId) -> CoreResult<(ConversationDetails, bool)> {
         if peer == principal.user {
             return Err(CoreError::invalid("a direct conversation needs another user"));
         }
@@ -52,7 +53,8 @@ impl Conversations {
         };
         let conversation = self.stores.conversations.get_or_create_direct(&candidate, principal.user, peer).await?;
         self.invalidate_all(conversation.id, &[principal.user, peer]);
-        self.details_of(conversation).await
+        let created = conversation.id == candidate.id;
+        Ok((self.details_of(conversation).await?, created))
     }
 
     pub async fn create_group(
@@ -199,7 +201,7 @@ impl Conversations {
             rows.push(self.summary(principal.user, conversation, member.role).await?);
         }
         // Newest activity first; the id breaks ties so the order (and the cursor) is total.
-        rows.sort_by(|a, b| (b.last_activity_at, b.conversation.id).cmp(&(a.last_activity_at, a.conversation.id)));
+        rows.sort_by_key(|r| std::cmp::Reverse((r.last_activity_at, r.conversation.id)));
         if let Some((at, id)) = after {
             rows.retain(|r| (r.last_activity_at, r.conversation.id) < (at, id));
         }
@@ -228,7 +230,7 @@ impl Conversations {
             0 => None,
             seq => self.stores.messages.message(id, seq).await?,
         };
-        let read = self.stores.cursors.cursors(id, user).await?.iter().map(|c| c.read).max().unwrap_or(0);
+        let read = self.stores.position(id, user).await?.read;
         let peer = match conversation.kind {
             ConversationKind::Direct => {
                 self.stores.conversations.members(id).await?.iter().map(|m| m.user_id).find(|u| *u != user)

@@ -122,14 +122,15 @@ impl Messaging {
     ) -> CoreResult<HistoryPage> {
         self.conversations.require_member(principal, conversation).await?;
         let limit = self.conversations.page_size(q.limit)?;
-        let last_seq = self.stores.messages.last_seq(conversation).await?;
         let from = match (q.from, q.dir) {
             (Some(0), _) => return Err(CoreError::invalid("from must be a seq (1 or more)")),
             (Some(from), _) => from,
             (None, Direction::Forward) => 1,
-            (None, Direction::Backward) => last_seq.max(1),
+            (None, Direction::Backward) => u64::MAX,
         };
         let messages = self.stores.messages.history(conversation, from, q.dir, limit).await?;
+        // Read after the page, so it is never below the page's newest seq.
+        let last_seq = self.stores.messages.last_seq(conversation).await?;
         let next = match (q.dir, messages.last()) {
             (Direction::Forward, Some(m)) if m.seq < last_seq => Some(m.seq + 1),
             (Direction::Backward, Some(m)) if m.seq > 1 => Some(m.seq - 1),
@@ -172,10 +173,9 @@ impl Messaging {
 
     pub async fn cursor_state(&self, principal: Principal, conversation: ConversationId) -> CoreResult<CursorState> {
         self.conversations.require_member(principal, conversation).await?;
+        let position = self.stores.position(conversation, principal.user).await?;
         let last_seq = self.stores.messages.last_seq(conversation).await?;
-        let devices = self.stores.cursors.cursors(conversation, principal.user).await?;
-        let read = devices.iter().map(|d| d.read).max().unwrap_or(0);
-        let delivered = devices.iter().map(|d| d.delivered).max().unwrap_or(0);
+        let (read, delivered, devices) = (position.read, position.delivered, position.devices);
         Ok(CursorState {
             conversation_id: conversation,
             last_seq,
@@ -187,14 +187,20 @@ impl Messaging {
     }
 
     async fn submit(&self, principal: Principal, conversation: ConversationId, op: Op) -> CoreResult<Applied> {
+        let started = tokio::time::Instant::now();
         let request_id = Uuid::now_v7();
         let wait = self.waiters.register(request_id);
         let record = LogRecord { request_id, conversation, actor: principal.user, device: principal.device, op };
-        self.log.append(record).await.map_err(|e| match e {
-            LogError::Closed => CoreError::unavailable("the server is shutting down; retry on another node"),
-            LogError::Backend(m) => CoreError::Internal(m),
-        })?;
-        wait.wait(self.apply_timeout).await
+        // A full partition queue makes append wait; the whole request stays within apply_timeout.
+        match tokio::time::timeout(self.apply_timeout, self.log.append(record)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(LogError::Closed)) => {
+                return Err(CoreError::unavailable("the server is shutting down; retry on another node"));
+            }
+            Ok(Err(LogError::Backend(m))) => return Err(CoreError::Internal(m)),
+            Err(_) => return Err(CoreError::unavailable("the log is overloaded; retry with the same client_msg_id")),
+        }
+        wait.wait(self.apply_timeout.saturating_sub(started.elapsed())).await
     }
 
     fn validate_body(&self, body: &str) -> CoreResult<()> {

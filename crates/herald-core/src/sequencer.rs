@@ -9,7 +9,7 @@
 
 use crate::delivery::{Applied, Delivery, Outcome};
 use crate::log::{LogRecord, Op, PartitionHandler};
-use crate::store::{CursorUpdate, MessageStore, MessageWrite, Stores};
+use crate::store::{MessageStore, MessageWrite, Stores};
 use crate::{CoreError, now_millis};
 use async_trait::async_trait;
 use herald_proto::{ConversationId, Message, MessageId, UserId};
@@ -71,26 +71,6 @@ impl PartitionHandler for Sequencer {
         let outcomes: Vec<Outcome> = match committed {
             Ok(()) => {
                 state.last_seq.extend(tentative);
-                // Sending implies having read everything up to one's own message.
-                let own_reads: Vec<CursorUpdate> = results
-                    .iter()
-                    .zip(&records)
-                    .filter_map(|(r, rec)| match r {
-                        Ok(Applied::Sent { message, duplicate: false }) => Some(CursorUpdate {
-                            conversation: message.conversation_id,
-                            user: rec.actor,
-                            device: rec.device,
-                            delivered: Some(message.seq),
-                            read: Some(message.seq),
-                        }),
-                        _ => None,
-                    })
-                    .collect();
-                if !own_reads.is_empty()
-                    && let Err(e) = self.stores.cursors.advance(&own_reads).await
-                {
-                    tracing::warn!(error = %e, "could not advance senders' read positions");
-                }
                 records
                     .iter()
                     .zip(results)
@@ -100,11 +80,15 @@ impl PartitionHandler for Sequencer {
             Err(e) => {
                 tracing::error!(error = %e, partition, "message store commit failed; batch refused");
                 // Nothing of the batch is stored: forget the tentative seqs and tell every sender to retry.
+                // Records that had failed on their own keep their own error.
                 records
                     .iter()
-                    .map(|rec| Outcome {
+                    .zip(results)
+                    .map(|(rec, result)| Outcome {
                         request_id: rec.request_id,
-                        result: Err(CoreError::unavailable("storage failed; retry with the same client_msg_id")),
+                        result: result.and_then(|_| {
+                            Err(CoreError::unavailable("storage failed; retry with the same client_msg_id"))
+                        }),
                     })
                     .collect()
             }

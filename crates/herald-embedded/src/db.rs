@@ -8,6 +8,9 @@ use std::sync::{Arc, RwLock};
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
+/// The page cache when none is configured.
+pub const DEFAULT_CACHE_BYTES: usize = 64 * 1024 * 1024;
+
 /// Most jobs folded into one transaction; bounds the latency a huge backlog adds to the first job.
 const MAX_JOBS_PER_COMMIT: usize = 4096;
 
@@ -40,10 +43,16 @@ pub struct EmbeddedDb {
 }
 
 impl EmbeddedDb {
-    /// Opens (or creates) `herald.redb` in `dir` and starts the writer thread.
+    /// Opens (or creates) `herald.redb` in `dir` with the default page cache and starts the writer thread.
     pub fn open(dir: &Path) -> StoreResult<Arc<Self>> {
+        Self::open_with_cache(dir, DEFAULT_CACHE_BYTES)
+    }
+
+    /// Like [`EmbeddedDb::open`] with a page cache of `cache_bytes` (redb's own default is 1 GiB, too much
+    /// for a small self-hosted node).
+    pub fn open_with_cache(dir: &Path, cache_bytes: usize) -> StoreResult<Arc<Self>> {
         std::fs::create_dir_all(dir).map_err(|e| backend(format!("create {}: {e}", dir.display())))?;
-        let db = Database::create(dir.join("herald.redb")).map_err(backend)?;
+        let db = Database::builder().set_cache_size(cache_bytes).create(dir.join("herald.redb")).map_err(backend)?;
         create_tables(&db)?;
         let db: Shared = Arc::new(RwLock::new(Some(db)));
         let (jobs, rx) = mpsc::channel(MAX_JOBS_PER_COMMIT);
@@ -146,6 +155,7 @@ fn create_tables(db: &Database) -> StoreResult<()> {
         txn.open_table(tables::MEMBERSHIPS).map_err(backend)?;
         txn.open_table(tables::MESSAGES).map_err(backend)?;
         txn.open_table(tables::CLIENT_IDS).map_err(backend)?;
+        txn.open_table(tables::LAST_SENT).map_err(backend)?;
         txn.open_table(tables::CURSORS).map_err(backend)?;
     }
     txn.commit().map_err(backend)
@@ -195,7 +205,13 @@ fn writer_loop(db: &Shared, mut rx: mpsc::Receiver<Msg>) {
                     let _ = txn.abort();
                     Err(backend("a write in the same group commit failed; nothing was written"))
                 } else {
-                    txn.commit().map_err(backend)
+                    let applied = Instant::now();
+                    let committed = txn.commit().map_err(backend);
+                    metrics::histogram!("embedded_commit_duration_ms", "stage" => "apply")
+                        .record((applied - started).as_secs_f64() * 1000.0);
+                    metrics::histogram!("embedded_commit_duration_ms", "stage" => "commit")
+                        .record(applied.elapsed().as_secs_f64() * 1000.0);
+                    committed
                 }
             }
             Err(e) => {

@@ -21,6 +21,8 @@ pub const MEMBERSHIPS: TableDefinition<(Id, Id), ()> = TableDefinition::new("mem
 pub const MESSAGES: TableDefinition<(Id, u64), &[u8]> = TableDefinition::new("messages");
 /// (conversation, sender, client_msg_id) -> seq
 pub const CLIENT_IDS: TableDefinition<(Id, Id, &str), u64> = TableDefinition::new("client_ids");
+/// (conversation, sender) -> highest seq sent
+pub const LAST_SENT: TableDefinition<(Id, Id), u64> = TableDefinition::new("last_sent");
 /// (conversation, user, device) -> (delivered, read)
 pub const CURSORS: TableDefinition<(Id, Id, Id), (u64, u64)> = TableDefinition::new("cursors");
 

@@ -37,7 +37,8 @@ error_codes! {
     InvalidInput = "invalid_input", 422;
     /// No credentials, or credentials that are invalid, expired or revoked.
     Unauthorized = "unauthorized", 401;
-    /// The caller is authenticated but may not do this (not a member, not an admin, not the author).
+    /// The caller is a member but may not do this (not an admin, not the owner, not the author). Non-members
+    /// get `not_found`: they may not learn that the conversation exists.
     Forbidden = "forbidden", 403;
     /// The thing does not exist, or the caller may not know that it does.
     NotFound = "not_found", 404;

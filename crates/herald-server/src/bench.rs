@@ -105,7 +105,7 @@ async fn target(args: &BenchArgs) -> anyhow::Result<(String, Option<(server::Run
 }
 
 pub async fn sends(args: &BenchArgs) -> anyhow::Result<SendsReport> {
-    if args.users < 2 || args.users % 2 != 0 {
+    if args.users < 2 || !args.users.is_multiple_of(2) {
         bail!("--users must be an even number, at least 2");
     }
     let (base, local) = target(args).await?;

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub server: ServerConfig,
@@ -16,6 +16,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub log: LogConfig,
     pub cache: CacheConfig,
+    pub storage: StorageConfig,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -87,6 +88,19 @@ pub struct CacheConfig {
     pub l1_ttl_secs: u64,
 }
 
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Page cache of the embedded database, in MiB.
+    pub cache_mb: usize,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self { cache_mb: 64 }
+    }
+}
+
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
@@ -134,18 +148,6 @@ impl Default for LogConfig {
 impl Default for CacheConfig {
     fn default() -> Self {
         Self { l1_ttl_secs: 60 }
-    }
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            server: ServerConfig::default(),
-            auth: AuthConfig::default(),
-            limits: LimitsConfig::default(),
-            log: LogConfig::default(),
-            cache: CacheConfig::default(),
-        }
     }
 }
 
@@ -214,6 +216,7 @@ impl Config {
         check(g.max_batch >= 1, "log.max_batch", "must be at least 1")?;
         check(g.apply_timeout_ms >= 100, "log.apply_timeout_ms", "must be at least 100")?;
         check(self.cache.l1_ttl_secs >= 1, "cache.l1_ttl_secs", "must be at least 1")?;
+        check((1..=1 << 20).contains(&self.storage.cache_mb), "storage.cache_mb", "must be between 1 and 1048576")?;
         Ok(())
     }
 

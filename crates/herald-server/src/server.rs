@@ -59,7 +59,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     std::fs::create_dir_all(data_dir).with_context(|| format!("creating data dir {}", data_dir.display()))?;
     let jwt_secret = secret::load_or_create(config.auth.jwt_secret.as_deref(), data_dir)?;
 
-    let db = EmbeddedDb::open(data_dir).with_context(|| format!("opening the store in {}", data_dir.display()))?;
+    let db = EmbeddedDb::open_with_cache(data_dir, config.storage.cache_mb * 1024 * 1024)
+        .with_context(|| format!("opening the store in {}", data_dir.display()))?;
     let stores = db.stores();
     let limits = config.core_limits();
 
@@ -126,8 +127,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             let serve = tokio::spawn(async move { serve.await });
             stop.cancelled().await;
             let drained = tokio::time::timeout(grace, async {
-                if let Err(e) = serve.await {
-                    tracing::error!(error = %e, "server task failed");
+                match serve.await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::error!(error = %e, "HTTP server failed"),
+                    Err(e) => tracing::error!(error = %e, "HTTP server task failed"),
                 }
                 log.shutdown().await;
                 db.close().await

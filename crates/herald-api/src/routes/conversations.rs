@@ -9,18 +9,21 @@ use herald_proto::{
 };
 use serde::Deserialize;
 
+/// 201 with a new conversation; 200 with the pair's existing direct conversation.
 pub async fn create(
     State(s): State<AppState>,
     Auth(p): Auth,
     Json(body): Json<CreateConversation>,
 ) -> ApiResult<(StatusCode, Json<ConversationDetails>)> {
-    let details = match body {
+    let (details, created) = match body {
         CreateConversation::Direct { user_id } => s.services.conversations.create_direct(p, user_id).await?,
         CreateConversation::Group { title, members } => {
-            s.services.conversations.create_group(p, &title, members).await?
+            (s.services.conversations.create_group(p, &title, members).await?, true)
         }
     };
-    Ok((StatusCode::CREATED, Json(details)))
+    // The pair's existing direct conversation answers 200, like a replayed send.
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(details)))
 }
 
 #[derive(Deserialize)]

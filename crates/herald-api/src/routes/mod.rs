@@ -47,8 +47,16 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
         .layer(middleware::from_fn(record_request))
         .with_state(state)
+}
+
+/// A handler that panicked answers like any internal error (and is logged), instead of dropping the
+/// connection.
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    use axum::response::IntoResponse;
+    ApiError(herald_core::CoreError::Internal("a request handler panicked".into())).into_response()
 }
 
 async fn not_found() -> ApiError {

@@ -37,7 +37,8 @@ pub trait UserStore: Send + Sync + 'static {
     async fn device(&self, id: DeviceId) -> StoreResult<Option<Device>>;
     async fn devices_of(&self, user: UserId) -> StoreResult<Vec<Device>>;
     /// Replaces the device's refresh-token hash only if it is still `expected` (compare-and-swap, so two
-    /// refreshes racing with one token cannot both win). Returns whether it did.
+    /// refreshes racing with one token cannot both win), keeping `expected` as the previous hash.
+    /// Returns whether it did.
     async fn rotate_refresh(
         &self,
         id: DeviceId,
@@ -73,8 +74,8 @@ pub trait ConversationStore: Send + Sync + 'static {
 }
 
 /// Messages by conversation and seq. The schema this implies maps onto Cassandra as
-/// `messages_by_conversation((conversation_id), seq)` plus `message_ids((conversation_id, sender,
-/// client_msg_id)) -> seq`.
+/// `messages_by_conversation((conversation_id), seq)`, `message_ids((conversation_id, sender,
+/// client_msg_id)) -> seq` and `last_sent((conversation_id, sender)) -> seq`.
 #[async_trait]
 pub trait MessageStore: Send + Sync + 'static {
     /// Applies the writes all together or not at all; when it returns `Ok` they are durable (the
@@ -90,6 +91,10 @@ pub trait MessageStore: Send + Sync + 'static {
         sender: UserId,
         client_msg_id: &str,
     ) -> StoreResult<Option<Message>>;
+    /// The highest seq `sender` has sent in the conversation, 0 if none. Maintained by `commit` in the same
+    /// write, so it is exact: sending implies having read everything up to one's own message, and unread
+    /// counts use it without a cursor write on the send path.
+    async fn last_sent_by(&self, conversation: ConversationId, sender: UserId) -> StoreResult<u64>;
     /// Up to `limit` messages starting at `from` (inclusive) in the given direction.
     async fn history(
         &self,
@@ -109,6 +114,26 @@ pub trait CursorStore: Send + Sync + 'static {
     async fn advance(&self, updates: &[CursorUpdate]) -> StoreResult<Vec<DeviceCursor>>;
     /// The positions of every device of `user` in the conversation.
     async fn cursors(&self, conversation: ConversationId, user: UserId) -> StoreResult<Vec<DeviceCursor>>;
+}
+
+/// A member's combined position in a conversation.
+pub struct MemberPosition {
+    pub devices: Vec<DeviceCursor>,
+    /// The furthest any device has read, or the member's own last message if that is further.
+    pub read: u64,
+    pub delivered: u64,
+}
+
+impl Stores {
+    /// What the member has read and received across devices: the server-side source of unread counts, so
+    /// every device shows the same number.
+    pub async fn position(&self, conversation: ConversationId, user: UserId) -> StoreResult<MemberPosition> {
+        let devices = self.cursors.cursors(conversation, user).await?;
+        let own = self.messages.last_sent_by(conversation, user).await?;
+        let read = devices.iter().map(|d| d.read).max().unwrap_or(0).max(own);
+        let delivered = devices.iter().map(|d| d.delivered).max().unwrap_or(0).max(read);
+        Ok(MemberPosition { devices, read, delivered })
+    }
 }
 
 /// All four stores of one backend, as the services use them.

@@ -25,6 +25,10 @@ pub struct Device {
     pub created_at: Millis,
     pub refresh_hash: [u8; 32],
     pub refresh_expires_at: Millis,
+    /// The hash of the refresh token this one replaced: presenting it again is token reuse (a leak), which
+    /// revokes the device. Any other wrong token is just refused, so nobody can revoke a device by guessing.
+    #[serde(default)]
+    pub previous_refresh_hash: Option<[u8; 32]>,
 }
 
 impl Device {

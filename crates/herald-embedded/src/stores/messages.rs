@@ -1,9 +1,10 @@
 use super::{decode, encode};
 use crate::db::{EmbeddedDb, backend};
-use crate::tables::{CLIENT_IDS, MESSAGES};
+use crate::tables::{CLIENT_IDS, LAST_SENT, MESSAGES};
 use async_trait::async_trait;
 use herald_core::store::{MessageStore, MessageWrite, StoreResult};
 use herald_proto::{ConversationId, Direction, Message, UserId};
+use redb::ReadableTable;
 
 #[async_trait]
 impl MessageStore for EmbeddedDb {
@@ -15,6 +16,7 @@ impl MessageStore for EmbeddedDb {
         self.write("insert", "messages", true, move |txn| {
             let mut messages = txn.open_table(MESSAGES).map_err(backend)?;
             let mut client_ids = txn.open_table(CLIENT_IDS).map_err(backend)?;
+            let mut last_sent = txn.open_table(LAST_SENT).map_err(backend)?;
             for (insert, message, bytes) in &encoded {
                 let key = (message.conversation_id.to_bytes(), message.seq);
                 let existed = messages.insert(key, bytes.as_slice()).map_err(backend)?.is_some();
@@ -31,6 +33,11 @@ impl MessageStore for EmbeddedDb {
                 if *insert {
                     let id_key = (key.0, message.sender.to_bytes(), message.client_msg_id.as_str());
                     client_ids.insert(id_key, message.seq).map_err(backend)?;
+                    let sent_key = (key.0, message.sender.to_bytes());
+                    let previous = last_sent.get(sent_key).map_err(backend)?.map_or(0, |v| v.value());
+                    if message.seq > previous {
+                        last_sent.insert(sent_key, message.seq).map_err(backend)?;
+                    }
                 }
             }
             Ok(())
@@ -71,6 +78,13 @@ impl MessageStore for EmbeddedDb {
             };
             let messages = txn.open_table(MESSAGES).map_err(backend)?;
             messages.get((c, seq.value())).map_err(backend)?.map(|v| decode(v.value())).transpose()
+        })
+    }
+
+    async fn last_sent_by(&self, conversation: ConversationId, sender: UserId) -> StoreResult<u64> {
+        self.read("select", "last_sent", |txn| {
+            let table = txn.open_table(LAST_SENT).map_err(backend)?;
+            Ok(table.get((conversation.to_bytes(), sender.to_bytes())).map_err(backend)?.map_or(0, |v| v.value()))
         })
     }
 

@@ -92,6 +92,7 @@ impl UserStore for EmbeddedDb {
                 table.get(id.to_bytes()).map_err(backend)?.map(|v| decode(v.value())).transpose()?;
             match current {
                 Some(mut device) if device.refresh_hash == expected => {
+                    device.previous_refresh_hash = Some(expected);
                     device.refresh_hash = new;
                     device.refresh_expires_at = new_expires_at;
                     table.insert(id.to_bytes(), encode(&device)?.as_slice()).map_err(backend)?;

@@ -10,12 +10,28 @@ async fn register_login_and_me() {
     let alice = app.register("alice").await;
     let name = alice.session.user.username.clone();
 
-    let again = app.call(Method::POST, "/api/v1/accounts", None, Some(json!({"username": name.to_uppercase(), "password": "whatever123"}))).await;
+    let again = app
+        .call(
+            Method::POST,
+            "/api/v1/accounts",
+            None,
+            Some(json!({"username": name.to_uppercase(), "password": "whatever123"})),
+        )
+        .await;
     assert_error(&again, StatusCode::CONFLICT, "conflict");
 
-    let wrong = app.call(Method::POST, "/api/v1/sessions", None, Some(json!({"username": name, "password": "wrong password"}))).await;
+    let wrong = app
+        .call(Method::POST, "/api/v1/sessions", None, Some(json!({"username": name, "password": "wrong password"})))
+        .await;
     assert_error(&wrong, StatusCode::UNAUTHORIZED, "unauthorized");
-    let nobody = app.call(Method::POST, "/api/v1/sessions", None, Some(json!({"username": "nobody-here", "password": "wrong password"}))).await;
+    let nobody = app
+        .call(
+            Method::POST,
+            "/api/v1/sessions",
+            None,
+            Some(json!({"username": "nobody-here", "password": "wrong password"})),
+        )
+        .await;
     assert_error(&nobody, StatusCode::UNAUTHORIZED, "unauthorized");
     assert_eq!(wrong.1["message"], nobody.1["message"], "login must not reveal whether a user exists");
 
@@ -39,7 +55,8 @@ async fn refresh_rotates_and_reuse_revokes_the_device() {
     let alice = app.register("alice").await;
     let first = alice.session.refresh_token.clone();
 
-    let (status, next) = app.call(Method::POST, "/api/v1/sessions/refresh", None, Some(json!({"refresh_token": first}))).await;
+    let (status, next) =
+        app.call(Method::POST, "/api/v1/sessions/refresh", None, Some(json!({"refresh_token": first}))).await;
     assert_eq!(status, StatusCode::OK, "{next}");
     let second = next["refresh_token"].as_str().expect("token").to_owned();
     assert_ne!(second, first);
@@ -53,7 +70,25 @@ async fn refresh_rotates_and_reuse_revokes_the_device() {
     let after = app.call(Method::POST, "/api/v1/sessions/refresh", None, Some(json!({"refresh_token": second}))).await;
     assert_error(&after, StatusCode::UNAUTHORIZED, "unauthorized");
 
-    let garbage = app.call(Method::POST, "/api/v1/sessions/refresh", None, Some(json!({"refresh_token": "garbage"}))).await;
+    // A made-up token naming someone's device (device ids are visible to conversation peers) is refused
+    // without revoking that device: only a token that really was issued and replaced counts as reuse.
+    let victim = app.register("victim").await;
+    let guess = format!("{}.made-up", victim.session.device_id);
+    let guessed = app.call(Method::POST, "/api/v1/sessions/refresh", None, Some(json!({"refresh_token": guess}))).await;
+    assert_error(&guessed, StatusCode::UNAUTHORIZED, "unauthorized");
+    assert_eq!(app.get("/api/v1/me", victim.token()).await.0, StatusCode::OK, "a guessed token revoked the device");
+    let (status, _) = app
+        .call(
+            Method::POST,
+            "/api/v1/sessions/refresh",
+            None,
+            Some(json!({"refresh_token": victim.session.refresh_token})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "the victim's real refresh token still works");
+
+    let garbage =
+        app.call(Method::POST, "/api/v1/sessions/refresh", None, Some(json!({"refresh_token": "garbage"}))).await;
     assert_error(&garbage, StatusCode::UNAUTHORIZED, "unauthorized");
 }
 
@@ -76,7 +111,10 @@ async fn logout_and_device_revocation() {
     assert_eq!(devices.as_array().expect("devices").len(), 1);
 
     // Logging out revokes the current device.
-    assert_eq!(app.call(Method::DELETE, "/api/v1/sessions/current", Some(alice.token()), None).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.call(Method::DELETE, "/api/v1/sessions/current", Some(alice.token()), None).await.0,
+        StatusCode::NO_CONTENT
+    );
     assert_error(&app.get("/api/v1/me", alice.token()).await, StatusCode::UNAUTHORIZED, "unauthorized");
     assert_eq!(app.get("/api/v1/me", bob.token()).await.0, StatusCode::OK);
 }
@@ -86,8 +124,8 @@ fn forge(header: serde_json::Value, claims: serde_json::Value, key: &[u8]) -> St
     let c = URL_SAFE_NO_PAD.encode(claims.to_string());
     let signing_input = format!("{h}.{c}");
     let key = jsonwebtoken::EncodingKey::from_secret(key);
-    let signature = jsonwebtoken::crypto::sign(signing_input.as_bytes(), &key, jsonwebtoken::Algorithm::HS256)
-        .expect("sign");
+    let signature =
+        jsonwebtoken::crypto::sign(signing_input.as_bytes(), &key, jsonwebtoken::Algorithm::HS256).expect("sign");
     format!("{signing_input}.{signature}")
 }
 
@@ -121,7 +159,14 @@ async fn bad_tokens_are_refused() {
         jsonwebtoken::encode(&jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS512), &claims(now + 600), &key)
             .expect("hs512")
     };
-    for (name, token) in [("expired", expired), ("wrong key", wrong_key), ("tampered", tampered), ("alg none", none), ("hs512", hs512), ("junk", "abc".into())] {
+    for (name, token) in [
+        ("expired", expired),
+        ("wrong key", wrong_key),
+        ("tampered", tampered),
+        ("alg none", none),
+        ("hs512", hs512),
+        ("junk", "abc".into()),
+    ] {
         let got = app.get("/api/v1/me", &token).await;
         assert_eq!(got.0, StatusCode::UNAUTHORIZED, "{name} token accepted: {}", got.1);
         assert_eq!(got.1["code"], "unauthorized", "{name}");

@@ -12,7 +12,11 @@ fn conversation_endpoints(c: &str, victim: &str, seq: u64) -> Vec<(Method, Strin
         (Method::POST, format!("/api/v1/conversations/{c}/members"), Some(json!({"user_id": victim}))),
         (Method::DELETE, format!("/api/v1/conversations/{c}/members/{victim}"), None),
         (Method::PATCH, format!("/api/v1/conversations/{c}/members/{victim}"), Some(json!({"role": "admin"}))),
-        (Method::POST, format!("/api/v1/conversations/{c}/messages"), Some(json!({"client_msg_id": "evil", "body": "hi"}))),
+        (
+            Method::POST,
+            format!("/api/v1/conversations/{c}/messages"),
+            Some(json!({"client_msg_id": "evil", "body": "hi"})),
+        ),
         (Method::GET, format!("/api/v1/conversations/{c}/messages"), None),
         (Method::PATCH, format!("/api/v1/conversations/{c}/messages/{seq}"), Some(json!({"body": "pwned"}))),
         (Method::DELETE, format!("/api/v1/conversations/{c}/messages/{seq}"), None),
@@ -50,7 +54,11 @@ async fn non_members_can_neither_read_nor_write_anything() {
     assert_eq!(list["conversations"], json!([]));
     // And a conversation that does not exist answers the same as one she is not in.
     let ghost = herald_proto::ConversationId::new();
-    assert_error(&app.get(&format!("/api/v1/conversations/{ghost}"), mallory.token()).await, StatusCode::NOT_FOUND, "not_found");
+    assert_error(
+        &app.get(&format!("/api/v1/conversations/{ghost}"), mallory.token()).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
 }
 
 #[tokio::test]
@@ -59,11 +67,23 @@ async fn removed_members_lose_access_at_once() {
     let (alice, bob) = (app.register("alice").await, app.register("bob").await);
     let g = app.group(&alice, &[&bob]).await;
     app.send(&bob, g, "b1", "hello").await;
-    let removed = app.call(Method::DELETE, &format!("/api/v1/conversations/{g}/members/{}", bob.id()), Some(alice.token()), None).await;
+    let removed = app
+        .call(Method::DELETE, &format!("/api/v1/conversations/{g}/members/{}", bob.id()), Some(alice.token()), None)
+        .await;
     assert_eq!(removed.0, StatusCode::NO_CONTENT);
-    let send = app.post(&format!("/api/v1/conversations/{g}/messages"), bob.token(), json!({"client_msg_id": "b2", "body": "still here?"})).await;
+    let send = app
+        .post(
+            &format!("/api/v1/conversations/{g}/messages"),
+            bob.token(),
+            json!({"client_msg_id": "b2", "body": "still here?"}),
+        )
+        .await;
     assert_error(&send, StatusCode::NOT_FOUND, "not_found");
-    assert_error(&app.get(&format!("/api/v1/conversations/{g}/messages"), bob.token()).await, StatusCode::NOT_FOUND, "not_found");
+    assert_error(
+        &app.get(&format!("/api/v1/conversations/{g}/messages"), bob.token()).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
 }
 
 #[tokio::test]

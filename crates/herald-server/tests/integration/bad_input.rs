@@ -5,8 +5,18 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 
 /// Sends a raw body (possibly not JSON).
-async fn raw(app: &TestApp, method: Method, path: &str, token: Option<&str>, body: &str) -> (StatusCode, serde_json::Value) {
-    let mut req = app.http.request(method, format!("{}{path}", app.base)).header("content-type", "application/json").body(body.to_owned());
+async fn raw(
+    app: &TestApp,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (StatusCode, serde_json::Value) {
+    let mut req = app
+        .http
+        .request(method, format!("{}{path}", app.base))
+        .header("content-type", "application/json")
+        .body(body.to_owned());
     if let Some(t) = token {
         req = req.bearer_auth(t);
     }
@@ -40,7 +50,10 @@ async fn malformed_bodies_on_every_json_endpoint() {
                 got.0 == StatusCode::BAD_REQUEST || got.0 == StatusCode::UNPROCESSABLE_ENTITY,
                 "{method} {path} with {body}: {got:?}"
             );
-            assert!(got.1["code"] == "bad_request" || got.1["code"] == "invalid_input", "{method} {path} {body}: {got:?}");
+            assert!(
+                got.1["code"] == "bad_request" || got.1["code"] == "invalid_input",
+                "{method} {path} {body}: {got:?}"
+            );
             assert!(got.1["message"].as_str().is_some_and(|m| !m.is_empty()));
         }
     }
@@ -61,13 +74,41 @@ async fn invalid_values_are_refused_and_store_nothing() {
         let app = &app;
         async move { app.post(&p, &t, body).await }
     };
-    assert_error(&send(json!({"client_msg_id": "a", "body": "   "})).await, StatusCode::UNPROCESSABLE_ENTITY, "invalid_input");
-    assert_error(&send(json!({"client_msg_id": "", "body": "x"})).await, StatusCode::UNPROCESSABLE_ENTITY, "invalid_input");
-    assert_error(&send(json!({"client_msg_id": "has space", "body": "x"})).await, StatusCode::UNPROCESSABLE_ENTITY, "invalid_input");
-    assert_error(&send(json!({"client_msg_id": "x".repeat(65), "body": "x"})).await, StatusCode::UNPROCESSABLE_ENTITY, "invalid_input");
-    assert_error(&send(json!({"client_msg_id": "a", "body": "x".repeat(101)})).await, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
-    assert_error(&send(json!({"client_msg_id": "a", "body": "x", "reply_to": 0})).await, StatusCode::UNPROCESSABLE_ENTITY, "invalid_input");
-    assert_error(&send(json!({"client_msg_id": "a", "body": "x", "reply_to": -1})).await, StatusCode::BAD_REQUEST, "bad_request");
+    assert_error(
+        &send(json!({"client_msg_id": "a", "body": "   "})).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_input",
+    );
+    assert_error(
+        &send(json!({"client_msg_id": "", "body": "x"})).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_input",
+    );
+    assert_error(
+        &send(json!({"client_msg_id": "has space", "body": "x"})).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_input",
+    );
+    assert_error(
+        &send(json!({"client_msg_id": "x".repeat(65), "body": "x"})).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_input",
+    );
+    assert_error(
+        &send(json!({"client_msg_id": "a", "body": "x".repeat(101)})).await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+    );
+    assert_error(
+        &send(json!({"client_msg_id": "a", "body": "x", "reply_to": 0})).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_input",
+    );
+    assert_error(
+        &send(json!({"client_msg_id": "a", "body": "x", "reply_to": -1})).await,
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+    );
     // A body over the request limit is refused before it is parsed.
     let huge = format!("{{\"client_msg_id\":\"a\",\"body\":\"{}\"}}", "x".repeat(2 * 1024 * 1024));
     let got = raw(&app, Method::POST, &format!("/api/v1/conversations/{c}/messages"), Some(alice.token()), &huge).await;
@@ -76,17 +117,56 @@ async fn invalid_values_are_refused_and_store_nothing() {
     assert_eq!(app.last_seq(&alice, c).await, 0, "nothing stored");
 
     // Paths and queries.
-    assert_error(&app.get("/api/v1/conversations/not-a-uuid", alice.token()).await, StatusCode::BAD_REQUEST, "bad_request");
-    assert_error(&app.get(&format!("/api/v1/conversations/{c}/messages?limit=0"), alice.token()).await, StatusCode::UNPROCESSABLE_ENTITY, "invalid_input");
-    assert_error(&app.get(&format!("/api/v1/conversations/{c}/messages?limit=100000"), alice.token()).await, StatusCode::UNPROCESSABLE_ENTITY, "invalid_input");
-    assert_error(&app.get(&format!("/api/v1/conversations/{c}/messages?dir=sideways"), alice.token()).await, StatusCode::BAD_REQUEST, "bad_request");
-    assert_error(&app.get(&format!("/api/v1/conversations/{c}/messages?from=0"), alice.token()).await, StatusCode::UNPROCESSABLE_ENTITY, "invalid_input");
-    assert_error(&app.get("/api/v1/conversations?cursor=garbage", alice.token()).await, StatusCode::UNPROCESSABLE_ENTITY, "invalid_input");
-    let seq_not_number = app.call(Method::PATCH, &format!("/api/v1/conversations/{c}/messages/abc"), Some(alice.token()), Some(json!({"body": "x"}))).await;
+    assert_error(
+        &app.get("/api/v1/conversations/not-a-uuid", alice.token()).await,
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+    );
+    assert_error(
+        &app.get(&format!("/api/v1/conversations/{c}/messages?limit=0"), alice.token()).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_input",
+    );
+    assert_error(
+        &app.get(&format!("/api/v1/conversations/{c}/messages?limit=100000"), alice.token()).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_input",
+    );
+    assert_error(
+        &app.get(&format!("/api/v1/conversations/{c}/messages?dir=sideways"), alice.token()).await,
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+    );
+    assert_error(
+        &app.get(&format!("/api/v1/conversations/{c}/messages?from=0"), alice.token()).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_input",
+    );
+    assert_error(
+        &app.get("/api/v1/conversations?cursor=garbage", alice.token()).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_input",
+    );
+    let seq_not_number = app
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/conversations/{c}/messages/abc"),
+            Some(alice.token()),
+            Some(json!({"body": "x"})),
+        )
+        .await;
     assert_error(&seq_not_number, StatusCode::BAD_REQUEST, "bad_request");
-    let long_emoji = app.call(Method::PUT, &format!("/api/v1/conversations/{c}/messages/1/reactions/{}", "x".repeat(17)), Some(alice.token()), None).await;
+    let long_emoji = app
+        .call(
+            Method::PUT,
+            &format!("/api/v1/conversations/{c}/messages/1/reactions/{}", "x".repeat(17)),
+            Some(alice.token()),
+            None,
+        )
+        .await;
     assert_error(&long_emoji, StatusCode::UNPROCESSABLE_ENTITY, "invalid_input");
-    let empty_cursor = app.call(Method::PUT, &format!("/api/v1/conversations/{c}/cursor"), Some(alice.token()), Some(json!({}))).await;
+    let empty_cursor =
+        app.call(Method::PUT, &format!("/api/v1/conversations/{c}/cursor"), Some(alice.token()), Some(json!({}))).await;
     assert_error(&empty_cursor, StatusCode::UNPROCESSABLE_ENTITY, "invalid_input");
 
     // Accounts.
@@ -106,5 +186,9 @@ async fn invalid_values_are_refused_and_store_nothing() {
 
     // Unknown routes and methods answer in the same format.
     assert_error(&app.get("/api/v1/nope", alice.token()).await, StatusCode::NOT_FOUND, "not_found");
-    assert_error(&app.call(Method::PUT, "/api/v1/me", Some(alice.token()), None).await, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+    assert_error(
+        &app.call(Method::PUT, "/api/v1/me", Some(alice.token()), None).await,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+    );
 }

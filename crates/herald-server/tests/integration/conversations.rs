@@ -7,20 +7,26 @@ async fn one_direct_conversation_per_pair() {
     let app = spawn_app().await;
     let (alice, bob) = (app.register("alice").await, app.register("bob").await);
     let ab = app.direct(&alice, &bob).await;
-    assert_eq!(app.direct(&bob, &alice).await, ab, "the pair already has a conversation");
+    let (status, again) =
+        app.post("/api/v1/conversations", bob.token(), json!({"kind": "direct", "user_id": alice.id()})).await;
+    assert_eq!((status, conversation_id(&again)), (StatusCode::OK, ab), "the pair already has a conversation");
 
     // Concurrent creation by both sides still yields one conversation.
     let carol = app.register("carol").await;
     let (x, y) = tokio::join!(app.direct(&alice, &carol), app.direct(&carol, &alice));
     assert_eq!(x, y);
 
-    let myself = app.post("/api/v1/conversations", alice.token(), json!({"kind": "direct", "user_id": alice.id()})).await;
+    let myself =
+        app.post("/api/v1/conversations", alice.token(), json!({"kind": "direct", "user_id": alice.id()})).await;
     assert_error(&myself, StatusCode::UNPROCESSABLE_ENTITY, "invalid_input");
-    let ghost = app.post("/api/v1/conversations", alice.token(), json!({"kind": "direct", "user_id": herald_proto::UserId::new()})).await;
+    let ghost = app
+        .post("/api/v1/conversations", alice.token(), json!({"kind": "direct", "user_id": herald_proto::UserId::new()}))
+        .await;
     assert_error(&ghost, StatusCode::NOT_FOUND, "not_found");
 
     // Direct conversations have fixed members and no title.
-    let add = app.post(&format!("/api/v1/conversations/{ab}/members"), alice.token(), json!({"user_id": carol.id()})).await;
+    let add =
+        app.post(&format!("/api/v1/conversations/{ab}/members"), alice.token(), json!({"user_id": carol.id()})).await;
     assert_error(&add, StatusCode::UNPROCESSABLE_ENTITY, "invalid_input");
 }
 
@@ -33,9 +39,23 @@ async fn group_roles_membership_and_leaving() {
     let path = |rest: &str| format!("/api/v1/conversations/{g}{rest}");
 
     // Only the owner changes roles.
-    let by_member = app.call(Method::PATCH, &path(&format!("/members/{}", admin.id())), Some(member.token()), Some(json!({"role": "admin"}))).await;
+    let by_member = app
+        .call(
+            Method::PATCH,
+            &path(&format!("/members/{}", admin.id())),
+            Some(member.token()),
+            Some(json!({"role": "admin"})),
+        )
+        .await;
     assert_error(&by_member, StatusCode::FORBIDDEN, "forbidden");
-    let (status, body) = app.call(Method::PATCH, &path(&format!("/members/{}", admin.id())), Some(owner.token()), Some(json!({"role": "admin"}))).await;
+    let (status, body) = app
+        .call(
+            Method::PATCH,
+            &path(&format!("/members/{}", admin.id())),
+            Some(owner.token()),
+            Some(json!({"role": "admin"})),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["role"], "admin");
 
@@ -63,7 +83,8 @@ async fn group_roles_membership_and_leaving() {
     // Renaming is for admins.
     let rename = app.call(Method::PATCH, &path(""), Some(member.token()), Some(json!({"title": "mine now"}))).await;
     assert_error(&rename, StatusCode::FORBIDDEN, "forbidden");
-    let (status, body) = app.call(Method::PATCH, &path(""), Some(admin.token()), Some(json!({"title": "renamed"}))).await;
+    let (status, body) =
+        app.call(Method::PATCH, &path(""), Some(admin.token()), Some(json!({"title": "renamed"}))).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["conversation"]["title"], "renamed");
 
@@ -74,7 +95,9 @@ async fn group_roles_membership_and_leaving() {
         .as_array()
         .expect("members")
         .iter()
-        .map(|m| (m["user_id"].as_str().unwrap_or_default().to_owned(), m["role"].as_str().unwrap_or_default().to_owned()))
+        .map(|m| {
+            (m["user_id"].as_str().unwrap_or_default().to_owned(), m["role"].as_str().unwrap_or_default().to_owned())
+        })
         .collect();
     assert_eq!(roles.len(), 2, "{details}");
     assert!(roles.contains(&(admin.id().to_string(), "owner".into())), "{details}");
@@ -86,11 +109,17 @@ async fn member_limit_is_enforced() {
     let app = spawn_app_with(|c| c.limits.max_group_members = 3).await;
     let users = [app.register("u").await, app.register("u").await, app.register("u").await, app.register("u").await];
     let too_many = app
-        .post("/api/v1/conversations", users[0].token(), json!({"kind": "group", "title": "t", "members": [users[1].id(), users[2].id(), users[3].id()]}))
+        .post(
+            "/api/v1/conversations",
+            users[0].token(),
+            json!({"kind": "group", "title": "t", "members": [users[1].id(), users[2].id(), users[3].id()]}),
+        )
         .await;
     assert_error(&too_many, StatusCode::UNPROCESSABLE_ENTITY, "limit_exceeded");
     let g = app.group(&users[0], &[&users[1], &users[2]]).await;
-    let add = app.post(&format!("/api/v1/conversations/{g}/members"), users[0].token(), json!({"user_id": users[3].id()})).await;
+    let add = app
+        .post(&format!("/api/v1/conversations/{g}/members"), users[0].token(), json!({"user_id": users[3].id()}))
+        .await;
     assert_error(&add, StatusCode::UNPROCESSABLE_ENTITY, "limit_exceeded");
     let (_, details) = app.get(&format!("/api/v1/conversations/{g}"), users[0].token()).await;
     assert_eq!(details["members"].as_array().expect("members").len(), 3);
@@ -117,7 +146,12 @@ async fn my_conversations_by_activity_with_unread_counts_and_pages() {
     let (status, page) = app.get("/api/v1/conversations?limit=2", me.token()).await;
     assert_eq!(status, StatusCode::OK, "{page}");
     let ids = |page: &Value| -> Vec<String> {
-        page["conversations"].as_array().expect("rows").iter().map(|r| r["conversation"]["id"].as_str().unwrap_or_default().to_owned()).collect()
+        page["conversations"]
+            .as_array()
+            .expect("rows")
+            .iter()
+            .map(|r| r["conversation"]["id"].as_str().unwrap_or_default().to_owned())
+            .collect()
     };
     assert_eq!(ids(&page), vec![convs[4].to_string(), convs[0].to_string()]);
     let rows = page["conversations"].as_array().expect("rows");

@@ -24,7 +24,13 @@ async fn graceful_restart_keeps_everything() {
     // Tokens, users, conversations and messages all survive; the seq continues without a gap.
     assert_eq!(app.all_messages(&bob, c).await, before);
     assert_eq!(app.send(&bob, c, "after", "still here").await, 21);
-    let (status, dup) = app.post(&format!("/api/v1/conversations/{c}/messages"), alice.token(), json!({"client_msg_id": "m3", "body": "retry"})).await;
+    let (status, dup) = app
+        .post(
+            &format!("/api/v1/conversations/{c}/messages"),
+            alice.token(),
+            json!({"client_msg_id": "m3", "body": "retry"}),
+        )
+        .await;
     assert_eq!((status, dup["seq"].clone()), (StatusCode::OK, json!(4)), "idempotency survives a restart");
     app.shutdown().await;
 }
@@ -179,7 +185,8 @@ async fn kill_9_mid_traffic_loses_no_acked_message() {
     }
 
     // Retrying every unacked send after the crash stores each exactly once, continuing the sequence.
-    let unacked: Vec<String> = attempted.lock().expect("lock").iter().filter(|id| !acked.contains_key(*id)).cloned().collect();
+    let unacked: Vec<String> =
+        attempted.lock().expect("lock").iter().filter(|id| !acked.contains_key(*id)).cloned().collect();
     for id in &unacked {
         let response = http
             .post(format!("{}/api/v1/conversations/{c}/messages", node.base))
@@ -190,7 +197,10 @@ async fn kill_9_mid_traffic_loses_no_acked_message() {
             .expect("retry");
         let status = response.status();
         let ack: serde_json::Value = response.json().await.expect("json");
-        assert!(status == StatusCode::CREATED || (status == StatusCode::OK && stored.contains_key(id)), "{id}: {status} {ack}");
+        assert!(
+            status == StatusCode::CREATED || (status == StatusCode::OK && stored.contains_key(id)),
+            "{id}: {status} {ack}"
+        );
     }
     // Every attempted send is now stored exactly once: dense seqs 1..=attempted.
     let attempted = attempted.lock().expect("lock").len() as u64;

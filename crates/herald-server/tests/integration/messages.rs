@@ -37,7 +37,9 @@ async fn concurrent_senders_get_dense_seqs_and_everyone_sees_one_order() {
     for (i, sender) in senders.iter().enumerate() {
         for n in 0..PER_SENDER {
             let (app, sender) = (app.clone(), sender.clone());
-            handles.push(tokio::spawn(async move { app.send(&sender, g, &format!("s{i}-{n}"), &format!("{i}:{n}")).await }));
+            handles.push(tokio::spawn(
+                async move { app.send(&sender, g, &format!("s{i}-{n}"), &format!("{i}:{n}")).await },
+            ));
         }
     }
     let mut acked = join_all(handles).await;
@@ -70,7 +72,12 @@ async fn idempotent_retries_under_concurrency() {
     for _ in 0..10 {
         let (app, alice) = (app.clone(), alice.clone());
         handles.push(tokio::spawn(async move {
-            app.post(&format!("/api/v1/conversations/{c}/messages"), alice.token(), json!({"client_msg_id": "same", "body": "once"})).await
+            app.post(
+                &format!("/api/v1/conversations/{c}/messages"),
+                alice.token(),
+                json!({"client_msg_id": "same", "body": "once"}),
+            )
+            .await
         }));
     }
     let results = join_all(handles).await;
@@ -83,7 +90,13 @@ async fn idempotent_retries_under_concurrency() {
         assert_eq!(ack["message_id"], first["message_id"]);
     }
     // Later retries (after it is stored) answer the same; the same id from another sender is another message.
-    let (status, later) = app.post(&format!("/api/v1/conversations/{c}/messages"), alice.token(), json!({"client_msg_id": "same", "body": "different body"})).await;
+    let (status, later) = app
+        .post(
+            &format!("/api/v1/conversations/{c}/messages"),
+            alice.token(),
+            json!({"client_msg_id": "same", "body": "different body"}),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(later["seq"], first["seq"]);
     let bobs = app.send(&bob, c, "same", "bob's own").await;
@@ -101,15 +114,19 @@ async fn edit_delete_react_and_reply() {
     let m1 = app.send(&member, g, "1", "hello").await;
     let base = format!("/api/v1/conversations/{g}/messages");
 
-    let (status, reply) = app.post(&base, other.token(), json!({"client_msg_id": "r", "body": "hi back", "reply_to": m1})).await;
+    let (status, reply) =
+        app.post(&base, other.token(), json!({"client_msg_id": "r", "body": "hi back", "reply_to": m1})).await;
     assert_eq!(status, StatusCode::CREATED, "{reply}");
     let bad_reply = app.post(&base, other.token(), json!({"client_msg_id": "r2", "body": "?", "reply_to": 99})).await;
     assert_error(&bad_reply, StatusCode::UNPROCESSABLE_ENTITY, "invalid_input");
 
     // Only the sender edits.
-    let by_other = app.call(Method::PATCH, &format!("{base}/{m1}"), Some(other.token()), Some(json!({"body": "hacked"}))).await;
+    let by_other =
+        app.call(Method::PATCH, &format!("{base}/{m1}"), Some(other.token()), Some(json!({"body": "hacked"}))).await;
     assert_error(&by_other, StatusCode::FORBIDDEN, "forbidden");
-    let (status, edited) = app.call(Method::PATCH, &format!("{base}/{m1}"), Some(member.token()), Some(json!({"body": "hello, edited"}))).await;
+    let (status, edited) = app
+        .call(Method::PATCH, &format!("{base}/{m1}"), Some(member.token()), Some(json!({"body": "hello, edited"})))
+        .await;
     assert_eq!(status, StatusCode::OK, "{edited}");
     assert_eq!(edited["body"], "hello, edited");
     assert!(edited["edited_at"].is_i64());
@@ -130,12 +147,17 @@ async fn edit_delete_react_and_reply() {
 
     // A member cannot delete another's message; the sender and a group admin can. Deletion is a tombstone.
     let m2 = app.send(&other, g, "2", "to be removed by the owner").await;
-    assert_error(&app.call(Method::DELETE, &format!("{base}/{m1}"), Some(other.token()), None).await, StatusCode::FORBIDDEN, "forbidden");
+    assert_error(
+        &app.call(Method::DELETE, &format!("{base}/{m1}"), Some(other.token()), None).await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    );
     let (status, gone) = app.call(Method::DELETE, &format!("{base}/{m1}"), Some(member.token()), None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!((gone["deleted"].clone(), gone["body"].clone()), (json!(true), json!("")));
     assert_eq!(app.call(Method::DELETE, &format!("{base}/{m2}"), Some(owner.token()), None).await.0, StatusCode::OK);
-    let edit_deleted = app.call(Method::PATCH, &format!("{base}/{m1}"), Some(member.token()), Some(json!({"body": "back"}))).await;
+    let edit_deleted =
+        app.call(Method::PATCH, &format!("{base}/{m1}"), Some(member.token()), Some(json!({"body": "back"}))).await;
     assert_error(&edit_deleted, StatusCode::CONFLICT, "conflict");
     assert_error(&react(&owner, "🎉", Method::PUT).await, StatusCode::CONFLICT, "conflict");
 
@@ -143,7 +165,8 @@ async fn edit_delete_react_and_reply() {
     assert_eq!(seqs(&all), vec![1, 2, 3], "tombstones keep their seq");
     assert_eq!(all[0]["deleted"], true);
     assert_eq!(all[1]["reply_to"], m1);
-    let missing = app.call(Method::PATCH, &format!("{base}/77"), Some(member.token()), Some(json!({"body": "x"}))).await;
+    let missing =
+        app.call(Method::PATCH, &format!("{base}/77"), Some(member.token()), Some(json!({"body": "x"}))).await;
     assert_error(&missing, StatusCode::NOT_FOUND, "not_found");
 }
 
@@ -187,7 +210,8 @@ async fn cursors_and_unread_counts_agree_across_devices() {
     let (_, state) = app.get(&cursor, bob_laptop.token()).await;
     assert_eq!((state["unread"].clone(), state["last_seq"].clone()), (json!(3), json!(3)));
 
-    let (status, state) = app.call(Method::PUT, &cursor, Some(bob_phone.token()), Some(json!({"delivered": 3, "read": 2}))).await;
+    let (status, state) =
+        app.call(Method::PUT, &cursor, Some(bob_phone.token()), Some(json!({"delivered": 3, "read": 2}))).await;
     assert_eq!(status, StatusCode::OK, "{state}");
     assert_eq!(state["unread"], 1);
     // The laptop sees the same count, and the per-device positions.
@@ -222,7 +246,13 @@ async fn sends_are_rate_limited_per_user() {
     for i in 0..3 {
         app.send(&a, c, &format!("m{i}"), "ok").await;
     }
-    let (status, body) = app.post(&format!("/api/v1/conversations/{c}/messages"), a.token(), json!({"client_msg_id": "x", "body": "too many"})).await;
+    let (status, body) = app
+        .post(
+            &format!("/api/v1/conversations/{c}/messages"),
+            a.token(),
+            json!({"client_msg_id": "x", "body": "too many"}),
+        )
+        .await;
     assert_error(&(status, body.clone()), StatusCode::TOO_MANY_REQUESTS, "rate_limited");
     assert!(body["retry_after_ms"].as_u64().is_some_and(|ms| ms > 0), "{body}");
     // Another user is not affected.

@@ -11,7 +11,8 @@ async fn health_readiness_and_metrics() {
     app.send(&a, c, "m", "x").await;
     assert_eq!(app.call(Method::GET, "/healthz", None, None).await.0, StatusCode::OK);
     assert_eq!(app.call(Method::GET, "/readyz", None, None).await.0, StatusCode::OK);
-    let metrics = app.http.get(format!("{}/metrics", app.base)).send().await.expect("metrics").text().await.expect("text");
+    let metrics =
+        app.http.get(format!("{}/metrics", app.base)).send().await.expect("metrics").text().await.expect("text");
     for name in [
         "message_processing_duration_ms_bucket",
         "database_query_duration_ms_bucket{query_type=\"insert\",table=\"messages\"",
@@ -55,7 +56,11 @@ fn a_bad_setting_stops_start_up_with_a_message_naming_it() {
     };
     let out = run(("HERALD_LOG__PARTITIONS", "0"));
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("log.partitions"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("log.partitions"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = run(("HERALD_SERVER__NO_SUCH_THING", "1"));
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no_such_thing"), "{}", String::from_utf8_lossy(&out.stderr));

@@ -1,0 +1,972 @@
+//! The store conformance suite: every backend runs it unchanged against its four stores.
+//!
+//! Each function exercises one trait of [`crate::store`] and panics, naming the contract that broke, when
+//! the backend does not behave as the trait documents. Every check uses fresh ids (UUIDv7) and fresh
+//! usernames, so the suite can run repeatedly against a shared database and never assumes an empty store.
+//! The checks are sequential on purpose (one of them makes a commit fail on purpose); the concurrency
+//! checks (compare-and-swap refresh rotation, get-or-create of a direct conversation) spawn their own tasks
+//! and therefore need a Tokio runtime (a multi-threaded one exercises them best).
+
+use crate::now_millis;
+use crate::store::{CursorUpdate, Device, MessageWrite, StoreError, StoreResult, Stores, User};
+use herald_proto::{
+    Conversation, ConversationId, ConversationKind, DeviceCursor, DeviceId, Direction, Member, Message, MessageId,
+    Role, UserId,
+};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// How many tasks race in the concurrency checks.
+const RACERS: usize = 8;
+
+/// Runs the whole suite: users, conversations, messages, cursors.
+pub async fn run_all(stores: Stores) {
+    users(&stores).await;
+    conversations(&stores).await;
+    messages(&stores).await;
+    cursors(&stores).await;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------------------
+
+/// Unwraps a store answer that the contract says must succeed.
+#[track_caller]
+fn ok<T>(result: StoreResult<T>, what: &str) -> T {
+    match result {
+        Ok(value) => value,
+        Err(e) => panic!("store conformance: {what}: expected Ok, the backend failed with {e:?}"),
+    }
+}
+
+#[track_caller]
+fn expect_conflict<T: std::fmt::Debug>(result: StoreResult<T>, what: &str) {
+    match result {
+        Err(StoreError::Conflict(_)) => {}
+        other => panic!("store conformance: {what}: expected Err(Conflict), got {other:?}"),
+    }
+}
+
+#[track_caller]
+fn expect_limit<T: std::fmt::Debug>(result: StoreResult<T>, what: &str) {
+    match result {
+        Err(StoreError::LimitExceeded(_)) => {}
+        other => panic!("store conformance: {what}: expected Err(LimitExceeded), got {other:?}"),
+    }
+}
+
+#[track_caller]
+fn expect_refused<T: std::fmt::Debug>(result: StoreResult<T>, what: &str) {
+    if let Ok(value) = result {
+        panic!("store conformance: {what}: expected the commit to be refused with an error, got Ok({value:?})");
+    }
+}
+
+fn fresh_user() -> User {
+    let id = UserId::new();
+    User {
+        id,
+        username: format!("conformance-{id}"),
+        password_hash: format!("$argon2id$v=19$m=19456,t=2,p=1$fake${id}"),
+        created_at: now_millis(),
+    }
+}
+
+fn fresh_device(user: UserId, name: &str, refresh_hash: [u8; 32]) -> Device {
+    Device {
+        id: DeviceId::new(),
+        user_id: user,
+        name: name.to_owned(),
+        created_at: now_millis(),
+        refresh_hash,
+        refresh_expires_at: now_millis() + 3_600_000,
+        previous_refresh_hash: None,
+    }
+}
+
+/// Creates a user in the store (backends may require members and senders to exist).
+async fn create_user(stores: &Stores) -> User {
+    let user = fresh_user();
+    ok(stores.users.create_user(&user).await, "create_user of a fresh user");
+    user
+}
+
+/// Creates a user with one device.
+async fn create_user_with_device(stores: &Stores) -> (User, Device) {
+    let user = create_user(stores).await;
+    let device = fresh_device(user.id, "phone", [1; 32]);
+    ok(stores.users.create_device(&device).await, "create_device of a fresh device");
+    (user, device)
+}
+
+fn group(created_by: UserId, title: &str) -> Conversation {
+    Conversation {
+        id: ConversationId::new(),
+        kind: ConversationKind::Group,
+        title: Some(title.to_owned()),
+        created_by,
+        created_at: now_millis(),
+    }
+}
+
+fn direct(created_by: UserId) -> Conversation {
+    Conversation {
+        id: ConversationId::new(),
+        kind: ConversationKind::Direct,
+        title: None,
+        created_by,
+        created_at: now_millis(),
+    }
+}
+
+/// Creates a group owned by a fresh user, for the message and cursor checks.
+async fn create_group_of(stores: &Stores, owner: UserId) -> Conversation {
+    let conversation = group(owner, "conformance");
+    let members = [Member { user_id: owner, role: Role::Owner, joined_at: conversation.created_at }];
+    ok(stores.conversations.create_group(&conversation, &members).await, "create_group");
+    conversation
+}
+
+fn message(conversation: ConversationId, seq: u64, sender: UserId, device: DeviceId) -> Message {
+    Message {
+        conversation_id: conversation,
+        seq,
+        message_id: MessageId::new(),
+        sender,
+        sender_device: device,
+        client_msg_id: format!("client-{seq}"),
+        body: format!("message number {seq}"),
+        reply_to: None,
+        sent_at: now_millis(),
+        edited_at: None,
+        deleted: false,
+        reactions: BTreeMap::new(),
+    }
+}
+
+fn seqs(messages: &[Message]) -> Vec<u64> {
+    messages.iter().map(|m| m.seq).collect()
+}
+
+fn by_device(mut cursors: Vec<DeviceCursor>) -> Vec<DeviceCursor> {
+    cursors.sort_by_key(|c| c.device_id);
+    cursors
+}
+
+fn cursor(device: DeviceId, delivered: u64, read: u64) -> DeviceCursor {
+    DeviceCursor { device_id: device, delivered, read }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// UserStore
+// ---------------------------------------------------------------------------------------------------------
+
+/// Users, usernames, devices and the refresh-token compare-and-swap.
+pub async fn users(stores: &Stores) {
+    let s = &stores.users;
+
+    // Create and read back, by id and by name.
+    let alice = fresh_user();
+    assert_eq!(ok(s.user(alice.id).await, "user before create"), None, "UserStore::user found a user never created");
+    assert_eq!(
+        ok(s.user_by_name(&alice.username).await, "user_by_name before create"),
+        None,
+        "UserStore::user_by_name found a username never created"
+    );
+    ok(s.create_user(&alice).await, "create_user");
+    assert_eq!(
+        ok(s.user(alice.id).await, "user"),
+        Some(alice.clone()),
+        "UserStore::user must return the user exactly as created"
+    );
+    assert_eq!(
+        ok(s.user_by_name(&alice.username).await, "user_by_name"),
+        Some(alice.clone()),
+        "UserStore::user_by_name must return the user exactly as created"
+    );
+    assert_eq!(
+        ok(s.user_by_name(&format!("conformance-missing-{}", UserId::new())).await, "user_by_name of unknown"),
+        None,
+        "UserStore::user_by_name must return None for an unknown username"
+    );
+
+    // A taken username is a Conflict and leaves nothing behind.
+    let impostor = User { username: alice.username.clone(), ..fresh_user() };
+    expect_conflict(s.create_user(&impostor).await, "UserStore::create_user with a taken username");
+    assert_eq!(
+        ok(s.user(impostor.id).await, "user after conflict"),
+        None,
+        "UserStore::create_user refused with Conflict but stored the user anyway"
+    );
+    assert_eq!(
+        ok(s.user_by_name(&alice.username).await, "user_by_name after conflict"),
+        Some(alice.clone()),
+        "UserStore::create_user with a taken username must not take the name over"
+    );
+
+    // Devices: create, read, list per user.
+    let bob = create_user(stores).await;
+    let phone = fresh_device(alice.id, "phone", [1; 32]);
+    let laptop = fresh_device(alice.id, "laptop", [2; 32]);
+    let bobs = fresh_device(bob.id, "bob's phone", [3; 32]);
+    assert_eq!(ok(s.device(phone.id).await, "device before create"), None, "UserStore::device found a ghost");
+    assert!(
+        ok(s.devices_of(alice.id).await, "devices_of before create").is_empty(),
+        "UserStore::devices_of must be empty for a user without devices"
+    );
+    for device in [&phone, &laptop, &bobs] {
+        ok(s.create_device(device).await, "create_device");
+    }
+    assert_eq!(
+        ok(s.device(phone.id).await, "device"),
+        Some(phone.clone()),
+        "UserStore::device must return the device exactly as created"
+    );
+    let mut listed = ok(s.devices_of(alice.id).await, "devices_of");
+    listed.sort_by_key(|d| d.id);
+    let mut expected = vec![phone.clone(), laptop.clone()];
+    expected.sort_by_key(|d| d.id);
+    assert_eq!(listed, expected, "UserStore::devices_of must list exactly the user's own devices");
+    assert_eq!(
+        ok(s.devices_of(bob.id).await, "devices_of other user"),
+        vec![bobs.clone()],
+        "UserStore::devices_of must not list other users' devices"
+    );
+
+    // rotate_refresh: a compare-and-swap on the refresh hash.
+    let expires = now_millis() + 7_200_000;
+    assert!(
+        !ok(s.rotate_refresh(phone.id, [9; 32], [10; 32], expires).await, "rotate_refresh wrong hash"),
+        "UserStore::rotate_refresh succeeded with an expected hash that never was the device's"
+    );
+    assert_eq!(
+        ok(s.device(phone.id).await, "device after failed rotation"),
+        Some(phone.clone()),
+        "UserStore::rotate_refresh changed the device although the compare failed"
+    );
+    assert!(
+        ok(s.rotate_refresh(phone.id, [1; 32], [11; 32], expires).await, "rotate_refresh right hash"),
+        "UserStore::rotate_refresh failed with the device's current hash"
+    );
+    let rotated = ok(s.device(phone.id).await, "device after rotation").expect("the rotated device exists");
+    assert_eq!(rotated.refresh_hash, [11; 32], "UserStore::rotate_refresh did not store the new hash");
+    assert_eq!(rotated.refresh_expires_at, expires, "UserStore::rotate_refresh did not store the new expiry");
+    assert_eq!(
+        rotated.previous_refresh_hash,
+        Some([1; 32]),
+        "UserStore::rotate_refresh did not keep the replaced hash as previous_refresh_hash"
+    );
+    assert_eq!(
+        (rotated.id, rotated.user_id, &rotated.name, rotated.created_at),
+        (phone.id, phone.user_id, &phone.name, phone.created_at),
+        "UserStore::rotate_refresh changed more than the refresh hash and expiry"
+    );
+    assert!(
+        !ok(s.rotate_refresh(phone.id, [1; 32], [12; 32], expires).await, "rotate_refresh stale hash"),
+        "UserStore::rotate_refresh succeeded with a stale (already rotated) hash"
+    );
+    assert!(
+        !ok(s.rotate_refresh(DeviceId::new(), [0; 32], [1; 32], expires).await, "rotate_refresh unknown device"),
+        "UserStore::rotate_refresh succeeded on a device that does not exist"
+    );
+    assert_eq!(
+        ok(s.device(laptop.id).await, "other device after rotation"),
+        Some(laptop.clone()),
+        "UserStore::rotate_refresh changed another device"
+    );
+
+    // Two rotations racing with one token (polled together): exactly one wins.
+    let (first, second) = tokio::join!(
+        s.rotate_refresh(phone.id, [11; 32], [20; 32], expires),
+        s.rotate_refresh(phone.id, [11; 32], [21; 32], expires),
+    );
+    let (first, second) = (ok(first, "racing rotate_refresh"), ok(second, "racing rotate_refresh"));
+    assert!(first ^ second, "UserStore::rotate_refresh: two rotations with one expected hash: {first} and {second}");
+    let winner_hash = if first { [20; 32] } else { [21; 32] };
+    assert_eq!(
+        ok(s.device(phone.id).await, "device after race").map(|d| d.refresh_hash),
+        Some(winner_hash),
+        "UserStore::rotate_refresh: the stored hash is not the winner's"
+    );
+
+    // Many rotations racing on separate tasks: exactly one wins.
+    let mut racers = Vec::with_capacity(RACERS);
+    for i in 0..RACERS {
+        let store = s.clone();
+        let new = [30 + i as u8; 32];
+        racers.push(tokio::spawn(async move { store.rotate_refresh(phone.id, winner_hash, new, expires).await }));
+    }
+    let mut winners = Vec::new();
+    for (i, racer) in racers.into_iter().enumerate() {
+        if ok(racer.await.expect("a racing rotation task panicked"), "spawned racing rotate_refresh") {
+            winners.push(i);
+        }
+    }
+    assert_eq!(
+        winners.len(),
+        1,
+        "UserStore::rotate_refresh: {RACERS} concurrent rotations with one expected hash; winners {winners:?}"
+    );
+    assert_eq!(
+        ok(s.device(phone.id).await, "device after spawned race").map(|d| d.refresh_hash),
+        Some([30 + winners[0] as u8; 32]),
+        "UserStore::rotate_refresh: the stored hash is not the winner's"
+    );
+
+    // delete_device: true once, then false; gone from device() and devices_of().
+    assert!(ok(s.delete_device(phone.id).await, "delete_device"), "UserStore::delete_device of a device: false");
+    assert!(
+        !ok(s.delete_device(phone.id).await, "delete_device again"),
+        "UserStore::delete_device of an already deleted device must return false"
+    );
+    assert!(
+        !ok(s.delete_device(DeviceId::new()).await, "delete_device unknown"),
+        "UserStore::delete_device of an unknown device must return false"
+    );
+    assert_eq!(ok(s.device(phone.id).await, "device after delete"), None, "UserStore::device found a deleted device");
+    assert_eq!(
+        ok(s.devices_of(alice.id).await, "devices_of after delete"),
+        vec![laptop.clone()],
+        "UserStore::devices_of must not list a deleted device, and keep the others"
+    );
+    assert!(
+        !ok(s.rotate_refresh(phone.id, [30; 32], [40; 32], expires).await, "rotate_refresh deleted device"),
+        "UserStore::rotate_refresh succeeded on a deleted device"
+    );
+    assert_eq!(
+        ok(s.devices_of(bob.id).await, "devices_of other user after delete"),
+        vec![bobs],
+        "UserStore::delete_device touched another user's devices"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// ConversationStore
+// ---------------------------------------------------------------------------------------------------------
+
+/// Groups, direct conversations (get-or-create, also concurrently), members and memberships.
+pub async fn conversations(stores: &Stores) {
+    let s = &stores.conversations;
+    let owner = create_user(stores).await;
+    let anna = create_user(stores).await;
+    let ben = create_user(stores).await;
+    let carl = create_user(stores).await;
+    let dora = create_user(stores).await;
+    let outsider = create_user(stores).await;
+
+    // create_group, conversation(), members in join order, member().
+    let conversation = group(owner.id, "the group");
+    assert_eq!(
+        ok(s.conversation(conversation.id).await, "conversation before create"),
+        None,
+        "ConversationStore::conversation found a conversation never created"
+    );
+    let t = conversation.created_at;
+    // Given in join order, which is neither id order nor its reverse.
+    let initial = vec![
+        Member { user_id: ben.id, role: Role::Owner, joined_at: t },
+        Member { user_id: owner.id, role: Role::Admin, joined_at: t + 1 },
+        Member { user_id: anna.id, role: Role::Member, joined_at: t + 2 },
+    ];
+    ok(s.create_group(&conversation, &initial).await, "create_group");
+    assert_eq!(
+        ok(s.conversation(conversation.id).await, "conversation"),
+        Some(conversation.clone()),
+        "ConversationStore::conversation must return the group exactly as created"
+    );
+    assert_eq!(
+        ok(s.members(conversation.id).await, "members"),
+        initial,
+        "ConversationStore::members must return the members as created, in the order they joined"
+    );
+    assert_eq!(
+        ok(s.member(conversation.id, anna.id).await, "member"),
+        Some(initial[2].clone()),
+        "ConversationStore::member must return the membership as created"
+    );
+    assert_eq!(
+        ok(s.member(conversation.id, outsider.id).await, "member of a non-member"),
+        None,
+        "ConversationStore::member must return None for a non-member"
+    );
+    assert!(
+        ok(s.members(ConversationId::new()).await, "members of unknown").is_empty(),
+        "ConversationStore::members of an unknown conversation must be empty"
+    );
+
+    // set_title.
+    ok(s.set_title(conversation.id, "renamed").await, "set_title");
+    assert_eq!(
+        ok(s.conversation(conversation.id).await, "conversation after set_title"),
+        Some(Conversation { title: Some("renamed".into()), ..conversation.clone() }),
+        "ConversationStore::set_title must change the title and nothing else"
+    );
+
+    // add_member: appended in join order; Conflict when already a member; LimitExceeded at max_members.
+    let carl_member = Member { user_id: carl.id, role: Role::Member, joined_at: t + 3 };
+    ok(s.add_member(conversation.id, &carl_member, 10).await, "add_member");
+    let mut expected = initial.clone();
+    expected.push(carl_member.clone());
+    assert_eq!(
+        ok(s.members(conversation.id).await, "members after add_member"),
+        expected,
+        "ConversationStore::members after add_member: the new member must come last (join order)"
+    );
+    let again = Member { joined_at: t + 10, role: Role::Admin, ..carl_member.clone() };
+    expect_conflict(s.add_member(conversation.id, &again, 10).await, "ConversationStore::add_member of a member");
+    assert_eq!(
+        ok(s.member(conversation.id, carl.id).await, "member after conflicting add"),
+        Some(carl_member.clone()),
+        "ConversationStore::add_member refused with Conflict but changed the membership"
+    );
+    let dora_member = Member { user_id: dora.id, role: Role::Member, joined_at: t + 4 };
+    expect_limit(
+        s.add_member(conversation.id, &dora_member, expected.len()).await,
+        "ConversationStore::add_member to a group that has max_members",
+    );
+    expect_limit(
+        s.add_member(conversation.id, &dora_member, expected.len() - 1).await,
+        "ConversationStore::add_member to a group that has more than max_members",
+    );
+    assert_eq!(
+        ok(s.member(conversation.id, dora.id).await, "member after refused add"),
+        None,
+        "ConversationStore::add_member refused with LimitExceeded but added the member"
+    );
+    assert!(
+        !ok(s.memberships(dora.id).await, "memberships after refused add").iter().any(|(c, _)| *c == conversation.id),
+        "ConversationStore::add_member refused with LimitExceeded but left a membership behind"
+    );
+    ok(s.add_member(conversation.id, &dora_member, expected.len() + 1).await, "add_member just below max");
+    expected.push(dora_member.clone());
+    assert_eq!(
+        ok(s.members(conversation.id).await, "members after second add_member"),
+        expected,
+        "ConversationStore::members after two add_member calls, in join order"
+    );
+
+    // set_role.
+    assert!(
+        ok(s.set_role(conversation.id, carl.id, Role::Admin).await, "set_role"),
+        "ConversationStore::set_role of a member must return true"
+    );
+    assert_eq!(
+        ok(s.member(conversation.id, carl.id).await, "member after set_role"),
+        Some(Member { role: Role::Admin, ..carl_member.clone() }),
+        "ConversationStore::set_role must change the role and nothing else"
+    );
+    assert!(
+        !ok(s.set_role(conversation.id, outsider.id, Role::Admin).await, "set_role of a non-member"),
+        "ConversationStore::set_role of a non-member must return false"
+    );
+    assert_eq!(
+        ok(s.member(conversation.id, outsider.id).await, "member after set_role of non-member"),
+        None,
+        "ConversationStore::set_role of a non-member made them a member"
+    );
+
+    // remove_member: true, then false.
+    assert!(
+        ok(s.remove_member(conversation.id, anna.id).await, "remove_member"),
+        "ConversationStore::remove_member of a member must return true"
+    );
+    assert!(
+        !ok(s.remove_member(conversation.id, anna.id).await, "remove_member again"),
+        "ConversationStore::remove_member of a former member must return false"
+    );
+    assert!(
+        !ok(s.remove_member(conversation.id, outsider.id).await, "remove_member of a non-member"),
+        "ConversationStore::remove_member of a non-member must return false"
+    );
+    assert_eq!(
+        ok(s.member(conversation.id, anna.id).await, "member after remove"),
+        None,
+        "ConversationStore::member found a removed member"
+    );
+    expected.retain(|m| m.user_id != anna.id);
+    let carl_admin = Member { role: Role::Admin, ..carl_member.clone() };
+    for m in &mut expected {
+        if m.user_id == carl.id {
+            *m = carl_admin.clone();
+        }
+    }
+    assert_eq!(
+        ok(s.members(conversation.id).await, "members after remove"),
+        expected,
+        "ConversationStore::members after remove_member must keep the others in join order"
+    );
+    assert!(
+        ok(s.memberships(anna.id).await, "memberships after remove").iter().all(|(c, _)| *c != conversation.id),
+        "ConversationStore::memberships still lists a conversation the user was removed from"
+    );
+
+    // A second group, so memberships() has to return several and only the user's.
+    let second = group(carl.id, "second");
+    let second_members = vec![
+        Member { user_id: carl.id, role: Role::Owner, joined_at: second.created_at },
+        Member { user_id: dora.id, role: Role::Member, joined_at: second.created_at + 1 },
+    ];
+    ok(s.create_group(&second, &second_members).await, "create_group (second)");
+
+    // get_or_create_direct: one conversation per pair, in either order.
+    let candidate = direct(carl.id);
+    let created = ok(s.get_or_create_direct(&candidate, carl.id, ben.id).await, "get_or_create_direct");
+    assert_eq!(created, candidate, "ConversationStore::get_or_create_direct must create the candidate for a new pair");
+    assert_eq!(
+        ok(s.conversation(candidate.id).await, "conversation of a direct"),
+        Some(candidate.clone()),
+        "ConversationStore::get_or_create_direct must store the created conversation"
+    );
+    let direct_members: BTreeSet<UserId> =
+        ok(s.members(candidate.id).await, "members of a direct").iter().map(|m| m.user_id).collect();
+    assert_eq!(
+        direct_members,
+        BTreeSet::from([carl.id, ben.id]),
+        "ConversationStore::get_or_create_direct must make exactly both users members"
+    );
+    let other_candidate = direct(ben.id);
+    let found = ok(s.get_or_create_direct(&other_candidate, ben.id, carl.id).await, "get_or_create_direct (b, a)");
+    assert_eq!(
+        found, candidate,
+        "ConversationStore::get_or_create_direct for (b, a) must return the conversation created for (a, b)"
+    );
+    let found = ok(s.get_or_create_direct(&other_candidate, carl.id, ben.id).await, "get_or_create_direct again");
+    assert_eq!(found, candidate, "ConversationStore::get_or_create_direct for (a, b) again must return the same");
+    assert_eq!(
+        ok(s.conversation(other_candidate.id).await, "unused candidate"),
+        None,
+        "ConversationStore::get_or_create_direct stored a candidate although the pair had a conversation"
+    );
+    let with_dora = direct(carl.id);
+    let other_pair = ok(s.get_or_create_direct(&with_dora, carl.id, dora.id).await, "get_or_create_direct other pair");
+    assert_eq!(other_pair, with_dora, "ConversationStore::get_or_create_direct mixed up two pairs sharing a user");
+
+    // memberships(user): every conversation of the user with its membership, and nothing else.
+    let mut memberships = ok(s.memberships(carl.id).await, "memberships");
+    memberships.sort_by_key(|(c, _)| *c);
+    let listed: Vec<ConversationId> = memberships.iter().map(|(c, _)| *c).collect();
+    let mut wanted = vec![conversation.id, second.id, candidate.id, with_dora.id];
+    wanted.sort();
+    assert_eq!(listed, wanted, "ConversationStore::memberships must list exactly the user's conversations");
+    for (c, member) in &memberships {
+        assert_eq!(member.user_id, carl.id, "ConversationStore::memberships returned another user's membership");
+        if *c == conversation.id {
+            assert_eq!(member, &carl_admin, "ConversationStore::memberships must return the current membership");
+        }
+        if *c == second.id {
+            assert_eq!(member, &second_members[0], "ConversationStore::memberships must return the membership");
+        }
+    }
+    assert!(
+        ok(s.memberships(UserId::new()).await, "memberships of a stranger").is_empty(),
+        "ConversationStore::memberships of a user without conversations must be empty"
+    );
+
+    // get_or_create_direct racing for one fresh pair: everyone gets one and the same conversation.
+    let x = create_user(stores).await;
+    let y = create_user(stores).await;
+    let mut racers = Vec::with_capacity(RACERS);
+    let mut candidates = Vec::with_capacity(RACERS);
+    for i in 0..RACERS {
+        let store = s.clone();
+        let candidate = direct(if i % 2 == 0 { x.id } else { y.id });
+        candidates.push(candidate.clone());
+        let (a, b) = if i % 2 == 0 { (x.id, y.id) } else { (y.id, x.id) };
+        racers.push(tokio::spawn(async move { store.get_or_create_direct(&candidate, a, b).await }));
+    }
+    let mut results = Vec::with_capacity(RACERS);
+    for racer in racers {
+        results
+            .push(ok(racer.await.expect("a racing get_or_create_direct task panicked"), "racing get_or_create_direct"));
+    }
+    let winner = results[0].clone();
+    assert!(
+        results.iter().all(|c| *c == winner),
+        "ConversationStore::get_or_create_direct: concurrent calls for one pair returned different conversations: {:?}",
+        results.iter().map(|c| c.id).collect::<Vec<_>>()
+    );
+    assert!(
+        candidates.contains(&winner),
+        "ConversationStore::get_or_create_direct returned a conversation that was none of the candidates"
+    );
+    let mut stored = 0;
+    for candidate in &candidates {
+        if ok(s.conversation(candidate.id).await, "conversation of a racing candidate").is_some() {
+            stored += 1;
+        }
+    }
+    assert_eq!(stored, 1, "ConversationStore::get_or_create_direct: concurrent calls created {stored} conversations");
+    for user in [x.id, y.id] {
+        let listed: Vec<ConversationId> =
+            ok(s.memberships(user).await, "memberships after race").into_iter().map(|(c, _)| c).collect();
+        assert_eq!(
+            listed,
+            vec![winner.id],
+            "ConversationStore::get_or_create_direct: after concurrent calls a user of the pair must be member of \
+             exactly the one conversation"
+        );
+    }
+    let racing_members: BTreeSet<UserId> =
+        ok(s.members(winner.id).await, "members after race").iter().map(|m| m.user_id).collect();
+    assert_eq!(
+        racing_members,
+        BTreeSet::from([x.id, y.id]),
+        "ConversationStore::get_or_create_direct: after concurrent calls the pair must be the only members"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// MessageStore
+// ---------------------------------------------------------------------------------------------------------
+
+/// Commits (all or nothing), last_seq, lookups by seq and by idempotency key, history paging.
+pub async fn messages(stores: &Stores) {
+    let s = &stores.messages;
+    let (sender, device) = create_user_with_device(stores).await;
+    let (other_sender, _) = create_user_with_device(stores).await;
+    let conversation = create_group_of(stores, sender.id).await.id;
+    let neighbour = create_group_of(stores, sender.id).await.id;
+
+    // An empty conversation.
+    assert_eq!(ok(s.last_seq(conversation).await, "last_seq of empty"), 0, "MessageStore::last_seq of empty: not 0");
+    assert_eq!(ok(s.message(conversation, 1).await, "message of empty"), None, "MessageStore::message found a ghost");
+    assert!(
+        ok(s.history(conversation, 1, Direction::Forward, 10).await, "history of empty").is_empty(),
+        "MessageStore::history of an empty conversation must be empty"
+    );
+    assert!(
+        ok(s.history(conversation, u64::MAX, Direction::Backward, 10).await, "history of empty").is_empty(),
+        "MessageStore::history (backward) of an empty conversation must be empty"
+    );
+    assert_eq!(
+        ok(s.by_client_id(conversation, sender.id, "client-1").await, "by_client_id of empty"),
+        None,
+        "MessageStore::by_client_id found a ghost"
+    );
+
+    // Inserts, in two commits.
+    let mut stored: Vec<Message> = (1..=5).map(|seq| message(conversation, seq, sender.id, device.id)).collect();
+    ok(s.commit(&stored[..3].iter().cloned().map(MessageWrite::Insert).collect::<Vec<_>>()).await, "commit inserts");
+    assert_eq!(ok(s.last_seq(conversation).await, "last_seq"), 3, "MessageStore::last_seq after inserting 1..=3");
+    ok(s.commit(&stored[3..].iter().cloned().map(MessageWrite::Insert).collect::<Vec<_>>()).await, "commit inserts");
+    assert_eq!(ok(s.last_seq(conversation).await, "last_seq"), 5, "MessageStore::last_seq after inserting 1..=5");
+    assert_eq!(
+        ok(s.last_sent_by(conversation, sender.id).await, "last_sent_by"),
+        5,
+        "MessageStore::last_sent_by must follow the sender's inserts"
+    );
+    assert_eq!(
+        ok(s.last_sent_by(conversation, other_sender.id).await, "last_sent_by of another"),
+        0,
+        "MessageStore::last_sent_by of a user who sent nothing must be 0"
+    );
+    let elsewhere = message(neighbour, 1, sender.id, device.id);
+    ok(s.commit(&[MessageWrite::Insert(elsewhere.clone())]).await, "commit into another conversation");
+    assert_eq!(ok(s.last_seq(neighbour).await, "last_seq"), 1, "MessageStore::last_seq mixes conversations");
+    assert_eq!(ok(s.last_seq(conversation).await, "last_seq"), 5, "MessageStore::last_seq mixes conversations");
+
+    // message() and by_client_id().
+    assert_eq!(
+        ok(s.message(conversation, 3).await, "message"),
+        Some(stored[2].clone()),
+        "MessageStore::message must return the message exactly as committed"
+    );
+    assert_eq!(ok(s.message(conversation, 6).await, "message past the end"), None, "MessageStore::message past end");
+    assert_eq!(ok(s.message(conversation, 0).await, "message 0"), None, "MessageStore::message of seq 0");
+    assert_eq!(
+        ok(s.by_client_id(conversation, sender.id, "client-4").await, "by_client_id"),
+        Some(stored[3].clone()),
+        "MessageStore::by_client_id must find the message stored under the sender's key"
+    );
+    assert_eq!(
+        ok(s.by_client_id(conversation, other_sender.id, "client-4").await, "by_client_id of another sender"),
+        None,
+        "MessageStore::by_client_id: the idempotency key is per sender, another sender's key matched"
+    );
+    assert_eq!(
+        ok(s.by_client_id(neighbour, sender.id, "client-1").await, "by_client_id in another conversation"),
+        Some(elsewhere.clone()),
+        "MessageStore::by_client_id: the idempotency key is per conversation"
+    );
+    assert_eq!(
+        ok(s.by_client_id(conversation, sender.id, "client-unknown").await, "by_client_id unknown"),
+        None,
+        "MessageStore::by_client_id found an unknown key"
+    );
+
+    // history forward and backward, with `from` and `limit`.
+    let forward = |from: u64, limit: usize| s.history(conversation, from, Direction::Forward, limit);
+    let backward = |from: u64, limit: usize| s.history(conversation, from, Direction::Backward, limit);
+    assert_eq!(
+        ok(forward(1, 100).await, "history"),
+        stored,
+        "MessageStore::history forward from 1 must return every message, in seq order, as committed"
+    );
+    assert_eq!(seqs(&ok(forward(0, 100).await, "history")), vec![1, 2, 3, 4, 5], "MessageStore::history from 0");
+    assert_eq!(seqs(&ok(forward(2, 2).await, "history")), vec![2, 3], "MessageStore::history forward from 2 limit 2");
+    assert_eq!(seqs(&ok(forward(4, 10).await, "history")), vec![4, 5], "MessageStore::history forward from 4");
+    assert_eq!(seqs(&ok(forward(5, 10).await, "history")), vec![5], "MessageStore::history forward from the last");
+    assert!(ok(forward(6, 10).await, "history").is_empty(), "MessageStore::history forward from beyond the end");
+    assert!(ok(forward(u64::MAX, 10).await, "history").is_empty(), "MessageStore::history forward from u64::MAX");
+    assert_eq!(
+        seqs(&ok(backward(5, 2).await, "history")),
+        vec![5, 4],
+        "MessageStore::history backward from 5 limit 2 must return 5, 4"
+    );
+    assert_eq!(
+        seqs(&ok(backward(3, 10).await, "history")),
+        vec![3, 2, 1],
+        "MessageStore::history backward from 3 must return 3, 2, 1"
+    );
+    assert_eq!(
+        seqs(&ok(backward(100, 3).await, "history")),
+        vec![5, 4, 3],
+        "MessageStore::history backward from beyond the end must start at the last message"
+    );
+    assert_eq!(
+        seqs(&ok(backward(u64::MAX, 1).await, "history")),
+        vec![5],
+        "MessageStore::history backward from u64::MAX limit 1 must return the last message"
+    );
+    assert!(ok(backward(0, 10).await, "history").is_empty(), "MessageStore::history backward from 0 must be empty");
+    assert_eq!(
+        ok(s.history(neighbour, 1, Direction::Forward, 100).await, "history of another conversation"),
+        vec![elsewhere.clone()],
+        "MessageStore::history mixes conversations"
+    );
+
+    // Update replaces a stored message (and by_client_id sees the new version).
+    let mut edited = stored[1].clone();
+    edited.body = "edited".into();
+    edited.edited_at = Some(now_millis());
+    edited.reactions.insert("👍".into(), BTreeSet::from([other_sender.id]));
+    ok(s.commit(&[MessageWrite::Update(edited.clone())]).await, "commit update");
+    stored[1] = edited.clone();
+    assert_eq!(
+        ok(s.message(conversation, 2).await, "message after update"),
+        Some(edited.clone()),
+        "MessageStore::commit(Update) must replace the stored message"
+    );
+    assert_eq!(
+        ok(s.by_client_id(conversation, sender.id, "client-2").await, "by_client_id after update"),
+        Some(edited.clone()),
+        "MessageStore::by_client_id must return the current version after an Update"
+    );
+    assert_eq!(ok(s.last_seq(conversation).await, "last_seq"), 5, "MessageStore::commit(Update) changed last_seq");
+    assert_eq!(ok(forward(1, 100).await, "history after update"), stored, "MessageStore::history after an Update");
+
+    // A tombstone is an Update too, and a mixed commit applies both kinds.
+    let mut tombstone = stored[2].clone();
+    tombstone.deleted = true;
+    tombstone.body.clear();
+    let sixth = message(conversation, 6, other_sender.id, device.id);
+    ok(
+        s.commit(&[MessageWrite::Update(tombstone.clone()), MessageWrite::Insert(sixth.clone())]).await,
+        "commit update + insert",
+    );
+    stored[2] = tombstone;
+    stored.push(sixth.clone());
+    assert_eq!(ok(s.last_seq(conversation).await, "last_seq"), 6, "MessageStore::commit(Update + Insert): last_seq");
+    assert_eq!(ok(forward(1, 100).await, "history"), stored, "MessageStore::commit(Update + Insert): history");
+    assert_eq!(
+        ok(s.by_client_id(conversation, other_sender.id, "client-6").await, "by_client_id of other sender"),
+        Some(sixth),
+        "MessageStore::by_client_id must find the other sender's message under its key"
+    );
+
+    // An Insert of a used seq is refused, and nothing of that commit is stored (all or nothing).
+    let seventh = message(conversation, 7, sender.id, device.id);
+    let mut clash = message(conversation, 2, sender.id, device.id);
+    clash.client_msg_id = "client-clash".into();
+    expect_refused(
+        s.commit(&[MessageWrite::Insert(seventh.clone()), MessageWrite::Insert(clash.clone())]).await,
+        "MessageStore::commit of an Insert under a seq already stored",
+    );
+    let refused_insert = "MessageStore::commit refused an Insert of a used seq but kept part of the commit";
+    assert_eq!(ok(s.message(conversation, 7).await, "message after refusal"), None, "{refused_insert}");
+    assert_eq!(ok(s.last_seq(conversation).await, "last_seq after refusal"), 6, "{refused_insert}");
+    assert_eq!(
+        ok(s.by_client_id(conversation, sender.id, "client-7").await, "by_client_id after refusal"),
+        None,
+        "{refused_insert} (its idempotency key)"
+    );
+    assert_eq!(
+        ok(s.by_client_id(conversation, sender.id, "client-clash").await, "by_client_id after refusal"),
+        None,
+        "{refused_insert} (the clashing key)"
+    );
+    assert_eq!(
+        ok(s.message(conversation, 2).await, "message after refusal"),
+        Some(edited.clone()),
+        "MessageStore::commit refused an Insert of a used seq but overwrote the stored message"
+    );
+
+    // Two Inserts of one seq in a single commit: refused as a whole.
+    let mut twin = seventh.clone();
+    twin.message_id = MessageId::new();
+    twin.client_msg_id = "client-twin".into();
+    expect_refused(
+        s.commit(&[MessageWrite::Insert(seventh.clone()), MessageWrite::Insert(twin)]).await,
+        "MessageStore::commit of two Inserts with one seq",
+    );
+    assert_eq!(
+        ok(s.message(conversation, 7).await, "message after refusal"),
+        None,
+        "MessageStore::commit refused two Inserts of one seq but stored one of them"
+    );
+
+    // An Update of a missing seq is refused, alone or with a valid Insert, which is then not stored.
+    let mut ghost = message(conversation, 99, sender.id, device.id);
+    ghost.body = "ghost".into();
+    expect_refused(
+        s.commit(&[MessageWrite::Update(ghost.clone())]).await,
+        "MessageStore::commit of an Update of a missing seq",
+    );
+    expect_refused(
+        s.commit(&[MessageWrite::Insert(seventh.clone()), MessageWrite::Update(ghost)]).await,
+        "MessageStore::commit of a valid Insert with an Update of a missing seq",
+    );
+    let refused_update = "MessageStore::commit refused an Update of a missing seq but kept part of the commit";
+    assert_eq!(ok(s.message(conversation, 99).await, "message after refusal"), None, "{refused_update}");
+    assert_eq!(ok(s.message(conversation, 7).await, "message after refusal"), None, "{refused_update}");
+    assert_eq!(ok(s.last_seq(conversation).await, "last_seq after refusal"), 6, "{refused_update}");
+    assert_eq!(ok(forward(1, 100).await, "history after refusals"), stored, "MessageStore::history after refusals");
+
+    // The store still takes valid commits after refusing some.
+    ok(s.commit(&[MessageWrite::Insert(seventh.clone())]).await, "commit after refusals");
+    stored.push(seventh);
+    assert_eq!(ok(s.last_seq(conversation).await, "last_seq"), 7, "MessageStore::commit after refusals: last_seq");
+    assert_eq!(ok(forward(1, 100).await, "history"), stored, "MessageStore::commit after refusals: history");
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// CursorStore
+// ---------------------------------------------------------------------------------------------------------
+
+/// Monotonic per-device positions, results in the order of the updates, listing per user.
+pub async fn cursors(stores: &Stores) {
+    let s = &stores.cursors;
+    let (user, phone) = create_user_with_device(stores).await;
+    let laptop = fresh_device(user.id, "laptop", [2; 32]);
+    ok(stores.users.create_device(&laptop).await, "create_device");
+    let (other, others_phone) = create_user_with_device(stores).await;
+    let conversation = create_group_of(stores, user.id).await.id;
+    ok(
+        stores
+            .conversations
+            .add_member(conversation, &Member { user_id: other.id, role: Role::Member, joined_at: now_millis() }, 100)
+            .await,
+        "add_member",
+    );
+    let neighbour = create_group_of(stores, user.id).await.id;
+    let update = |user: UserId, device: DeviceId, delivered: Option<u64>, read: Option<u64>| CursorUpdate {
+        conversation,
+        user,
+        device,
+        delivered,
+        read,
+    };
+
+    assert!(
+        ok(s.cursors(conversation, user.id).await, "cursors before any advance").is_empty(),
+        "CursorStore::cursors must be empty before any advance"
+    );
+
+    // Forward moves are stored; lower values are ignored; `None` leaves a position as it is.
+    assert_eq!(
+        ok(s.advance(&[update(user.id, phone.id, Some(5), Some(3))]).await, "advance"),
+        vec![cursor(phone.id, 5, 3)],
+        "CursorStore::advance must return the new positions"
+    );
+    assert_eq!(
+        ok(s.advance(&[update(user.id, phone.id, Some(2), Some(1))]).await, "advance backwards"),
+        vec![cursor(phone.id, 5, 3)],
+        "CursorStore::advance must ignore lower values (positions only move forward)"
+    );
+    assert_eq!(
+        ok(s.advance(&[update(user.id, phone.id, Some(4), Some(4))]).await, "advance mixed"),
+        vec![cursor(phone.id, 5, 4)],
+        "CursorStore::advance must move each position forward independently"
+    );
+    assert_eq!(
+        ok(s.advance(&[update(user.id, phone.id, None, Some(4))]).await, "advance read only"),
+        vec![cursor(phone.id, 5, 4)],
+        "CursorStore::advance with an unchanged read and no delivered must change nothing"
+    );
+    assert_eq!(
+        ok(s.advance(&[update(user.id, phone.id, Some(7), None)]).await, "advance delivered only"),
+        vec![cursor(phone.id, 7, 4)],
+        "CursorStore::advance with only `delivered` must keep `read`"
+    );
+    assert_eq!(
+        ok(s.cursors(conversation, user.id).await, "cursors"),
+        vec![cursor(phone.id, 7, 4)],
+        "CursorStore::cursors must return the stored positions"
+    );
+
+    // Several updates in one call: results in the order of the updates, each device on its own.
+    let results = ok(
+        s.advance(&[
+            update(user.id, laptop.id, Some(1), Some(1)),
+            update(user.id, phone.id, Some(8), Some(6)),
+            update(other.id, others_phone.id, Some(10), Some(9)),
+            update(user.id, laptop.id, Some(0), None),
+            update(user.id, phone.id, Some(9), Some(2)),
+        ])
+        .await,
+        "advance of several",
+    );
+    assert_eq!(
+        results,
+        vec![
+            cursor(laptop.id, 1, 1),
+            cursor(phone.id, 8, 6),
+            cursor(others_phone.id, 10, 9),
+            cursor(laptop.id, 1, 1),
+            cursor(phone.id, 9, 6),
+        ],
+        "CursorStore::advance must return, in the order of the updates, each device's positions after that update"
+    );
+
+    // cursors(): every device of that user in that conversation, and only those.
+    assert_eq!(
+        by_device(ok(s.cursors(conversation, user.id).await, "cursors")),
+        by_device(vec![cursor(phone.id, 9, 6), cursor(laptop.id, 1, 1)]),
+        "CursorStore::cursors must list every device of the user, and no other user's"
+    );
+    assert_eq!(
+        ok(s.cursors(conversation, other.id).await, "cursors of the other user"),
+        vec![cursor(others_phone.id, 10, 9)],
+        "CursorStore::cursors must list only the given user's devices"
+    );
+    assert!(
+        ok(s.cursors(neighbour, user.id).await, "cursors of another conversation").is_empty(),
+        "CursorStore::cursors mixes conversations"
+    );
+
+    // Positions are per conversation.
+    assert_eq!(
+        ok(
+            s.advance(&[CursorUpdate {
+                conversation: neighbour,
+                user: user.id,
+                device: phone.id,
+                delivered: Some(2),
+                read: Some(2)
+            }])
+            .await,
+            "advance in another conversation"
+        ),
+        vec![cursor(phone.id, 2, 2)],
+        "CursorStore::advance: positions are per conversation"
+    );
+    assert_eq!(
+        by_device(ok(s.cursors(conversation, user.id).await, "cursors")),
+        by_device(vec![cursor(phone.id, 9, 6), cursor(laptop.id, 1, 1)]),
+        "CursorStore::advance in one conversation changed another"
+    );
+    assert!(
+        ok(s.advance(&[]).await, "advance of nothing").is_empty(),
+        "CursorStore::advance of no updates must return no cursors"
+    );
+}
