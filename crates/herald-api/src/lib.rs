@@ -5,6 +5,7 @@
 
 pub mod error;
 pub mod extract;
+pub mod gateway;
 mod routes;
 mod state;
 

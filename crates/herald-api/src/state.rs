@@ -1,4 +1,6 @@
+use crate::gateway::Gateway;
 use herald_core::Services;
+use herald_core::hub::Hub;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,4 +24,6 @@ pub struct AppState {
     pub services: Services,
     pub metrics: PrometheusHandle,
     pub readiness: Arc<Readiness>,
+    pub hub: Arc<Hub>,
+    pub gateway: Arc<Gateway>,
 }

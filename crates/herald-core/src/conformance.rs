@@ -141,6 +141,7 @@ fn message(conversation: ConversationId, seq: u64, sender: UserId, device: Devic
         edited_at: None,
         deleted: false,
         reactions: BTreeMap::new(),
+        system: None,
     }
 }
 

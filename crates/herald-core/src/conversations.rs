@@ -4,24 +4,37 @@
 use crate::auth::Principal;
 use crate::cache::TtlCache;
 use crate::limits::Limits;
+use crate::log::Op;
 use crate::store::{StoreError, Stores};
+use crate::submit::Submitter;
 use crate::{CoreError, CoreResult, now_millis};
 use herald_proto::{
     Conversation, ConversationDetails, ConversationId, ConversationKind, ConversationPage, ConversationSummary, Member,
-    Millis, Role, UserId,
+    Millis, Role, SystemEvent, UserId,
 };
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub struct Conversations {
     stores: Stores,
     limits: Limits,
+    submitter: Arc<Submitter>,
     membership: TtlCache<(ConversationId, UserId), Option<Member>>,
 }
 
 impl Conversations {
-    pub fn new(stores: Stores, limits: Limits, cache_ttl: Duration) -> Self {
-        Self { stores, limits, membership: TtlCache::new("membership", cache_ttl, 200_000) }
+    pub fn new(stores: Stores, limits: Limits, submitter: Arc<Submitter>, cache_ttl: Duration) -> Self {
+        Self { stores, limits, submitter, membership: TtlCache::new("membership", cache_ttl, 200_000) }
+    }
+
+    /// Records a change as a notice in the conversation, so every member's devices (and a departed
+    /// member's) learn of it in order. The change itself is already stored: a failure here is logged, not
+    /// reported, since retrying the change would now conflict.
+    async fn notice(&self, principal: Principal, id: ConversationId, event: SystemEvent) {
+        if let Err(e) = self.submitter.submit(principal, id, Op::System { event }).await {
+            tracing::warn!(conversation = %id, error = %e, "could not record a membership notice");
+        }
     }
 
     /// The caller's membership, or `not_found` (a non-member may not learn that the conversation exists).
@@ -105,6 +118,7 @@ impl Conversations {
         require_role(&me, Role::Admin, "only an admin can rename the group")?;
         let title = self.validate_title(title)?;
         self.stores.conversations.set_title(id, &title).await?;
+        self.notice(principal, id, SystemEvent::TitleChanged { title: title.clone() }).await;
         self.details_of(Conversation { title: Some(title), ..conversation }).await
     }
 
@@ -125,6 +139,7 @@ impl Conversations {
             },
         )?;
         self.membership.invalidate(&(id, user));
+        self.notice(principal, id, SystemEvent::MemberAdded { user_id: user }).await;
         Ok(member)
     }
 
@@ -149,12 +164,19 @@ impl Conversations {
             return Err(CoreError::not_found("not a member"));
         }
         self.membership.invalidate(&(id, user));
+        let event = if user == principal.user {
+            SystemEvent::MemberLeft { user_id: user }
+        } else {
+            SystemEvent::MemberRemoved { user_id: user }
+        };
+        self.notice(principal, id, event).await;
         if user == principal.user && me.role == Role::Owner {
             let members = self.stores.conversations.members(id).await?;
             let successor = members.iter().find(|m| m.role == Role::Admin).or(members.first());
             if let Some(next) = successor {
                 self.stores.conversations.set_role(id, next.user_id, Role::Owner).await?;
                 self.membership.invalidate(&(id, next.user_id));
+                self.notice(principal, id, SystemEvent::RoleChanged { user_id: next.user_id, role: Role::Owner }).await;
             }
         }
         Ok(())
@@ -178,9 +200,11 @@ impl Conversations {
             self.stores.conversations.member(id, user).await?.ok_or_else(|| CoreError::not_found("not a member"))?;
         self.stores.conversations.set_role(id, user, role).await?;
         self.membership.invalidate(&(id, user));
+        self.notice(principal, id, SystemEvent::RoleChanged { user_id: user, role }).await;
         if role == Role::Owner {
             self.stores.conversations.set_role(id, principal.user, Role::Admin).await?;
             self.membership.invalidate(&(id, principal.user));
+            self.notice(principal, id, SystemEvent::RoleChanged { user_id: principal.user, role: Role::Admin }).await;
         }
         Ok(Member { role, ..target })
     }

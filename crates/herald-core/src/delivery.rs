@@ -4,30 +4,51 @@
 
 use crate::CoreError;
 use async_trait::async_trait;
-use herald_proto::Message;
+use herald_proto::{ConversationId, Message, UserId};
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
 /// What happened to one log record.
 #[derive(Clone, Debug)]
 pub enum Applied {
-    Sent { message: Message, duplicate: bool },
+    /// A new message (a membership notice too), or the stored one for a retried send.
+    Sent {
+        message: Message,
+        duplicate: bool,
+    },
     Edited(Message),
     Deleted(Message),
     Reacted(Message),
+    /// A member's combined positions, as announced to the members.
+    Receipt {
+        conversation: ConversationId,
+        user: UserId,
+        delivered: u64,
+        read: u64,
+    },
 }
 
 impl Applied {
-    pub fn message(&self) -> &Message {
+    pub fn message(&self) -> Option<&Message> {
         match self {
             Applied::Sent { message, .. }
             | Applied::Edited(message)
             | Applied::Deleted(message)
-            | Applied::Reacted(message) => message,
+            | Applied::Reacted(message) => Some(message),
+            Applied::Receipt { .. } => None,
         }
     }
+}
+
+/// One feed event for one user's devices, at its position in that user's feed. `event` is the JSON of a
+/// `herald_proto::Event`, encoded once and shared by every recipient.
+#[derive(Clone, Debug)]
+pub struct FeedDelivery {
+    pub user: UserId,
+    pub pos: u64,
+    pub event: Arc<str>,
 }
 
 /// The outcome of one record, addressed to the request that appended it.
@@ -37,10 +58,11 @@ pub struct Outcome {
     pub result: Result<Applied, CoreError>,
 }
 
-/// The delivery seam: receives outcomes in log order per conversation.
+/// The delivery seam: receives, in log order per conversation, the outcomes for waiting requests and the
+/// feed events for connected devices.
 #[async_trait]
 pub trait Delivery: Send + Sync + 'static {
-    async fn publish(&self, outcomes: Vec<Outcome>);
+    async fn publish(&self, outcomes: Vec<Outcome>, feed: Vec<FeedDelivery>);
 }
 
 /// Requests waiting for their outcome on this node.
@@ -106,20 +128,31 @@ impl Drop for WaitGuard<'_> {
     }
 }
 
-/// Single-node delivery: resolve local waiters. (The gateway adds fan-out to connections.)
+/// Where feed events for this node's connections go (the gateway's hub).
+pub trait FeedSink: Send + Sync + 'static {
+    fn deliver(&self, feed: Vec<FeedDelivery>);
+}
+
+/// Single-node delivery: resolve local waiters and hand feed events to the local connections.
 pub struct LocalDelivery {
-    waiters: std::sync::Arc<Waiters>,
+    waiters: Arc<Waiters>,
+    sink: Option<Arc<dyn FeedSink>>,
 }
 
 impl LocalDelivery {
-    pub fn new(waiters: std::sync::Arc<Waiters>) -> Self {
-        Self { waiters }
+    pub fn new(waiters: Arc<Waiters>, sink: Option<Arc<dyn FeedSink>>) -> Self {
+        Self { waiters, sink }
     }
 }
 
 #[async_trait]
 impl Delivery for LocalDelivery {
-    async fn publish(&self, outcomes: Vec<Outcome>) {
+    async fn publish(&self, outcomes: Vec<Outcome>, feed: Vec<FeedDelivery>) {
+        if let Some(sink) = &self.sink
+            && !feed.is_empty()
+        {
+            sink.deliver(feed);
+        }
         for outcome in outcomes {
             self.waiters.resolve(outcome);
         }

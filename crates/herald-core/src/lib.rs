@@ -19,11 +19,13 @@ pub mod conformance;
 pub mod conversations;
 pub mod delivery;
 mod error;
+pub mod hub;
 pub mod limits;
 pub mod log;
 pub mod messaging;
 pub mod sequencer;
 pub mod store;
+pub mod submit;
 mod time;
 
 pub use error::{CoreError, CoreResult};

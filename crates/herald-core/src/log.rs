@@ -51,6 +51,12 @@ pub enum Op {
         emoji: String,
         add: bool,
     },
+    /// A membership or settings notice, written by the server after the change it describes.
+    System {
+        event: herald_proto::SystemEvent,
+    },
+    /// The actor's positions moved (already stored in the cursor store): announce them to the members.
+    Receipt,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -4,18 +4,17 @@
 
 use crate::auth::Principal;
 use crate::conversations::Conversations;
-use crate::delivery::{Applied, Waiters};
+use crate::delivery::Applied;
 use crate::limits::{Limits, SendRateLimiter};
-use crate::log::{LogError, LogRecord, MessageLog, Op};
+use crate::log::Op;
 use crate::store::{CursorUpdate, Stores};
+use crate::submit::Submitter;
 use crate::{CoreError, CoreResult};
 use herald_proto::{
     ConversationId, CursorState, Direction, HistoryPage, HistoryQuery, Message, Role, SendAck, SendMessage,
     UpdateCursor,
 };
 use std::sync::Arc;
-use std::time::Duration;
-use uuid::Uuid;
 
 const MAX_CLIENT_MSG_ID_CHARS: usize = 64;
 const MAX_EMOJI_CHARS: usize = 16;
@@ -23,25 +22,15 @@ const MAX_EMOJI_CHARS: usize = 16;
 pub struct Messaging {
     stores: Stores,
     conversations: Arc<Conversations>,
-    log: Arc<dyn MessageLog>,
-    waiters: Arc<Waiters>,
+    submitter: Arc<Submitter>,
     limits: Limits,
     rate: SendRateLimiter,
-    /// How long a request waits for its outcome before telling the client to retry.
-    apply_timeout: Duration,
 }
 
 impl Messaging {
-    pub fn new(
-        stores: Stores,
-        conversations: Arc<Conversations>,
-        log: Arc<dyn MessageLog>,
-        waiters: Arc<Waiters>,
-        limits: Limits,
-        apply_timeout: Duration,
-    ) -> Self {
+    pub fn new(stores: Stores, conversations: Arc<Conversations>, submitter: Arc<Submitter>, limits: Limits) -> Self {
         let rate = SendRateLimiter::new(&limits);
-        Self { stores, conversations, log, waiters, limits, rate, apply_timeout }
+        Self { stores, conversations, submitter, limits, rate }
     }
 
     pub fn rate_limiter(&self) -> &SendRateLimiter {
@@ -64,7 +53,7 @@ impl Messaging {
         self.conversations.require_member(principal, conversation).await?;
         self.rate.check(principal.user)?;
         let op = Op::Send { client_msg_id: req.client_msg_id, body: req.body, reply_to: req.reply_to };
-        match self.submit(principal, conversation, op).await? {
+        match self.submitter.submit(principal, conversation, op).await? {
             Applied::Sent { message, duplicate } => Ok(SendAck {
                 conversation_id: conversation,
                 client_msg_id: message.client_msg_id,
@@ -87,14 +76,14 @@ impl Messaging {
         self.validate_body(&body)?;
         self.conversations.require_member(principal, conversation).await?;
         self.rate.check(principal.user)?;
-        Ok(self.submit(principal, conversation, Op::Edit { seq, body }).await?.message().clone())
+        self.submitter.submit_for_message(principal, conversation, Op::Edit { seq, body }).await
     }
 
     pub async fn delete(&self, principal: Principal, conversation: ConversationId, seq: u64) -> CoreResult<Message> {
         let me = self.conversations.require_member(principal, conversation).await?;
         self.rate.check(principal.user)?;
         let op = Op::Delete { seq, as_admin: me.role >= Role::Admin };
-        Ok(self.submit(principal, conversation, op).await?.message().clone())
+        self.submitter.submit_for_message(principal, conversation, op).await
     }
 
     pub async fn react(
@@ -111,7 +100,7 @@ impl Messaging {
         }
         self.conversations.require_member(principal, conversation).await?;
         self.rate.check(principal.user)?;
-        Ok(self.submit(principal, conversation, Op::React { seq, emoji, add }).await?.message().clone())
+        self.submitter.submit_for_message(principal, conversation, Op::React { seq, emoji, add }).await
     }
 
     pub async fn history(
@@ -168,6 +157,8 @@ impl Messaging {
                 read: req.read,
             }])
             .await?;
+        // Announce the new positions to the members (the sequencer skips it when nothing moved).
+        self.submitter.submit(principal, conversation, Op::Receipt).await?;
         self.cursor_state(principal, conversation).await
     }
 
@@ -184,23 +175,6 @@ impl Messaging {
             unread: last_seq.saturating_sub(read),
             devices,
         })
-    }
-
-    async fn submit(&self, principal: Principal, conversation: ConversationId, op: Op) -> CoreResult<Applied> {
-        let started = tokio::time::Instant::now();
-        let request_id = Uuid::now_v7();
-        let wait = self.waiters.register(request_id);
-        let record = LogRecord { request_id, conversation, actor: principal.user, device: principal.device, op };
-        // A full partition queue makes append wait; the whole request stays within apply_timeout.
-        match tokio::time::timeout(self.apply_timeout, self.log.append(record)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(LogError::Closed)) => {
-                return Err(CoreError::unavailable("the server is shutting down; retry on another node"));
-            }
-            Ok(Err(LogError::Backend(m))) => return Err(CoreError::Internal(m)),
-            Err(_) => return Err(CoreError::unavailable("the log is overloaded; retry with the same client_msg_id")),
-        }
-        wait.wait(self.apply_timeout.saturating_sub(started.elapsed())).await
     }
 
     fn validate_body(&self, body: &str) -> CoreResult<()> {
@@ -231,4 +205,44 @@ fn validate_client_msg_id(id: &str) -> CoreResult<()> {
 
 fn unexpected(applied: &Applied) -> CoreError {
     CoreError::Internal(format!("unexpected outcome {applied:?}"))
+}
+
+/// A page of a user's feed, resolved to the events clients receive.
+pub struct FeedView {
+    pub events: Vec<(u64, herald_proto::Event)>,
+    /// The oldest retained position; resuming from before `oldest - 1` would leave a gap.
+    pub oldest: u64,
+    pub last: u64,
+}
+
+impl Messaging {
+    /// Up to `limit` events of `user`'s feed after `after`. Messages are read as they are now (an edited
+    /// message shows its edit), which a client applies idempotently by seq.
+    pub async fn feed(&self, user: herald_proto::UserId, after: u64, limit: usize) -> CoreResult<FeedView> {
+        use crate::store::FeedEvent;
+        use herald_proto::Event;
+        let page = self.stores.messages.feed(user, after, limit).await?;
+        let mut events = Vec::with_capacity(page.entries.len());
+        for (pos, entry) in page.entries {
+            let event = match entry {
+                FeedEvent::Message { conversation, seq } | FeedEvent::MessageUpdated { conversation, seq } => {
+                    let Some(message) = self.stores.messages.message(conversation, seq).await? else {
+                        return Err(CoreError::Internal(format!(
+                            "feed of {user} points at missing {conversation}/{seq}"
+                        )));
+                    };
+                    if matches!(entry, FeedEvent::Message { .. }) {
+                        Event::Message { message }
+                    } else {
+                        Event::MessageUpdated { message }
+                    }
+                }
+                FeedEvent::Receipt { conversation, user, delivered, read } => {
+                    Event::Receipt { conversation_id: conversation, user_id: user, delivered, read }
+                }
+            };
+            events.push((pos, event));
+        }
+        Ok(FeedView { events, oldest: page.oldest, last: page.last })
+    }
 }

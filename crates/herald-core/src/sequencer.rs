@@ -6,35 +6,138 @@
 //! follows durability). `last_seq` is cached per conversation and re-read from the store whenever the
 //! partition is (re)assigned, so a new owner after a crash or a rebalance continues without a gap, and a
 //! record re-processed after a crash is found by its idempotency key and keeps its first seq.
+//!
+//! Every applied operation also becomes an entry in the feed of each member it concerns, written in the
+//! same commit: the feed is what a reconnecting device resumes from, so it must never miss a stored message.
 
-use crate::delivery::{Applied, Delivery, Outcome};
+use crate::delivery::{Applied, Delivery, FeedDelivery, Outcome};
 use crate::log::{LogRecord, Op, PartitionHandler};
-use crate::store::{MessageStore, MessageWrite, Stores};
-use crate::{CoreError, now_millis};
+use crate::store::{FeedAppend, FeedEvent, MessageStore, MessageWrite, Stores};
+use crate::{CoreError, CoreResult, now_millis};
 use async_trait::async_trait;
-use herald_proto::{ConversationId, Message, MessageId, UserId};
+use herald_proto::{ConversationId, Event, Message, MessageId, UserId};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
 /// Above this many cached conversations a partition forgets its cache (it is re-read on demand).
 const MAX_CACHED_CONVERSATIONS: usize = 100_000;
 
+#[derive(Clone, Debug)]
+pub struct SequencerConfig {
+    /// Receipts go to every member only in conversations up to this size; in larger ones only to the
+    /// reader's own devices (all members' receipts to all members grows with the square of the size).
+    pub receipt_fanout_max_members: usize,
+    /// How long a conversation's member list is reused. Membership notices refresh it at once.
+    pub member_cache_ttl: Duration,
+}
+
+impl Default for SequencerConfig {
+    fn default() -> Self {
+        Self { receipt_fanout_max_members: 100, member_cache_ttl: Duration::from_secs(60) }
+    }
+}
+
 pub struct Sequencer {
     stores: Stores,
     delivery: Arc<dyn Delivery>,
+    config: SequencerConfig,
     partitions: Vec<Mutex<PartitionState>>,
 }
 
 #[derive(Default)]
 struct PartitionState {
     last_seq: HashMap<ConversationId, u64>,
+    members: HashMap<ConversationId, (Instant, Arc<Vec<UserId>>)>,
+    /// The positions last announced per member, so an unchanged receipt is not announced again.
+    announced: HashMap<(ConversationId, UserId), (u64, u64)>,
+}
+
+impl PartitionState {
+    fn clear(&mut self) {
+        self.last_seq.clear();
+        self.members.clear();
+        self.announced.clear();
+    }
 }
 
 impl Sequencer {
-    pub fn new(stores: Stores, delivery: Arc<dyn Delivery>, partitions: u32) -> Self {
-        Self { stores, delivery, partitions: (0..partitions).map(|_| Mutex::new(PartitionState::default())).collect() }
+    pub fn new(stores: Stores, delivery: Arc<dyn Delivery>, partitions: u32, config: SequencerConfig) -> Self {
+        Self {
+            stores,
+            delivery,
+            config,
+            partitions: (0..partitions).map(|_| Mutex::new(PartitionState::default())).collect(),
+        }
+    }
+
+    /// The conversation's members, from the partition's cache unless stale or `refresh`.
+    async fn members(
+        &self,
+        state: &mut PartitionState,
+        conversation: ConversationId,
+        refresh: bool,
+    ) -> CoreResult<Arc<Vec<UserId>>> {
+        if !refresh
+            && let Some((at, members)) = state.members.get(&conversation)
+            && at.elapsed() < self.config.member_cache_ttl
+        {
+            return Ok(members.clone());
+        }
+        let members: Arc<Vec<UserId>> =
+            Arc::new(self.stores.conversations.members(conversation).await?.into_iter().map(|m| m.user_id).collect());
+        state.members.insert(conversation, (Instant::now(), members.clone()));
+        Ok(members)
+    }
+
+    /// Who hears of an applied operation, and what goes into their feeds.
+    async fn feed_for(
+        &self,
+        state: &mut PartitionState,
+        record: &LogRecord,
+        applied: &Applied,
+    ) -> CoreResult<(Vec<UserId>, FeedEvent, Event)> {
+        let conversation = record.conversation;
+        let refresh = matches!(record.op, Op::System { .. });
+        let members = self.members(state, conversation, refresh).await?;
+        Ok(match applied {
+            Applied::Sent { message, .. } => {
+                let mut to: Vec<UserId> = members.to_vec();
+                if let Some(departed) = message.system.as_ref().and_then(|s| s.departed())
+                    && !to.contains(&departed)
+                {
+                    to.push(departed);
+                }
+                (to, FeedEvent::Message { conversation, seq: message.seq }, Event::Message { message: message.clone() })
+            }
+            Applied::Edited(message) | Applied::Deleted(message) | Applied::Reacted(message) => (
+                members.to_vec(),
+                FeedEvent::MessageUpdated { conversation, seq: message.seq },
+                Event::MessageUpdated { message: message.clone() },
+            ),
+            Applied::Receipt { conversation, user, delivered, read } => {
+                let unchanged =
+                    state.announced.insert((*conversation, *user), (*delivered, *read)) == Some((*delivered, *read));
+                let to = if unchanged {
+                    Vec::new()
+                } else if members.len() <= self.config.receipt_fanout_max_members {
+                    members.to_vec()
+                } else {
+                    vec![*user]
+                };
+                (
+                    to,
+                    FeedEvent::Receipt { conversation: *conversation, user: *user, delivered: *delivered, read: *read },
+                    Event::Receipt {
+                        conversation_id: *conversation,
+                        user_id: *user,
+                        delivered: *delivered,
+                        read: *read,
+                    },
+                )
+            }
+        })
     }
 
     fn state(&self, partition: u32) -> &Mutex<PartitionState> {
@@ -46,42 +149,83 @@ impl Sequencer {
 #[async_trait]
 impl PartitionHandler for Sequencer {
     async fn assigned(&self, partition: u32) {
-        self.state(partition).lock().await.last_seq.clear();
+        self.state(partition).lock().await.clear();
     }
 
     async fn revoked(&self, partition: u32) {
-        self.state(partition).lock().await.last_seq.clear();
+        self.state(partition).lock().await.clear();
     }
 
     async fn process(&self, partition: u32, records: Vec<LogRecord>) {
         let started = Instant::now();
         let count = records.len();
         let mut state = self.state(partition).lock().await;
-        if state.last_seq.len() > MAX_CACHED_CONVERSATIONS {
-            state.last_seq.clear();
+        if state.last_seq.len() > MAX_CACHED_CONVERSATIONS
+            || state.members.len() > MAX_CACHED_CONVERSATIONS
+            || state.announced.len() > MAX_CACHED_CONVERSATIONS
+        {
+            state.clear();
         }
-        let mut batch = Batch::new(self.stores.messages.as_ref(), &state.last_seq);
+        let mut batch = Batch::new(&self.stores, &state.last_seq);
         let mut results = Vec::with_capacity(records.len());
         for record in &records {
             results.push(batch.apply(record).await);
         }
         let Batch { writes, last_seq: tentative, .. } = batch;
 
-        let committed = if writes.is_empty() { Ok(()) } else { self.stores.messages.commit(&writes).await };
-        let outcomes: Vec<Outcome> = match committed {
-            Ok(()) => {
+        // The feed entries of every applied operation: one per recipient, the event encoded once.
+        let mut feed: Vec<FeedAppend> = Vec::new();
+        let mut shared: Vec<(usize, Arc<str>)> = Vec::new();
+        for (record, result) in records.iter().zip(results.iter_mut()) {
+            let Ok(applied) = result else { continue };
+            if matches!(applied, Applied::Sent { duplicate: true, .. }) {
+                continue;
+            }
+            match self.feed_for(&mut state, record, applied).await {
+                Ok((to, entry, event)) => {
+                    let encoded: Arc<str> = match serde_json::to_string(&event) {
+                        Ok(json) => json.into(),
+                        Err(e) => {
+                            *result = Err(CoreError::Internal(format!("encoding an event: {e}")));
+                            continue;
+                        }
+                    };
+                    for user in to {
+                        shared.push((feed.len(), encoded.clone()));
+                        feed.push(FeedAppend { user, event: entry.clone() });
+                    }
+                }
+                Err(e) => *result = Err(e),
+            }
+        }
+
+        let committed = if writes.is_empty() && feed.is_empty() {
+            Ok(Vec::new())
+        } else {
+            self.stores.messages.commit_with_feed(&writes, &feed).await
+        };
+        let (outcomes, deliveries): (Vec<Outcome>, Vec<FeedDelivery>) = match committed {
+            Ok(positions) => {
                 state.last_seq.extend(tentative);
-                records
+                let deliveries = shared
+                    .into_iter()
+                    .zip(positions)
+                    .map(|((i, event), pos)| FeedDelivery { user: feed[i].user, pos, event })
+                    .collect();
+                let outcomes = records
                     .iter()
                     .zip(results)
                     .map(|(rec, result)| Outcome { request_id: rec.request_id, result })
-                    .collect()
+                    .collect();
+                (outcomes, deliveries)
             }
             Err(e) => {
                 tracing::error!(error = %e, partition, "message store commit failed; batch refused");
                 // Nothing of the batch is stored: forget the tentative seqs and tell every sender to retry.
-                // Records that had failed on their own keep their own error.
-                records
+                // Nothing was stored: forget everything cached, and let records that had failed on their own
+                // keep their own error.
+                state.clear();
+                let outcomes = records
                     .iter()
                     .zip(results)
                     .map(|(rec, result)| Outcome {
@@ -90,19 +234,20 @@ impl PartitionHandler for Sequencer {
                             Err(CoreError::unavailable("storage failed; retry with the same client_msg_id"))
                         }),
                     })
-                    .collect()
+                    .collect();
+                (outcomes, Vec::new())
             }
         };
         drop(state);
         metrics::histogram!("message_processing_duration_ms").record(started.elapsed().as_secs_f64() * 1000.0);
         metrics::histogram!("sequencer_batch_size").record(count as f64);
-        self.delivery.publish(outcomes).await;
+        self.delivery.publish(outcomes, deliveries).await;
     }
 }
 
 /// The tentative effects of one batch, applied to the store only as a whole.
 struct Batch<'a> {
-    store: &'a dyn MessageStore,
+    stores: &'a Stores,
     committed_last_seq: &'a HashMap<ConversationId, u64>,
     last_seq: HashMap<ConversationId, u64>,
     writes: Vec<MessageWrite>,
@@ -113,9 +258,9 @@ struct Batch<'a> {
 }
 
 impl<'a> Batch<'a> {
-    fn new(store: &'a dyn MessageStore, committed_last_seq: &'a HashMap<ConversationId, u64>) -> Self {
+    fn new(stores: &'a Stores, committed_last_seq: &'a HashMap<ConversationId, u64>) -> Self {
         Self {
-            store,
+            stores,
             committed_last_seq,
             last_seq: HashMap::new(),
             writes: Vec::new(),
@@ -124,11 +269,15 @@ impl<'a> Batch<'a> {
         }
     }
 
+    fn messages(&self) -> &'a dyn MessageStore {
+        self.stores.messages.as_ref()
+    }
+
     async fn last_seq(&mut self, conversation: ConversationId) -> Result<u64, CoreError> {
         if let Some(seq) = self.last_seq.get(&conversation).or(self.committed_last_seq.get(&conversation)) {
             return Ok(*seq);
         }
-        let seq = self.store.last_seq(conversation).await?;
+        let seq = self.messages().last_seq(conversation).await?;
         self.last_seq.insert(conversation, seq);
         Ok(seq)
     }
@@ -137,7 +286,10 @@ impl<'a> Batch<'a> {
         if let Some(&i) = self.by_seq.get(&(conversation, seq)) {
             return Ok(self.writes[i].message().clone());
         }
-        self.store.message(conversation, seq).await?.ok_or_else(|| CoreError::not_found(format!("no message {seq}")))
+        self.messages()
+            .message(conversation, seq)
+            .await?
+            .ok_or_else(|| CoreError::not_found(format!("no message {seq}")))
     }
 
     fn put(&mut self, write: MessageWrite) {
@@ -168,7 +320,7 @@ impl<'a> Batch<'a> {
                 if let Some(&i) = self.by_client_id.get(&key) {
                     return Ok(Applied::Sent { message: self.writes[i].message().clone(), duplicate: true });
                 }
-                if let Some(message) = self.store.by_client_id(conversation, record.actor, client_msg_id).await? {
+                if let Some(message) = self.messages().by_client_id(conversation, record.actor, client_msg_id).await? {
                     return Ok(Applied::Sent { message, duplicate: true });
                 }
                 let last = self.last_seq(conversation).await?;
@@ -190,15 +342,47 @@ impl<'a> Batch<'a> {
                     edited_at: None,
                     deleted: false,
                     reactions: Default::default(),
+                    system: None,
                 };
                 self.last_seq.insert(conversation, message.seq);
                 self.by_client_id.insert(key, self.writes.len());
                 self.put(MessageWrite::Insert(message.clone()));
                 Ok(Applied::Sent { message, duplicate: false })
             }
+            Op::System { event } => {
+                let last = self.last_seq(conversation).await?;
+                let message = Message {
+                    conversation_id: conversation,
+                    seq: last + 1,
+                    message_id: MessageId::new(),
+                    sender: record.actor,
+                    sender_device: record.device,
+                    // Unique, and not a key any client can send (client ids are printable ASCII without '~').
+                    client_msg_id: format!("~system-{}", record.request_id),
+                    body: String::new(),
+                    reply_to: None,
+                    sent_at: now_millis(),
+                    edited_at: None,
+                    deleted: false,
+                    reactions: Default::default(),
+                    system: Some(event.clone()),
+                };
+                self.last_seq.insert(conversation, message.seq);
+                self.put(MessageWrite::Insert(message.clone()));
+                Ok(Applied::Sent { message, duplicate: false })
+            }
+            Op::Receipt => {
+                let position = self.stores.position(conversation, record.actor).await?;
+                Ok(Applied::Receipt {
+                    conversation,
+                    user: record.actor,
+                    delivered: position.delivered,
+                    read: position.read,
+                })
+            }
             Op::Edit { seq, body } => {
                 let mut message = self.message(conversation, *seq).await?;
-                if message.sender != record.actor {
+                if message.sender != record.actor || message.system.is_some() {
                     return Err(CoreError::forbidden("only the sender can edit a message"));
                 }
                 if message.deleted {

@@ -36,23 +36,38 @@ enum Msg {
 /// The database handle, shared by readers and the writer thread; `None` once closed.
 type Shared = Arc<RwLock<Option<Database>>>;
 
+/// How to open the database.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The page cache (redb's own default is 1 GiB, too much for a small self-hosted node).
+    pub cache_bytes: usize,
+    /// Newest feed entries kept per user; a device further behind is told to resync.
+    pub feed_retention: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self { cache_bytes: DEFAULT_CACHE_BYTES, feed_retention: 10_000 }
+    }
+}
+
 /// The embedded database: one redb file, all four stores.
 pub struct EmbeddedDb {
     db: Shared,
     jobs: mpsc::Sender<Msg>,
+    pub(crate) feed_retention: u64,
 }
 
 impl EmbeddedDb {
-    /// Opens (or creates) `herald.redb` in `dir` with the default page cache and starts the writer thread.
+    /// Opens (or creates) `herald.redb` in `dir` with default options and starts the writer thread.
     pub fn open(dir: &Path) -> StoreResult<Arc<Self>> {
-        Self::open_with_cache(dir, DEFAULT_CACHE_BYTES)
+        Self::open_with(dir, Options::default())
     }
 
-    /// Like [`EmbeddedDb::open`] with a page cache of `cache_bytes` (redb's own default is 1 GiB, too much
-    /// for a small self-hosted node).
-    pub fn open_with_cache(dir: &Path, cache_bytes: usize) -> StoreResult<Arc<Self>> {
+    pub fn open_with(dir: &Path, options: Options) -> StoreResult<Arc<Self>> {
         std::fs::create_dir_all(dir).map_err(|e| backend(format!("create {}: {e}", dir.display())))?;
-        let db = Database::builder().set_cache_size(cache_bytes).create(dir.join("herald.redb")).map_err(backend)?;
+        let db =
+            Database::builder().set_cache_size(options.cache_bytes).create(dir.join("herald.redb")).map_err(backend)?;
         create_tables(&db)?;
         let db: Shared = Arc::new(RwLock::new(Some(db)));
         let (jobs, rx) = mpsc::channel(MAX_JOBS_PER_COMMIT);
@@ -61,7 +76,7 @@ impl EmbeddedDb {
             .name("herald-redb-writer".into())
             .spawn(move || writer_loop(&writer_db, rx))
             .map_err(|e| backend(format!("spawn writer: {e}")))?;
-        Ok(Arc::new(Self { db, jobs }))
+        Ok(Arc::new(Self { db, jobs, feed_retention: options.feed_retention.max(1) }))
     }
 
     /// The four stores, all backed by this database.
@@ -156,6 +171,7 @@ fn create_tables(db: &Database) -> StoreResult<()> {
         txn.open_table(tables::MESSAGES).map_err(backend)?;
         txn.open_table(tables::CLIENT_IDS).map_err(backend)?;
         txn.open_table(tables::LAST_SENT).map_err(backend)?;
+        txn.open_table(tables::FEED).map_err(backend)?;
         txn.open_table(tables::CURSORS).map_err(backend)?;
     }
     txn.commit().map_err(backend)

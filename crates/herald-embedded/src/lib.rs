@@ -11,5 +11,5 @@ mod log;
 mod stores;
 mod tables;
 
-pub use db::EmbeddedDb;
+pub use db::{EmbeddedDb, Options};
 pub use log::InProcessLog;

@@ -23,6 +23,8 @@ pub const MESSAGES: TableDefinition<(Id, u64), &[u8]> = TableDefinition::new("me
 pub const CLIENT_IDS: TableDefinition<(Id, Id, &str), u64> = TableDefinition::new("client_ids");
 /// (conversation, sender) -> highest seq sent
 pub const LAST_SENT: TableDefinition<(Id, Id), u64> = TableDefinition::new("last_sent");
+/// (user, position) -> FeedEvent
+pub const FEED: TableDefinition<(Id, u64), &[u8]> = TableDefinition::new("feed");
 /// (conversation, user, device) -> (delivered, read)
 pub const CURSORS: TableDefinition<(Id, Id, Id), (u64, u64)> = TableDefinition::new("cursors");
 

@@ -82,6 +82,7 @@ async fn committed_data_survives_reopen() {
             edited_at: None,
             deleted: false,
             reactions: Default::default(),
+            system: None,
         })
         .collect();
 

@@ -59,8 +59,8 @@ struct Pipeline {
 impl Pipeline {
     fn start(stores: &Stores, partitions: u32) -> Self {
         let waiters = Arc::new(Waiters::default());
-        let delivery = Arc::new(LocalDelivery::new(waiters.clone()));
-        let sequencer = Arc::new(Sequencer::new(stores.clone(), delivery, partitions));
+        let delivery = Arc::new(LocalDelivery::new(waiters.clone(), None));
+        let sequencer = Arc::new(Sequencer::new(stores.clone(), delivery, partitions, Default::default()));
         let log = Arc::new(InProcessLog::new(partitions, 1024, 256));
         log.start(sequencer);
         Self { log, waiters }

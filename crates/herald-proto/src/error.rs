@@ -52,6 +52,10 @@ error_codes! {
     LimitExceeded = "limit_exceeded", 422;
     /// Too many requests; retry after the hinted delay.
     RateLimited = "rate_limited", 429;
+    /// A WebSocket client that did not read its frames fast enough was disconnected; reconnect and resume.
+    SlowConsumer = "slow_consumer", 503;
+    /// The connection was idle, or stopped answering pings, for too long.
+    Timeout = "timeout", 408;
     /// The server is shutting down or overloaded; retry, possibly on another node.
     Unavailable = "unavailable", 503;
     /// Something failed inside the server. Details are logged, never sent.
@@ -65,6 +69,8 @@ impl ErrorCode {
         match self {
             ErrorCode::Internal => 1011,
             ErrorCode::Unavailable => 1013,
+            // 4503 would read as "unavailable"; a slow consumer gets its own code.
+            ErrorCode::SlowConsumer => 4008,
             other => 4000 + other.http_status(),
         }
     }

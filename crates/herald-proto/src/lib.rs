@@ -6,11 +6,13 @@ mod error;
 mod ids;
 mod model;
 mod rest;
+mod ws;
 
 pub use error::{ErrorBody, ErrorCode};
 pub use ids::{ConversationId, DeviceId, MessageId, UserId};
 pub use model::*;
 pub use rest::*;
+pub use ws::*;
 
 /// Milliseconds since the Unix epoch, the one time unit on the wire.
 pub type Millis = i64;

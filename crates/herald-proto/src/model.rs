@@ -81,6 +81,9 @@ pub struct Message {
     /// Emoji -> users who reacted with it.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub reactions: BTreeMap<String, BTreeSet<UserId>>,
+    /// Set on membership and settings notices, which the server writes; `body` is then empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<crate::SystemEvent>,
 }
 
 /// The answer to a send: the message is durably stored under `seq`.

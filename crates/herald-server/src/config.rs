@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -17,6 +18,7 @@ pub struct Config {
     pub log: LogConfig,
     pub cache: CacheConfig,
     pub storage: StorageConfig,
+    pub gateway: GatewayConfig,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -93,11 +95,71 @@ pub struct CacheConfig {
 pub struct StorageConfig {
     /// Page cache of the embedded database, in MiB.
     pub cache_mb: usize,
+    /// Newest events kept in each user's feed. A device that was offline for more events than this is
+    /// told to resync (reload over REST) instead of resuming.
+    pub feed_retention: u64,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        Self { cache_mb: 64 }
+        Self { cache_mb: 64, feed_retention: 10_000 }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    /// The WebSocket upgrade (and the `auth` frame when the token is not in it) must arrive within this.
+    pub handshake_timeout_ms: u64,
+    /// Budget for validating a JWT.
+    pub auth_timeout_ms: u64,
+    /// Server ping interval; a client that has not answered the previous ping by the next is dropped.
+    pub heartbeat_secs: u64,
+    /// A connection with no frame from its client for this long is closed.
+    pub idle_timeout_secs: u64,
+    /// New WebSocket handshakes admitted per second on this node (reconnect-storm control).
+    pub handshakes_per_second: u32,
+    /// Handshakes admitted in a burst above that rate.
+    pub handshake_burst: u32,
+    /// Frames queued for one connection before it counts as too slow and is disconnected.
+    pub queue_depth: usize,
+    /// Requests one connection may have waiting for their outcome.
+    pub max_in_flight: usize,
+    /// Largest frame a client may send, in bytes.
+    pub max_frame_bytes: usize,
+    /// Read buffer per connection, in bytes (the main cost of an idle connection).
+    pub read_buffer_bytes: usize,
+    /// Frames are collected up to this many bytes before a write.
+    pub write_buffer_bytes: usize,
+    /// On shutdown, clients are told to reconnect after a random delay below this.
+    pub reconnect_jitter_ms: u64,
+    /// Presence changes of one user within this window are merged into one announcement.
+    pub presence_coalesce_ms: u64,
+    /// How long receivers show a typing indicator without a new one.
+    pub typing_ttl_ms: u64,
+    /// Receipts reach every member only in conversations up to this size (else only the reader's devices).
+    pub receipt_fanout_max_members: usize,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            handshake_timeout_ms: 2000,
+            auth_timeout_ms: 500,
+            heartbeat_secs: 30,
+            idle_timeout_secs: 600,
+            handshakes_per_second: 1000,
+            handshake_burst: 2000,
+            queue_depth: 1024,
+            max_in_flight: 64,
+            max_frame_bytes: 64 * 1024,
+            read_buffer_bytes: 4096,
+            write_buffer_bytes: 16 * 1024,
+            reconnect_jitter_ms: 5000,
+            presence_coalesce_ms: 1000,
+            typing_ttl_ms: 6000,
+            receipt_fanout_max_members: 100,
+        }
     }
 }
 
@@ -217,7 +279,46 @@ impl Config {
         check(g.apply_timeout_ms >= 100, "log.apply_timeout_ms", "must be at least 100")?;
         check(self.cache.l1_ttl_secs >= 1, "cache.l1_ttl_secs", "must be at least 1")?;
         check((1..=1 << 20).contains(&self.storage.cache_mb), "storage.cache_mb", "must be between 1 and 1048576")?;
+        check(self.storage.feed_retention >= 100, "storage.feed_retention", "must be at least 100")?;
+        let w = &self.gateway;
+        check(w.handshake_timeout_ms >= 100, "gateway.handshake_timeout_ms", "must be at least 100")?;
+        check(w.auth_timeout_ms >= 10, "gateway.auth_timeout_ms", "must be at least 10")?;
+        check(w.heartbeat_secs >= 1, "gateway.heartbeat_secs", "must be at least 1")?;
+        check(w.idle_timeout_secs >= 1, "gateway.idle_timeout_secs", "must be at least 1")?;
+        check(w.handshakes_per_second >= 1, "gateway.handshakes_per_second", "must be at least 1")?;
+        check(w.queue_depth >= 16, "gateway.queue_depth", "must be at least 16")?;
+        check(w.max_in_flight >= 1, "gateway.max_in_flight", "must be at least 1")?;
+        check(w.max_frame_bytes >= 1024, "gateway.max_frame_bytes", "must be at least 1024")?;
+        check(w.read_buffer_bytes >= 256, "gateway.read_buffer_bytes", "must be at least 256")?;
+        check(w.presence_coalesce_ms >= 1, "gateway.presence_coalesce_ms", "must be at least 1")?;
         Ok(())
+    }
+
+    pub fn gateway(&self) -> herald_api::gateway::GatewayConfig {
+        let w = &self.gateway;
+        herald_api::gateway::GatewayConfig {
+            handshake_timeout: Duration::from_millis(w.handshake_timeout_ms),
+            auth_timeout: Duration::from_millis(w.auth_timeout_ms),
+            heartbeat_interval: Duration::from_secs(w.heartbeat_secs),
+            idle_timeout: Duration::from_secs(w.idle_timeout_secs),
+            handshakes_per_second: w.handshakes_per_second,
+            handshake_burst: w.handshake_burst,
+            max_in_flight: w.max_in_flight,
+            max_frame_bytes: w.max_frame_bytes,
+            read_buffer_bytes: w.read_buffer_bytes,
+            write_buffer_bytes: w.write_buffer_bytes,
+            reconnect_jitter: Duration::from_millis(w.reconnect_jitter_ms),
+        }
+    }
+
+    pub fn hub(&self) -> herald_core::hub::HubConfig {
+        let w = &self.gateway;
+        herald_core::hub::HubConfig {
+            queue_depth: w.queue_depth,
+            presence_coalesce: Duration::from_millis(w.presence_coalesce_ms),
+            typing_ttl: Duration::from_millis(w.typing_ttl_ms),
+            typing_interval: Duration::from_millis(w.typing_ttl_ms / 3),
+        }
     }
 
     pub fn core_limits(&self) -> herald_core::limits::Limits {

@@ -9,16 +9,19 @@ use crate::config::Config;
 use crate::{metrics_setup, secret};
 use anyhow::Context;
 use axum::serve::ListenerExt;
+use herald_api::gateway::Gateway;
 use herald_api::{AppState, Readiness};
 use herald_core::Services;
 use herald_core::accounts::Accounts;
 use herald_core::auth::{PasswordCost, Passwords, Tokens};
 use herald_core::conversations::Conversations;
 use herald_core::delivery::{LocalDelivery, Waiters};
+use herald_core::hub::Hub;
 use herald_core::log::MessageLog;
 use herald_core::messaging::Messaging;
-use herald_core::sequencer::Sequencer;
-use herald_embedded::{EmbeddedDb, InProcessLog};
+use herald_core::sequencer::{Sequencer, SequencerConfig};
+use herald_core::submit::Submitter;
+use herald_embedded::{EmbeddedDb, InProcessLog, Options};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -59,16 +62,24 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     std::fs::create_dir_all(data_dir).with_context(|| format!("creating data dir {}", data_dir.display()))?;
     let jwt_secret = secret::load_or_create(config.auth.jwt_secret.as_deref(), data_dir)?;
 
-    let db = EmbeddedDb::open_with_cache(data_dir, config.storage.cache_mb * 1024 * 1024)
+    let options =
+        Options { cache_bytes: config.storage.cache_mb * 1024 * 1024, feed_retention: config.storage.feed_retention };
+    let db = EmbeddedDb::open_with(data_dir, options)
         .with_context(|| format!("opening the store in {}", data_dir.display()))?;
     let stores = db.stores();
     let limits = config.core_limits();
 
+    let hub = Hub::new(stores.clone(), config.hub());
     let waiters = Arc::new(Waiters::default());
-    let delivery = Arc::new(LocalDelivery::new(waiters.clone()));
+    let delivery = Arc::new(LocalDelivery::new(waiters.clone(), Some(hub.clone())));
     let log = Arc::new(InProcessLog::new(config.log.partitions, config.log.queue_depth, config.log.max_batch));
-    let sequencer = Arc::new(Sequencer::new(stores.clone(), delivery, log.partitions()));
+    let sequencer_config = SequencerConfig {
+        receipt_fanout_max_members: config.gateway.receipt_fanout_max_members,
+        member_cache_ttl: Duration::from_secs(config.cache.l1_ttl_secs),
+    };
+    let sequencer = Arc::new(Sequencer::new(stores.clone(), delivery, log.partitions(), sequencer_config));
     log.start(sequencer);
+    let submitter = Arc::new(Submitter::new(log.clone(), waiters, Duration::from_millis(config.log.apply_timeout_ms)));
 
     let auth = &config.auth;
     let passwords = Passwords::new(&PasswordCost {
@@ -82,20 +93,18 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         Duration::from_secs(auth.refresh_token_ttl_secs),
     );
     let accounts = Arc::new(Accounts::new(stores.users.clone(), passwords, tokens));
-    let conversations =
-        Arc::new(Conversations::new(stores.clone(), limits.clone(), Duration::from_secs(config.cache.l1_ttl_secs)));
-    let messaging = Arc::new(Messaging::new(
+    let conversations = Arc::new(Conversations::new(
         stores.clone(),
-        conversations.clone(),
-        log.clone(),
-        waiters,
-        limits,
-        Duration::from_millis(config.log.apply_timeout_ms),
+        limits.clone(),
+        submitter.clone(),
+        Duration::from_secs(config.cache.l1_ttl_secs),
     ));
+    let messaging = Arc::new(Messaging::new(stores.clone(), conversations.clone(), submitter, limits));
     let services = Services { accounts, conversations, messaging: messaging.clone() };
 
     let readiness = Arc::new(Readiness::default());
-    let state = AppState { services, metrics, readiness: readiness.clone() };
+    let gateway = Arc::new(Gateway::new(config.gateway()));
+    let state = AppState { services, metrics, readiness: readiness.clone(), hub, gateway: gateway.clone() };
     let router = herald_api::router(state, config.server.max_body_bytes);
 
     let listener = tokio::net::TcpListener::bind(config.server.listen)
@@ -115,18 +124,19 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         let stop = stop.clone();
         async move {
             readiness.set(true);
-            let serve = axum::serve(listener, router).with_graceful_shutdown({
-                let stop = stop.clone();
-                let readiness = readiness.clone();
-                async move {
-                    stop.cancelled().await;
-                    readiness.set(false);
-                    tracing::info!("shutting down: no new connections; finishing in-flight requests");
-                }
-            });
+            let http_stop = CancellationToken::new();
+            let serve = axum::serve(listener, router).with_graceful_shutdown(http_stop.clone().cancelled_owned());
             let serve = tokio::spawn(async move { serve.await });
             stop.cancelled().await;
+            // Not ready first, so load balancers stop sending; then send WebSocket clients elsewhere
+            // (each answers what it has in flight, then gets a jittered reconnect hint), then stop HTTP.
+            readiness.set(false);
+            tracing::info!("shutting down: draining WebSocket connections, then in-flight requests");
             let drained = tokio::time::timeout(grace, async {
+                if !gateway.drain(grace).await {
+                    tracing::warn!("some WebSocket connections outlived the grace period");
+                }
+                http_stop.cancel();
                 match serve.await {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => tracing::error!(error = %e, "HTTP server failed"),

@@ -41,6 +41,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
 
     Router::new()
         .nest("/api/v1", api)
+        .route("/ws", get(crate::gateway::upgrade))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

@@ -7,7 +7,7 @@
 
 mod records;
 
-pub use records::{CursorUpdate, Device, MessageWrite, User};
+pub use records::{CursorUpdate, Device, FeedAppend, FeedEvent, FeedPage, MessageWrite, User};
 
 use async_trait::async_trait;
 use herald_proto::{Conversation, ConversationId, DeviceCursor, DeviceId, Direction, Member, Message, Role, UserId};
@@ -78,9 +78,18 @@ pub trait ConversationStore: Send + Sync + 'static {
 /// client_msg_id)) -> seq` and `last_sent((conversation_id, sender)) -> seq`.
 #[async_trait]
 pub trait MessageStore: Send + Sync + 'static {
-    /// Applies the writes all together or not at all; when it returns `Ok` they are durable (the
-    /// embedded store fsyncs, group-committing concurrent callers into one transaction).
-    async fn commit(&self, writes: &[MessageWrite]) -> StoreResult<()>;
+    /// Applies the message writes and appends the feed entries they cause, all together or not at all (so
+    /// a stored message is never missing from a member's feed); when it returns `Ok` they are durable (the
+    /// embedded store fsyncs, group-committing concurrent callers into one transaction). Returns the feed
+    /// position given to each entry, in order: per user dense (1, 2, 3 …) and increasing in commit order.
+    /// A backend keeps at least its configured number of newest entries per user and may drop older ones.
+    async fn commit_with_feed(&self, writes: &[MessageWrite], feed: &[FeedAppend]) -> StoreResult<Vec<u64>>;
+    /// [`MessageStore::commit_with_feed`] without feed entries.
+    async fn commit(&self, writes: &[MessageWrite]) -> StoreResult<()> {
+        self.commit_with_feed(writes, &[]).await.map(|_| ())
+    }
+    /// Up to `limit` feed entries of `user` after position `after`, with the retained range.
+    async fn feed(&self, user: UserId, after: u64, limit: usize) -> StoreResult<FeedPage>;
     /// The highest seq stored in the conversation, 0 when empty.
     async fn last_seq(&self, conversation: ConversationId) -> StoreResult<u64>;
     async fn message(&self, conversation: ConversationId, seq: u64) -> StoreResult<Option<Message>>;

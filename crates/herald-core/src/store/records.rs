@@ -63,3 +63,32 @@ pub struct CursorUpdate {
     pub delivered: Option<u64>,
     pub read: Option<u64>,
 }
+
+/// What a feed entry points at. Messages are referenced, not copied, so a big group costs one small row per
+/// member; a receipt carries its positions.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum FeedEvent {
+    Message { conversation: ConversationId, seq: u64 },
+    MessageUpdated { conversation: ConversationId, seq: u64 },
+    Receipt { conversation: ConversationId, user: UserId, delivered: u64, read: u64 },
+}
+
+/// Append `event` to `user`'s feed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FeedAppend {
+    pub user: UserId,
+    pub event: FeedEvent,
+}
+
+/// A page of a user's feed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FeedPage {
+    /// (position, event), ascending.
+    pub entries: Vec<(u64, FeedEvent)>,
+    /// The oldest retained position (`last + 1` when nothing is retained): asking for anything before it
+    /// cannot be answered without a gap.
+    pub oldest: u64,
+    /// The newest position, 0 when the feed is empty.
+    pub last: u64,
+}

@@ -1,18 +1,21 @@
 use super::{decode, encode};
 use crate::db::{EmbeddedDb, backend};
-use crate::tables::{CLIENT_IDS, LAST_SENT, MESSAGES};
+use crate::tables::{CLIENT_IDS, FEED, Id, LAST_SENT, MESSAGES};
 use async_trait::async_trait;
-use herald_core::store::{MessageStore, MessageWrite, StoreResult};
+use herald_core::store::{FeedAppend, FeedEvent, FeedPage, MessageStore, MessageWrite, StoreResult};
 use herald_proto::{ConversationId, Direction, Message, UserId};
-use redb::ReadableTable;
+use redb::{ReadableTable, Table};
+use std::collections::HashMap;
 
 #[async_trait]
 impl MessageStore for EmbeddedDb {
-    async fn commit(&self, writes: &[MessageWrite]) -> StoreResult<()> {
+    async fn commit_with_feed(&self, writes: &[MessageWrite], feed: &[FeedAppend]) -> StoreResult<Vec<u64>> {
         let encoded = writes
             .iter()
             .map(|w| Ok((matches!(w, MessageWrite::Insert(_)), w.message().clone(), encode(w.message())?)))
             .collect::<StoreResult<Vec<_>>>()?;
+        let feed = feed.iter().map(|f| Ok((f.user.to_bytes(), encode(&f.event)?))).collect::<StoreResult<Vec<_>>>()?;
+        let retention = self.feed_retention;
         self.write("insert", "messages", true, move |txn| {
             let mut messages = txn.open_table(MESSAGES).map_err(backend)?;
             let mut client_ids = txn.open_table(CLIENT_IDS).map_err(backend)?;
@@ -40,9 +43,31 @@ impl MessageStore for EmbeddedDb {
                     }
                 }
             }
-            Ok(())
+            append_feed(&mut txn.open_table(FEED).map_err(backend)?, &feed, retention)
         })
         .await
+    }
+
+    async fn feed(&self, user: UserId, after: u64, limit: usize) -> StoreResult<FeedPage> {
+        self.read("range", "feed", |txn| {
+            let table = txn.open_table(FEED).map_err(backend)?;
+            let u = user.to_bytes();
+            let mut all = table.range((u, 0)..=(u, u64::MAX)).map_err(backend)?;
+            let oldest = match all.next() {
+                Some(entry) => Some(entry.map_err(backend)?.0.value().1),
+                None => None,
+            };
+            let last = match all.next_back() {
+                Some(entry) => entry.map_err(backend)?.0.value().1,
+                None => oldest.unwrap_or(0),
+            };
+            let mut entries = Vec::new();
+            for entry in table.range((u, after.saturating_add(1))..=(u, u64::MAX)).map_err(backend)?.take(limit) {
+                let (key, value) = entry.map_err(backend)?;
+                entries.push((key.value().1, decode::<FeedEvent>(value.value())?));
+            }
+            Ok(FeedPage { entries, oldest: oldest.unwrap_or(last + 1), last })
+        })
     }
 
     async fn last_seq(&self, conversation: ConversationId) -> StoreResult<u64> {
@@ -114,4 +139,34 @@ impl MessageStore for EmbeddedDb {
             Ok(out)
         })
     }
+}
+
+/// Appends each entry at its user's next position and drops the entry that falls out of the retention
+/// window (positions are dense, so exactly one per append once the window is full).
+fn append_feed(
+    table: &mut Table<'_, (Id, u64), &[u8]>,
+    feed: &[(Id, Vec<u8>)],
+    retention: u64,
+) -> StoreResult<Vec<u64>> {
+    let mut next: HashMap<Id, u64> = HashMap::new();
+    let mut positions = Vec::with_capacity(feed.len());
+    for (user, bytes) in feed {
+        let pos = match next.get(user) {
+            Some(pos) => *pos,
+            None => {
+                let last = table.range((*user, 0)..=(*user, u64::MAX)).map_err(backend)?.next_back();
+                match last {
+                    Some(entry) => entry.map_err(backend)?.0.value().1 + 1,
+                    None => 1,
+                }
+            }
+        };
+        table.insert((*user, pos), bytes.as_slice()).map_err(backend)?;
+        if pos > retention {
+            table.remove((*user, pos - retention)).map_err(backend)?;
+        }
+        next.insert(*user, pos + 1);
+        positions.push(pos);
+    }
+    Ok(positions)
 }

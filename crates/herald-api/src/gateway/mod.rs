@@ -1,0 +1,182 @@
+//! The WebSocket gateway: `GET /ws?v=1[&token=…]`. See `docs/protocol.md`.
+//!
+//! The upgrade is admitted by a handshake rate limit (reconnect storms get 429 and a jittered
+//! `Retry-After`), authenticated within the JWT budget (at the upgrade, or by the first frame within the
+//! handshake timeout), and then one task serves the connection ([`connection`]).
+
+mod connection;
+mod requests;
+
+use crate::AppState;
+use crate::error::ApiError;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use governor::{Quota, RateLimiter};
+use herald_core::CoreError;
+use herald_proto::{ErrorCode, PROTOCOL_VERSION};
+use serde::Deserialize;
+use std::num::NonZeroU32;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// The gateway's settings (the brief's connection lifecycle figures by default).
+#[derive(Clone, Debug)]
+pub struct GatewayConfig {
+    /// The upgrade request, and the `auth` frame when the token is not in it, must arrive within this.
+    pub handshake_timeout: Duration,
+    /// Budget for validating the JWT.
+    pub auth_timeout: Duration,
+    /// The server pings this often; a client that has not answered the previous ping by the next is dropped.
+    pub heartbeat_interval: Duration,
+    /// A connection with no frame from its client for this long is closed.
+    pub idle_timeout: Duration,
+    /// New WebSocket handshakes admitted per second on this node, and the burst above that.
+    pub handshakes_per_second: u32,
+    pub handshake_burst: u32,
+    /// Requests (sends, edits …) one connection may have waiting for their outcome.
+    pub max_in_flight: usize,
+    /// Largest frame a client may send, in bytes.
+    pub max_frame_bytes: usize,
+    /// tungstenite's read buffer per connection; its default (128 KiB) dominates an idle connection's cost.
+    pub read_buffer_bytes: usize,
+    /// Frames are collected up to this many bytes before a write.
+    pub write_buffer_bytes: usize,
+    /// On shutdown, clients are told to reconnect after a random delay below this, spreading the herd.
+    pub reconnect_jitter: Duration,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            handshake_timeout: Duration::from_secs(2),
+            auth_timeout: Duration::from_millis(500),
+            heartbeat_interval: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(600),
+            handshakes_per_second: 1000,
+            handshake_burst: 2000,
+            max_in_flight: 64,
+            max_frame_bytes: 64 * 1024,
+            read_buffer_bytes: 4096,
+            write_buffer_bytes: 16 * 1024,
+            reconnect_jitter: Duration::from_secs(5),
+        }
+    }
+}
+
+type DirectLimiter =
+    RateLimiter<governor::state::NotKeyed, governor::state::InMemoryState, governor::clock::DefaultClock>;
+
+/// The gateway's shared state: settings, the handshake limiter, and shutdown.
+pub struct Gateway {
+    pub config: GatewayConfig,
+    handshakes: DirectLimiter,
+    /// Cancelled when the node starts draining: connections tell their clients to reconnect and close.
+    pub draining: CancellationToken,
+    /// Every connection task, so shutdown can wait for them.
+    pub connections: TaskTracker,
+}
+
+impl Gateway {
+    pub fn new(config: GatewayConfig) -> Self {
+        let rate = NonZeroU32::new(config.handshakes_per_second).unwrap_or(NonZeroU32::MIN);
+        let burst = NonZeroU32::new(config.handshake_burst.max(config.handshakes_per_second)).unwrap_or(rate);
+        Self {
+            handshakes: RateLimiter::direct(Quota::per_second(rate).allow_burst(burst)),
+            config,
+            draining: CancellationToken::new(),
+            connections: TaskTracker::new(),
+        }
+    }
+
+    /// Tells every connection to send its client away, and waits up to `grace` for them to finish.
+    pub async fn drain(&self, grace: Duration) -> bool {
+        self.draining.cancel();
+        self.connections.close();
+        tokio::time::timeout(grace, self.connections.wait()).await.is_ok()
+    }
+}
+
+#[derive(Deserialize)]
+pub struct WsParams {
+    v: Option<u32>,
+    token: Option<String>,
+}
+
+/// `GET /ws`: checks version, admission and (if given) the token, then upgrades.
+pub async fn upgrade(
+    State(state): State<AppState>,
+    Query(params): Query<WsParams>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let gateway = state.gateway.clone();
+    if gateway.draining.is_cancelled() {
+        return ApiError::new(ErrorCode::Unavailable, "this node is shutting down; connect to another").into_response();
+    }
+    if let Some(v) = params.v
+        && v != PROTOCOL_VERSION
+    {
+        return ApiError::new(
+            ErrorCode::BadRequest,
+            format!("unsupported protocol version {v}; this server speaks {PROTOCOL_VERSION}"),
+        )
+        .into_response();
+    }
+    if let Err(not_until) = gateway.handshakes.check() {
+        use governor::clock::Clock;
+        let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
+        // Spread the retries: a herd told to come back at the same instant would come back as a herd.
+        let jitter = Duration::from_millis(rand_below(1000));
+        let retry = wait + jitter;
+        metrics::counter!("websocket_handshakes_refused_total").increment(1);
+        let mut response =
+            ApiError(CoreError::RateLimited { retry_after_ms: retry.as_millis().max(1) as u64 }).into_response();
+        if let Ok(v) = HeaderValue::from_str(&retry.as_secs().max(1).to_string()) {
+            response.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return response;
+    }
+    let token = bearer(&headers).or(params.token);
+    let principal = match token {
+        Some(token) => match authenticate(&state, &token).await {
+            Ok(p) => Some(p),
+            Err(e) => return ApiError(e).into_response(),
+        },
+        None => None,
+    };
+    let config = &gateway.config;
+    ws.read_buffer_size(config.read_buffer_bytes)
+        .write_buffer_size(config.write_buffer_bytes)
+        .max_write_buffer_size(config.write_buffer_bytes.max(config.max_frame_bytes) * 4)
+        .max_message_size(config.max_frame_bytes)
+        .max_frame_size(config.max_frame_bytes)
+        .on_upgrade(move |socket| {
+            let task = connection::run(socket, state.clone(), principal);
+            let tracker = state.gateway.connections.clone();
+            async move {
+                tracker.track_future(task).await;
+            }
+        })
+}
+
+/// Validates a token within the JWT budget.
+async fn authenticate(state: &AppState, token: &str) -> Result<herald_core::auth::Principal, CoreError> {
+    match tokio::time::timeout(state.gateway.config.auth_timeout, state.services.accounts.authenticate(token)).await {
+        Ok(result) => result,
+        Err(_) => Err(CoreError::unavailable("authentication took too long; retry")),
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned())
+}
+
+fn rand_below(max: u64) -> u64 {
+    use rand::Rng;
+    rand::rng().random_range(0..max.max(1))
+}

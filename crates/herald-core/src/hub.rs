@@ -1,0 +1,360 @@
+//! This node's live connections: who is connected (user -> devices), fan-out of feed events to them,
+//! typing indicators and presence. In a cluster the registry part moves to Redis (user -> nodes) and
+//! deliveries cross nodes; the per-node part stays as it is.
+//!
+//! Every connection has a bounded queue. A connection whose queue is full is told to go (its `kick` token
+//! is cancelled) instead of being allowed to grow memory or slow the sender: it reconnects and resumes
+//! from its feed position, losing nothing.
+
+use crate::cache::TtlCache;
+use crate::delivery::{FeedDelivery, FeedSink};
+use crate::store::Stores;
+use crate::{CoreResult, now_millis};
+use bytes::Bytes;
+use herald_proto::{ConversationId, DeviceId, Millis, PresenceInfo, PresenceStatus, ServerFrame, UserId};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// What a connection's queue carries.
+#[derive(Clone, Debug)]
+pub enum Outgoing {
+    /// A feed event (`herald_proto::Event` JSON, shared by all recipients); the connection adds its position.
+    Event { pos: u64, event: Arc<str> },
+    /// A complete frame shared by every recipient (typing, presence).
+    Frame(Bytes),
+}
+
+#[derive(Clone, Debug)]
+pub struct HubConfig {
+    /// Frames a connection may have queued before it counts as too slow and is disconnected.
+    pub queue_depth: usize,
+    /// Presence changes of one user within this window are merged into one announcement.
+    pub presence_coalesce: Duration,
+    /// How long receivers show a typing indicator without a new `typing` frame.
+    pub typing_ttl: Duration,
+    /// A user's repeated "typing" in one conversation is forwarded at most once per this interval.
+    pub typing_interval: Duration,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        Self {
+            queue_depth: 1024,
+            presence_coalesce: Duration::from_secs(1),
+            typing_ttl: Duration::from_secs(6),
+            typing_interval: Duration::from_secs(2),
+        }
+    }
+}
+
+struct Connection {
+    id: u64,
+    device: DeviceId,
+    tx: mpsc::Sender<Outgoing>,
+    kick: CancellationToken,
+}
+
+#[derive(Default)]
+struct Presence {
+    connections: usize,
+    status: Option<PresenceStatus>,
+    last_seen: Option<Millis>,
+    announced: Option<PresenceStatus>,
+    pending: bool,
+}
+
+pub struct Hub {
+    config: HubConfig,
+    stores: Stores,
+    next_id: AtomicU64,
+    connections: Mutex<HashMap<UserId, Vec<Connection>>>,
+    presence: Mutex<HashMap<UserId, Presence>>,
+    typing: Mutex<HashMap<(UserId, ConversationId), (Instant, bool)>>,
+    /// Users who share a conversation with a user: who may see its presence.
+    contacts: TtlCache<UserId, Arc<HashSet<UserId>>>,
+    members: TtlCache<ConversationId, Arc<Vec<UserId>>>,
+    this: Weak<Hub>,
+}
+
+/// A registered connection. Dropping it unregisters the connection (and may make the user offline).
+pub struct Registration {
+    hub: Arc<Hub>,
+    user: UserId,
+    id: u64,
+    pub rx: mpsc::Receiver<Outgoing>,
+    /// Cancelled when the connection fell too far behind and must go.
+    pub kick: CancellationToken,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.hub.unregister(self.user, self.id);
+    }
+}
+
+impl Hub {
+    pub fn new(stores: Stores, config: HubConfig) -> Arc<Self> {
+        Arc::new_cyclic(|this| Self {
+            config,
+            stores,
+            next_id: AtomicU64::new(1),
+            connections: Mutex::new(HashMap::new()),
+            presence: Mutex::new(HashMap::new()),
+            typing: Mutex::new(HashMap::new()),
+            contacts: TtlCache::new("presence_contacts", Duration::from_secs(60), 100_000),
+            members: TtlCache::new("typing_members", Duration::from_secs(5), 100_000),
+            this: this.clone(),
+        })
+    }
+
+    pub fn config(&self) -> &HubConfig {
+        &self.config
+    }
+
+    /// Registers a connection of `user` on `device`; the user is online from now on.
+    pub fn register(self: &Arc<Self>, user: UserId, device: DeviceId) -> Registration {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(self.config.queue_depth.max(1));
+        let kick = CancellationToken::new();
+        lock(&self.connections).entry(user).or_default().push(Connection { id, device, tx, kick: kick.clone() });
+        metrics::gauge!("websocket_connections_total").increment(1.0);
+        let changed = {
+            let mut presence = lock(&self.presence);
+            let p = presence.entry(user).or_default();
+            p.connections += 1;
+            if p.connections == 1 {
+                p.status = Some(PresenceStatus::Online);
+                true
+            } else {
+                false
+            }
+        };
+        if changed {
+            self.presence_changed(user);
+        }
+        Registration { hub: self.clone(), user, id, rx, kick }
+    }
+
+    fn unregister(&self, user: UserId, id: u64) {
+        {
+            let mut connections = lock(&self.connections);
+            if let Some(list) = connections.get_mut(&user) {
+                list.retain(|c| c.id != id);
+                if list.is_empty() {
+                    connections.remove(&user);
+                }
+            }
+        }
+        metrics::gauge!("websocket_connections_total").decrement(1.0);
+        let changed = {
+            let mut presence = lock(&self.presence);
+            let p = presence.entry(user).or_default();
+            p.connections = p.connections.saturating_sub(1);
+            if p.connections == 0 {
+                p.status = Some(PresenceStatus::Offline);
+                p.last_seen = Some(now_millis());
+                true
+            } else {
+                false
+            }
+        };
+        if changed {
+            self.presence_changed(user);
+        }
+    }
+
+    /// The devices of `user` connected to this node.
+    pub fn devices_of(&self, user: UserId) -> Vec<DeviceId> {
+        lock(&self.connections).get(&user).map(|l| l.iter().map(|c| c.device).collect()).unwrap_or_default()
+    }
+
+    /// Number of connections on this node.
+    pub fn connection_count(&self) -> usize {
+        lock(&self.connections).values().map(Vec::len).sum()
+    }
+
+    /// Sends `item` to every connection of `users`. A connection whose queue is full is kicked.
+    fn send_to(&self, users: impl IntoIterator<Item = UserId>, item: impl Fn() -> Outgoing) {
+        let connections = lock(&self.connections);
+        for user in users {
+            let Some(list) = connections.get(&user) else { continue };
+            for c in list {
+                if let Err(mpsc::error::TrySendError::Full(_)) = c.tx.try_send(item()) {
+                    if !c.kick.is_cancelled() {
+                        metrics::counter!("websocket_slow_consumer_disconnects_total").increment(1);
+                    }
+                    c.kick.cancel();
+                }
+            }
+        }
+    }
+
+    /// Sets an explicit status (online or away) for a connected user.
+    pub fn set_status(&self, user: UserId, status: PresenceStatus) {
+        let changed = {
+            let mut presence = lock(&self.presence);
+            let p = presence.entry(user).or_default();
+            if p.connections > 0 && p.status != Some(status) && status != PresenceStatus::Offline {
+                p.status = Some(status);
+                true
+            } else {
+                false
+            }
+        };
+        if changed {
+            self.presence_changed(user);
+        }
+    }
+
+    /// Schedules one announcement of `user`'s presence after the coalescing window: however often it flaps
+    /// meanwhile, its contacts hear at most one change per window, with the final state.
+    fn presence_changed(&self, user: UserId) {
+        {
+            let mut presence = lock(&self.presence);
+            let p = presence.entry(user).or_default();
+            if p.pending {
+                return;
+            }
+            p.pending = true;
+        }
+        let Some(hub) = self.this.upgrade() else { return };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        runtime.spawn(async move {
+            tokio::time::sleep(hub.config.presence_coalesce).await;
+            let info = {
+                let mut presence = lock(&hub.presence);
+                let Some(p) = presence.get_mut(&user) else { return };
+                p.pending = false;
+                if p.status == p.announced {
+                    return;
+                }
+                p.announced = p.status;
+                PresenceInfo {
+                    user_id: user,
+                    status: p.status.unwrap_or(PresenceStatus::Offline),
+                    last_seen: p.last_seen,
+                }
+            };
+            match hub.contacts_of(user).await {
+                Ok(contacts) => {
+                    let frame = encode(&ServerFrame::Presence { users: vec![info] });
+                    metrics::counter!("presence_announcements_total").increment(1);
+                    hub.send_to(contacts.iter().copied().filter(|u| *u != user), || Outgoing::Frame(frame.clone()));
+                }
+                Err(e) => tracing::warn!(error = %e, "could not compute presence recipients"),
+            }
+        });
+    }
+
+    /// The presence of those of `users` who share a conversation with `asker` (the others are left out).
+    pub async fn presence_of(&self, asker: UserId, users: &[UserId]) -> CoreResult<Vec<PresenceInfo>> {
+        let contacts = self.contacts_of(asker).await?;
+        let presence = lock(&self.presence);
+        Ok(users
+            .iter()
+            .filter(|u| contacts.contains(u))
+            .map(|u| {
+                let p = presence.get(u);
+                PresenceInfo {
+                    user_id: *u,
+                    status: p.and_then(|p| p.status).unwrap_or(PresenceStatus::Offline),
+                    last_seen: p.and_then(|p| p.last_seen),
+                }
+            })
+            .collect())
+    }
+
+    /// Forwards a typing change to the other members' connections, coalescing repeats.
+    pub async fn typing(&self, user: UserId, conversation: ConversationId, active: bool) -> CoreResult<()> {
+        {
+            let mut typing = lock(&self.typing);
+            let now = Instant::now();
+            if let Some((at, was_active)) = typing.get(&(user, conversation))
+                && *was_active == active
+                && (!active || now.duration_since(*at) < self.config.typing_interval)
+            {
+                return Ok(());
+            }
+            if typing.len() > 100_000 {
+                let keep = self.config.typing_ttl;
+                typing.retain(|_, (at, _)| now.duration_since(*at) < keep);
+            }
+            typing.insert((user, conversation), (now, active));
+        }
+        let members = self.members_of(conversation).await?;
+        let frame = encode(&ServerFrame::Typing {
+            conversation_id: conversation,
+            user_id: user,
+            active,
+            ttl_ms: self.config.typing_ttl.as_millis() as u64,
+        });
+        self.send_to(members.iter().copied().filter(|u| *u != user), || Outgoing::Frame(frame.clone()));
+        Ok(())
+    }
+
+    async fn members_of(&self, conversation: ConversationId) -> CoreResult<Arc<Vec<UserId>>> {
+        if let Some(members) = self.members.get(&conversation) {
+            return Ok(members);
+        }
+        let members: Arc<Vec<UserId>> =
+            Arc::new(self.stores.conversations.members(conversation).await?.iter().map(|m| m.user_id).collect());
+        self.members.insert(conversation, members.clone());
+        Ok(members)
+    }
+
+    async fn contacts_of(&self, user: UserId) -> CoreResult<Arc<HashSet<UserId>>> {
+        if let Some(contacts) = self.contacts.get(&user) {
+            return Ok(contacts);
+        }
+        let mut contacts = HashSet::new();
+        for (conversation, _) in self.stores.conversations.memberships(user).await? {
+            contacts.extend(self.members_of(conversation).await?.iter().copied());
+        }
+        contacts.remove(&user);
+        let contacts = Arc::new(contacts);
+        self.contacts.insert(user, contacts.clone());
+        Ok(contacts)
+    }
+}
+
+impl FeedSink for Hub {
+    fn deliver(&self, feed: Vec<FeedDelivery>) {
+        let connections = lock(&self.connections);
+        for d in feed {
+            let Some(list) = connections.get(&d.user) else { continue };
+            for c in list {
+                let item = Outgoing::Event { pos: d.pos, event: d.event.clone() };
+                match c.tx.try_send(item) {
+                    Ok(()) => metrics::counter!("message_delivery_success_total").increment(1),
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        if !c.kick.is_cancelled() {
+                            metrics::counter!("websocket_slow_consumer_disconnects_total").increment(1);
+                        }
+                        c.kick.cancel();
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => {}
+                }
+            }
+        }
+    }
+}
+
+/// A server frame as shared bytes. Serialising our own types cannot fail; if it ever did, an error frame
+/// takes its place rather than a panic.
+pub fn encode(frame: &ServerFrame) -> Bytes {
+    match serde_json::to_vec(frame) {
+        Ok(json) => Bytes::from(json),
+        Err(e) => {
+            tracing::error!(error = %e, "could not encode a frame");
+            Bytes::from_static(br#"{"type":"error","code":"internal","message":"internal error"}"#)
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

@@ -1,0 +1,57 @@
+//! Putting an operation through the log and waiting for its outcome: the one way every service changes a
+//! conversation's sequence.
+
+use crate::auth::Principal;
+use crate::delivery::{Applied, Waiters};
+use crate::log::{LogError, LogRecord, MessageLog, Op};
+use crate::{CoreError, CoreResult};
+use herald_proto::{ConversationId, Message};
+use std::sync::Arc;
+use std::time::Duration;
+use uuid::Uuid;
+
+pub struct Submitter {
+    log: Arc<dyn MessageLog>,
+    waiters: Arc<Waiters>,
+    /// How long a request may take, from append to outcome, before the client is told to retry.
+    timeout: Duration,
+}
+
+impl Submitter {
+    pub fn new(log: Arc<dyn MessageLog>, waiters: Arc<Waiters>, timeout: Duration) -> Self {
+        Self { log, waiters, timeout }
+    }
+
+    pub async fn submit(&self, principal: Principal, conversation: ConversationId, op: Op) -> CoreResult<Applied> {
+        let started = tokio::time::Instant::now();
+        let request_id = Uuid::now_v7();
+        let wait = self.waiters.register(request_id);
+        let record = LogRecord { request_id, conversation, actor: principal.user, device: principal.device, op };
+        // A full partition queue makes append wait; the whole request stays within the timeout.
+        match tokio::time::timeout(self.timeout, self.log.append(record)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(LogError::Closed)) => {
+                return Err(CoreError::unavailable("the server is shutting down; retry on another node"));
+            }
+            Ok(Err(LogError::Backend(m))) => return Err(CoreError::Internal(m)),
+            Err(_) => return Err(CoreError::unavailable("the log is overloaded; retry with the same client_msg_id")),
+        }
+        wait.wait(self.timeout.saturating_sub(started.elapsed())).await
+    }
+
+    /// Submits an operation whose outcome is a message (edit, delete, react, notices).
+    pub async fn submit_for_message(
+        &self,
+        principal: Principal,
+        conversation: ConversationId,
+        op: Op,
+    ) -> CoreResult<Message> {
+        match self.submit(principal, conversation, op).await? {
+            Applied::Sent { message, .. }
+            | Applied::Edited(message)
+            | Applied::Deleted(message)
+            | Applied::Reacted(message) => Ok(message),
+            other => Err(CoreError::Internal(format!("unexpected outcome {other:?}"))),
+        }
+    }
+}
