@@ -3,6 +3,7 @@
 
 mod integration {
     pub mod helpers;
+    pub mod ws;
 
     mod accounts;
     mod authorization;
@@ -10,6 +11,7 @@ mod integration {
     mod config;
     mod conversations;
     mod durability;
+    mod gateway;
     mod messages;
     mod ops;
 }

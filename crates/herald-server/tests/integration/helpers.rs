@@ -60,7 +60,7 @@ static NAMES: AtomicU64 = AtomicU64::new(0);
 
 /// A unique, valid username.
 pub fn unique_name(prefix: &str) -> String {
-    format!("{prefix}{}", NAMES.fetch_add(1, Ordering::Relaxed))
+    format!("{prefix}_{:03}", NAMES.fetch_add(1, Ordering::Relaxed))
 }
 
 /// A registered user with one device.

@@ -1,0 +1,380 @@
+//! The real-time gateway over real WebSocket connections.
+
+use super::helpers::*;
+use super::ws::*;
+use futures_util::SinkExt;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+/// Guarantee 1 live: two users chat both ways over WebSockets, acks carry seqs, both see each message once.
+#[tokio::test]
+async fn two_users_chat_both_ways() {
+    let app = spawn_app().await;
+    let (alice, bob) = (app.register("alice").await, app.register("bob").await);
+    let c = app.direct(&alice, &bob).await;
+    let (mut a, _) = Ws::connect_synced(&app, &alice, 0).await;
+    let (mut b, _) = Ws::connect_synced(&app, &bob, 0).await;
+
+    let ack = a.send_message(c, "a1", "hi bob").await;
+    assert_eq!(
+        (ack["type"].clone(), ack["seq"].clone(), ack["duplicate"].clone()),
+        (json!("ack"), json!(1), json!(false))
+    );
+    let got = b.events(1).await;
+    assert_eq!(got[0]["event"]["message"]["body"], "hi bob");
+    assert_eq!(got[0]["event"]["message"]["seq"], 1);
+
+    let ack = b.send_message(c, "b1", "hi alice").await;
+    assert_eq!(ack["seq"], 2);
+    assert_eq!(message_seqs(&b.events(1).await, c), vec![2], "Bob's own devices get his message too");
+    // Alice sees her own message (as every device of hers would) and then Bob's, in order.
+    let got = a.events(2).await;
+    assert_eq!(message_seqs(&got, c), vec![1, 2]);
+    assert_eq!(got[1]["event"]["message"]["body"], "hi alice");
+    assert_eq!(positions(&got), vec![1, 2], "feed positions are dense per user");
+
+    // A retry over the socket is answered with the original seq and delivers nothing new.
+    let again = a.send_message(c, "a1", "hi bob").await;
+    assert_eq!((again["seq"].clone(), again["duplicate"].clone()), (json!(1), json!(true)));
+    b.assert_none("event", Duration::from_millis(200)).await;
+}
+
+/// Every member of a group receives the same messages in the same order, under concurrent senders.
+#[tokio::test]
+async fn a_group_receives_one_order() {
+    let app = std::sync::Arc::new(spawn_app().await);
+    let owner = app.register("owner").await;
+    let mut members = Vec::new();
+    for _ in 0..5 {
+        members.push(app.register("m").await);
+    }
+    let refs: Vec<&User> = members.iter().collect();
+    let g = app.group(&owner, &refs).await;
+    let everyone: Vec<User> = std::iter::once(owner.clone()).chain(members.iter().cloned()).collect();
+    let mut sockets = Vec::new();
+    for user in &everyone {
+        sockets.push(Ws::connect_synced(&app, user, 0).await.0);
+    }
+    const PER_SENDER: usize = 20;
+    let mut senders = Vec::new();
+    for (i, user) in everyone.iter().take(3).enumerate() {
+        let (app, user) = (app.clone(), user.clone());
+        senders.push(tokio::spawn(async move {
+            let mut ws = Ws::connect(&app, &user).await;
+            for n in 0..PER_SENDER {
+                let ack = ws.send_message(g, &format!("s{i}-{n}"), &format!("{i}:{n}")).await;
+                assert_eq!(ack["type"], "ack", "{ack}");
+            }
+        }));
+    }
+    for s in senders {
+        s.await.expect("sender");
+    }
+    let total = 3 * PER_SENDER;
+    let mut orders = Vec::new();
+    for ws in &mut sockets {
+        let events = ws.events(total).await;
+        let bodies: Vec<Value> = events.iter().map(|e| e["event"]["message"]["body"].clone()).collect();
+        assert_eq!(message_seqs(&events, g), (1..=total as u64).collect::<Vec<_>>(), "seq order");
+        orders.push(bodies);
+    }
+    assert!(orders.windows(2).all(|w| w[0] == w[1]), "every member sees the same order");
+}
+
+#[tokio::test]
+async fn typing_and_presence_reach_exactly_the_right_users() {
+    let app = spawn_app_with(|c| c.gateway.presence_coalesce_ms = 50).await;
+    let (alice, bob, carol) = (app.register("alice").await, app.register("bob").await, app.register("carol").await);
+    let c = app.direct(&alice, &bob).await;
+    let (mut a, _) = Ws::connect_synced(&app, &alice, 0).await;
+    let (mut b, _) = Ws::connect_synced(&app, &bob, 0).await;
+    let (mut x, _) = Ws::connect_synced(&app, &carol, 0).await;
+
+    a.send(json!({"type": "typing", "conversation_id": c, "active": true})).await;
+    let typing = b.expect("typing").await;
+    assert_eq!((typing["user_id"].clone(), typing["active"].clone()), (json!(alice.id()), json!(true)));
+    assert!(typing["ttl_ms"].as_u64().is_some_and(|t| t > 0));
+    // Repeats within the interval are coalesced; stopping is forwarded.
+    a.send(json!({"type": "typing", "conversation_id": c, "active": true})).await;
+    a.send(json!({"type": "typing", "conversation_id": c, "active": false})).await;
+    let stop = b.expect("typing").await;
+    assert_eq!(stop["active"], false);
+    // Typing into a conversation one is not in is refused.
+    x.send(json!({"type": "typing", "conversation_id": c, "active": true})).await;
+    assert_eq!(x.expect("error").await["code"], "not_found");
+
+    // Bob's second device going away keeps him online; his last going away makes him offline to Alice only.
+    let (mut b2, _) = Ws::connect_synced(&app, &app.login(&bob).await, 0).await;
+    b2.send(json!({"type": "presence", "status": "away"})).await;
+    let away = a.expect("presence").await;
+    assert_eq!(away["users"][0], json!({"user_id": bob.id(), "status": "away"}));
+    drop(b2);
+    drop(b);
+    let offline = a.expect("presence").await;
+    assert_eq!(offline["users"][0]["status"], "offline");
+    assert!(offline["users"][0]["last_seen"].is_i64());
+    x.assert_none("presence", Duration::from_millis(300)).await;
+    a.assert_none("typing", Duration::from_millis(10)).await;
+
+    // Queries answer only for users who share a conversation.
+    x.send(json!({"type": "presence_query", "id": "q", "user_ids": [alice.id(), bob.id()]})).await;
+    assert_eq!(x.expect("presence").await["users"], json!([]));
+    let (mut b3, _) = Ws::connect_synced(&app, &bob, 0).await;
+    b3.send(json!({"type": "presence_query", "id": "q", "user_ids": [alice.id(), carol.id()]})).await;
+    let answer = b3.expect("presence").await;
+    assert_eq!(answer["users"], json!([{"user_id": alice.id(), "status": "online"}]));
+}
+
+/// Receipts reach the other members and the reader's other devices; unread counts agree everywhere.
+#[tokio::test]
+async fn receipts_and_unread_counts_agree_across_devices() {
+    let app = spawn_app().await;
+    let (alice, bob_phone) = (app.register("alice").await, app.register("bob").await);
+    let bob_laptop = app.login(&bob_phone).await;
+    let c = app.direct(&alice, &bob_phone).await;
+    let (mut a, _) = Ws::connect_synced(&app, &alice, 0).await;
+    let (mut phone, _) = Ws::connect_synced(&app, &bob_phone, 0).await;
+    let (mut laptop, _) = Ws::connect_synced(&app, &bob_laptop, 0).await;
+    for i in 0..3 {
+        a.send_message(c, &format!("m{i}"), "hello").await;
+    }
+    a.events(3).await;
+    phone.events(3).await;
+    laptop.events(3).await;
+
+    phone.send(json!({"type": "delivered", "id": "d", "conversation_id": c, "seq": 3})).await;
+    let cursor = phone.expect("cursor").await;
+    assert_eq!((cursor["cursor"]["delivered"].clone(), cursor["cursor"]["unread"].clone()), (json!(3), json!(3)));
+    phone.send(json!({"type": "read", "id": "r", "conversation_id": c, "seq": 2})).await;
+    assert_eq!(phone.expect("cursor").await["cursor"]["unread"], 1);
+
+    // Alice sees Bob's receipts; Bob's laptop sees them too (its unread badge follows).
+    let receipt = |e: &Value| e["event"]["kind"] == "receipt" && e["event"]["user_id"] == json!(bob_phone.id());
+    let last_for = |events: Vec<Value>| events.into_iter().rfind(receipt).expect("a receipt");
+    let at_alice = last_for(a.events(2).await);
+    assert_eq!((at_alice["event"]["delivered"].clone(), at_alice["event"]["read"].clone()), (json!(3), json!(2)));
+    let at_laptop = last_for(laptop.events(2).await);
+    assert_eq!(at_laptop["event"]["read"], 2);
+    let (_, state) = app.get(&format!("/api/v1/conversations/{c}/cursor"), bob_laptop.token()).await;
+    assert_eq!(state["unread"], 1);
+
+    // Reading the same position again announces nothing new.
+    phone.send(json!({"type": "read", "id": "r2", "conversation_id": c, "seq": 2})).await;
+    phone.expect("cursor").await;
+    a.assert_none("event", Duration::from_millis(200)).await;
+}
+
+/// Guarantee 4: a device that was away gets everything it missed, in order, none twice.
+#[tokio::test]
+async fn reconnecting_device_resumes_without_gaps_or_duplicates() {
+    let app = spawn_app().await;
+    let (alice, bob, carol) = (app.register("alice").await, app.register("bob").await, app.register("carol").await);
+    let g = app.group(&alice, &[&bob]).await;
+    let (mut b, _) = Ws::connect_synced(&app, &bob, 0).await;
+    app.send(&alice, g, "m1", "one").await;
+    app.send(&alice, g, "m2", "two").await;
+    let seen = b.events(2).await;
+    let last_pos = seen[1]["pos"].as_u64().expect("pos");
+    drop(b);
+
+    // While Bob is away: messages, an edit, a reaction, a membership change.
+    for i in 3..=7 {
+        app.send(&alice, g, &format!("m{i}"), &format!("message {i}")).await;
+    }
+    let base = format!("/api/v1/conversations/{g}/messages");
+    app.call(Method::PATCH, &format!("{base}/1"), Some(alice.token()), Some(json!({"body": "one, edited"}))).await;
+    app.call(Method::PUT, &format!("{base}/2/reactions/ok"), Some(alice.token()), None).await;
+    let added =
+        app.post(&format!("/api/v1/conversations/{g}/members"), alice.token(), json!({"user_id": carol.id()})).await;
+    assert_eq!(added.0, StatusCode::CREATED);
+
+    let (mut b, missed) = Ws::connect_synced(&app, &bob, last_pos).await;
+    assert_eq!(
+        positions(&missed),
+        (last_pos + 1..=last_pos + missed.len() as u64).collect::<Vec<_>>(),
+        "dense, in order"
+    );
+    assert_eq!(message_seqs(&missed, g), vec![3, 4, 5, 6, 7, 8], "messages 3..=7 and the membership notice");
+    let kinds: Vec<&str> = missed.iter().map(|e| e["event"]["kind"].as_str().unwrap_or_default()).collect();
+    assert_eq!(kinds.iter().filter(|k| **k == "message_updated").count(), 2, "{kinds:?}");
+    let notice = missed.iter().find(|e| e["event"]["message"]["seq"] == 8).expect("notice");
+    assert_eq!(notice["event"]["message"]["system"], json!({"kind": "member_added", "user_id": carol.id()}));
+    // Live again afterwards, continuing the positions.
+    app.send(&alice, g, "m9", "live").await;
+    let live = b.events(1).await;
+    assert_eq!(live[0]["pos"].as_u64(), Some(last_pos + missed.len() as u64 + 1));
+
+    // A position the feed no longer has is answered with resync, never a silent gap.
+    let small = spawn_app_with(|c| c.storage.feed_retention = 100).await;
+    let (x, y) = (small.register("x").await, small.register("y").await);
+    let d = small.direct(&x, &y).await;
+    for i in 0..150 {
+        small.send(&x, d, &format!("k{i}"), "filler").await;
+    }
+    let mut ws = Ws::connect(&small, &y).await;
+    ws.send(json!({"type": "sync", "since": 3})).await;
+    let answer = ws.expect("resync").await;
+    assert_eq!(answer["pos"], 150);
+    ws.send(json!({"type": "sync", "since": 150})).await;
+    ws.expect("synced").await;
+}
+
+/// A client that never reads is disconnected; it does not stall the others.
+#[tokio::test]
+async fn a_client_that_never_reads_is_cut_off_and_stalls_nobody() {
+    let app = spawn_app_with(|c| c.gateway.queue_depth = 16).await;
+    let (alice, bob, carol) = (app.register("alice").await, app.register("bob").await, app.register("carol").await);
+    let g = app.group(&alice, &[&bob, &carol]).await;
+    // Bob's socket has a tiny receive buffer and he never reads it, so the server's writes back up at once.
+    let mut stuck = Ws::connect_with_small_buffer(&app, &bob).await;
+    stuck.send(json!({"type": "sync", "since": 0})).await;
+    let (mut reader, _) = Ws::connect_synced(&app, &carol, 0).await;
+    const N: u64 = 600;
+    let body = "x".repeat(12_000);
+    let started = std::time::Instant::now();
+    let reading = tokio::spawn(async move {
+        let events = reader.events(N as usize).await;
+        message_seqs(&events, g)
+    });
+    for i in 0..N {
+        app.send(&alice, g, &format!("m{i}"), &body).await;
+    }
+    assert!(started.elapsed() < Duration::from_secs(30), "senders were stalled");
+    assert_eq!(reading.await.expect("reader"), (1..=N).collect::<Vec<_>>(), "the reading member got everything");
+    assert_eq!(stuck.close_code().await, Some(4008), "the stuck client is closed as too slow");
+    let metrics =
+        app.http.get(format!("{}/metrics", app.base)).send().await.expect("metrics").text().await.expect("text");
+    assert!(metrics.contains("websocket_slow_consumer_disconnects_total"), "metric counted");
+    // It can come back and resume everything.
+    let (_, missed) = Ws::connect_synced(&app, &bob, 0).await;
+    assert_eq!(message_seqs(&missed, g), (1..=N).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn handshake_auth_and_rate_limits() {
+    let app = spawn_app_with(|c| {
+        c.gateway.handshake_timeout_ms = 300;
+        c.gateway.handshakes_per_second = 1;
+        c.gateway.handshake_burst = 4;
+    })
+    .await;
+    let alice = app.register("alice").await;
+    let url = format!("{}/ws?v=1", app.base.replace("http://", "ws://"));
+
+    // No token and no auth frame: an error frame, then closed as a timeout.
+    let (socket, _) = tokio_tungstenite::connect_async(url.as_str()).await.expect("upgrade");
+    let mut silent = Ws::new(socket);
+    assert_eq!(silent.next().await.expect("error frame")["code"], "timeout");
+    assert_eq!(silent.close_code().await, Some(4408));
+
+    // A bad token at the upgrade is refused with 401; a bad token in the auth frame closes with 4401.
+    let bad = tokio_tungstenite::connect_async(format!("{url}&token=nope")).await;
+    match bad {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => assert_eq!(response.status(), 401),
+        other => panic!("expected 401, got {other:?}"),
+    }
+    let (socket, _) = tokio_tungstenite::connect_async(url.as_str()).await.expect("upgrade");
+    let mut ws = Ws::new(socket);
+    ws.send(json!({"type": "auth", "token": "garbage"})).await;
+    assert_eq!(ws.next().await.expect("error")["code"], "unauthorized");
+    assert_eq!(ws.close_code().await, Some(4401));
+
+    // The auth frame works.
+    let (socket, _) = tokio_tungstenite::connect_async(url.as_str()).await.expect("upgrade");
+    let mut ws = Ws::new(socket);
+    ws.send(json!({"type": "auth", "token": alice.token()})).await;
+    assert_eq!(ws.expect("hello").await["user_id"], json!(alice.id()));
+
+    // The burst is spent: the next handshake is refused with 429 and a Retry-After.
+    let refused = tokio_tungstenite::connect_async(url.as_str()).await;
+    match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 429);
+            assert!(response.headers().contains_key("retry-after"));
+        }
+        other => panic!("expected 429, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn bad_frames_get_errors_and_change_nothing() {
+    let app = spawn_app_with(|c| c.gateway.max_frame_bytes = 2048).await;
+    let (alice, bob, mallory) = (app.register("alice").await, app.register("bob").await, app.register("mallory").await);
+    let c = app.direct(&alice, &bob).await;
+    let (mut m, _) = Ws::connect_synced(&app, &mallory, 0).await;
+    for (frame, code) in [
+        ("{not json".to_owned(), "bad_request"),
+        (json!({"type": "teleport"}).to_string(), "bad_request"),
+        (
+            json!({"type": "send", "conversation_id": "nope", "client_msg_id": "x", "body": "x"}).to_string(),
+            "bad_request",
+        ),
+        (
+            json!({"type": "send", "id": "s", "conversation_id": c, "client_msg_id": "x", "body": "intrusion"})
+                .to_string(),
+            "not_found",
+        ),
+        (json!({"type": "edit", "id": "e", "conversation_id": c, "seq": 1, "body": "x"}).to_string(), "not_found"),
+        (json!({"type": "read", "id": "r", "conversation_id": c, "seq": 1}).to_string(), "not_found"),
+        (
+            json!({"type": "send", "id": "s2", "conversation_id": c, "client_msg_id": "", "body": "x"}).to_string(),
+            "invalid_input",
+        ),
+    ] {
+        m.socket.send(tokio_tungstenite::tungstenite::Message::text(frame.clone())).await.expect("sent");
+        let answer = m.expect("error").await;
+        assert_eq!(answer["code"], code, "{frame} -> {answer}");
+    }
+    m.socket.send(tokio_tungstenite::tungstenite::Message::binary(vec![1, 2, 3])).await.expect("sent");
+    assert_eq!(m.expect("error").await["code"], "bad_request");
+    // Still connected and working after all that.
+    m.send(json!({"type": "ping", "id": "p"})).await;
+    assert_eq!(m.expect("pong").await["id"], "p");
+    assert_eq!(app.last_seq(&alice, c).await, 0, "nothing stored");
+
+    // Oversized: an error frame, then close 1009.
+    m.send(json!({"type": "send", "conversation_id": c, "client_msg_id": "big", "body": "x".repeat(5000)})).await;
+    assert_eq!(m.next().await.expect("error")["code"], "payload_too_large");
+    assert_eq!(m.close_code().await, Some(1009));
+}
+
+#[tokio::test]
+async fn heartbeat_and_idle_timeouts() {
+    let app = spawn_app_with(|c| {
+        c.gateway.heartbeat_secs = 1;
+        c.gateway.idle_timeout_secs = 600;
+    })
+    .await;
+    let alice = app.register("alice").await;
+    // A client that does not read never answers the ping: closed after the next interval.
+    let mut deaf = Ws::connect(&app, &alice).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(deaf.close_code().await, Some(4408));
+
+    // A client that answers pings but says nothing is closed when idle.
+    let idle_app = spawn_app_with(|c| {
+        c.gateway.heartbeat_secs = 1;
+        c.gateway.idle_timeout_secs = 2;
+    })
+    .await;
+    let bob = idle_app.register("bob").await;
+    let mut quiet = Ws::connect(&idle_app, &bob).await;
+    let started = std::time::Instant::now();
+    assert_eq!(quiet.close_code().await, Some(4408));
+    assert!(started.elapsed() >= Duration::from_millis(1500), "closed too early");
+}
+
+#[tokio::test]
+async fn shutdown_tells_clients_to_reconnect_with_jitter() {
+    let app = spawn_app_with(|c| c.gateway.reconnect_jitter_ms = 3000).await;
+    let (alice, bob) = (app.register("alice").await, app.register("bob").await);
+    let c = app.direct(&alice, &bob).await;
+    let (mut a, _) = Ws::connect_synced(&app, &alice, 0).await;
+    a.send_message(c, "m1", "before shutdown").await;
+    let shutdown = tokio::spawn(app.shutdown());
+    let hint = a.expect("reconnect").await;
+    assert!(hint["after_ms"].as_u64().is_some_and(|ms| ms < 3000), "{hint}");
+    assert_eq!(a.close_code().await, Some(1012));
+    shutdown.await.expect("shutdown");
+}
