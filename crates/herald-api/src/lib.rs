@@ -7,6 +7,7 @@ pub mod error;
 pub mod extract;
 pub mod gateway;
 mod routes;
+pub mod serve;
 mod state;
 
 pub use routes::router;

@@ -49,6 +49,8 @@ pub struct FeedDelivery {
     pub user: UserId,
     pub pos: u64,
     pub event: Arc<str>,
+    /// For a new message, when it was sequenced (for the send-to-deliver latency); else None.
+    pub sent_at: Option<herald_proto::Millis>,
 }
 
 /// The outcome of one record, addressed to the request that appended it.

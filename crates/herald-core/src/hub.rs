@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 #[derive(Clone, Debug)]
 pub enum Outgoing {
     /// A feed event (`herald_proto::Event` JSON, shared by all recipients); the connection adds its position.
-    Event { pos: u64, event: Arc<str> },
+    Event { pos: u64, event: Arc<str>, sent_at: Option<Millis> },
     /// A complete frame shared by every recipient (typing, presence).
     Frame(Bytes),
 }
@@ -77,6 +77,9 @@ pub struct Hub {
     /// Users who share a conversation with a user: who may see its presence.
     contacts: TtlCache<UserId, Arc<HashSet<UserId>>>,
     members: TtlCache<ConversationId, Arc<Vec<UserId>>>,
+    /// Metric handles looked up once: fan-out touches them for every delivery.
+    delivered: metrics::Counter,
+    slow: metrics::Counter,
     this: Weak<Hub>,
 }
 
@@ -107,6 +110,8 @@ impl Hub {
             typing: Mutex::new(HashMap::new()),
             contacts: TtlCache::new("presence_contacts", Duration::from_secs(60), 100_000),
             members: TtlCache::new("typing_members", Duration::from_secs(5), 100_000),
+            delivered: metrics::counter!("message_delivery_success_total"),
+            slow: metrics::counter!("websocket_slow_consumer_disconnects_total"),
             this: this.clone(),
         })
     }
@@ -184,12 +189,17 @@ impl Hub {
             let Some(list) = connections.get(&user) else { continue };
             for c in list {
                 if let Err(mpsc::error::TrySendError::Full(_)) = c.tx.try_send(item()) {
-                    if !c.kick.is_cancelled() {
-                        metrics::counter!("websocket_slow_consumer_disconnects_total").increment(1);
-                    }
-                    c.kick.cancel();
+                    self.kick(c);
                 }
             }
+        }
+    }
+
+    /// Tells a connection whose queue overflowed to go (once).
+    fn kick(&self, c: &Connection) {
+        if !c.kick.is_cancelled() {
+            self.slow.increment(1);
+            c.kick.cancel();
         }
     }
 
@@ -327,15 +337,10 @@ impl FeedSink for Hub {
         for d in feed {
             let Some(list) = connections.get(&d.user) else { continue };
             for c in list {
-                let item = Outgoing::Event { pos: d.pos, event: d.event.clone() };
+                let item = Outgoing::Event { pos: d.pos, event: d.event.clone(), sent_at: d.sent_at };
                 match c.tx.try_send(item) {
-                    Ok(()) => metrics::counter!("message_delivery_success_total").increment(1),
-                    Err(mpsc::error::TrySendError::Full(_)) => {
-                        if !c.kick.is_cancelled() {
-                            metrics::counter!("websocket_slow_consumer_disconnects_total").increment(1);
-                        }
-                        c.kick.cancel();
-                    }
+                    Ok(()) => self.delivered.increment(1),
+                    Err(mpsc::error::TrySendError::Full(_)) => self.kick(c),
                     Err(mpsc::error::TrySendError::Closed(_)) => {}
                 }
             }

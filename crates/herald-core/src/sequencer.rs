@@ -175,7 +175,7 @@ impl PartitionHandler for Sequencer {
 
         // The feed entries of every applied operation: one per recipient, the event encoded once.
         let mut feed: Vec<FeedAppend> = Vec::new();
-        let mut shared: Vec<(usize, Arc<str>)> = Vec::new();
+        let mut shared: Vec<(usize, Arc<str>, Option<herald_proto::Millis>)> = Vec::new();
         for (record, result) in records.iter().zip(results.iter_mut()) {
             let Ok(applied) = result else { continue };
             if matches!(applied, Applied::Sent { duplicate: true, .. }) {
@@ -190,8 +190,12 @@ impl PartitionHandler for Sequencer {
                             continue;
                         }
                     };
+                    let sent_at = match applied {
+                        Applied::Sent { message, .. } => Some(message.sent_at),
+                        _ => None,
+                    };
                     for user in to {
-                        shared.push((feed.len(), encoded.clone()));
+                        shared.push((feed.len(), encoded.clone(), sent_at));
                         feed.push(FeedAppend { user, event: entry.clone() });
                     }
                 }
@@ -210,7 +214,7 @@ impl PartitionHandler for Sequencer {
                 let deliveries = shared
                     .into_iter()
                     .zip(positions)
-                    .map(|((i, event), pos)| FeedDelivery { user: feed[i].user, pos, event })
+                    .map(|((i, event, sent_at), pos)| FeedDelivery { user: feed[i].user, pos, event, sent_at })
                     .collect();
                 let outcomes = records
                     .iter()

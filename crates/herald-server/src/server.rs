@@ -8,7 +8,6 @@
 use crate::config::Config;
 use crate::{metrics_setup, secret};
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use herald_api::gateway::Gateway;
 use herald_api::{AppState, Readiness};
 use herald_core::Services;
@@ -111,12 +110,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .await
         .with_context(|| format!("binding {}", config.server.listen))?;
     let addr = listener.local_addr()?;
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "could not set TCP_NODELAY");
-        }
-    });
 
+    let head_timeout = Duration::from_millis(config.gateway.handshake_timeout_ms);
     let stop = CancellationToken::new();
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
     let upkeep = tokio::spawn(upkeep(messaging));
@@ -125,8 +120,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         async move {
             readiness.set(true);
             let http_stop = CancellationToken::new();
-            let serve = axum::serve(listener, router).with_graceful_shutdown(http_stop.clone().cancelled_owned());
-            let serve = tokio::spawn(async move { serve.await });
+            let serve = tokio::spawn(herald_api::serve::serve(listener, router, head_timeout, http_stop.clone()));
             stop.cancelled().await;
             // Not ready first, so load balancers stop sending; then send WebSocket clients elsewhere
             // (each answers what it has in flight, then gets a jittered reconnect hint), then stop HTTP.
@@ -137,10 +131,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                     tracing::warn!("some WebSocket connections outlived the grace period");
                 }
                 http_stop.cancel();
-                match serve.await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => tracing::error!(error = %e, "HTTP server failed"),
-                    Err(e) => tracing::error!(error = %e, "HTTP server task failed"),
+                if let Err(e) = serve.await {
+                    tracing::error!(error = %e, "HTTP server task failed");
                 }
                 log.shutdown().await;
                 db.close().await

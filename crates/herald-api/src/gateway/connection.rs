@@ -197,19 +197,21 @@ async fn forward(
     items: Vec<Outgoing>,
 ) -> Result<(), Close> {
     let mut out = Vec::with_capacity(items.len());
+    let mut sent_ats = Vec::new();
     for item in items {
         match item {
             Outgoing::Frame(bytes) => match Utf8Bytes::try_from(bytes) {
                 Ok(text) => out.push(Message::Text(text)),
                 Err(_) => tracing::error!("a shared frame was not UTF-8"),
             },
-            Outgoing::Event { pos, event } => {
+            Outgoing::Event { pos, event, sent_at } => {
                 let Some(at) = *delivered else { continue };
                 if pos <= at {
                     continue;
                 }
                 if pos == at + 1 {
                     out.push(Message::Text(event_frame(pos, &event).into()));
+                    sent_ats.extend(sent_at);
                     *delivered = Some(pos);
                 } else {
                     write(socket, kick, std::mem::take(&mut out)).await?;
@@ -218,7 +220,16 @@ async fn forward(
             }
         }
     }
-    write(socket, kick, out).await
+    write(socket, kick, out).await?;
+    // Send (sequenced) to delivered (written to this socket), for live messages.
+    if !sent_ats.is_empty() {
+        let now = herald_core::now_millis();
+        let latency = metrics::histogram!("message_send_to_deliver_ms");
+        for sent_at in sent_ats {
+            latency.record((now - sent_at).max(0) as f64);
+        }
+    }
+    Ok(())
 }
 
 /// Sends every feed event after `since`, then `synced`; or `resync` when `since` is no longer (or not)

@@ -378,3 +378,27 @@ async fn shutdown_tells_clients_to_reconnect_with_jitter() {
     assert_eq!(a.close_code().await, Some(1012));
     shutdown.await.expect("shutdown");
 }
+
+/// A client that opens a socket and does not finish its upgrade request within the handshake timeout is
+/// dropped (the brief's 2 s, shortened here).
+#[tokio::test]
+async fn an_unfinished_handshake_is_dropped() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app_with(|c| c.gateway.handshake_timeout_ms = 300).await;
+    let addr = app.base.trim_start_matches("http://");
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    tcp.write_all(b"GET /ws?v=1 HTTP/1.1\r\nHost: herald\r\n").await.expect("partial head");
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 1024];
+    let read = tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "the server kept the half-open handshake for 3 s");
+    assert!(started.elapsed() >= Duration::from_millis(250), "closed before the timeout: {:?}", started.elapsed());
+}
