@@ -4,19 +4,22 @@
 //! descriptors) by backing off, and a graceful stop that lets in-flight requests finish.
 
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// Serves `router` on `listener` until `stop` is cancelled, then waits for in-flight requests.
 pub async fn serve(listener: TcpListener, router: Router, head_timeout: Duration, stop: CancellationToken) {
-    let mut builder = Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(head_timeout);
-    let graceful = GracefulShutdown::new();
+    // HTTP/1.1 only: the WebSocket upgrade is an HTTP/1.1 affair, and with one protocol the head deadline
+    // runs from the first byte the server waits for (hyper restarts it between keep-alive requests, so an
+    // idle REST connection is also closed after it).
+    let mut builder = http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(head_timeout);
+    let connections = TaskTracker::new();
     let mut backoff = Duration::from_millis(10);
     loop {
         let accepted = tokio::select! {
@@ -40,15 +43,25 @@ pub async fn serve(listener: TcpListener, router: Router, head_timeout: Duration
             tracing::debug!(error = %e, "could not set TCP_NODELAY");
         }
         let service = TowerToHyperService::new(router.clone());
-        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
+        let connection = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
+        let stop = stop.clone();
+        connections.spawn(async move {
+            tokio::pin!(connection);
+            let result = tokio::select! {
+                result = connection.as_mut() => result,
+                () = stop.cancelled() => {
+                    // Finish the request in progress, then close instead of keeping the connection alive.
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(e) = result {
                 // Peers going away mid-request and slow heads are normal on the internet.
                 tracing::debug!(error = %e, "HTTP connection ended with an error");
             }
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    connections.close();
+    connections.wait().await;
 }

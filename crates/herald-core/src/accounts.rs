@@ -10,15 +10,34 @@ const MAX_PASSWORD_BYTES: usize = 1024;
 const MIN_PASSWORD_CHARS: usize = 8;
 const MAX_DEVICE_NAME_CHARS: usize = 64;
 
+/// Told when a device is revoked, so what it still holds open (WebSocket connections) closes at once.
+pub trait RevocationListener: Send + Sync + 'static {
+    fn device_revoked(&self, user: UserId, device: DeviceId);
+}
+
 pub struct Accounts {
     users: Arc<dyn UserStore>,
     passwords: Passwords,
     tokens: Tokens,
+    on_revoke: Option<Arc<dyn RevocationListener>>,
 }
 
 impl Accounts {
-    pub fn new(users: Arc<dyn UserStore>, passwords: Passwords, tokens: Tokens) -> Self {
-        Self { users, passwords, tokens }
+    pub fn new(
+        users: Arc<dyn UserStore>,
+        passwords: Passwords,
+        tokens: Tokens,
+        on_revoke: Option<Arc<dyn RevocationListener>>,
+    ) -> Self {
+        Self { users, passwords, tokens, on_revoke }
+    }
+
+    async fn revoke(&self, user: UserId, device: DeviceId) -> CoreResult<()> {
+        self.users.delete_device(device).await?;
+        if let Some(listener) = &self.on_revoke {
+            listener.device_revoked(user, device);
+        }
+        Ok(())
     }
 
     pub async fn register(&self, credentials: Credentials) -> CoreResult<Session> {
@@ -66,7 +85,7 @@ impl Accounts {
             self.users.device(device_id).await?.ok_or_else(|| CoreError::unauthorized("the device was revoked"))?;
         let presented = Tokens::refresh_hash(refresh_token);
         if Some(presented) == device.previous_refresh_hash {
-            self.users.delete_device(device_id).await?;
+            self.revoke(device.user_id, device_id).await?;
             tracing::warn!(device = %device_id, "refresh token reused; device revoked");
             return Err(CoreError::unauthorized("refresh token already used; the device was revoked"));
         }
@@ -108,10 +127,7 @@ impl Accounts {
     /// reported as not found, so device ids cannot be probed.
     pub async fn revoke_device(&self, principal: Principal, device: DeviceId) -> CoreResult<()> {
         match self.users.device(device).await? {
-            Some(d) if d.user_id == principal.user => {
-                self.users.delete_device(device).await?;
-                Ok(())
-            }
+            Some(d) if d.user_id == principal.user => self.revoke(d.user_id, device).await,
             _ => Err(CoreError::not_found("no such device")),
         }
     }

@@ -47,10 +47,13 @@ impl Applied {
 #[derive(Clone, Debug)]
 pub struct FeedDelivery {
     pub user: UserId,
+    pub conversation: ConversationId,
     pub pos: u64,
     pub event: Arc<str>,
     /// For a new message, when it was sequenced (for the send-to-deliver latency); else None.
     pub sent_at: Option<herald_proto::Millis>,
+    /// A membership or settings notice: cached member lists of the conversation are stale now.
+    pub notice: bool,
 }
 
 /// The outcome of one record, addressed to the request that appended it.

@@ -2,12 +2,13 @@
 //! typing indicators and presence. In a cluster the registry part moves to Redis (user -> nodes) and
 //! deliveries cross nodes; the per-node part stays as it is.
 //!
-//! Every connection has a bounded queue. A connection whose queue is full is told to go (its `kick` token
-//! is cancelled) instead of being allowed to grow memory or slow the sender: it reconnects and resumes
-//! from its feed position, losing nothing.
+//! Every connection has a bounded outbox. A connection whose outbox is full is kicked instead of being
+//! allowed to grow memory or slow the sender: it reconnects and resumes from its feed position, losing
+//! nothing.
 
 use crate::cache::TtlCache;
 use crate::delivery::{FeedDelivery, FeedSink};
+use crate::outbox::{Kick, Outbox, PushError};
 use crate::store::Stores;
 use crate::{CoreResult, now_millis};
 use bytes::Bytes;
@@ -16,8 +17,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 /// What a connection's queue carries.
 #[derive(Clone, Debug)]
@@ -54,8 +53,7 @@ impl Default for HubConfig {
 struct Connection {
     id: u64,
     device: DeviceId,
-    tx: mpsc::Sender<Outgoing>,
-    kick: CancellationToken,
+    outbox: Arc<Outbox<Outgoing>>,
 }
 
 #[derive(Default)]
@@ -77,8 +75,7 @@ pub struct Hub {
     /// Users who share a conversation with a user: who may see its presence.
     contacts: TtlCache<UserId, Arc<HashSet<UserId>>>,
     members: TtlCache<ConversationId, Arc<Vec<UserId>>>,
-    /// Metric handles looked up once: fan-out touches them for every delivery.
-    delivered: metrics::Counter,
+    /// Looked up once: fan-out may touch it for every delivery.
     slow: metrics::Counter,
     this: Weak<Hub>,
 }
@@ -88,9 +85,8 @@ pub struct Registration {
     hub: Arc<Hub>,
     user: UserId,
     id: u64,
-    pub rx: mpsc::Receiver<Outgoing>,
-    /// Cancelled when the connection fell too far behind and must go.
-    pub kick: CancellationToken,
+    /// What to write; reports when the connection fell too far behind and must go.
+    pub outbox: Arc<Outbox<Outgoing>>,
 }
 
 impl Drop for Registration {
@@ -110,7 +106,6 @@ impl Hub {
             typing: Mutex::new(HashMap::new()),
             contacts: TtlCache::new("presence_contacts", Duration::from_secs(60), 100_000),
             members: TtlCache::new("typing_members", Duration::from_secs(5), 100_000),
-            delivered: metrics::counter!("message_delivery_success_total"),
             slow: metrics::counter!("websocket_slow_consumer_disconnects_total"),
             this: this.clone(),
         })
@@ -123,9 +118,8 @@ impl Hub {
     /// Registers a connection of `user` on `device`; the user is online from now on.
     pub fn register(self: &Arc<Self>, user: UserId, device: DeviceId) -> Registration {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(self.config.queue_depth.max(1));
-        let kick = CancellationToken::new();
-        lock(&self.connections).entry(user).or_default().push(Connection { id, device, tx, kick: kick.clone() });
+        let outbox = Arc::new(Outbox::new(self.config.queue_depth));
+        lock(&self.connections).entry(user).or_default().push(Connection { id, device, outbox: outbox.clone() });
         metrics::gauge!("websocket_connections_total").increment(1.0);
         let changed = {
             let mut presence = lock(&self.presence);
@@ -141,7 +135,7 @@ impl Hub {
         if changed {
             self.presence_changed(user);
         }
-        Registration { hub: self.clone(), user, id, rx, kick }
+        Registration { hub: self.clone(), user, id, outbox }
     }
 
     fn unregister(&self, user: UserId, id: u64) {
@@ -188,18 +182,24 @@ impl Hub {
         for user in users {
             let Some(list) = connections.get(&user) else { continue };
             for c in list {
-                if let Err(mpsc::error::TrySendError::Full(_)) = c.tx.try_send(item()) {
-                    self.kick(c);
-                }
+                self.push(c, item());
             }
         }
     }
 
-    /// Tells a connection whose queue overflowed to go (once).
-    fn kick(&self, c: &Connection) {
-        if !c.kick.is_cancelled() {
+    /// Queues an item for a connection; one whose outbox is full is kicked (and counted once).
+    fn push(&self, c: &Connection, item: Outgoing) {
+        if let Err(PushError::Full { newly_kicked: true }) = c.outbox.push(item) {
             self.slow.increment(1);
-            c.kick.cancel();
+        }
+    }
+
+    /// Closes every connection of a device that was logged out or revoked.
+    pub fn disconnect_device(&self, user: UserId, device: DeviceId) {
+        if let Some(list) = lock(&self.connections).get(&user) {
+            for c in list.iter().filter(|c| c.device == device) {
+                c.outbox.kick(Kick::Revoked);
+            }
         }
     }
 
@@ -251,7 +251,7 @@ impl Hub {
             };
             match hub.contacts_of(user).await {
                 Ok(contacts) => {
-                    let frame = encode(&ServerFrame::Presence { users: vec![info] });
+                    let frame = encode(&ServerFrame::Presence { id: None, users: vec![info] });
                     metrics::counter!("presence_announcements_total").increment(1);
                     hub.send_to(contacts.iter().copied().filter(|u| *u != user), || Outgoing::Frame(frame.clone()));
                 }
@@ -264,18 +264,7 @@ impl Hub {
     pub async fn presence_of(&self, asker: UserId, users: &[UserId]) -> CoreResult<Vec<PresenceInfo>> {
         let contacts = self.contacts_of(asker).await?;
         let presence = lock(&self.presence);
-        Ok(users
-            .iter()
-            .filter(|u| contacts.contains(u))
-            .map(|u| {
-                let p = presence.get(u);
-                PresenceInfo {
-                    user_id: *u,
-                    status: p.and_then(|p| p.status).unwrap_or(PresenceStatus::Offline),
-                    last_seen: p.and_then(|p| p.last_seen),
-                }
-            })
-            .collect())
+        Ok(users.iter().filter(|u| contacts.contains(u)).map(|u| info_of(*u, presence.get(u))).collect())
     }
 
     /// Forwards a typing change to the other members' connections, coalescing repeats.
@@ -331,21 +320,34 @@ impl Hub {
     }
 }
 
+impl crate::accounts::RevocationListener for Hub {
+    fn device_revoked(&self, user: UserId, device: DeviceId) {
+        self.disconnect_device(user, device);
+    }
+}
+
 impl FeedSink for Hub {
     fn deliver(&self, feed: Vec<FeedDelivery>) {
+        // A membership notice makes cached member and contact lists stale (typing and presence use them).
+        for d in feed.iter().filter(|d| d.notice) {
+            self.members.invalidate(&d.conversation);
+            self.contacts.invalidate(&d.user);
+        }
         let connections = lock(&self.connections);
         for d in feed {
             let Some(list) = connections.get(&d.user) else { continue };
             for c in list {
-                let item = Outgoing::Event { pos: d.pos, event: d.event.clone(), sent_at: d.sent_at };
-                match c.tx.try_send(item) {
-                    Ok(()) => self.delivered.increment(1),
-                    Err(mpsc::error::TrySendError::Full(_)) => self.kick(c),
-                    Err(mpsc::error::TrySendError::Closed(_)) => {}
-                }
+                self.push(c, Outgoing::Event { pos: d.pos, event: d.event.clone(), sent_at: d.sent_at });
             }
         }
     }
+}
+
+/// What others see of a user's presence: `last_seen` only while offline.
+fn info_of(user: UserId, p: Option<&Presence>) -> PresenceInfo {
+    let status = p.and_then(|p| p.status).unwrap_or(PresenceStatus::Offline);
+    let last_seen = if status == PresenceStatus::Offline { p.and_then(|p| p.last_seen) } else { None };
+    PresenceInfo { user_id: user, status, last_seen }
 }
 
 /// A server frame as shared bytes. Serialising our own types cannot fail; if it ever did, an error frame

@@ -23,6 +23,7 @@ pub mod hub;
 pub mod limits;
 pub mod log;
 pub mod messaging;
+pub mod outbox;
 pub mod sequencer;
 pub mod store;
 pub mod submit;

@@ -136,6 +136,7 @@ impl Messaging {
         req: UpdateCursor,
     ) -> CoreResult<CursorState> {
         self.conversations.require_member(principal, conversation).await?;
+        self.rate.check(principal.user)?;
         if req.delivered.is_none() && req.read.is_none() {
             return Err(CoreError::invalid("give delivered, read, or both"));
         }

@@ -29,13 +29,14 @@ pub struct SequencerConfig {
     /// Receipts go to every member only in conversations up to this size; in larger ones only to the
     /// reader's own devices (all members' receipts to all members grows with the square of the size).
     pub receipt_fanout_max_members: usize,
-    /// How long a conversation's member list is reused. Membership notices refresh it at once.
+    /// How long a conversation's member list is reused. Membership notices refresh it at once; the short
+    /// default bounds what a lost notice can cost (a new member missing live events for that long).
     pub member_cache_ttl: Duration,
 }
 
 impl Default for SequencerConfig {
     fn default() -> Self {
-        Self { receipt_fanout_max_members: 100, member_cache_ttl: Duration::from_secs(60) }
+        Self { receipt_fanout_max_members: 100, member_cache_ttl: Duration::from_secs(5) }
     }
 }
 
@@ -168,45 +169,59 @@ impl PartitionHandler for Sequencer {
         }
         let mut batch = Batch::new(&self.stores, &state.last_seq);
         let mut results = Vec::with_capacity(records.len());
+        // Whether each record changed anything: a no-op (a retried send, deleting a tombstone, an
+        // unchanged reaction) is answered but not announced.
+        let mut changed = Vec::with_capacity(records.len());
         for record in &records {
-            results.push(batch.apply(record).await);
+            match batch.apply(record).await {
+                Ok((applied, did_change)) => {
+                    results.push(Ok(applied));
+                    changed.push(did_change);
+                }
+                Err(e) => {
+                    results.push(Err(e));
+                    changed.push(false);
+                }
+            }
         }
         let Batch { writes, last_seq: tentative, .. } = batch;
 
-        // The feed entries of every applied operation: one per recipient, the event encoded once.
+        // The feed entries of every change: one per recipient, the event encoded once. If they cannot be
+        // worked out, nothing of the batch is committed: a stored message must never miss a feed.
         let mut feed: Vec<FeedAppend> = Vec::new();
-        let mut shared: Vec<(usize, Arc<str>, Option<herald_proto::Millis>)> = Vec::new();
-        for (record, result) in records.iter().zip(results.iter_mut()) {
-            let Ok(applied) = result else { continue };
-            if matches!(applied, Applied::Sent { duplicate: true, .. }) {
-                continue;
-            }
-            match self.feed_for(&mut state, record, applied).await {
-                Ok((to, entry, event)) => {
-                    let encoded: Arc<str> = match serde_json::to_string(&event) {
-                        Ok(json) => json.into(),
-                        Err(e) => {
-                            *result = Err(CoreError::Internal(format!("encoding an event: {e}")));
-                            continue;
-                        }
-                    };
-                    let sent_at = match applied {
-                        Applied::Sent { message, .. } => Some(message.sent_at),
-                        _ => None,
-                    };
-                    for user in to {
-                        shared.push((feed.len(), encoded.clone(), sent_at));
-                        feed.push(FeedAppend { user, event: entry.clone() });
-                    }
+        let mut shared: Vec<(usize, Arc<str>, Option<herald_proto::Millis>, bool)> = Vec::new();
+        let mut failed: Option<String> = None;
+        for ((record, result), did_change) in records.iter().zip(&results).zip(&changed) {
+            let (Ok(applied), true) = (result, *did_change) else { continue };
+            let (to, entry, event) = match self.feed_for(&mut state, record, applied).await {
+                Ok(feed_for) => feed_for,
+                Err(e) => {
+                    failed = Some(format!("working out recipients: {e}"));
+                    break;
                 }
-                Err(e) => *result = Err(e),
+            };
+            let encoded: Arc<str> = match serde_json::to_string(&event) {
+                Ok(json) => json.into(),
+                Err(e) => {
+                    failed = Some(format!("encoding an event: {e}"));
+                    break;
+                }
+            };
+            let sent_at = match applied {
+                Applied::Sent { message, .. } => Some(message.sent_at),
+                _ => None,
+            };
+            let notice = matches!(record.op, Op::System { .. });
+            for user in to {
+                shared.push((feed.len(), encoded.clone(), sent_at, notice));
+                feed.push(FeedAppend { user, event: entry.clone() });
             }
         }
 
-        let committed = if writes.is_empty() && feed.is_empty() {
-            Ok(Vec::new())
-        } else {
-            self.stores.messages.commit_with_feed(&writes, &feed).await
+        let committed = match failed {
+            Some(reason) => Err(reason),
+            None if writes.is_empty() && feed.is_empty() => Ok(Vec::new()),
+            None => self.stores.messages.commit_with_feed(&writes, &feed).await.map_err(|e| e.to_string()),
         };
         let (outcomes, deliveries): (Vec<Outcome>, Vec<FeedDelivery>) = match committed {
             Ok(positions) => {
@@ -214,7 +229,14 @@ impl PartitionHandler for Sequencer {
                 let deliveries = shared
                     .into_iter()
                     .zip(positions)
-                    .map(|((i, event, sent_at), pos)| FeedDelivery { user: feed[i].user, pos, event, sent_at })
+                    .map(|((i, event, sent_at, notice), pos)| FeedDelivery {
+                        user: feed[i].user,
+                        conversation: feed[i].event.conversation(),
+                        pos,
+                        event,
+                        sent_at,
+                        notice,
+                    })
                     .collect();
                 let outcomes = records
                     .iter()
@@ -224,10 +246,9 @@ impl PartitionHandler for Sequencer {
                 (outcomes, deliveries)
             }
             Err(e) => {
-                tracing::error!(error = %e, partition, "message store commit failed; batch refused");
-                // Nothing of the batch is stored: forget the tentative seqs and tell every sender to retry.
-                // Nothing was stored: forget everything cached, and let records that had failed on their own
-                // keep their own error.
+                tracing::error!(error = %e, partition, "batch refused; nothing of it was stored");
+                // Forget everything cached (the tentative seqs above all), tell every sender to retry, and let
+                // records that had failed on their own keep their own error.
                 state.clear();
                 let outcomes = records
                     .iter()
@@ -316,16 +337,17 @@ impl<'a> Batch<'a> {
         }
     }
 
-    async fn apply(&mut self, record: &LogRecord) -> Result<Applied, CoreError> {
+    /// Applies one record to the batch; says what happened and whether anything changed.
+    async fn apply(&mut self, record: &LogRecord) -> Result<(Applied, bool), CoreError> {
         let conversation = record.conversation;
         match &record.op {
             Op::Send { client_msg_id, body, reply_to } => {
                 let key = (conversation, record.actor, client_msg_id.clone());
                 if let Some(&i) = self.by_client_id.get(&key) {
-                    return Ok(Applied::Sent { message: self.writes[i].message().clone(), duplicate: true });
+                    return Ok((Applied::Sent { message: self.writes[i].message().clone(), duplicate: true }, false));
                 }
                 if let Some(message) = self.messages().by_client_id(conversation, record.actor, client_msg_id).await? {
-                    return Ok(Applied::Sent { message, duplicate: true });
+                    return Ok((Applied::Sent { message, duplicate: true }, false));
                 }
                 let last = self.last_seq(conversation).await?;
                 if let Some(target) = reply_to
@@ -351,7 +373,7 @@ impl<'a> Batch<'a> {
                 self.last_seq.insert(conversation, message.seq);
                 self.by_client_id.insert(key, self.writes.len());
                 self.put(MessageWrite::Insert(message.clone()));
-                Ok(Applied::Sent { message, duplicate: false })
+                Ok((Applied::Sent { message, duplicate: false }, true))
             }
             Op::System { event } => {
                 let last = self.last_seq(conversation).await?;
@@ -373,16 +395,17 @@ impl<'a> Batch<'a> {
                 };
                 self.last_seq.insert(conversation, message.seq);
                 self.put(MessageWrite::Insert(message.clone()));
-                Ok(Applied::Sent { message, duplicate: false })
+                Ok((Applied::Sent { message, duplicate: false }, true))
             }
             Op::Receipt => {
                 let position = self.stores.position(conversation, record.actor).await?;
-                Ok(Applied::Receipt {
+                let receipt = Applied::Receipt {
                     conversation,
                     user: record.actor,
                     delivered: position.delivered,
                     read: position.read,
-                })
+                };
+                Ok((receipt, true))
             }
             Op::Edit { seq, body } => {
                 let mut message = self.message(conversation, *seq).await?;
@@ -395,14 +418,15 @@ impl<'a> Batch<'a> {
                 message.body = body.clone();
                 message.edited_at = Some(now_millis());
                 self.put(MessageWrite::Update(message.clone()));
-                Ok(Applied::Edited(message))
+                Ok((Applied::Edited(message), true))
             }
             Op::Delete { seq, as_admin } => {
                 let mut message = self.message(conversation, *seq).await?;
                 if message.sender != record.actor && !as_admin {
                     return Err(CoreError::forbidden("only the sender or a group admin can delete a message"));
                 }
-                if !message.deleted {
+                let changed = !message.deleted;
+                if changed {
                     message.deleted = true;
                     message.body.clear();
                     message.reactions.clear();
@@ -410,7 +434,7 @@ impl<'a> Batch<'a> {
                     message.edited_at = Some(now_millis());
                     self.put(MessageWrite::Update(message.clone()));
                 }
-                Ok(Applied::Deleted(message))
+                Ok((Applied::Deleted(message), changed))
             }
             Op::React { seq, emoji, add } => {
                 let mut message = self.message(conversation, *seq).await?;
@@ -427,7 +451,7 @@ impl<'a> Batch<'a> {
                 if changed {
                     self.put(MessageWrite::Update(message.clone()));
                 }
-                Ok(Applied::Reacted(message))
+                Ok((Applied::Reacted(message), changed))
             }
         }
     }

@@ -7,6 +7,7 @@
 //! transactions directly and never wait for the writer.
 
 mod db;
+mod feed_codec;
 mod log;
 mod stores;
 mod tables;

@@ -14,8 +14,9 @@ pub const PROTOCOL_VERSION: u32 = 1;
 pub enum ClientFrame {
     /// Authenticate when no token was given at the upgrade. Must be the first frame.
     Auth { token: String },
-    /// Start (or restart) receiving events after feed position `since` (0: everything retained). Until the
-    /// first `sync`, the connection receives no events.
+    /// Start (or restart) receiving events after feed position `since`. 0 asks for the whole feed, which is
+    /// answered with `resync` once the feed has dropped its oldest entries. Until the first `sync`, the
+    /// connection receives no events.
     Sync { since: u64 },
     Send {
         #[serde(default)]
@@ -158,7 +159,10 @@ pub enum ServerFrame {
         active: bool,
         ttl_ms: u64,
     },
+    /// Presence changes as they happen, or the answer to a `presence_query` (then with its `id`).
     Presence {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
         users: Vec<PresenceInfo>,
     },
     Pong {

@@ -153,8 +153,8 @@ impl Default for GatewayConfig {
             queue_depth: 1024,
             max_in_flight: 64,
             max_frame_bytes: 64 * 1024,
-            read_buffer_bytes: 4096,
-            write_buffer_bytes: 16 * 1024,
+            read_buffer_bytes: 1024,
+            write_buffer_bytes: 4096,
             reconnect_jitter_ms: 5000,
             presence_coalesce_ms: 1000,
             typing_ttl_ms: 6000,
@@ -291,6 +291,19 @@ impl Config {
         check(w.max_frame_bytes >= 1024, "gateway.max_frame_bytes", "must be at least 1024")?;
         check(w.read_buffer_bytes >= 256, "gateway.read_buffer_bytes", "must be at least 256")?;
         check(w.presence_coalesce_ms >= 1, "gateway.presence_coalesce_ms", "must be at least 1")?;
+        check(w.typing_ttl_ms >= 100, "gateway.typing_ttl_ms", "must be at least 100")?;
+        check(
+            w.write_buffer_bytes <= w.max_frame_bytes * 4,
+            "gateway.write_buffer_bytes",
+            "must be at most 4 x gateway.max_frame_bytes",
+        )?;
+        // A connection with its in-flight limit reached stops reading (and so stops seeing pongs) until a
+        // request completes; a request may take up to the apply timeout.
+        check(
+            w.heartbeat_secs * 1000 > g.apply_timeout_ms,
+            "gateway.heartbeat_secs",
+            "must be longer than log.apply_timeout_ms",
+        )?;
         Ok(())
     }
 

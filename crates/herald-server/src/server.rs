@@ -2,8 +2,9 @@
 //!
 //! Start: validate the config, open the embedded store, start the log's partition owners, build the
 //! services, bind, serve. Shutdown (SIGTERM/SIGINT or [`Running::shutdown`]): mark the node not ready,
-//! stop accepting, let in-flight requests finish (their records are still applied, since the log runs
-//! until they are done), drain the log, flush the store, all within the grace period.
+//! send WebSocket clients elsewhere (each answers what it has in flight, then gets a jittered reconnect
+//! hint), stop accepting HTTP and let in-flight requests finish (their records are still applied: the log
+//! runs until they are done), all within the grace period; then drain the log and close the store.
 
 use crate::config::Config;
 use crate::{metrics_setup, secret};
@@ -26,6 +27,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+
+/// How long draining the log and closing the store may take after the grace period.
+const STORE_CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A started node.
 pub struct Running {
@@ -74,7 +78,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let log = Arc::new(InProcessLog::new(config.log.partitions, config.log.queue_depth, config.log.max_batch));
     let sequencer_config = SequencerConfig {
         receipt_fanout_max_members: config.gateway.receipt_fanout_max_members,
-        member_cache_ttl: Duration::from_secs(config.cache.l1_ttl_secs),
+        ..SequencerConfig::default()
     };
     let sequencer = Arc::new(Sequencer::new(stores.clone(), delivery, log.partitions(), sequencer_config));
     log.start(sequencer);
@@ -91,7 +95,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         Duration::from_secs(auth.access_token_ttl_secs),
         Duration::from_secs(auth.refresh_token_ttl_secs),
     );
-    let accounts = Arc::new(Accounts::new(stores.users.clone(), passwords, tokens));
+    let accounts = Arc::new(Accounts::new(stores.users.clone(), passwords, tokens, Some(hub.clone())));
     let conversations = Arc::new(Conversations::new(
         stores.clone(),
         limits.clone(),
@@ -126,25 +130,28 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             // (each answers what it has in flight, then gets a jittered reconnect hint), then stop HTTP.
             readiness.set(false);
             tracing::info!("shutting down: draining WebSocket connections, then in-flight requests");
-            let drained = tokio::time::timeout(grace, async {
-                if !gateway.drain(grace).await {
-                    tracing::warn!("some WebSocket connections outlived the grace period");
-                }
-                http_stop.cancel();
-                if let Err(e) = serve.await {
-                    tracing::error!(error = %e, "HTTP server task failed");
-                }
+            // WebSockets and HTTP share the grace period; the log and the store are closed in any case,
+            // so whatever was acknowledged is on disk when the process exits.
+            let deadline = tokio::time::Instant::now() + grace;
+            if !gateway.drain(grace).await {
+                tracing::warn!("some WebSocket connections outlived the grace period");
+            }
+            http_stop.cancel();
+            match tokio::time::timeout_at(deadline, serve).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "HTTP server task failed"),
+                Err(_) => tracing::warn!(grace_secs = grace.as_secs(), "HTTP requests outlived the grace period"),
+            }
+            upkeep.abort();
+            let closed = tokio::time::timeout(STORE_CLOSE_TIMEOUT, async {
                 log.shutdown().await;
                 db.close().await
             })
             .await;
-            upkeep.abort();
-            match drained {
+            match closed {
                 Ok(Ok(())) => tracing::info!("shut down cleanly"),
                 Ok(Err(e)) => tracing::error!(error = %e, "final flush failed"),
-                Err(_) => {
-                    tracing::warn!(grace_secs = grace.as_secs(), "grace period over; exiting with work in flight")
-                }
+                Err(_) => tracing::error!("the log and the store did not close in time"),
             }
             Ok(())
         }

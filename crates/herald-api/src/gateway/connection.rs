@@ -12,6 +12,7 @@ use futures_util::{SinkExt, StreamExt};
 use herald_core::CoreError;
 use herald_core::auth::Principal;
 use herald_core::hub::{Outgoing, encode};
+use herald_core::outbox::{Kick, Outbox};
 use herald_proto::{ClientFrame, ErrorCode, PROTOCOL_VERSION, ServerFrame};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -40,7 +41,7 @@ pub async fn run(mut socket: WebSocket, state: AppState, principal: Option<Princ
     let opened = std::time::Instant::now();
     let principal = match principal {
         Some(p) => p,
-        None => match first_frame_auth(&mut socket, &state).await {
+        None => match Box::pin(first_frame_auth(&mut socket, &state)).await {
             Ok(p) => p,
             Err((frame, close)) => {
                 let _ = socket.send(text(&frame)).await;
@@ -70,9 +71,11 @@ async fn first_frame_auth(socket: &mut WebSocket, state: &AppState) -> Result<Pr
         Ok(_) => return Err(unauthorized("the first frame must be {\"type\":\"auth\",\"token\":…}")),
     };
     match serde_json::from_str::<ClientFrame>(&frame) {
-        Ok(ClientFrame::Auth { token }) => super::authenticate(state, &token)
-            .await
-            .map_err(|e| (requests::error_frame(None, &e), Close::error(ErrorCode::Unauthorized, "unauthorized"))),
+        // The close code follows the error: a bad token is 4401, a slow check 1013 (retry, keep the token).
+        Ok(ClientFrame::Auth { token }) => super::authenticate(state, &token).await.map_err(|e| {
+            let close = Close { code: e.code().ws_close_code(), reason: "authentication failed" };
+            (requests::error_frame(None, &e), close)
+        }),
         _ => Err(unauthorized("the first frame must be {\"type\":\"auth\",\"token\":…}")),
     }
 }
@@ -80,11 +83,12 @@ async fn first_frame_auth(socket: &mut WebSocket, state: &AppState) -> Result<Pr
 /// The connection's life after authentication; returns how it ends.
 async fn serve(socket: &mut WebSocket, state: &AppState, me: Principal) -> Close {
     let config = state.gateway.config.clone();
-    let mut registration = state.hub.register(me.user, me.device);
-    let kick = registration.kick.clone();
+    let registration = state.hub.register(me.user, me.device);
+    let outbox = &*registration.outbox;
     let draining = state.gateway.draining.clone();
+    let mut batch: Vec<Outgoing> = Vec::new();
 
-    let hello = match state.services.messaging.feed(me.user, u64::MAX, 0).await {
+    let hello = match Box::pin(state.services.messaging.feed(me.user, u64::MAX, 0)).await {
         Ok(view) => ServerFrame::Hello {
             v: PROTOCOL_VERSION,
             user_id: me.user,
@@ -93,11 +97,11 @@ async fn serve(socket: &mut WebSocket, state: &AppState, me: Principal) -> Close
             heartbeat_ms: config.heartbeat_interval.as_millis() as u64,
         },
         Err(e) => {
-            let _ = write(socket, &kick, vec![text(&requests::error_frame(None, &e))]).await;
+            let _ = write(socket, outbox, vec![text(&requests::error_frame(None, &e))]).await;
             return Close::error(ErrorCode::Internal, "internal error");
         }
     };
-    if let Err(close) = write(socket, &kick, vec![text(&hello)]).await {
+    if let Err(close) = write(socket, outbox, vec![text(&hello)]).await {
         return close;
     }
 
@@ -110,12 +114,11 @@ async fn serve(socket: &mut WebSocket, state: &AppState, me: Principal) -> Close
 
     loop {
         tokio::select! {
-            () = kick.cancelled() => return Close::error(ErrorCode::SlowConsumer, "too slow: reconnect and resume"),
-            () = draining.cancelled() => return drain(socket, &kick, &mut in_flight, &config).await,
+            () = draining.cancelled() => return Box::pin(drain(socket, outbox, &mut in_flight, &config)).await,
             incoming = socket.next(), if in_flight.len() < config.max_in_flight => {
                 let message = match incoming {
                     None => return Close::GONE,
-                    Some(Err(e)) => return read_failed(socket, &kick, e).await,
+                    Some(Err(e)) => return Box::pin(read_failed(socket, outbox, e)).await,
                     Some(Ok(message)) => message,
                 };
                 match message {
@@ -127,12 +130,12 @@ async fn serve(socket: &mut WebSocket, state: &AppState, me: Principal) -> Close
                         };
                         match action {
                             Action::Reply(frame) => {
-                                if let Err(close) = write(socket, &kick, vec![text(&frame)]).await {
+                                if let Err(close) = write(socket, outbox, vec![text(&frame)]).await {
                                     return close;
                                 }
                             }
                             Action::Later(pending) => in_flight.push(pending),
-                            Action::Sync(since) => match catch_up(socket, state, &kick, me, since).await {
+                            Action::Sync(since) => match Box::pin(catch_up(socket, state, outbox, me, since)).await {
                                 Ok(pos) => delivered = pos,
                                 Err(close) => return close,
                             },
@@ -141,7 +144,7 @@ async fn serve(socket: &mut WebSocket, state: &AppState, me: Principal) -> Close
                     }
                     Message::Binary(_) => {
                         last_activity = Instant::now();
-                        if let Err(close) = write(socket, &kick, vec![text(&requests::bad_frame("binary frames are not supported; send JSON text"))]).await {
+                        if let Err(close) = write(socket, outbox, vec![text(&requests::bad_frame("binary frames are not supported; send JSON text"))]).await {
                             return close;
                         }
                     }
@@ -152,20 +155,17 @@ async fn serve(socket: &mut WebSocket, state: &AppState, me: Principal) -> Close
             }
             Some(answer) = in_flight.next() => {
                 if let Some(frame) = answer
-                    && let Err(close) = write(socket, &kick, vec![text(&frame)]).await
+                    && let Err(close) = write(socket, outbox, vec![text(&frame)]).await
                 {
                     return close;
                 }
             }
-            Some(first) = registration.rx.recv() => {
-                let mut items = vec![first];
-                while items.len() < WRITE_BATCH {
-                    match registration.rx.try_recv() {
-                        Ok(item) => items.push(item),
-                        Err(_) => break,
-                    }
+            ready = outbox.recv_many(&mut batch, WRITE_BATCH) => {
+                if !ready {
+                    return kicked(outbox);
                 }
-                if let Err(close) = forward(socket, state, &kick, me, &mut delivered, items).await {
+                let items = std::mem::take(&mut batch);
+                if let Err(close) = forward(socket, state, outbox, me, &mut delivered, items).await {
                     return close;
                 }
             }
@@ -174,7 +174,7 @@ async fn serve(socket: &mut WebSocket, state: &AppState, me: Principal) -> Close
                     return Close::error(ErrorCode::Timeout, "no pong");
                 }
                 awaiting_pong = true;
-                if let Err(close) = write(socket, &kick, vec![Message::Ping(Default::default())]).await {
+                if let Err(close) = write(socket, outbox, vec![Message::Ping(Default::default())]).await {
                     return close;
                 }
             }
@@ -191,13 +191,14 @@ async fn serve(socket: &mut WebSocket, state: &AppState, me: Principal) -> Close
 async fn forward(
     socket: &mut WebSocket,
     state: &AppState,
-    kick: &tokio_util::sync::CancellationToken,
+    outbox: &Outbox<Outgoing>,
     me: Principal,
     delivered: &mut Option<u64>,
     items: Vec<Outgoing>,
 ) -> Result<(), Close> {
     let mut out = Vec::with_capacity(items.len());
     let mut sent_ats = Vec::new();
+    let mut written = 0usize;
     for item in items {
         match item {
             Outgoing::Frame(bytes) => match Utf8Bytes::try_from(bytes) {
@@ -211,17 +212,19 @@ async fn forward(
                 }
                 if pos == at + 1 {
                     out.push(Message::Text(event_frame(pos, &event).into()));
+                    written += 1;
                     sent_ats.extend(sent_at);
                     *delivered = Some(pos);
                 } else {
-                    write(socket, kick, std::mem::take(&mut out)).await?;
-                    *delivered = catch_up(socket, state, kick, me, at).await?;
+                    write(socket, outbox, std::mem::take(&mut out)).await?;
+                    *delivered = Box::pin(catch_up(socket, state, outbox, me, at)).await?;
                 }
             }
         }
     }
-    write(socket, kick, out).await?;
+    write(socket, outbox, out).await?;
     // Send (sequenced) to delivered (written to this socket), for live messages.
+    metrics::counter!("message_delivery_success_total").increment(written as u64);
     if !sent_ats.is_empty() {
         let now = herald_core::now_millis();
         let latency = metrics::histogram!("message_send_to_deliver_ms");
@@ -237,7 +240,7 @@ async fn forward(
 async fn catch_up(
     socket: &mut WebSocket,
     state: &AppState,
-    kick: &tokio_util::sync::CancellationToken,
+    outbox: &Outbox<Outgoing>,
     me: Principal,
     since: u64,
 ) -> Result<Option<u64>, Close> {
@@ -246,7 +249,7 @@ async fn catch_up(
         let view = match state.services.messaging.feed(me.user, pos, CATCH_UP_PAGE).await {
             Ok(view) => view,
             Err(e) => {
-                write(socket, kick, vec![text(&requests::error_frame(None, &e))]).await?;
+                write(socket, outbox, vec![text(&requests::error_frame(None, &e))]).await?;
                 return Err(Close::error(ErrorCode::Internal, "internal error"));
             }
         };
@@ -257,7 +260,7 @@ async fn catch_up(
                 "position is older than the feed keeps"
             };
             metrics::counter!("websocket_resyncs_total").increment(1);
-            write(socket, kick, vec![text(&ServerFrame::Resync { pos: view.last, reason: reason.into() })]).await?;
+            write(socket, outbox, vec![text(&ServerFrame::Resync { pos: view.last, reason: reason.into() })]).await?;
             return Ok(None);
         }
         let full = view.events.len() == CATCH_UP_PAGE;
@@ -269,10 +272,12 @@ async fn catch_up(
             }
             pos = p;
         }
+        let events = out.len();
         if !full {
             out.push(text(&ServerFrame::Synced { pos }));
         }
-        write(socket, kick, out).await?;
+        write(socket, outbox, out).await?;
+        metrics::counter!("message_delivery_success_total").increment(events as u64);
         if !full {
             return Ok(Some(pos));
         }
@@ -282,30 +287,30 @@ async fn catch_up(
 /// Draining: answer what is in flight, tell the client when to come back, and close as "service restart".
 async fn drain(
     socket: &mut WebSocket,
-    kick: &tokio_util::sync::CancellationToken,
+    outbox: &Outbox<Outgoing>,
     in_flight: &mut FuturesUnordered<Pending>,
     config: &super::GatewayConfig,
 ) -> Close {
     while let Some(answer) = in_flight.next().await {
         if let Some(frame) = answer
-            && write(socket, kick, vec![text(&frame)]).await.is_err()
+            && write(socket, outbox, vec![text(&frame)]).await.is_err()
         {
             return Close::GONE;
         }
     }
     let after_ms = super::rand_below(config.reconnect_jitter.as_millis() as u64);
-    let _ = write(socket, kick, vec![text(&ServerFrame::Reconnect { after_ms })]).await;
+    let _ = write(socket, outbox, vec![text(&ServerFrame::Reconnect { after_ms })]).await;
     Close { code: 1012, reason: "server restarting: reconnect" }
 }
 
 /// A read failed: a frame over the size limit gets an error frame before the close; anything else is the
 /// peer going away or breaking the protocol.
-async fn read_failed(socket: &mut WebSocket, kick: &tokio_util::sync::CancellationToken, e: axum::Error) -> Close {
+async fn read_failed(socket: &mut WebSocket, outbox: &Outbox<Outgoing>, e: axum::Error) -> Close {
     let inner = e.into_inner();
     match inner.downcast_ref::<tungstenite::Error>() {
         Some(tungstenite::Error::Capacity(_)) => {
             let e = CoreError::new(ErrorCode::PayloadTooLarge, "frame larger than the limit");
-            let _ = write(socket, kick, vec![text(&requests::error_frame(None, &e))]).await;
+            let _ = write(socket, outbox, vec![text(&requests::error_frame(None, &e))]).await;
             Close { code: 1009, reason: "frame too large" }
         }
         Some(tungstenite::Error::Protocol(_)) | Some(tungstenite::Error::Utf8(_)) => {
@@ -319,11 +324,7 @@ async fn read_failed(socket: &mut WebSocket, kick: &tokio_util::sync::Cancellati
 }
 
 /// Writes messages with one flush, giving up when the client is kicked or stops reading.
-async fn write(
-    socket: &mut WebSocket,
-    kick: &tokio_util::sync::CancellationToken,
-    messages: Vec<Message>,
-) -> Result<(), Close> {
+async fn write(socket: &mut WebSocket, outbox: &Outbox<Outgoing>, messages: Vec<Message>) -> Result<(), Close> {
     if messages.is_empty() {
         return Ok(());
     }
@@ -342,7 +343,15 @@ async fn write(
                 Err(Close::error(ErrorCode::SlowConsumer, "too slow: reconnect and resume"))
             }
         },
-        () = kick.cancelled() => Err(Close::error(ErrorCode::SlowConsumer, "too slow: reconnect and resume")),
+        () = outbox.kicked() => Err(kicked(outbox)),
+    }
+}
+
+/// How a kicked connection closes.
+fn kicked(outbox: &Outbox<Outgoing>) -> Close {
+    match outbox.kicked_for() {
+        Some(Kick::Revoked) => Close::error(ErrorCode::Unauthorized, "device logged out or revoked"),
+        _ => Close::error(ErrorCode::SlowConsumer, "too slow: reconnect and resume"),
     }
 }
 

@@ -59,8 +59,8 @@ impl Default for GatewayConfig {
             handshake_burst: 2000,
             max_in_flight: 64,
             max_frame_bytes: 64 * 1024,
-            read_buffer_bytes: 4096,
-            write_buffer_bytes: 16 * 1024,
+            read_buffer_bytes: 1024,
+            write_buffer_bytes: 4096,
             reconnect_jitter: Duration::from_secs(5),
         }
     }
@@ -134,7 +134,8 @@ pub async fn upgrade(
         metrics::counter!("websocket_handshakes_refused_total").increment(1);
         let mut response =
             ApiError(CoreError::RateLimited { retry_after_ms: retry.as_millis().max(1) as u64 }).into_response();
-        if let Ok(v) = HeaderValue::from_str(&retry.as_secs().max(1).to_string()) {
+        // Whole seconds, rounded up: rounding down would invite the retry before it can succeed.
+        if let Ok(v) = HeaderValue::from_str(&retry.as_millis().div_ceil(1000).max(1).to_string()) {
             response.headers_mut().insert(header::RETRY_AFTER, v);
         }
         return response;
@@ -154,11 +155,8 @@ pub async fn upgrade(
         .max_message_size(config.max_frame_bytes)
         .max_frame_size(config.max_frame_bytes)
         .on_upgrade(move |socket| {
-            let task = connection::run(socket, state.clone(), principal);
-            let tracker = state.gateway.connections.clone();
-            async move {
-                tracker.track_future(task).await;
-            }
+            // The tracked future is the task itself: no wrapper holding a second copy of its state.
+            state.gateway.connections.clone().track_future(connection::run(socket, state, principal))
         })
 }
 

@@ -93,6 +93,7 @@ pub fn handle(state: &AppState, me: Principal, frame: ClientFrame) -> Action {
             let hub = state.hub.clone();
             later(None, async move {
                 services.conversations.require_member(me, conversation_id).await?;
+                services.messaging.rate_limiter().check(me.user)?;
                 hub.typing(me.user, conversation_id, active).await?;
                 Ok(None)
             })
@@ -111,11 +112,13 @@ pub fn handle(state: &AppState, me: Principal, frame: ClientFrame) -> Action {
                 let e = CoreError::invalid(format!("ask for at most {MAX_PRESENCE_QUERY} users at a time"));
                 return Action::Reply(Box::new(error_frame(id, &e)));
             }
+            if let Err(e) = services.messaging.rate_limiter().check(me.user) {
+                return Action::Reply(Box::new(error_frame(id, &e)));
+            }
             let hub = state.hub.clone();
-            later(
-                id,
-                async move { Ok(Some(ServerFrame::Presence { users: hub.presence_of(me.user, &user_ids).await? })) },
-            )
+            later(id.clone(), async move {
+                Ok(Some(ServerFrame::Presence { id, users: hub.presence_of(me.user, &user_ids).await? }))
+            })
         }
     }
 }

@@ -74,6 +74,16 @@ pub enum FeedEvent {
     Receipt { conversation: ConversationId, user: UserId, delivered: u64, read: u64 },
 }
 
+impl FeedEvent {
+    pub fn conversation(&self) -> ConversationId {
+        match self {
+            FeedEvent::Message { conversation, .. }
+            | FeedEvent::MessageUpdated { conversation, .. }
+            | FeedEvent::Receipt { conversation, .. } => *conversation,
+        }
+    }
+}
+
 /// Append `event` to `user`'s feed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FeedAppend {

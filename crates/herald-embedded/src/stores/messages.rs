@@ -1,8 +1,9 @@
 use super::{decode, encode};
 use crate::db::{EmbeddedDb, backend};
+use crate::feed_codec;
 use crate::tables::{CLIENT_IDS, FEED, Id, LAST_SENT, MESSAGES};
 use async_trait::async_trait;
-use herald_core::store::{FeedAppend, FeedEvent, FeedPage, MessageStore, MessageWrite, StoreResult};
+use herald_core::store::{FeedAppend, FeedPage, MessageStore, MessageWrite, StoreResult};
 use herald_proto::{ConversationId, Direction, Message, UserId};
 use redb::{ReadableTable, Table};
 use std::collections::HashMap;
@@ -14,9 +15,9 @@ impl MessageStore for EmbeddedDb {
             .iter()
             .map(|w| Ok((matches!(w, MessageWrite::Insert(_)), w.message().clone(), encode(w.message())?)))
             .collect::<StoreResult<Vec<_>>>()?;
-        let feed = feed.iter().map(|f| Ok((f.user.to_bytes(), encode(&f.event)?))).collect::<StoreResult<Vec<_>>>()?;
+        let feed: Vec<(Id, Vec<u8>)> = feed.iter().map(|f| (f.user.to_bytes(), feed_codec::encode(&f.event))).collect();
         let retention = self.feed_retention;
-        self.write("insert", "messages", true, move |txn| {
+        self.write("commit_with_feed", "messages", true, move |txn| {
             let mut messages = txn.open_table(MESSAGES).map_err(backend)?;
             let mut client_ids = txn.open_table(CLIENT_IDS).map_err(backend)?;
             let mut last_sent = txn.open_table(LAST_SENT).map_err(backend)?;
@@ -49,24 +50,30 @@ impl MessageStore for EmbeddedDb {
     }
 
     async fn feed(&self, user: UserId, after: u64, limit: usize) -> StoreResult<FeedPage> {
+        let retention = self.feed_retention;
         self.read("range", "feed", |txn| {
             let table = txn.open_table(FEED).map_err(backend)?;
             let u = user.to_bytes();
             let mut all = table.range((u, 0)..=(u, u64::MAX)).map_err(backend)?;
-            let oldest = match all.next() {
+            let first = match all.next() {
                 Some(entry) => Some(entry.map_err(backend)?.0.value().1),
                 None => None,
             };
             let last = match all.next_back() {
                 Some(entry) => entry.map_err(backend)?.0.value().1,
-                None => oldest.unwrap_or(0),
+                None => first.unwrap_or(0),
             };
+            // Rows older than the retention window may still be on disk (after the window was lowered):
+            // they do not count, so a device that far behind gets a resync, never a page with holes.
+            let floor = last.saturating_sub(retention) + 1;
+            let oldest = first.map_or(last + 1, |f| f.max(floor));
             let mut entries = Vec::new();
-            for entry in table.range((u, after.saturating_add(1))..=(u, u64::MAX)).map_err(backend)?.take(limit) {
+            let start = after.saturating_add(1).max(oldest);
+            for entry in table.range((u, start)..=(u, u64::MAX)).map_err(backend)?.take(limit) {
                 let (key, value) = entry.map_err(backend)?;
-                entries.push((key.value().1, decode::<FeedEvent>(value.value())?));
+                entries.push((key.value().1, feed_codec::decode(value.value())?));
             }
-            Ok(FeedPage { entries, oldest: oldest.unwrap_or(last + 1), last })
+            Ok(FeedPage { entries, oldest, last })
         })
     }
 

@@ -15,7 +15,7 @@ async fn health_readiness_and_metrics() {
         app.http.get(format!("{}/metrics", app.base)).send().await.expect("metrics").text().await.expect("text");
     for name in [
         "message_processing_duration_ms_bucket",
-        "database_query_duration_ms_bucket{query_type=\"insert\",table=\"messages\"",
+        "database_query_duration_ms_bucket{query_type=\"commit_with_feed\",table=\"messages\"",
         "http_requests_total",
         "cache_hit_rate{cache_layer=\"l1\"",
     ] {

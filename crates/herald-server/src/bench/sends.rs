@@ -1,30 +1,18 @@
-//! `herald bench`: load generators that print numbers. Each run checks correctness as it measures (every
-//! ack has a seq, seqs per conversation are dense and unique) and fails loudly if not.
-//!
-//! Scenario `sends`: pairs of users in direct conversations, each user keeping `--in-flight` sends
-//! outstanding over REST; reports acked durable sends per second and ack latency percentiles.
+//! `sends`: durable acked sends over REST. Pairs of users in direct conversations, each user keeping
+//! `--in-flight` sends outstanding; reports acked sends per second and ack latency percentiles.
 
-use crate::config::Config;
-use crate::server;
+use super::client::{expect_json, register_users};
+use super::node::Target;
 use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
-use herald_proto::{
-    ConversationDetails, ConversationId, CreateConversation, Credentials, SendAck, SendMessage, Session,
-};
+use herald_proto::{ConversationDetails, ConversationId, CreateConversation, SendAck, SendMessage};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
 #[derive(clap::Args, Debug)]
-pub struct BenchArgs {
-    /// What to measure.
-    #[arg(value_enum)]
-    pub scenario: Scenario,
-    /// Target an existing server (e.g. http://127.0.0.1:8080) instead of starting one in a temp dir.
-    /// Its rate limits apply.
-    #[arg(long)]
-    pub server: Option<String>,
+pub struct SendsArgs {
     /// Users taking part (they pair up into direct conversations).
     #[arg(long, default_value_t = 64)]
     pub users: usize,
@@ -34,15 +22,6 @@ pub struct BenchArgs {
     /// Seconds to measure for.
     #[arg(long, default_value_t = 10)]
     pub duration: u64,
-    /// Also write the results as JSON to this file.
-    #[arg(long)]
-    pub json: Option<std::path::PathBuf>,
-}
-
-#[derive(clap::ValueEnum, Clone, Copy, Debug)]
-pub enum Scenario {
-    /// Durable acked sends per second over REST.
-    Sends,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -58,72 +37,34 @@ pub struct SendsReport {
     pub latency_ms_max: f64,
 }
 
-pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    match args.scenario {
-        Scenario::Sends => {
-            let report = sends(&args).await?;
-            println!("{}", sends_table(&report));
-            if let Some(path) = &args.json {
-                std::fs::write(path, serde_json::to_vec_pretty(&report)?)?;
-            }
-            Ok(())
-        }
+impl SendsReport {
+    pub fn table(&self) -> String {
+        format!(
+            "scenario sends: {} users x {} in flight, {:.1} s\n\
+             | acked sends | acked/s | p50 ms | p99 ms | p99.9 ms | max ms |\n\
+             |---|---|---|---|---|---|\n\
+             | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            self.users,
+            self.in_flight_per_user,
+            self.seconds,
+            self.acked,
+            self.acked_per_second,
+            self.latency_ms_p50,
+            self.latency_ms_p99,
+            self.latency_ms_p999,
+            self.latency_ms_max
+        )
     }
 }
 
-fn sends_table(r: &SendsReport) -> String {
-    format!(
-        "scenario sends: {} users x {} in flight, {:.1} s\n\
-         | acked sends | acked/s | p50 ms | p99 ms | p99.9 ms | max ms |\n\
-         |---|---|---|---|---|---|\n\
-         | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} |",
-        r.users,
-        r.in_flight_per_user,
-        r.seconds,
-        r.acked,
-        r.acked_per_second,
-        r.latency_ms_p50,
-        r.latency_ms_p99,
-        r.latency_ms_p999,
-        r.latency_ms_max
-    )
-}
-
-/// A local server for the run, or the one given.
-async fn target(args: &BenchArgs) -> anyhow::Result<(String, Option<(server::Running, tempfile::TempDir)>)> {
-    if let Some(url) = &args.server {
-        return Ok((url.trim_end_matches('/').to_owned(), None));
-    }
-    let dir = tempfile::tempdir()?;
-    let mut config = Config::default();
-    config.server.listen = "127.0.0.1:0".parse()?;
-    config.server.data_dir = dir.path().to_owned();
-    config.limits.sends_per_second = 1_000_000;
-    config.limits.send_burst = 1_000_000;
-    let running = server::start(config).await?;
-    Ok((format!("http://{}", running.addr), Some((running, dir))))
-}
-
-pub async fn sends(args: &BenchArgs) -> anyhow::Result<SendsReport> {
+pub async fn run(target: &Target, args: &SendsArgs) -> anyhow::Result<SendsReport> {
     if args.users < 2 || !args.users.is_multiple_of(2) {
         bail!("--users must be an even number, at least 2");
     }
-    let (base, local) = target(args).await?;
+    let base = target.base.clone();
     let http = reqwest::Client::builder().pool_max_idle_per_host(args.users * args.in_flight).build()?;
-    let run_id = uuid::Uuid::now_v7().simple().to_string();
-
     eprintln!("registering {} users ...", args.users);
-    let mut sessions = Vec::with_capacity(args.users);
-    for i in 0..args.users {
-        let credentials = Credentials {
-            username: format!("b{}-{i}", &run_id[20..]),
-            password: "bench-password".into(),
-            device_name: Some("bench".into()),
-        };
-        let session: Session =
-            expect_json(http.post(format!("{base}/api/v1/accounts")).json(&credentials).send().await?).await?;
-        sessions.push(session);
-    }
+    let sessions = register_users(&http, &base, args.users, 32).await?;
     let mut plan = Vec::new();
     for pair in sessions.chunks(2) {
         let details: ConversationDetails = expect_json(
@@ -186,9 +127,6 @@ pub async fn sends(args: &BenchArgs) -> anyhow::Result<SendsReport> {
             bail!("conversation {conversation}: acked seqs are not dense and unique (got {} acks)", got.len());
         }
     }
-    if let Some((running, _dir)) = local {
-        running.shutdown().await?;
-    }
     let ms = |q: f64| all.value_at_quantile(q) as f64 / 1000.0;
     Ok(SendsReport {
         users: args.users,
@@ -201,12 +139,4 @@ pub async fn sends(args: &BenchArgs) -> anyhow::Result<SendsReport> {
         latency_ms_p999: ms(0.999),
         latency_ms_max: all.max() as f64 / 1000.0,
     })
-}
-
-async fn expect_json<T: serde::de::DeserializeOwned>(response: reqwest::Response) -> anyhow::Result<T> {
-    let status = response.status();
-    if !status.is_success() {
-        bail!("HTTP {status}: {}", response.text().await.unwrap_or_default());
-    }
-    Ok(response.json().await?)
 }

@@ -1,0 +1,159 @@
+//! A connection's bounded outbox: what the hub has for one socket and the connection has not written yet.
+//!
+//! Hand-written instead of a `tokio::sync::mpsc` channel because of what an *idle* connection costs: an
+//! mpsc channel allocates its first block of slots up front (about 1.5 KB here), while an empty `VecDeque`
+//! allocates nothing. The outbox also carries the "kicked" flag, so a connection needs one shared
+//! allocation instead of a channel plus a cancellation token.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU8, Ordering};
+use tokio::sync::Notify;
+
+pub struct Outbox<T> {
+    items: Mutex<VecDeque<T>>,
+    depth: usize,
+    /// 0 while open, else the `Kick` that closed it.
+    kicked: AtomicU8,
+    notify: Notify,
+}
+
+/// Why a connection must go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kick {
+    /// Its outbox overflowed: it could not keep up.
+    TooSlow = 1,
+    /// Its device was logged out or revoked.
+    Revoked = 2,
+}
+
+/// Why a push did not go in.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PushError {
+    /// The outbox was full: the connection has been kicked (this push did it, or an earlier one).
+    Full { newly_kicked: bool },
+}
+
+impl<T> Outbox<T> {
+    pub fn new(depth: usize) -> Self {
+        Self {
+            items: Mutex::new(VecDeque::new()),
+            depth: depth.max(1),
+            kicked: AtomicU8::new(0),
+            notify: Notify::new(),
+        }
+    }
+
+    /// Queues an item; a full outbox kicks the connection instead of growing.
+    pub fn push(&self, item: T) -> Result<(), PushError> {
+        if self.is_kicked() {
+            return Err(PushError::Full { newly_kicked: false });
+        }
+        let mut items = self.lock();
+        if items.len() >= self.depth {
+            drop(items);
+            let newly_kicked = self.kick(Kick::TooSlow);
+            return Err(PushError::Full { newly_kicked });
+        }
+        items.push_back(item);
+        drop(items);
+        self.notify.notify_one();
+        Ok(())
+    }
+
+    /// Tells the connection to go; returns whether this call did it (the first reason wins).
+    pub fn kick(&self, why: Kick) -> bool {
+        let done = self.kicked.compare_exchange(0, why as u8, Ordering::AcqRel, Ordering::Acquire).is_ok();
+        self.notify.notify_one();
+        done
+    }
+
+    /// Whether the connection must go.
+    pub fn is_kicked(&self) -> bool {
+        self.kicked.load(Ordering::Acquire) != 0
+    }
+
+    /// Why the connection must go, if it must.
+    pub fn kicked_for(&self) -> Option<Kick> {
+        match self.kicked.load(Ordering::Acquire) {
+            1 => Some(Kick::TooSlow),
+            2 => Some(Kick::Revoked),
+            _ => None,
+        }
+    }
+
+    /// Resolves once the connection is kicked.
+    pub async fn kicked(&self) {
+        while !self.is_kicked() {
+            self.notify.notified().await;
+        }
+    }
+
+    /// Waits until there is something to write (up to `max` items, moved into `into`) or the connection was
+    /// kicked (returns false). Cancel-safe: nothing is taken unless this returns.
+    pub async fn recv_many(&self, into: &mut Vec<T>, max: usize) -> bool {
+        loop {
+            if self.is_kicked() {
+                return false;
+            }
+            {
+                let mut items = self.lock();
+                if !items.is_empty() {
+                    let n = items.len().min(max);
+                    into.extend(items.drain(..n));
+                    // An idle connection should hold no buffer: give back what a burst grew.
+                    if items.is_empty() && items.capacity() > 32 {
+                        *items = VecDeque::new();
+                    }
+                    return true;
+                }
+            }
+            // `notify_one` stores a permit when nobody waits, so a push between the check above and this
+            // await is not missed.
+            self.notify.notified().await;
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<T>> {
+        self.items.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn bounded_and_kicks_once() {
+        let outbox = Outbox::new(2);
+        assert_eq!(outbox.push(1), Ok(()));
+        assert_eq!(outbox.push(2), Ok(()));
+        assert_eq!(outbox.push(3), Err(PushError::Full { newly_kicked: true }));
+        assert_eq!(outbox.push(4), Err(PushError::Full { newly_kicked: false }));
+        assert_eq!(outbox.kicked_for(), Some(Kick::TooSlow));
+        assert!(!outbox.kick(Kick::Revoked), "the first reason stays");
+        let mut got = Vec::new();
+        assert!(!outbox.recv_many(&mut got, 10).await, "a kicked outbox reports it");
+        assert!(got.is_empty());
+    }
+
+    #[tokio::test]
+    async fn wakes_the_reader_and_batches() {
+        let outbox = std::sync::Arc::new(Outbox::new(100));
+        let reader = {
+            let outbox = outbox.clone();
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                while got.len() < 5 {
+                    assert!(outbox.recv_many(&mut got, 3).await);
+                }
+                got
+            })
+        };
+        for i in 0..5 {
+            outbox.push(i).expect("room");
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(reader.await.expect("reader"), vec![0, 1, 2, 3, 4]);
+    }
+}

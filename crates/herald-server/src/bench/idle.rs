@@ -1,0 +1,111 @@
+//! `idle`: how much an authenticated, synced, idle connection costs the server.
+
+use super::client::{connect_live, http, register_users};
+use super::node::Target;
+use anyhow::Context;
+use futures_util::StreamExt;
+use std::time::{Duration, Instant};
+
+#[derive(clap::Args, Debug)]
+pub struct IdleArgs {
+    /// Connections to hold (one user each). A process here may hold at most 20,000 file descriptors.
+    #[arg(long, default_value_t = 10_000)]
+    pub connections: usize,
+    /// Seconds to hold them idle while measuring CPU.
+    #[arg(long, default_value_t = 10)]
+    pub hold: u64,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct IdleReport {
+    pub connections: usize,
+    pub connect_seconds: f64,
+    pub rss_before_bytes: Option<u64>,
+    pub rss_after_bytes: Option<u64>,
+    pub rss_per_connection_bytes: Option<f64>,
+    pub idle_cpu_percent: Option<f64>,
+}
+
+impl IdleReport {
+    pub fn table(&self) -> String {
+        let per = self.rss_per_connection_bytes.map_or("n/a".into(), |b| format!("{:.0}", b));
+        let cpu = self.idle_cpu_percent.map_or("n/a".into(), |c| format!("{c:.2}"));
+        let mib = |b: Option<u64>| b.map_or("n/a".into(), |b| format!("{:.1}", b as f64 / 1048576.0));
+        format!(
+            "scenario idle: {} connections (connected in {:.1} s)\n\
+             | server RSS before (MiB) | after (MiB) | bytes per connection | idle server CPU % |\n\
+             |---|---|---|---|\n| {} | {} | {} | {} |",
+            self.connections,
+            self.connect_seconds,
+            mib(self.rss_before_bytes),
+            mib(self.rss_after_bytes),
+            per,
+            cpu
+        )
+    }
+}
+
+pub async fn run(target: &Target, args: &IdleArgs) -> anyhow::Result<IdleReport> {
+    let http = http()?;
+    eprintln!("registering {} users ...", args.connections);
+    let sessions = register_users(&http, &target.base, args.connections, 32).await?;
+    // Touch every device once over REST so the store's cache holds what connecting reads; what remains
+    // in the difference below is the connections themselves.
+    for chunk in sessions.chunks(64) {
+        let checks: Vec<_> = chunk
+            .iter()
+            .map(|s| {
+                let request = http.get(format!("{}/api/v1/me", target.base)).bearer_auth(&s.access_token);
+                tokio::spawn(async move { request.send().await })
+            })
+            .collect();
+        for c in checks {
+            c.await.context("warm-up")??;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_before = target.rss_bytes();
+
+    eprintln!("connecting ...");
+    let started = Instant::now();
+    let mut holders = Vec::with_capacity(sessions.len());
+    for chunk in sessions.chunks(128) {
+        let connecting: Vec<_> = chunk
+            .iter()
+            .map(|s| {
+                let (ws, token) = (target.ws_base(), s.access_token.clone());
+                tokio::spawn(async move { connect_live(&ws, &token).await })
+            })
+            .collect();
+        for c in connecting {
+            let mut socket = c.await.context("connect task")??;
+            // Keep reading, so pings are answered and the server sees a healthy client.
+            holders.push(tokio::spawn(async move { while let Some(Ok(_)) = socket.next().await {} }));
+        }
+    }
+    let connect_seconds = started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss_after = target.rss_bytes();
+    let cpu_start = target.cpu_seconds();
+    tokio::time::sleep(Duration::from_secs(args.hold)).await;
+    let cpu_end = target.cpu_seconds();
+    for h in holders {
+        h.abort();
+    }
+    let per = match (rss_before, rss_after) {
+        (Some(b), Some(a)) => Some(a.saturating_sub(b) as f64 / args.connections as f64),
+        _ => None,
+    };
+    let cpu = match (cpu_start, cpu_end) {
+        (Some(s), Some(e)) => Some(100.0 * (e - s) / args.hold as f64),
+        _ => None,
+    };
+    Ok(IdleReport {
+        connections: args.connections,
+        connect_seconds,
+        rss_before_bytes: rss_before,
+        rss_after_bytes: rss_after,
+        rss_per_connection_bytes: per,
+        idle_cpu_percent: cpu,
+    })
+}

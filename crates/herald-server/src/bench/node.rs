@@ -1,0 +1,76 @@
+//! The server under test: a child `herald serve` on a free port with its own temp data dir (and settings
+//! that take password hashing and per-user rate limits out of the measurement), or an existing server.
+
+use anyhow::{Context, bail};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+pub struct Target {
+    pub base: String,
+    child: Option<(Child, tempfile::TempDir)>,
+}
+
+impl Target {
+    pub async fn start(server: Option<&str>) -> anyhow::Result<Target> {
+        if let Some(url) = server {
+            return Ok(Target { base: url.trim_end_matches('/').to_owned(), child: None });
+        }
+        let dir = tempfile::tempdir()?;
+        let config = dir.path().join("bench.toml");
+        std::fs::write(
+            &config,
+            "[auth]\nargon2_memory_kib = 64\nargon2_iterations = 1\n\
+             [limits]\nsends_per_second = 1000000\nsend_burst = 1000000\n\
+             [gateway]\nhandshakes_per_second = 100000\nhandshake_burst = 100000\nqueue_depth = 4096\n",
+        )?;
+        let exe = std::env::current_exe().context("locating the herald binary")?;
+        let mut child = Command::new(exe)
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting the server")?;
+        let stdout = child.stdout.take().context("server stdout")?;
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        let Some(base) = line.trim().strip_prefix("herald listening on ") else {
+            bail!("the server did not start: {line}");
+        };
+        Ok(Target { base: base.to_owned(), child: Some((child, dir)) })
+    }
+
+    pub fn ws_base(&self) -> String {
+        self.base.replacen("http://", "ws://", 1)
+    }
+
+    /// The server's resident memory in bytes, when it is our child.
+    pub fn rss_bytes(&self) -> Option<u64> {
+        let (child, _) = self.child.as_ref()?;
+        let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb * 1024)
+    }
+
+    /// CPU seconds (user + system) the server has used, when it is our child.
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        let (child, _) = self.child.as_ref()?;
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).ok()?;
+        // Fields after the command name (which may contain spaces) start after the last ')'.
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        Some(ticks as f64 / 100.0)
+    }
+
+    pub async fn stop(self) {
+        if let Some((mut child, _dir)) = self.child {
+            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+            let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+        }
+    }
+}
