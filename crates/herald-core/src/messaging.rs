@@ -193,13 +193,16 @@ impl Messaging {
 }
 
 fn validate_client_msg_id(id: &str) -> CoreResult<()> {
-    let ok =
-        !id.is_empty() && id.chars().count() <= MAX_CLIENT_MSG_ID_CHARS && id.chars().all(|c| c.is_ascii_graphic());
+    // A leading '~' is reserved for the keys of the server's own notices.
+    let ok = !id.is_empty()
+        && !id.starts_with('~')
+        && id.chars().count() <= MAX_CLIENT_MSG_ID_CHARS
+        && id.chars().all(|c| c.is_ascii_graphic());
     if ok {
         Ok(())
     } else {
         Err(CoreError::invalid(format!(
-            "client_msg_id must be 1 to {MAX_CLIENT_MSG_ID_CHARS} printable ASCII characters"
+            "client_msg_id must be 1 to {MAX_CLIENT_MSG_ID_CHARS} printable ASCII characters, not starting with '~'"
         )))
     }
 }

@@ -337,6 +337,36 @@ impl<'a> Batch<'a> {
         }
     }
 
+    /// A new message at `seq`, put into the batch.
+    fn insert(
+        &mut self,
+        record: &LogRecord,
+        seq: u64,
+        client_msg_id: String,
+        body: String,
+        reply_to: Option<u64>,
+        system: Option<herald_proto::SystemEvent>,
+    ) -> Message {
+        let message = Message {
+            conversation_id: record.conversation,
+            seq,
+            message_id: MessageId::new(),
+            sender: record.actor,
+            sender_device: record.device,
+            client_msg_id,
+            body,
+            reply_to,
+            sent_at: now_millis(),
+            edited_at: None,
+            deleted: false,
+            reactions: Default::default(),
+            system,
+        };
+        self.last_seq.insert(record.conversation, seq);
+        self.put(MessageWrite::Insert(message.clone()));
+        message
+    }
+
     /// Applies one record to the batch; says what happened and whether anything changed.
     async fn apply(&mut self, record: &LogRecord) -> Result<(Applied, bool), CoreError> {
         let conversation = record.conversation;
@@ -355,46 +385,15 @@ impl<'a> Batch<'a> {
                 {
                     return Err(CoreError::invalid(format!("reply_to {target} is not a message of this conversation")));
                 }
-                let message = Message {
-                    conversation_id: conversation,
-                    seq: last + 1,
-                    message_id: MessageId::new(),
-                    sender: record.actor,
-                    sender_device: record.device,
-                    client_msg_id: client_msg_id.clone(),
-                    body: body.clone(),
-                    reply_to: *reply_to,
-                    sent_at: now_millis(),
-                    edited_at: None,
-                    deleted: false,
-                    reactions: Default::default(),
-                    system: None,
-                };
-                self.last_seq.insert(conversation, message.seq);
                 self.by_client_id.insert(key, self.writes.len());
-                self.put(MessageWrite::Insert(message.clone()));
+                let message = self.insert(record, last + 1, client_msg_id.clone(), body.clone(), *reply_to, None);
                 Ok((Applied::Sent { message, duplicate: false }, true))
             }
             Op::System { event } => {
                 let last = self.last_seq(conversation).await?;
-                let message = Message {
-                    conversation_id: conversation,
-                    seq: last + 1,
-                    message_id: MessageId::new(),
-                    sender: record.actor,
-                    sender_device: record.device,
-                    // Unique, and not a key any client can send (client ids are printable ASCII without '~').
-                    client_msg_id: format!("~system-{}", record.request_id),
-                    body: String::new(),
-                    reply_to: None,
-                    sent_at: now_millis(),
-                    edited_at: None,
-                    deleted: false,
-                    reactions: Default::default(),
-                    system: Some(event.clone()),
-                };
-                self.last_seq.insert(conversation, message.seq);
-                self.put(MessageWrite::Insert(message.clone()));
+                // Unique, and not a key any client can send (the '~' prefix is reserved for the server).
+                let key = format!("~system-{}", record.request_id);
+                let message = self.insert(record, last + 1, key, String::new(), None, Some(event.clone()));
                 Ok((Applied::Sent { message, duplicate: false }, true))
             }
             Op::Receipt => {

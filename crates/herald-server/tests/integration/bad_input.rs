@@ -85,6 +85,11 @@ async fn invalid_values_are_refused_and_store_nothing() {
         "invalid_input",
     );
     assert_error(
+        &send(json!({"client_msg_id": "~system-reserved", "body": "x"})).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_input",
+    );
+    assert_error(
         &send(json!({"client_msg_id": "has space", "body": "x"})).await,
         StatusCode::UNPROCESSABLE_ENTITY,
         "invalid_input",

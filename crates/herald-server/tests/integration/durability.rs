@@ -95,15 +95,12 @@ async fn register(http: &reqwest::Client, base: &str, name: &str) -> (String, he
     (r["access_token"].as_str().expect("token").to_owned(), r["user"]["id"].as_str().expect("id").parse().expect("id"))
 }
 
-#[tokio::test]
-async fn kill_9_mid_traffic_loses_no_acked_message() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut node = Node::start(dir.path());
-    let http = reqwest::Client::new();
-    let (alice, _) = register(&http, &node.base, "alice").await;
-    let (_, bob_id) = register(&http, &node.base, "bob").await;
+/// Registers alice and bob on `base` and opens their direct conversation: (alice's token, bob's, conversation).
+async fn direct_pair(http: &reqwest::Client, base: &str) -> (String, String, ConversationId) {
+    let (alice, _) = register(http, base, "alice").await;
+    let (bob, bob_id) = register(http, base, "bob").await;
     let created: serde_json::Value = http
-        .post(format!("{}/api/v1/conversations", node.base))
+        .post(format!("{base}/api/v1/conversations"))
         .bearer_auth(&alice)
         .json(&json!({"kind": "direct", "user_id": bob_id}))
         .send()
@@ -112,7 +109,15 @@ async fn kill_9_mid_traffic_loses_no_acked_message() {
         .json()
         .await
         .expect("json");
-    let c: ConversationId = conversation_id(&created);
+    (alice, bob, conversation_id(&created))
+}
+
+#[tokio::test]
+async fn kill_9_mid_traffic_loses_no_acked_message() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut node = Node::start(dir.path());
+    let http = reqwest::Client::new();
+    let (alice, _bob, c) = direct_pair(&http, &node.base).await;
 
     // Eight concurrent senders, each recording what was acked, until the node dies under them.
     let acked: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
@@ -218,19 +223,7 @@ async fn kill_9_then_a_websocket_client_resumes_with_nothing_acked_lost() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut node = Node::start(dir.path());
     let http = reqwest::Client::new();
-    let (alice, _) = register(&http, &node.base, "alice").await;
-    let (bob, bob_id) = register(&http, &node.base, "bob").await;
-    let created: serde_json::Value = http
-        .post(format!("{}/api/v1/conversations", node.base))
-        .bearer_auth(&alice)
-        .json(&json!({"kind": "direct", "user_id": bob_id}))
-        .send()
-        .await
-        .expect("create")
-        .json()
-        .await
-        .expect("json");
-    let c: ConversationId = conversation_id(&created);
+    let (alice, bob, c) = direct_pair(&http, &node.base).await;
     let ws_url = |base: &str, token: &str| format!("{}/ws?v=1&token={token}", base.replace("http://", "ws://"));
 
     // Bob listens; Alice pipelines sends over her socket and records every ack.
