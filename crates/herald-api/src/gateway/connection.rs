@@ -82,27 +82,29 @@ async fn first_frame_auth(socket: &mut WebSocket, state: &AppState) -> Result<Pr
 
 /// The connection's life after authentication; returns how it ends.
 async fn serve(socket: &mut WebSocket, state: &AppState, me: Principal) -> Close {
-    let config = state.gateway.config.clone();
+    let config = &state.gateway.config;
     let registration = state.hub.register(me.user, me.device);
     let outbox = &*registration.outbox;
     let draining = state.gateway.draining.clone();
     let mut batch: Vec<Outgoing> = Vec::new();
 
+    // Encoded before any await, so no frame value is held in this (long-lived) task's state.
     let hello = match Box::pin(state.services.messaging.feed(me.user, u64::MAX, 0)).await {
-        Ok(view) => ServerFrame::Hello {
+        Ok(view) => text(&ServerFrame::Hello {
             v: PROTOCOL_VERSION,
             user_id: me.user,
             device_id: me.device,
             pos: view.last,
             heartbeat_ms: config.heartbeat_interval.as_millis() as u64,
-        },
-        Err(e) => {
-            let _ = write(socket, outbox, vec![text(&requests::error_frame(None, &e))]).await;
-            return Close::error(ErrorCode::Internal, "internal error");
-        }
+        }),
+        Err(e) => text(&requests::error_frame(None, &e)),
     };
-    if let Err(close) = write(socket, outbox, vec![text(&hello)]).await {
+    let failed = !matches!(&hello, Message::Text(t) if t.as_str().starts_with(r#"{"type":"hello""#));
+    if let Err(close) = write(socket, outbox, vec![hello]).await {
         return close;
+    }
+    if failed {
+        return Close::error(ErrorCode::Internal, "internal error");
     }
 
     // The feed position this device has been sent up to; None until it asks to sync.
@@ -114,7 +116,7 @@ async fn serve(socket: &mut WebSocket, state: &AppState, me: Principal) -> Close
 
     loop {
         tokio::select! {
-            () = draining.cancelled() => return Box::pin(drain(socket, outbox, &mut in_flight, &config)).await,
+            () = draining.cancelled() => return Box::pin(drain(socket, outbox, &mut in_flight, config)).await,
             incoming = socket.next(), if in_flight.len() < config.max_in_flight => {
                 let message = match incoming {
                     None => return Close::GONE,
@@ -165,7 +167,7 @@ async fn serve(socket: &mut WebSocket, state: &AppState, me: Principal) -> Close
                     return kicked(outbox);
                 }
                 let items = std::mem::take(&mut batch);
-                if let Err(close) = forward(socket, state, outbox, me, &mut delivered, items).await {
+                if let Err(close) = Box::pin(forward(socket, state, outbox, me, &mut delivered, items)).await {
                     return close;
                 }
             }
@@ -323,8 +325,18 @@ async fn read_failed(socket: &mut WebSocket, outbox: &Outbox<Outgoing>, e: axum:
     }
 }
 
-/// Writes messages with one flush, giving up when the client is kicked or stops reading.
-async fn write(socket: &mut WebSocket, outbox: &Outbox<Outgoing>, messages: Vec<Message>) -> Result<(), Close> {
+/// Writes messages with one flush, giving up when the client is kicked or stops reading. Boxed: its state
+/// (a timer among it) then lives on the heap only while a write is under way, instead of enlarging every
+/// idle connection's task by its size.
+fn write<'a>(
+    socket: &'a mut WebSocket,
+    outbox: &'a Outbox<Outgoing>,
+    messages: Vec<Message>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Close>> + Send + 'a>> {
+    Box::pin(write_now(socket, outbox, messages))
+}
+
+async fn write_now(socket: &mut WebSocket, outbox: &Outbox<Outgoing>, messages: Vec<Message>) -> Result<(), Close> {
     if messages.is_empty() {
         return Ok(());
     }
