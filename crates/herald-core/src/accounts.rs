@@ -114,6 +114,12 @@ impl Accounts {
         }
     }
 
+    /// Whether the principal's device still exists (checked again once a connection is registered, so a
+    /// revocation between the token check and the registration cannot leave a socket open).
+    pub async fn device_active(&self, principal: Principal) -> CoreResult<bool> {
+        Ok(self.users.device(principal.device).await?.is_some_and(|d| d.user_id == principal.user))
+    }
+
     pub async fn me(&self, principal: Principal) -> CoreResult<Me> {
         let user = self.users.user(principal.user).await?.ok_or_else(|| CoreError::unauthorized("no such user"))?;
         Ok(Me { user: user.profile(), device_id: principal.device, devices: self.devices(principal).await? })

@@ -243,11 +243,7 @@ impl Hub {
                     return;
                 }
                 p.announced = p.status;
-                PresenceInfo {
-                    user_id: user,
-                    status: p.status.unwrap_or(PresenceStatus::Offline),
-                    last_seen: p.last_seen,
-                }
+                info_of(user, Some(p))
             };
             match hub.contacts_of(user).await {
                 Ok(contacts) => {

@@ -16,7 +16,8 @@ pub struct Limits {
     pub max_title_chars: usize,
     /// Largest page of history or conversations a client may ask for.
     pub max_page: usize,
-    /// Sustained sends (messages, edits, deletes, reactions) per user per second.
+    /// Sustained requests per user per second that write or fan out: messages, edits, deletes, reactions,
+    /// delivered/read positions, typing, presence queries.
     pub sends_per_second: u32,
     /// Sends a user may burst above the sustained rate.
     pub send_burst: u32,

@@ -1,5 +1,6 @@
 //! The redb tables. Ids are stored as their 16 bytes; records as JSON (readable with any redb tool, and
-//! the same serde types the rest of Herald uses).
+//! the same serde types the rest of Herald uses), except feed rows, which use the compact binary layout of
+//! `feed_codec` because there is one per member for every message.
 
 use redb::TableDefinition;
 
@@ -23,7 +24,7 @@ pub const MESSAGES: TableDefinition<(Id, u64), &[u8]> = TableDefinition::new("me
 pub const CLIENT_IDS: TableDefinition<(Id, Id, &str), u64> = TableDefinition::new("client_ids");
 /// (conversation, sender) -> highest seq sent
 pub const LAST_SENT: TableDefinition<(Id, Id), u64> = TableDefinition::new("last_sent");
-/// (user, position) -> FeedEvent
+/// (user, position) -> FeedEvent in `feed_codec`'s binary layout
 pub const FEED: TableDefinition<(Id, u64), &[u8]> = TableDefinition::new("feed");
 /// (conversation, user, device) -> (delivered, read)
 pub const CURSORS: TableDefinition<(Id, Id, Id), (u64, u64)> = TableDefinition::new("cursors");

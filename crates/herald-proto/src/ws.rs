@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 pub const PROTOCOL_VERSION: u32 = 1;
 
 /// What a client sends. Requests that expect an answer carry an `id` of the client's choosing, echoed in
-/// the answer (`ack`, `result`, `cursor`, `pong` or `error`).
+/// the answer (`ack`, `result`, `cursor`, `presence`, `pong` or `error`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ClientFrame {

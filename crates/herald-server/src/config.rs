@@ -28,7 +28,7 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Directory of the embedded database and the generated JWT secret. Created if missing.
     pub data_dir: PathBuf,
-    /// On SIGTERM/SIGINT: how long in-flight requests may take to finish before the process exits.
+    /// On SIGTERM/SIGINT: how long WebSocket clients and in-flight requests get to finish; the log and the store are closed after it in any case.
     pub shutdown_grace_secs: u64,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
@@ -64,7 +64,7 @@ pub struct LimitsConfig {
     pub max_title_chars: usize,
     /// Largest page a client may ask for (history, conversations).
     pub max_page: usize,
-    /// Sustained sends, edits, deletes and reactions per user per second.
+    /// Sustained writes per user per second: sends, edits, deletes, reactions, read/delivered positions, typing, presence queries.
     pub sends_per_second: u32,
     /// How many a user may send in a burst above that rate.
     pub send_burst: u32,
@@ -109,7 +109,7 @@ impl Default for StorageConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GatewayConfig {
-    /// The WebSocket upgrade (and the `auth` frame when the token is not in it) must arrive within this.
+    /// Every HTTP request head (the WebSocket upgrade included; also the wait on an idle keep-alive connection) and the `auth` frame when the token is not in the upgrade must arrive within this.
     pub handshake_timeout_ms: u64,
     /// Budget for validating a JWT.
     pub auth_timeout_ms: u64,
@@ -293,14 +293,14 @@ impl Config {
         check(w.presence_coalesce_ms >= 1, "gateway.presence_coalesce_ms", "must be at least 1")?;
         check(w.typing_ttl_ms >= 100, "gateway.typing_ttl_ms", "must be at least 100")?;
         check(
-            w.write_buffer_bytes <= w.max_frame_bytes * 4,
+            w.write_buffer_bytes <= w.max_frame_bytes.saturating_mul(4),
             "gateway.write_buffer_bytes",
             "must be at most 4 x gateway.max_frame_bytes",
         )?;
         // A connection with its in-flight limit reached stops reading (and so stops seeing pongs) until a
         // request completes; a request may take up to the apply timeout.
         check(
-            w.heartbeat_secs * 1000 > g.apply_timeout_ms,
+            w.heartbeat_secs.saturating_mul(1000) > g.apply_timeout_ms,
             "gateway.heartbeat_secs",
             "must be longer than log.apply_timeout_ms",
         )?;

@@ -137,10 +137,16 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 tracing::warn!("some WebSocket connections outlived the grace period");
             }
             http_stop.cancel();
-            match tokio::time::timeout_at(deadline, serve).await {
+            let mut serve = serve;
+            match tokio::time::timeout_at(deadline, &mut serve).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => tracing::error!(error = %e, "HTTP server task failed"),
-                Err(_) => tracing::warn!(grace_secs = grace.as_secs(), "HTTP requests outlived the grace period"),
+                Err(_) => {
+                    // Stop waiting: requests still running fail against the closed store, and nothing they
+                    // did not get an answer for was acknowledged.
+                    serve.abort();
+                    tracing::warn!(grace_secs = grace.as_secs(), "HTTP requests outlived the grace period");
+                }
             }
             upkeep.abort();
             let closed = tokio::time::timeout(STORE_CLOSE_TIMEOUT, async {

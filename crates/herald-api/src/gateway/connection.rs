@@ -85,6 +85,9 @@ async fn serve(socket: &mut WebSocket, state: &AppState, me: Principal) -> Close
     let config = &state.gateway.config;
     let registration = state.hub.register(me.user, me.device);
     let outbox = &*registration.outbox;
+    if !matches!(Box::pin(state.services.accounts.device_active(me)).await, Ok(true)) {
+        return Close::error(ErrorCode::Unauthorized, "device logged out or revoked");
+    }
     let draining = state.gateway.draining.clone();
     let mut batch: Vec<Outgoing> = Vec::new();
 
