@@ -218,11 +218,15 @@ impl PartitionHandler for Sequencer {
             }
         }
 
+        metrics::histogram!("sequencer_stage_ms", "stage" => "apply").record(started.elapsed().as_secs_f64() * 1000.0);
+        let commit_started = Instant::now();
         let committed = match failed {
             Some(reason) => Err(reason),
             None if writes.is_empty() && feed.is_empty() => Ok(Vec::new()),
             None => self.stores.messages.commit_with_feed(&writes, &feed).await.map_err(|e| e.to_string()),
         };
+        metrics::histogram!("sequencer_stage_ms", "stage" => "commit")
+            .record(commit_started.elapsed().as_secs_f64() * 1000.0);
         let (outcomes, deliveries): (Vec<Outcome>, Vec<FeedDelivery>) = match committed {
             Ok(positions) => {
                 state.last_seq.extend(tentative);
@@ -266,7 +270,10 @@ impl PartitionHandler for Sequencer {
         drop(state);
         metrics::histogram!("message_processing_duration_ms").record(started.elapsed().as_secs_f64() * 1000.0);
         metrics::histogram!("sequencer_batch_size").record(count as f64);
+        let publish_started = Instant::now();
         self.delivery.publish(outcomes, deliveries).await;
+        metrics::histogram!("sequencer_stage_ms", "stage" => "publish")
+            .record(publish_started.elapsed().as_secs_f64() * 1000.0);
     }
 }
 

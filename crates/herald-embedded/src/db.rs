@@ -22,6 +22,8 @@ type Run = Box<dyn FnOnce(&WriteTransaction) -> (bool, Finisher) + Send>;
 struct Job {
     /// Whether the caller needs this write on disk before it hears back.
     durable: bool,
+    /// When it was queued, for the time jobs wait for the writer.
+    queued: Instant,
     /// Runs inside the shared transaction; reports whether the transaction is now unusable, and returns
     /// what to do once the commit's outcome is known.
     run: Run,
@@ -115,17 +117,19 @@ impl EmbeddedDb {
         let (tx, rx) = oneshot::channel();
         let job = Msg::Write(Job {
             durable,
+            queued: Instant::now(),
             run: Box::new(move |txn| {
                 let result = f(txn);
                 let poisoned = matches!(result, Err(StoreError::Backend(_)));
                 let finish: Finisher = Box::new(move |commit: StoreResult<()>| {
-                    let _ = tx.send(commit.and(result));
+                    let _ = tx.send((commit.and(result), Instant::now()));
                 });
                 (poisoned, finish)
             }),
         });
         self.jobs.send(job).await.map_err(|_| backend("the writer has stopped"))?;
-        let result = rx.await.map_err(|_| backend("the writer dropped a job"))?;
+        let (result, finished) = rx.await.map_err(|_| backend("the writer dropped a job"))?;
+        metrics::histogram!("embedded_wake_ms").record(finished.elapsed().as_secs_f64() * 1000.0);
         record(query_type, table, started);
         result
     }
@@ -186,7 +190,10 @@ fn writer_loop(db: &Shared, mut rx: mpsc::Receiver<Msg>) {
         let mut next = Some(first);
         while let Some(msg) = next.take() {
             match msg {
-                Msg::Write(job) => jobs.push(job),
+                Msg::Write(job) => {
+                    metrics::histogram!("embedded_job_wait_ms").record(job.queued.elapsed().as_secs_f64() * 1000.0);
+                    jobs.push(job)
+                }
                 Msg::Close(done) => {
                     closing = Some(done);
                     break;

@@ -8,6 +8,7 @@ mod integration {
     mod accounts;
     mod authorization;
     mod bad_input;
+    mod bench_smoke;
     mod config;
     mod conversations;
     mod durability;

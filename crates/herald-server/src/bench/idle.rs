@@ -27,6 +27,16 @@ pub struct IdleReport {
 }
 
 impl IdleReport {
+    /// The per-connection cost as a bar (when the server was ours to measure).
+    pub fn chart(&self) -> Option<String> {
+        let per = self.rss_per_connection_bytes?;
+        Some(super::chart::bars(
+            &format!("idle: server memory per connection ({} connections)", self.connections),
+            "bytes",
+            &[("per connection".into(), per), ("target".into(), 2048.0)],
+        ))
+    }
+
     pub fn table(&self) -> String {
         let per = self.rss_per_connection_bytes.map_or("n/a".into(), |b| format!("{:.0}", b));
         let cpu = self.idle_cpu_percent.map_or("n/a".into(), |c| format!("{c:.2}"));

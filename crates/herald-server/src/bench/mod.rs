@@ -3,11 +3,16 @@
 //! otherwise. By default each run starts its own server as a child process (so its memory and CPU can be
 //! read from /proc), or targets `--server URL`.
 
+mod chart;
 mod client;
+mod direct;
+mod fleet;
 mod groups;
 mod idle;
 mod node;
+mod saturate;
 mod sends;
+mod storm;
 
 use std::path::PathBuf;
 
@@ -18,6 +23,9 @@ pub struct BenchArgs {
     /// Also write the results as JSON to this file.
     #[arg(long, global = true)]
     pub json: Option<PathBuf>,
+    /// Also draw the results as an SVG chart into this file.
+    #[arg(long, global = true)]
+    pub chart: Option<PathBuf>,
     /// Target an existing server (e.g. http://127.0.0.1:8080) instead of starting one. Its limits apply,
     /// and its memory and CPU are not reported.
     #[arg(long, global = true)]
@@ -32,35 +40,54 @@ pub enum Scenario {
     Idle(idle::IdleArgs),
     /// Rooms of members over WebSockets, senders at a target rate: deliveries per second and latency.
     Groups(groups::GroupsArgs),
+    /// Pairs chatting over WebSockets at a target rate: acked durable sends per second and latency.
+    Direct(direct::DirectArgs),
+    /// The highest delivery rate at which p99 latency stays under a bound.
+    Saturate(saturate::SaturateArgs),
+    /// All connections drop at once and reconnect at once: time until all resumed, nothing lost.
+    Storm(storm::StormArgs),
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let target = node::Target::start(args.server.as_deref()).await?;
-    let report: serde_json::Value = match &args.scenario {
+    let (report, chart): (serde_json::Value, Option<String>) = match &args.scenario {
         Scenario::Sends(a) => {
             let r = sends::run(&target, a).await?;
             println!("{}", r.table());
-            serde_json::to_value(&r)?
+            (serde_json::to_value(&r)?, None)
         }
         Scenario::Idle(a) => {
             let r = idle::run(&target, a).await?;
             println!("{}", r.table());
-            serde_json::to_value(&r)?
+            (serde_json::to_value(&r)?, r.chart())
         }
         Scenario::Groups(a) => {
             let r = groups::run(&target, a).await?;
             println!("{}", r.table());
-            serde_json::to_value(&r)?
+            (serde_json::to_value(&r)?, Some(r.chart()))
+        }
+        Scenario::Direct(a) => {
+            let r = direct::run(&target, a).await?;
+            println!("{}", r.table());
+            (serde_json::to_value(&r)?, Some(r.chart()))
+        }
+        Scenario::Saturate(a) => {
+            let r = saturate::run(&target, a).await?;
+            println!("{}", r.table());
+            (serde_json::to_value(&r)?, Some(r.chart()))
+        }
+        Scenario::Storm(a) => {
+            let r = storm::run(&target, a).await?;
+            println!("{}", r.table());
+            (serde_json::to_value(&r)?, Some(r.chart()))
         }
     };
+    if let (Some(path), Some(svg)) = (&args.chart, chart) {
+        std::fs::write(path, svg)?;
+    }
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_vec_pretty(&report)?)?;
     }
     target.stop().await;
     Ok(())
-}
-
-/// Milliseconds from a histogram of microseconds.
-fn ms(h: &hdrhistogram::Histogram<u64>, quantile: f64) -> f64 {
-    h.value_at_quantile(quantile) as f64 / 1000.0
 }

@@ -1,0 +1,332 @@
+//! A fleet of connected members in rooms, and timed phases of sending into them. `groups`, `direct` and
+//! `saturate` are all fleets: rooms of M members (a direct conversation is a room of two where both send).
+//!
+//! Every member's connection is read by its own task, which checks that its room's seqs arrive as
+//! 1, 2, 3 … (no gap, no duplicate) and records send-to-receive latency from the send time carried in the
+//! body (the bench's own clock).
+
+use super::client::{Socket, connect_live, group, http, register_users};
+use super::node::Target;
+use anyhow::{Context, bail};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use herald_proto::ConversationId;
+use serde::Deserialize;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+
+/// What one member's reader has seen.
+struct Seen {
+    latencies: Mutex<Histogram<u64>>,
+    last_seq: AtomicU64,
+    acks: AtomicU64,
+}
+
+struct Sender {
+    room: usize,
+    sink: SplitSink<Socket, Message>,
+    sent: u64,
+}
+
+pub struct Fleet {
+    members: usize,
+    clock: Instant,
+    senders: Vec<Sender>,
+    seen: Vec<Arc<Seen>>,
+    received: Arc<AtomicU64>,
+    stop: CancellationToken,
+    readers: Vec<JoinHandle<anyhow::Result<()>>>,
+    /// Messages sent so far into each room.
+    sent_per_room: Vec<u64>,
+    conversations: Vec<ConversationId>,
+}
+
+/// The outcome of one phase.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Phase {
+    pub target_messages_per_second: u64,
+    pub messages_sent: u64,
+    pub acks: u64,
+    pub deliveries: u64,
+    pub seconds: f64,
+    pub deliveries_per_second: f64,
+    pub acked_per_second: f64,
+    pub latency_ms_p50: f64,
+    pub latency_ms_p90: f64,
+    pub latency_ms_p99: f64,
+    pub latency_ms_p999: f64,
+    pub latency_ms_max: f64,
+    pub server_cpu_percent: Option<f64>,
+}
+
+#[derive(Deserialize)]
+struct Frame<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: &'a str,
+    #[serde(default, borrow)]
+    event: Option<FrameEvent<'a>>,
+}
+
+#[derive(Deserialize)]
+struct FrameEvent<'a> {
+    #[serde(default, borrow)]
+    message: Option<FrameMessage<'a>>,
+}
+
+#[derive(Deserialize)]
+struct FrameMessage<'a> {
+    seq: u64,
+    #[serde(borrow)]
+    body: &'a str,
+}
+
+fn histogram() -> anyhow::Result<Histogram<u64>> {
+    Ok(Histogram::<u64>::new_with_bounds(1, 120_000_000, 3)?)
+}
+
+impl Fleet {
+    /// Registers `rooms × members` users, makes each room a conversation (a direct one for two members),
+    /// connects everyone, and picks the first `senders_per_room` members of each room as senders.
+    pub async fn assemble(
+        target: &Target,
+        rooms: usize,
+        members: usize,
+        senders_per_room: usize,
+    ) -> anyhow::Result<Fleet> {
+        if rooms == 0 || members < 2 || senders_per_room == 0 || senders_per_room > members {
+            bail!("need rooms >= 1, members >= 2 and 1 <= senders per room <= members");
+        }
+        let http = http()?;
+        let users = rooms * members;
+        eprintln!("registering {users} users ...");
+        let sessions = register_users(&http, &target.base, users, 32).await?;
+        let mut conversations = Vec::with_capacity(rooms);
+        for room in sessions.chunks(members) {
+            let others: Vec<_> = room[1..].iter().map(|s| s.user.id).collect();
+            let id = if members == 2 {
+                direct(&http, &target.base, &room[0], others[0]).await?
+            } else {
+                group(&http, &target.base, &room[0], &others).await?
+            };
+            conversations.push(id);
+        }
+        eprintln!("connecting {users} members ...");
+        let clock = Instant::now();
+        let received = Arc::new(AtomicU64::new(0));
+        let stop = CancellationToken::new();
+        let mut fleet = Fleet {
+            members,
+            clock,
+            senders: Vec::new(),
+            seen: Vec::with_capacity(users),
+            received: received.clone(),
+            stop: stop.clone(),
+            readers: Vec::with_capacity(users),
+            sent_per_room: vec![0; rooms],
+            conversations: Vec::new(),
+        };
+        for (i, session) in sessions.iter().enumerate() {
+            let socket = connect_live(&target.ws_base(), &session.access_token).await?;
+            let (sink, stream) = socket.split();
+            let room = i / members;
+            if i % members < senders_per_room {
+                fleet.senders.push(Sender { room, sink, sent: 0 });
+            }
+            let seen = Arc::new(Seen {
+                latencies: Mutex::new(histogram()?),
+                last_seq: AtomicU64::new(0),
+                acks: AtomicU64::new(0),
+            });
+            fleet.seen.push(seen.clone());
+            fleet.readers.push(tokio::spawn(read(stream, seen, clock, received.clone(), stop.clone())));
+        }
+        // Keep the conversation ids for the senders.
+        fleet.conversations = conversations;
+        Ok(fleet)
+    }
+
+    /// Sends `rate` messages per second (all senders together) for `seconds`, waits for every delivery,
+    /// and reports what this phase saw.
+    pub async fn phase(&mut self, target: &Target, rate: u64, seconds: u64) -> anyhow::Result<Phase> {
+        for seen in &self.seen {
+            *lock(&seen.latencies) = histogram()?;
+        }
+        let received_before = self.received.load(Ordering::Relaxed);
+        let acks_before: u64 = self.seen.iter().map(|s| s.acks.load(Ordering::Relaxed)).sum();
+        let per_sender = rate as f64 / self.senders.len() as f64;
+        let cpu_start = target.cpu_seconds();
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(seconds);
+        let clock = self.clock;
+        let tasks: Vec<_> = std::mem::take(&mut self.senders)
+            .into_iter()
+            .enumerate()
+            .map(|(n, mut sender)| {
+                let conversation = self.conversations[sender.room];
+                tokio::spawn(async move {
+                    let mut tick = tokio::time::interval(Duration::from_millis(10));
+                    let begun = Instant::now();
+                    let mut sent_now = 0u64;
+                    while Instant::now() < deadline {
+                        tick.tick().await;
+                        let due = (begun.elapsed().as_secs_f64() * per_sender) as u64;
+                        while sent_now < due {
+                            let t = clock.elapsed().as_micros() as u64;
+                            let id = format!("s{n}-{}", sender.sent);
+                            let frame = format!(
+                                r#"{{"type":"send","id":"{id}","conversation_id":"{conversation}","client_msg_id":"{id}","body":"t{t}"}}"#
+                            );
+                            sender.sink.feed(Message::text(frame)).await?;
+                            sender.sent += 1;
+                            sent_now += 1;
+                        }
+                        sender.sink.flush().await?;
+                    }
+                    anyhow::Ok((sender, sent_now))
+                })
+            })
+            .collect();
+        let mut sent = 0;
+        for task in tasks {
+            let (sender, n) = task.await.context("sender")??;
+            self.sent_per_room[sender.room] += n;
+            sent += n;
+            self.senders.push(sender);
+        }
+        let send_seconds = started.elapsed().as_secs_f64();
+        let expected: u64 = self.sent_per_room.iter().map(|n| n * self.members as u64).sum();
+        let drain = Instant::now() + Duration::from_secs(30);
+        while self.received.load(Ordering::Relaxed) < expected && Instant::now() < drain {
+            self.check_readers()?;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.check_readers()?;
+        let got = self.received.load(Ordering::Relaxed);
+        if got < expected {
+            bail!("{} deliveries missing 30 s after sending stopped", expected - got);
+        }
+        let seconds_total = started.elapsed().as_secs_f64();
+        let cpu_end = target.cpu_seconds();
+        let mut all = histogram()?;
+        for seen in &self.seen {
+            all.add(&*lock(&seen.latencies))?;
+        }
+        let acks: u64 = self.seen.iter().map(|s| s.acks.load(Ordering::Relaxed)).sum::<u64>() - acks_before;
+        let deliveries = got - received_before;
+        let ms = |q: f64| all.value_at_quantile(q) as f64 / 1000.0;
+        Ok(Phase {
+            target_messages_per_second: rate,
+            messages_sent: sent,
+            acks,
+            deliveries,
+            seconds: send_seconds,
+            deliveries_per_second: deliveries as f64 / seconds_total.max(send_seconds),
+            acked_per_second: acks as f64 / seconds_total.max(send_seconds),
+            latency_ms_p50: ms(0.5),
+            latency_ms_p90: ms(0.9),
+            latency_ms_p99: ms(0.99),
+            latency_ms_p999: ms(0.999),
+            latency_ms_max: all.max() as f64 / 1000.0,
+            server_cpu_percent: match (cpu_start, cpu_end) {
+                (Some(s), Some(e)) => Some(100.0 * (e - s) / seconds_total),
+                _ => None,
+            },
+        })
+    }
+
+    /// Fails if a reader saw something wrong (out of order, a gap, a duplicate, a closed connection).
+    fn check_readers(&mut self) -> anyhow::Result<()> {
+        for reader in &self.readers {
+            if reader.is_finished() {
+                bail!("a member's connection ended or saw a wrong order");
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops the readers and checks every member received every message of its room.
+    pub async fn finish(mut self) -> anyhow::Result<()> {
+        self.stop.cancel();
+        for reader in std::mem::take(&mut self.readers) {
+            reader.await.context("reader")??;
+        }
+        for (i, seen) in self.seen.iter().enumerate() {
+            let want = self.sent_per_room[i / self.members];
+            let got = seen.last_seq.load(Ordering::Relaxed);
+            if got != want {
+                bail!("member {i} received {got} of the {want} messages of its room");
+            }
+        }
+        for mut sender in self.senders {
+            let _ = sender.sink.close().await;
+        }
+        Ok(())
+    }
+}
+
+async fn read(
+    mut stream: SplitStream<Socket>,
+    seen: Arc<Seen>,
+    clock: Instant,
+    received: Arc<AtomicU64>,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    loop {
+        let message = tokio::select! {
+            message = stream.next() => message,
+            () = stop.cancelled() => return Ok(()),
+        };
+        let text = match message {
+            Some(Ok(Message::Text(text))) => text,
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => bail!("connection failed: {e}"),
+            None => bail!("connection closed by the server"),
+        };
+        let frame: Frame = serde_json::from_str(&text)?;
+        match frame.kind {
+            "ack" => {
+                seen.acks.fetch_add(1, Ordering::Relaxed);
+            }
+            "error" => bail!("error frame: {text}"),
+            "event" => {
+                let Some(m) = frame.event.and_then(|e| e.message) else { continue };
+                let last = seen.last_seq.load(Ordering::Relaxed);
+                if m.seq != last + 1 {
+                    bail!("out of order: seq {} after {last}", m.seq);
+                }
+                seen.last_seq.store(m.seq, Ordering::Relaxed);
+                let sent_us: u64 = m.body.trim_start_matches('t').parse().context("body")?;
+                let now_us = clock.elapsed().as_micros() as u64;
+                lock(&seen.latencies).record(now_us.saturating_sub(sent_us).max(1))?;
+                received.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+    }
+}
+
+async fn direct(
+    http: &reqwest::Client,
+    base: &str,
+    a: &herald_proto::Session,
+    b: herald_proto::UserId,
+) -> anyhow::Result<ConversationId> {
+    let details: herald_proto::ConversationDetails = super::client::expect_json(
+        http.post(format!("{base}/api/v1/conversations"))
+            .bearer_auth(&a.access_token)
+            .json(&herald_proto::CreateConversation::Direct { user_id: b })
+            .send()
+            .await?,
+    )
+    .await?;
+    Ok(details.conversation.id)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
