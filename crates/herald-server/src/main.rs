@@ -1,5 +1,7 @@
 //! `herald`: run a node, or benchmark one.
 
+mod chat;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use herald_server::config::Config;
@@ -29,6 +31,8 @@ enum Command {
     },
     /// Measure a node: see BENCHMARKS.md.
     Bench(herald_server::bench::BenchArgs),
+    /// Chat in the terminal: a line-based client (log in, /list, /dm USER, /open N, type to send).
+    Chat(chat::ChatArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -41,6 +45,7 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Serve { listen, data_dir, config } => serve(listen, data_dir, config).await,
             Command::Bench(args) => herald_server::bench::run(args).await,
+            Command::Chat(args) => chat::run(args).await,
         }
     })
 }

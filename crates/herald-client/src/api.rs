@@ -1,0 +1,331 @@
+//! Thin, typed helpers for the REST API (`/api/v1`, see `docs/api.md`).
+//!
+//! Each method is one request. Methods that need authentication take the access token; [`crate::Client`]
+//! offers the same calls with its current token, refreshing it once when the server answers 401.
+
+use crate::error::ClientError;
+use herald_proto::{
+    ConversationDetails, ConversationId, ConversationPage, CreateConversation, Credentials, CursorState, Direction,
+    ErrorBody, HistoryPage, HistoryQuery, Me, RefreshRequest, SendAck, SendMessage, Session, UpdateCursor, UserId,
+    UserProfile,
+};
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde::de::DeserializeOwned;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+/// How long one REST request may take, connection included.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A REST client for one Herald server. Cheap to clone (the connection pool is shared).
+#[derive(Clone, Debug)]
+pub struct Api {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Api {
+    /// A client for the server at `base_url` (`http://host:port`, without `/api/v1`).
+    ///
+    /// Only plain `http://` is supported by this build: TLS is not compiled in. Put the server behind a
+    /// local TLS-terminating proxy, or use `http://` on a trusted network.
+    pub fn new(base_url: &str) -> Result<Self, ClientError> {
+        let http = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .build()
+            .map_err(ClientError::Http)?;
+        Self::with_http_client(base_url, http)
+    }
+
+    /// Like [`Api::new`], with a `reqwest::Client` of your own (pool sizes, timeouts, proxies).
+    pub fn with_http_client(base_url: &str, http: reqwest::Client) -> Result<Self, ClientError> {
+        let base = base_url.trim().trim_end_matches('/');
+        let rest = base.strip_prefix("http://").or_else(|| base.strip_prefix("https://"));
+        match rest {
+            Some(host) if !host.is_empty() && !host.starts_with('/') && !host.contains(char::is_whitespace) => {
+                Ok(Self { http, base: base.to_owned() })
+            }
+            _ => Err(ClientError::InvalidUrl(base_url.to_owned())),
+        }
+    }
+
+    /// The server's base URL, as given (without a trailing slash).
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    /// The WebSocket URL for an access token: `ws://host:port/ws?v=1&token=…`.
+    pub(crate) fn ws_url(&self, token: &str) -> String {
+        let base = match self.base.strip_prefix("https://") {
+            Some(rest) => format!("wss://{rest}"),
+            None => format!("ws://{}", self.base.trim_start_matches("http://")),
+        };
+        format!("{base}/ws?v=1&token={}", encode(token))
+    }
+
+    // ----- accounts and sessions -----
+
+    /// `POST /api/v1/accounts`: creates an account and logs it in on a new device.
+    pub async fn register(&self, credentials: &Credentials) -> Result<Session, ClientError> {
+        self.json(self.request(Method::POST, "/accounts", None).json(credentials)).await
+    }
+
+    /// `POST /api/v1/sessions`: logs in, creating a new device.
+    pub async fn login(&self, credentials: &Credentials) -> Result<Session, ClientError> {
+        self.json(self.request(Method::POST, "/sessions", None).json(credentials)).await
+    }
+
+    /// `POST /api/v1/sessions/refresh`: new tokens for the same device. The old refresh token stops working;
+    /// presenting it again revokes the device.
+    pub async fn refresh(&self, refresh_token: &str) -> Result<Session, ClientError> {
+        let body = RefreshRequest { refresh_token: refresh_token.to_owned() };
+        self.json(self.request(Method::POST, "/sessions/refresh", None).json(&body)).await
+    }
+
+    /// `DELETE /api/v1/sessions/current`: logs this device out; its tokens stop working at once.
+    pub async fn logout(&self, token: &str) -> Result<(), ClientError> {
+        self.empty(self.request(Method::DELETE, "/sessions/current", Some(token))).await
+    }
+
+    /// `GET /api/v1/me`: the caller, this device and its other devices.
+    pub async fn me(&self, token: &str) -> Result<Me, ClientError> {
+        self.json(self.request(Method::GET, "/me", Some(token))).await
+    }
+
+    /// `GET /api/v1/users?username=`: finds a user by name (case-insensitive).
+    pub async fn find_user(&self, token: &str, username: &str) -> Result<UserProfile, ClientError> {
+        let path = format!("/users?username={}", encode(username));
+        self.json(self.request(Method::GET, &path, Some(token))).await
+    }
+
+    /// `GET /api/v1/users/{id}`.
+    pub async fn user(&self, token: &str, user_id: UserId) -> Result<UserProfile, ClientError> {
+        self.json(self.request(Method::GET, &format!("/users/{user_id}"), Some(token))).await
+    }
+
+    // ----- conversations -----
+
+    /// `POST /api/v1/conversations` `{kind: "direct"}`: the direct conversation with `user_id`, created if
+    /// there is none yet.
+    pub async fn create_direct(&self, token: &str, user_id: UserId) -> Result<ConversationDetails, ClientError> {
+        self.create_conversation(token, &CreateConversation::Direct { user_id }).await
+    }
+
+    /// `POST /api/v1/conversations` `{kind: "group"}`: a new group owned by the caller.
+    pub async fn create_group(
+        &self,
+        token: &str,
+        title: &str,
+        members: &[UserId],
+    ) -> Result<ConversationDetails, ClientError> {
+        let body = CreateConversation::Group { title: title.to_owned(), members: members.to_vec() };
+        self.create_conversation(token, &body).await
+    }
+
+    /// `POST /api/v1/conversations` with any body.
+    pub async fn create_conversation(
+        &self,
+        token: &str,
+        body: &CreateConversation,
+    ) -> Result<ConversationDetails, ClientError> {
+        self.json(self.request(Method::POST, "/conversations", Some(token)).json(body)).await
+    }
+
+    /// `GET /api/v1/conversations/{id}`: the conversation, its members and its last seq.
+    pub async fn conversation(&self, token: &str, id: ConversationId) -> Result<ConversationDetails, ClientError> {
+        self.json(self.request(Method::GET, &format!("/conversations/{id}"), Some(token))).await
+    }
+
+    /// `GET /api/v1/conversations?limit=&cursor=`: the caller's conversations, most recent activity first,
+    /// with unread counts. Pass the page's `next_cursor` as `cursor` for the next page.
+    pub async fn list_conversations(
+        &self,
+        token: &str,
+        limit: Option<u32>,
+        cursor: Option<&str>,
+    ) -> Result<ConversationPage, ClientError> {
+        let mut query = Query::default();
+        query.add("limit", limit);
+        query.add("cursor", cursor);
+        let path = format!("/conversations{}", query.finish());
+        self.json(self.request(Method::GET, &path, Some(token))).await
+    }
+
+    /// `GET /api/v1/conversations/{id}/messages?from=&dir=&limit=`: one page of history.
+    pub async fn history(
+        &self,
+        token: &str,
+        conversation: ConversationId,
+        query: &HistoryQuery,
+    ) -> Result<HistoryPage, ClientError> {
+        let mut q = Query::default();
+        q.add("from", query.from);
+        q.add(
+            "dir",
+            Some(match query.dir {
+                Direction::Forward => "forward",
+                Direction::Backward => "backward",
+            }),
+        );
+        q.add("limit", query.limit);
+        let path = format!("/conversations/{conversation}/messages{}", q.finish());
+        self.json(self.request(Method::GET, &path, Some(token))).await
+    }
+
+    /// `POST /api/v1/conversations/{id}/messages`: sends over REST. A retry with the same `client_msg_id`
+    /// answers the original ack with `duplicate: true`.
+    pub async fn send_message(
+        &self,
+        token: &str,
+        conversation: ConversationId,
+        message: &SendMessage,
+    ) -> Result<SendAck, ClientError> {
+        let path = format!("/conversations/{conversation}/messages");
+        self.json(self.request(Method::POST, &path, Some(token)).json(message)).await
+    }
+
+    /// `PUT /api/v1/conversations/{id}/cursor`: moves this device's delivered and read positions forward.
+    pub async fn update_cursor(
+        &self,
+        token: &str,
+        conversation: ConversationId,
+        cursor: &UpdateCursor,
+    ) -> Result<CursorState, ClientError> {
+        let path = format!("/conversations/{conversation}/cursor");
+        self.json(self.request(Method::PUT, &path, Some(token)).json(cursor)).await
+    }
+
+    // ----- plumbing -----
+
+    fn request(&self, method: Method, path: &str, token: Option<&str>) -> RequestBuilder {
+        let request = self.http.request(method, format!("{}/api/v1{path}", self.base));
+        match token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    async fn json<T: DeserializeOwned>(&self, request: RequestBuilder) -> Result<T, ClientError> {
+        let response = request.send().await?;
+        let status = response.status();
+        let retry_after = retry_after_header(&response);
+        let body = response.bytes().await?;
+        if status.is_success() {
+            Ok(serde_json::from_slice(&body)?)
+        } else {
+            Err(error_from(status, retry_after, &body))
+        }
+    }
+
+    async fn empty(&self, request: RequestBuilder) -> Result<(), ClientError> {
+        let response = request.send().await?;
+        let status = response.status();
+        let retry_after = retry_after_header(&response);
+        let body = response.bytes().await?;
+        if status.is_success() { Ok(()) } else { Err(error_from(status, retry_after, &body)) }
+    }
+}
+
+/// The `Retry-After` header in milliseconds (whole seconds only, as Herald sends it).
+fn retry_after_header(response: &reqwest::Response) -> Option<u64> {
+    let value = response.headers().get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    value.trim().parse::<u64>().ok().map(|secs| secs.saturating_mul(1000))
+}
+
+/// An error answer: the server's `{code, message}` when the body is one, else the raw text.
+pub(crate) fn error_from(status: StatusCode, retry_after_header_ms: Option<u64>, body: &[u8]) -> ClientError {
+    match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(error) => ClientError::Server {
+            status: Some(status.as_u16()),
+            code: error.code,
+            message: error.message,
+            retry_after_ms: error.retry_after_ms.or(retry_after_header_ms),
+        },
+        Err(_) => {
+            let text = String::from_utf8_lossy(body);
+            let body: String = text.chars().take(500).collect();
+            ClientError::Unexpected { status: status.as_u16(), body }
+        }
+    }
+}
+
+/// A query string of the given pairs, values percent-encoded.
+#[derive(Default)]
+struct Query(String);
+
+impl Query {
+    fn add(&mut self, key: &str, value: Option<impl std::fmt::Display>) {
+        if let Some(value) = value {
+            self.0.push(if self.0.is_empty() { '?' } else { '&' });
+            self.0.push_str(key);
+            self.0.push('=');
+            self.0.push_str(&encode(&value.to_string()));
+        }
+    }
+
+    fn finish(self) -> String {
+        self.0
+    }
+}
+
+/// Percent-encodes everything but the unreserved characters of RFC 3986.
+pub(crate) fn encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(byte as char);
+        } else {
+            let _ = write!(out, "%{byte:02X}");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_checked_and_normalised() {
+        let api = Api::new("http://127.0.0.1:8080/").expect("valid");
+        assert_eq!(api.base_url(), "http://127.0.0.1:8080");
+        assert_eq!(api.ws_url("a.b-c_d"), "ws://127.0.0.1:8080/ws?v=1&token=a.b-c_d");
+        let tls = Api::new("https://chat.example.com").expect("valid");
+        assert_eq!(tls.ws_url("t"), "wss://chat.example.com/ws?v=1&token=t");
+        for bad in ["", "127.0.0.1:8080", "ftp://x", "http://", "http:///x", "http://a b"] {
+            assert!(matches!(Api::new(bad), Err(ClientError::InvalidUrl(_))), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn query_values_are_percent_encoded() {
+        assert_eq!(encode("bob"), "bob");
+        assert_eq!(encode("a b&c=d/é"), "a%20b%26c%3Dd%2F%C3%A9");
+        let mut q = Query::default();
+        q.add("limit", Some(5));
+        q.add("cursor", None::<&str>);
+        q.add("from", Some("x y"));
+        assert_eq!(q.finish(), "?limit=5&from=x%20y");
+    }
+
+    #[test]
+    fn error_bodies_keep_code_message_and_retry_hint() {
+        let body = br#"{"code":"rate_limited","message":"slow down","retry_after_ms":1422}"#;
+        match error_from(StatusCode::TOO_MANY_REQUESTS, Some(2000), body) {
+            ClientError::Server { status, code, message, retry_after_ms } => {
+                assert_eq!(status, Some(429));
+                assert_eq!(code, herald_proto::ErrorCode::RateLimited);
+                assert_eq!(message, "slow down");
+                assert_eq!(retry_after_ms, Some(1422));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let body = br#"{"code":"rate_limited","message":"slow down"}"#;
+        let error = error_from(StatusCode::TOO_MANY_REQUESTS, Some(2000), body);
+        assert!(matches!(error, ClientError::Server { retry_after_ms: Some(2000), .. }));
+        let error = error_from(StatusCode::BAD_GATEWAY, None, b"<html>bad gateway</html>");
+        assert!(matches!(error, ClientError::Unexpected { status: 502, .. }));
+    }
+}
