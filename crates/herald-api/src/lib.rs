@@ -1,7 +1,8 @@
-//! Herald's HTTP surface over `herald-core`: the REST API under `/api/v1`, health and readiness probes and
-//! the Prometheus `/metrics` endpoint. (The WebSocket gateway joins it here.) Every handler authenticates
-//! with [`extract::Auth`] and leaves authorisation to the core services, which check membership and roles
-//! for every operation; errors leave through [`error::ApiError`] as `{code, message}`.
+//! Herald's HTTP surface over `herald-core`: the REST API under `/api/v1`, health and readiness probes,
+//! the Prometheus `/metrics` endpoint and the embedded web client at `/` (module `web`). (The WebSocket
+//! gateway joins it here.) Every handler authenticates with [`extract::Auth`] and leaves authorisation to the
+//! core services, which check membership and roles for every operation; errors leave through
+//! [`error::ApiError`] as `{code, message}`.
 
 pub mod error;
 pub mod extract;
@@ -9,6 +10,7 @@ pub mod gateway;
 mod routes;
 pub mod serve;
 mod state;
+mod web;
 
 pub use routes::router;
 pub use state::{AppState, Readiness};

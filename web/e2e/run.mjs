@@ -1,0 +1,635 @@
+// End-to-end tests of Herald's web client: a real `herald serve`, headless Chromium, two (and a third) users.
+//
+//   cd web/e2e && npm ci && node --test --test-reporter=tap run.mjs
+//
+// Environment:
+//   E2E_HERALD_BIN      the server binary (default: <repo>/target/debug/herald; build it with `cargo build -p herald-server`)
+//   E2E_CHROMIUM      the browser (default: /usr/bin/chromium, Debian's `chromium` package)
+//   E2E_WEB_DEV  if set, web/ is served from disk instead of from the binary (to iterate on the client without
+//                   rebuilding the server); the routes and the API still come from the real server.
+// Screenshots go to web/e2e/results/.
+
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createInterface } from 'node:readline';
+import { chromium } from 'playwright-core';
+import WebSocket from 'ws';
+import { HeraldClient, backoffDelay, memoryStorage } from '../herald-client.js';
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+const WEB = join(HERE, '..');
+const ROOT = join(WEB, '..');
+const RESULTS = join(HERE, 'results');
+const BIN = process.env.E2E_HERALD_BIN ?? join(ROOT, 'target', 'debug', 'herald');
+const CHROMIUM = process.env.E2E_CHROMIUM ?? '/usr/bin/chromium';
+const DEV = Boolean(process.env.E2E_WEB_DEV);
+const STEP = { timeout: 90_000 };
+const WAIT = 15_000; // for anything the UI must show
+
+let server;
+let dataDir;
+let base;
+let browser;
+const suffix = Date.now().toString(36).slice(-6);
+const users = {
+  alice: { username: `alice${suffix}`, password: 'alice-secret-1' },
+  bob: { username: `bob${suffix}`, password: 'bob-secret-22' },
+  carol: { username: `carol${suffix}`, password: 'carol-secret-3' },
+};
+let A; // Alice's page: a desktop window
+let B; // Bob's page: a phone-sized window
+let shot = 0;
+
+async function screenshot(page, label) {
+  shot += 1;
+  await page.screenshot({ path: join(RESULTS, `${String(shot).padStart(2, '0')}-${label}.png`) });
+}
+
+/** Starts `herald serve` on a free port and resolves with its base URL once it prints its address. */
+function startServer() {
+  dataDir = mkdtempSync(join(tmpdir(), 'herald-web-e2e-'));
+  server = spawn(BIN, ['serve', '--listen', '127.0.0.1:0', '--data-dir', dataDir], {
+    env: {
+      ...process.env,
+      // Cheap password hashing, and access tokens short enough to be refreshed several times during the run.
+      HERALD_AUTH__ARGON2_MEMORY_KIB: '64',
+      HERALD_AUTH__ARGON2_ITERATIONS: '1',
+      HERALD_AUTH__ACCESS_TOKEN_TTL_SECS: '12',
+      RUST_LOG: process.env.RUST_LOG ?? 'warn',
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let log = '';
+  server.stderr.on('data', (d) => {
+    log += d;
+    if (log.length > 20_000) log = log.slice(-10_000);
+  });
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`the server printed no address within 20 s:\n${log}`)), 20_000);
+    server.on('exit', (code) => reject(new Error(`the server exited (${code}):\n${log}`)));
+    createInterface({ input: server.stdout }).on('line', (line) => {
+      const m = line.match(/^herald listening on (http:\/\/\S+)/);
+      if (m) {
+        clearTimeout(timer);
+        resolve(m[1]);
+      }
+    });
+  });
+}
+
+async function newPage(viewport, label) {
+  const context = await browser.newContext({ viewport });
+  if (DEV) {
+    const types = { js: 'text/javascript', css: 'text/css', html: 'text/html', svg: 'image/svg+xml' };
+    await context.route(/\/(app\/[^?]*)?(\?.*)?$/, (route) => {
+      const path = new URL(route.request().url()).pathname;
+      const file = path === '/' ? 'index.html' : path.slice('/app/'.length);
+      try {
+        route.fulfill({ body: readFileSync(join(WEB, file)), contentType: types[file.split('.').pop()] });
+      } catch {
+        route.continue();
+      }
+    });
+  }
+  const page = await context.newPage();
+  page.on('pageerror', (e) => console.log(`# [${label}] page error: ${e.message}`));
+  page.on('console', (m) => {
+    if (m.type() === 'error' && !/WebSocket connection|Failed to load resource/.test(m.text())) console.log(`# [${label}] console: ${m.text()}`);
+  });
+  return page;
+}
+
+async function signUp(page, who) {
+  await page.goto(`${base}/`);
+  const form = page.locator('#auth-form');
+  await form.getByLabel('Username').fill(who.username);
+  await form.getByLabel('Password').fill(who.password);
+  await form.getByRole('button', { name: 'Create account' }).click();
+  await waitOnline(page);
+}
+
+const waitOnline = (page) => page.locator('#conn[data-state="online"]').waitFor({ state: 'attached', timeout: WAIT });
+
+/** The bodies of the messages shown in the open conversation, in screen order. */
+const bodies = (page) => page.$$eval('#message-list .msg:not(.system) .body', (els) => els.map((e) => e.textContent));
+
+/** The message (by its text) in the open conversation. */
+const message = (page, text) => page.locator('#message-list .msg', { has: page.locator('.body', { hasText: new RegExp(`^${text}$`) }) });
+
+async function send(page, text) {
+  const box = page.getByRole('textbox', { name: 'Message' });
+  await box.fill(text);
+  await box.press('Enter');
+}
+
+/** Waits until `fn` (run in the page) returns a truthy value; fails with `what`. */
+async function until(page, fn, arg, what) {
+  try {
+    await page.waitForFunction(fn, arg, { timeout: WAIT });
+  } catch (e) {
+    throw new assert.AssertionError({ message: `${what} (${e.message.split('\n')[0]})` });
+  }
+}
+
+before(async () => {
+  rmSync(RESULTS, { recursive: true, force: true });
+  mkdirSync(RESULTS, { recursive: true });
+  base = await startServer();
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: [
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+      '--no-first-run',
+      // Only for E2E_WEB_DEV: pages fulfilled by the test itself count as "public" and may not reach 127.0.0.1.
+      ...(DEV ? ['--disable-features=LocalNetworkAccessChecks'] : []),
+    ],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  if (server && server.exitCode == null) {
+    server.kill('SIGTERM');
+    await new Promise((r) => {
+      const t = setTimeout(() => {
+        server.kill('SIGKILL');
+        r();
+      }, 15_000);
+      server.on('exit', () => {
+        clearTimeout(t);
+        r();
+      });
+    });
+  }
+  if (dataDir) rmSync(dataDir, { recursive: true, force: true });
+});
+
+describe('the server', () => {
+  it('serves the web client at / and /app/, with types and cache headers, and keeps its other routes', STEP, async () => {
+    const page = await fetch(`${base}/`);
+    assert.equal(page.status, 200);
+    assert.equal(page.headers.get('content-type'), 'text/html; charset=utf-8');
+    assert.equal(page.headers.get('cache-control'), 'no-cache');
+    assert.match(page.headers.get('content-security-policy') ?? '', /default-src 'none'/);
+    assert.match(await page.text(), /<script type="module" src="\/app\/app.js">/);
+    for (const [file, type] of [
+      ['app.js', 'text/javascript; charset=utf-8'],
+      ['herald-client.js', 'text/javascript; charset=utf-8'],
+      ['style.css', 'text/css; charset=utf-8'],
+      ['icon.svg', 'image/svg+xml'],
+    ]) {
+      const r = await fetch(`${base}/app/${file}`);
+      assert.equal(r.status, 200, file);
+      assert.equal(r.headers.get('content-type'), type, file);
+      assert.equal(r.headers.get('cache-control'), 'no-cache', file);
+      if (!DEV) assert.equal(await r.text(), readFileSync(join(WEB, file), 'utf8'), `${file} is the file in web/ (rebuild the server?)`);
+      const again = await fetch(`${base}/app/${file}`, { headers: { 'If-None-Match': r.headers.get('etag') } });
+      assert.equal(again.status, 304, `${file} revalidates`);
+    }
+    const missing = await fetch(`${base}/app/nope.js`);
+    assert.equal(missing.status, 404);
+    assert.deepEqual(await missing.json(), { code: 'not_found', message: 'no such file' });
+    assert.equal((await fetch(`${base}/no/such/path`)).status, 404);
+    assert.equal(await (await fetch(`${base}/healthz`)).text(), 'ok');
+    assert.equal(await (await fetch(`${base}/readyz`)).text(), 'ready');
+    assert.match(await (await fetch(`${base}/metrics`)).text(), /http_requests_total/);
+    const me = await fetch(`${base}/api/v1/me`);
+    assert.equal(me.status, 401);
+    assert.equal((await me.json()).code, 'unauthorized');
+  });
+});
+
+/** A browser step: on failure, both windows are captured in results/ before the error is reported. */
+function step(title, fn) {
+  it(title, STEP, async () => {
+    try {
+      await fn();
+    } catch (e) {
+      for (const [page, who] of [[A, 'alice'], [B, 'bob']]) await screenshot(page, `FAILED-${who}`).catch(() => {});
+      throw e;
+    }
+  });
+}
+
+describe('two people chatting in browsers', () => {
+  before(async () => {
+    A = await newPage({ width: 1100, height: 760 }, 'alice');
+    B = await newPage({ width: 390, height: 780 }, 'bob');
+  });
+
+  step('signs up, finds the other user and exchanges messages', async () => {
+    await A.goto(`${base}/`);
+    await screenshot(A, 'sign-in');
+    await signUp(A, users.alice);
+    await signUp(B, users.bob);
+    assert.equal(await A.locator('#me-name').textContent(), users.alice.username);
+
+    await A.getByRole('button', { name: 'New chat' }).click();
+    await A.getByRole('dialog', { name: 'New chat' }).getByLabel('Username').fill(users.bob.username);
+    await A.getByRole('button', { name: 'Start chat' }).click();
+    await A.locator('#chat-title', { hasText: users.bob.username }).waitFor({ timeout: WAIT });
+    await send(A, 'Hi Bob!');
+    await message(A, 'Hi Bob!').locator('.ticks[data-state="sent"], .ticks[data-state="delivered"]').waitFor({ timeout: WAIT });
+
+    // Bob's list shows the new conversation with one unread message and Alice online.
+    const conv = B.locator('#conv-list .conv', { hasText: users.alice.username });
+    await conv.waitFor({ timeout: WAIT });
+    await conv.locator('.badge', { hasText: '1' }).waitFor({ timeout: WAIT });
+    await conv.locator('.dot.online').waitFor({ timeout: WAIT });
+    assert.match(await conv.textContent(), /Hi Bob!/);
+    await screenshot(B, 'bob-list-unread');
+    // Delivered: Bob's device got it, though he has not opened it.
+    await message(A, 'Hi Bob!').locator('.ticks[data-state="delivered"]').waitFor({ timeout: WAIT });
+
+    await conv.click();
+    await message(B, 'Hi Bob!').waitFor({ timeout: WAIT });
+    // Read: Bob has it on screen; the unread badge goes.
+    await message(A, 'Hi Bob!').locator('.ticks[data-state="read"]').waitFor({ timeout: WAIT });
+    await B.locator('#conv-list .badge').waitFor({ state: 'detached', timeout: WAIT });
+    assert.equal(await message(A, 'Hi Bob!').locator('.ticks').getAttribute('aria-label'), 'Read');
+  });
+
+  step('shows each one the other typing', async () => {
+    await B.getByRole('textbox', { name: 'Message' }).pressSequentially('Hey Ali', { delay: 30 });
+    await A.locator('#typing', { hasText: `${users.bob.username} is typing…` }).waitFor({ timeout: WAIT });
+    await A.locator('.conv .conv-last', { hasText: 'is typing…' }).waitFor({ timeout: WAIT });
+    await screenshot(A, 'alice-sees-bob-typing');
+    await B.getByRole('textbox', { name: 'Message' }).pressSequentially('ce!', { delay: 30 });
+    await B.getByRole('textbox', { name: 'Message' }).press('Enter');
+    await message(A, 'Hey Alice!').waitFor({ timeout: WAIT });
+    // The message ends Bob's indicator at once.
+    await A.locator('#typing', { hasText: 'typing' }).waitFor({ state: 'detached', timeout: 1000 }).catch(() => {});
+    assert.equal((await A.locator('#typing').textContent()).trim(), '');
+
+    await A.getByRole('textbox', { name: 'Message' }).pressSequentially('So', { delay: 30 });
+    await B.locator('#typing', { hasText: `${users.alice.username} is typing…` }).waitFor({ timeout: WAIT });
+    await screenshot(B, 'bob-sees-alice-typing');
+    await A.getByRole('textbox', { name: 'Message' }).fill('');
+    await A.getByRole('textbox', { name: 'Message' }).blur();
+    await B.locator('#typing', { hasText: 'typing' }).waitFor({ state: 'detached', timeout: WAIT });
+  });
+
+  step('replies, reacts, edits and deletes', async () => {
+    // Alice replies to Bob's message, with the keyboard: focus the message, Tab to its Reply button.
+    const heyAlice = message(A, 'Hey Alice!');
+    await heyAlice.focus();
+    await A.keyboard.press('Tab');
+    assert.equal(await A.evaluate(() => document.activeElement.textContent), 'Reply');
+    await A.keyboard.press('Enter');
+    await A.locator('#composer-context', { hasText: 'Replying to' }).waitFor({ timeout: WAIT });
+    await A.keyboard.type('Great to see you');
+    await A.keyboard.press('Enter');
+    const reply = message(B, 'Great to see you');
+    await reply.locator('.reply-ref', { hasText: 'Hey Alice!' }).waitFor({ timeout: WAIT });
+
+    // Bob reacts to it; Alice sees the reaction.
+    await reply.locator('.body').click(); // (the quote above it is a link to the quoted message)
+    await reply.getByRole('button', { name: 'React' }).click();
+    await reply.getByRole('button', { name: 'React with 👍' }).click();
+    await message(A, 'Great to see you').locator('.reaction', { hasText: '👍 1' }).waitFor({ timeout: WAIT });
+    assert.equal(await message(B, 'Great to see you').locator('.reaction').getAttribute('aria-pressed'), 'true');
+
+    // Alice edits her first message; Bob sees the new text, marked edited.
+    const first = message(A, 'Hi Bob!');
+    await first.hover();
+    await first.getByRole('button', { name: 'Edit' }).click();
+    const box = A.getByRole('textbox', { name: 'Message' });
+    assert.equal(await box.inputValue(), 'Hi Bob!');
+    await box.fill('Hi Bob, how are you?');
+    await box.press('Enter');
+    await message(B, 'Hi Bob, how are you\\?').locator('.edited').waitFor({ timeout: WAIT });
+
+    // Alice sends a message and deletes it; Bob sees it go.
+    await send(A, 'oops, wrong chat');
+    await message(B, 'oops, wrong chat').waitFor({ timeout: WAIT });
+    A.once('dialog', (d) => d.accept());
+    const oops = message(A, 'oops, wrong chat');
+    await oops.hover();
+    await oops.getByRole('button', { name: 'Delete' }).click();
+    await message(B, 'This message was deleted').waitFor({ timeout: WAIT });
+    assert.equal(await message(B, 'oops, wrong chat').count(), 0);
+    await screenshot(A, 'alice-reply-react-edit-delete');
+    await screenshot(B, 'bob-reply-react-edit-delete');
+  });
+
+  step('goes offline, shows that it reconnects, and comes back with every message in order', async () => {
+    const before = await bodies(B);
+    await B.context().setOffline(true);
+    await B.locator('#conn[data-state="reconnecting"]', { hasText: 'Reconnecting' }).waitFor({ timeout: WAIT });
+    await screenshot(B, 'bob-offline-reconnecting');
+
+    // Bob writes while offline: it waits, visibly, in his outbox.
+    await send(B, 'written offline');
+    await message(B, 'written offline').locator('.sending', { hasText: 'Waiting for the connection' }).waitFor({ timeout: WAIT });
+
+    const missed = Array.from({ length: 6 }, (_, i) => `while you were away ${i + 1}`);
+    for (const text of missed) await send(A, text);
+    for (const text of missed) await message(A, text).locator('.ticks[data-state="sent"]').waitFor({ timeout: WAIT });
+    await B.waitForTimeout(500);
+    assert.deepEqual(await bodies(B), [...before, 'written offline'], 'nothing arrives while offline');
+
+    await B.context().setOffline(false);
+    await waitOnline(B);
+    await until(B, (n) => document.querySelectorAll('#message-list .msg:not(.system):not(.pending)').length >= n, before.length + missed.length + 1, 'Bob did not get every message after reconnecting');
+    const after = await bodies(B);
+    assert.deepEqual(after.slice(0, before.length), before);
+    const fresh = after.slice(before.length);
+    assert.deepEqual(fresh.filter((t) => t !== 'written offline'), missed, 'the missed messages arrive in order');
+    assert.equal(fresh.filter((t) => t === 'written offline').length, 1, 'the offline message is shown once');
+    // Bob's offline message reached Alice exactly once, and Alice's last message shows as read.
+    await message(A, 'written offline').waitFor({ timeout: WAIT });
+    assert.equal(await message(A, 'written offline').count(), 1);
+    await message(A, missed.at(-1)).locator('.ticks[data-state="read"]').waitFor({ timeout: WAIT });
+    const seqs = await B.$$eval('#message-list .msg[data-seq]', (els) => els.map((e) => Number(e.dataset.seq)));
+    assert.deepEqual(seqs, [...seqs].sort((x, y) => x - y), 'messages are shown in seq order');
+    assert.equal(new Set(seqs).size, seqs.length, 'no message is shown twice');
+    await screenshot(B, 'bob-back-online');
+  });
+
+  step('keeps the feed position across a reload and loads older history on scroll', async () => {
+    // 80 more messages, sent by Alice's device over REST (quicker than typing them).
+    const conv = await A.evaluate(() => document.querySelector('#conv-list .conv[aria-current="true"]').dataset.id);
+    const sent = await A.evaluate(async (id) => {
+      const h = globalThis.herald;
+      const out = [];
+      for (let i = 1; i <= 80; i++) {
+        const token = await h.accessToken();
+        const r = await fetch(`/api/v1/conversations/${id}/messages`, {
+          method: 'POST',
+          headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${token}` },
+          body: JSON.stringify({ client_msg_id: `bulk-${i}`, body: `bulk ${i}` }),
+        });
+        out.push(r.status);
+      }
+      return out;
+    }, conv);
+    assert.ok(sent.every((s) => s === 201), `bulk sends: ${sent}`);
+    const posBefore = await B.evaluate(() => globalThis.herald.lastPos);
+    assert.ok(posBefore > 0, 'Bob keeps a feed position');
+
+    await B.reload();
+    await waitOnline(B);
+    assert.ok((await B.evaluate(() => Number(localStorage.getItem(`herald:${globalThis.herald.user.id}:pos`)))) >= posBefore);
+    // The phone layout shows the list first.
+    await B.locator('#conv-list .conv', { hasText: 'bulk 80' }).click();
+    await message(B, 'bulk 80').waitFor({ timeout: WAIT });
+    const shown = await B.locator('#message-list .msg[data-seq]').count();
+    assert.ok(shown < 100, `only the newest pages are loaded at first (${shown})`);
+    for (let i = 0; i < 10 && !(await B.locator('#history-status', { hasText: 'start of the conversation' }).count()); i++) {
+      await B.locator('#messages').evaluate((e) => (e.scrollTop = 0));
+      await B.waitForTimeout(400);
+    }
+    await B.locator('#history-status', { hasText: 'start of the conversation' }).waitFor({ timeout: WAIT });
+    const seqs = await B.$$eval('#message-list .msg[data-seq]', (els) => els.map((e) => Number(e.dataset.seq)));
+    const last = seqs.at(-1);
+    assert.deepEqual(seqs, Array.from({ length: last }, (_, i) => i + 1), 'every seq from 1, once, in order');
+    assert.equal((await bodies(B))[0], 'Hi Bob, how are you?');
+    await B.locator('#messages').evaluate((e) => (e.scrollTop = 0));
+    await screenshot(B, 'bob-history-top');
+  });
+
+  step('refreshes the access token when it has expired, and when it is refused', async () => {
+    const r = await A.evaluate(async () => {
+      // (Refresh tokens are compared: two access tokens issued within one second are identical.)
+      const h = globalThis.herald;
+      const first = h.session.refresh_token;
+      h.session.access_expires_at = Date.now() - 1000; // expired: refreshed before the request
+      await h.me();
+      const second = h.session.refresh_token;
+      // A token the server refuses (here: a broken signature) is refreshed after the 401, and the request retried.
+      const token = h.session.access_token;
+      h._setSession({ ...h.session, access_token: `${token.slice(0, -6)}AAAAAA`, access_expires_at: Date.now() + 600_000 });
+      const me = await h.me();
+      const stored = JSON.parse(localStorage.getItem('herald:session'));
+      return { first, second, third: h.session.refresh_token, user: me.user.username, stored: stored.refresh_token };
+    });
+    assert.notEqual(r.second, r.first);
+    assert.notEqual(r.third, r.second);
+    assert.equal(r.user, users.alice.username);
+    assert.equal(r.stored, r.third, 'the new session is kept in localStorage');
+    // The socket and the UI carry on.
+    await send(A, 'still here');
+    await message(A, 'still here').locator('.ticks').waitFor({ timeout: WAIT });
+  });
+
+  step('answers a resync by reloading, then follows the feed again', async () => {
+    // A position the server cannot serve (ahead of Bob's feed): it answers `resync`, the client reloads over REST.
+    await B.evaluate(() => localStorage.setItem(`herald:${globalThis.herald.user.id}:pos`, '99999999'));
+    await B.reload();
+    await waitOnline(B);
+    const pos = await B.evaluate(() => globalThis.herald.lastPos);
+    assert.ok(pos > 0 && pos < 99999999, `the position comes from the resync answer (${pos})`);
+    await B.locator('#conv-list .conv', { hasText: 'still here' }).click();
+    await send(A, 'after the resync');
+    await message(B, 'after the resync').waitFor({ timeout: WAIT });
+    assert.ok((await B.evaluate(() => globalThis.herald.lastPos)) > pos);
+  });
+
+  step('creates a group, adds and removes a member', async () => {
+    // Carol exists (registered over REST).
+    const r = await fetch(`${base}/api/v1/accounts`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(users.carol) });
+    assert.equal(r.status, 201);
+
+    await A.getByRole('button', { name: 'New group' }).click();
+    const create = A.getByRole('dialog', { name: 'New group' });
+    await create.getByLabel('Group name').fill('Weekend trip');
+    await create.getByLabel('Members').fill(users.bob.username);
+    await A.getByRole('button', { name: 'Create group' }).click();
+    await A.locator('#chat-title', { hasText: 'Weekend trip' }).waitFor({ timeout: WAIT });
+    await send(A, 'Who is in?');
+
+    // Bob hears of the group with its first message.
+    if (await B.locator('#back').isVisible()) await B.locator('#back').click();
+    await B.locator('#conv-list .conv', { hasText: 'Weekend trip' }).click();
+    await message(B, 'Who is in\\?').waitFor({ timeout: WAIT });
+
+    await A.getByRole('button', { name: 'Members' }).click();
+    const dialog = A.getByRole('dialog', { name: 'Members' });
+    await dialog.getByLabel('Add a member').fill(users.carol.username);
+    await dialog.getByRole('button', { name: 'Add', exact: true }).click();
+    await dialog.locator('.member-name', { hasText: users.carol.username }).waitFor({ timeout: WAIT });
+    await screenshot(A, 'alice-group-members');
+    await B.locator('#message-list .msg.system', { hasText: `added ${users.carol.username}` }).waitFor({ timeout: WAIT });
+
+    await dialog.getByRole('button', { name: `Remove ${users.carol.username}` }).click();
+    await dialog.locator('.member-name', { hasText: users.carol.username }).waitFor({ state: 'detached', timeout: WAIT });
+    assert.equal(await dialog.locator('.member-name').count(), 2);
+    await dialog.getByRole('button', { name: 'Close' }).click();
+    await B.locator('#message-list .msg.system', { hasText: `removed ${users.carol.username}` }).waitFor({ timeout: WAIT });
+    await screenshot(B, 'bob-group');
+  });
+
+  step('is usable from the keyboard, with labelled controls', async () => {
+    // Every control has an accessible name, every field a label.
+    const unnamed = await A.evaluate(() =>
+      [...document.querySelectorAll('button, input, textarea, [role="img"]')]
+        .filter((e) => e.offsetParent !== null || e.closest('dialog'))
+        .filter((e) => {
+          const labelled = e.getAttribute('aria-label') || e.getAttribute('aria-labelledby') || (e.labels && e.labels.length) || e.textContent.trim();
+          return !labelled;
+        })
+        .map((e) => e.outerHTML.slice(0, 80)),
+    );
+    assert.deepEqual(unnamed, []);
+    // Tab order from the top of the page: skip link, log out, new chat, new group, the conversations, members,
+    // the message log, the message box, send.
+    await A.locator('.skip-link').focus();
+    const order = ['Skip to the message box'];
+    for (let i = 0; i < 12; i++) {
+      await A.keyboard.press('Tab');
+      order.push(
+        await A.evaluate(() => {
+          const e = document.activeElement;
+          return e.getAttribute('aria-label') || e.labels?.[0]?.textContent.trim() || e.textContent.trim().slice(0, 40);
+        }),
+      );
+    }
+    const expected = ['Skip to the message box', 'Log out', 'New chat', 'New group', 'Members', 'Messages', 'Message', 'Send'];
+    let k = 0;
+    for (const name of order) if (name === expected[k]) k += 1;
+    assert.equal(k, expected.length, `tab order ${JSON.stringify(order)} should pass through ${JSON.stringify(expected)}`);
+    assert.ok(order.filter((n) => n.startsWith('Weekend trip') || n.includes(users.bob.username)).length >= 2, `the conversations are in the tab order: ${JSON.stringify(order)}`);
+    // The message log: arrow keys move between messages.
+    await A.locator('#messages').focus();
+    await A.keyboard.press('ArrowUp');
+    assert.ok(await A.evaluate(() => document.activeElement.classList.contains('msg')), 'ArrowUp focuses a message');
+    // Dialogs: Escape closes, focus returns to the button that opened it.
+    await A.getByRole('button', { name: 'New chat' }).focus();
+    await A.keyboard.press('Enter');
+    assert.equal(await A.evaluate(() => document.activeElement.id), 'chat-username');
+    await A.keyboard.press('Escape');
+    assert.equal(await A.evaluate(() => document.activeElement.id), 'new-chat');
+  });
+
+  step('logs out: the device is gone on the server and in the browser', async () => {
+    const refresh = await A.evaluate(() => globalThis.herald.session.refresh_token);
+    await A.getByRole('button', { name: 'Log out' }).click();
+    await A.locator('#auth-form').waitFor({ timeout: WAIT });
+    assert.equal(await A.evaluate(() => localStorage.getItem('herald:session')), null);
+    const r = await fetch(`${base}/api/v1/sessions/refresh`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ refresh_token: refresh }) });
+    assert.equal(r.status, 401, 'the logged-out device cannot refresh');
+    await screenshot(A, 'alice-logged-out');
+  });
+});
+
+describe('herald-client.js in Node', () => {
+  it('backs off 1, 2, 4 … 30 s with jitter, and honours reconnect.after_ms', STEP, async () => {
+    for (const [attempt, ceiling] of [[0, 1000], [1, 2000], [2, 4000], [3, 8000], [4, 16000], [5, 30000], [9, 30000], [60, 30000]]) {
+      assert.equal(backoffDelay(attempt, () => 0), ceiling / 2, `attempt ${attempt}, least`);
+      assert.equal(backoffDelay(attempt, () => 1), ceiling, `attempt ${attempt}, most`);
+    }
+    // A fake socket: hello, synced, then the server's shutdown sequence (reconnect, close 1012).
+    const sockets = [];
+    class FakeSocket {
+      static refuse = false;
+      constructor(url) {
+        this.url = url;
+        this.readyState = 0;
+        this.sent = [];
+        sockets.push(this);
+        setTimeout(() => {
+          if (FakeSocket.refuse) return this.onclose?.({ code: 1006 });
+          this.readyState = 1;
+          this.onopen?.();
+        }, 0);
+      }
+      send(data) {
+        const f = JSON.parse(data);
+        this.sent.push(f);
+        if (f.type === 'auth') this.onmessage?.({ data: JSON.stringify({ type: 'hello', v: 1, user_id: 'u', device_id: 'd', pos: 7, heartbeat_ms: 30000 }) });
+        if (f.type === 'sync') this.onmessage?.({ data: JSON.stringify({ type: 'synced', pos: 7 }) });
+      }
+      close() {
+        this.readyState = 3;
+      }
+    }
+    const storage = memoryStorage();
+    storage.setItem('herald:session', JSON.stringify({ user: { id: 'u', username: 'u' }, device_id: 'd', access_token: 't', access_expires_at: Date.now() + 3_600_000, refresh_token: 'r' }));
+    const client = new HeraldClient({ baseUrl: 'http://127.0.0.1:9', storage, WebSocket: FakeSocket, random: () => 1 });
+    const statuses = [];
+    client.on('status', (s) => statuses.push(s));
+    try {
+      client.connect();
+      await new Promise((r) => setTimeout(r, 20));
+      assert.equal(client.status, 'online');
+      assert.equal(sockets[0].url, 'ws://127.0.0.1:9/ws?v=1');
+      assert.deepEqual(sockets[0].sent.map((f) => f.type), ['auth', 'sync']);
+      assert.equal(sockets[0].sent[1].since, 7, 'a new device syncs from hello.pos');
+      sockets[0].onmessage({ data: JSON.stringify({ type: 'reconnect', after_ms: 1234 }) });
+      sockets[0].onclose({ code: 1012, reason: 'server restarting: reconnect' });
+      assert.equal(statuses.at(-1).state, 'reconnecting');
+      assert.equal(statuses.at(-1).retryInMs, 1234, 'the first attempt waits reconnect.after_ms');
+      client.reconnectNow();
+      await new Promise((r) => setTimeout(r, 20));
+      assert.equal(sockets.length, 2);
+      assert.equal(sockets[1].sent[1].since, 7, 'the reconnect resumes from the stored position');
+      sockets[1].onclose({ code: 1006 });
+      assert.equal(statuses.at(-1).retryInMs, 1000, 'then the backoff (attempt 0 after synced: 1 s at most)');
+      FakeSocket.refuse = true; // attempts that fail before hello: each wait doubles
+      client.reconnectNow();
+      await new Promise((r) => setTimeout(r, 20));
+      assert.equal(statuses.at(-1).retryInMs, 2000);
+      client.reconnectNow();
+      await new Promise((r) => setTimeout(r, 20));
+      assert.equal(statuses.at(-1).retryInMs, 4000);
+      assert.equal(sockets.length, 4);
+    } finally {
+      client.disconnect();
+    }
+  });
+
+  it('sends through the outbox, gets its ack, and resumes from its position after a dropped socket', STEP, async () => {
+    const events = [];
+    const make = (storage) =>
+      new HeraldClient({ baseUrl: base, storage, WebSocket, reload: async () => {} });
+    const storage = memoryStorage();
+    const carol = make(storage);
+    await carol.login(users.carol.username, users.carol.password, 'node test');
+    const alice = make(memoryStorage());
+    await alice.login(users.alice.username, users.alice.password, 'node test');
+    const { conversation } = await alice.createDirect(carol.user.id);
+    carol.on('event', ({ pos, event }) => events.push({ pos, event }));
+    const online = (c) => new Promise((r) => (c.online ? r() : c.on('status', (s) => s.state === 'online' && r())));
+    try {
+    carol.connect();
+    alice.connect();
+    await Promise.all([online(carol), online(alice)]);
+
+    const acked = new Promise((r) => alice.on('ack', r));
+    const entry = alice.send(conversation.id, 'from node 1');
+    assert.equal(entry.state, 'pending');
+    const { ack } = await acked;
+    assert.ok(ack === null || ack.seq === 1);
+    assert.equal(alice.outbox.length, 0);
+
+    // Carol's socket drops; Alice sends twice; Carol reconnects (backoff: 0.5–1 s) and gets both, in order.
+    const pos = carol.lastPos;
+    carol.interrupt('test');
+    assert.equal(carol.status, 'reconnecting');
+    alice.send(conversation.id, 'from node 2');
+    alice.send(conversation.id, 'from node 3');
+    await new Promise((r) => setTimeout(r, 300));
+    await online(carol);
+    const deadline = Date.now() + WAIT;
+    while (events.filter((e) => e.event.kind === 'message').length < 3 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    const texts = events.filter((e) => e.event.kind === 'message').map((e) => e.event.message.body);
+    assert.deepEqual(texts, ['from node 1', 'from node 2', 'from node 3']);
+    assert.ok(carol.lastPos > pos);
+    const positions = events.map((e) => e.pos);
+    assert.deepEqual(positions, [...new Set(positions)].sort((x, y) => x - y), 'events once each, in feed order');
+    assert.equal(storage.getItem(`herald:${carol.user.id}:pos`), String(carol.lastPos));
+    } finally {
+      carol.disconnect();
+      alice.disconnect();
+    }
+  });
+});
