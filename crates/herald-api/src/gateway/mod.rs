@@ -10,6 +10,7 @@ mod requests;
 use crate::AppState;
 use crate::error::ApiError;
 use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
@@ -110,8 +111,13 @@ pub async fn upgrade(
     State(state): State<AppState>,
     Query(params): Query<WsParams>,
     headers: HeaderMap,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    // A plain GET (no Upgrade header …) gets the usual `{code, message}`, not axum's text.
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => return ApiError::new(ErrorCode::BadRequest, rejection.body_text()).into_response(),
+    };
     let gateway = state.gateway.clone();
     if gateway.draining.is_cancelled() {
         return ApiError::new(ErrorCode::Unavailable, "this node is shutting down; connect to another").into_response();

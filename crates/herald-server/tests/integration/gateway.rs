@@ -293,6 +293,10 @@ async fn handshake_auth_and_rate_limits() {
     ws.send(json!({"type": "auth", "token": alice.token()})).await;
     assert_eq!(ws.expect("hello").await["user_id"], json!(alice.id()));
 
+    // A plain GET is not an upgrade: a JSON error like everywhere else.
+    let plain = app.call(Method::GET, "/ws?v=1", None, None).await;
+    assert_error(&plain, StatusCode::BAD_REQUEST, "bad_request");
+
     // The burst is spent: the next handshake is refused with 429 and a Retry-After.
     let refused = tokio_tungstenite::connect_async(url.as_str()).await;
     match refused {
