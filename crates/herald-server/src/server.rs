@@ -110,9 +110,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let state = AppState { services, metrics, readiness: readiness.clone(), hub, gateway: gateway.clone() };
     let router = herald_api::router(state, config.server.max_body_bytes);
 
-    let listener = tokio::net::TcpListener::bind(config.server.listen)
-        .await
-        .with_context(|| format!("binding {}", config.server.listen))?;
+    let listener = bind(config.server.listen).with_context(|| format!("binding {}", config.server.listen))?;
     let addr = listener.local_addr()?;
 
     let head_timeout = Duration::from_millis(config.gateway.handshake_timeout_ms);
@@ -164,6 +162,18 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     });
     tracing::info!(%addr, "herald listening");
     Ok(Running { addr, stop, task })
+}
+
+/// Pending connections the kernel may queue for us (it caps this at `net.core.somaxconn`). tokio's default
+/// of 1,024 overflowed when 20,000 clients reconnected at once: the overflow waited for SYN retransmits (1, 3,
+/// 7 … s) and the storm took 30 s instead of a few.
+const LISTEN_BACKLOG: u32 = 65_535;
+
+fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Periodic housekeeping: forget idle users' rate-limit buckets.
