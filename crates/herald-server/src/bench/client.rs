@@ -4,6 +4,7 @@
 use anyhow::{Context, bail};
 use futures_util::{SinkExt, StreamExt};
 use herald_proto::{ConversationDetails, ConversationId, CreateConversation, Credentials, Session, UserId};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -76,11 +77,43 @@ pub async fn group(
     Ok(details.conversation.id)
 }
 
+/// How many loopback source addresses (127.0.0.1, 127.0.0.2 …) client sockets are spread over; set once
+/// from `--source-ips`. Each source address has its own range of ephemeral ports.
+static SOURCE_IPS: AtomicUsize = AtomicUsize::new(1);
+static NEXT_SOURCE: AtomicUsize = AtomicUsize::new(0);
+
+pub fn set_source_ips(n: usize) {
+    SOURCE_IPS.store(n.clamp(1, 250), Ordering::Relaxed);
+}
+
+/// Opens a WebSocket to `url` (`ws://HOST:PORT/…`) with small buffers and TCP_NODELAY, from the next loopback
+/// source address when the target is on loopback.
+pub async fn connect(
+    url: &str,
+) -> Result<(Socket, tokio_tungstenite::tungstenite::handshake::client::Response), tokio_tungstenite::tungstenite::Error>
+{
+    use tokio_tungstenite::tungstenite::Error;
+    let config = WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0);
+    let host_port = url.trim_start_matches("ws://").split('/').next().unwrap_or_default();
+    let target: Option<std::net::SocketAddr> = host_port.parse().ok();
+    let Some(target) = target.filter(|t| t.ip().is_loopback() && t.is_ipv4()) else {
+        return tokio_tungstenite::connect_async_with_config(url, Some(config), true).await;
+    };
+    let n = SOURCE_IPS.load(Ordering::Relaxed);
+    let k = NEXT_SOURCE.fetch_add(1, Ordering::Relaxed) % n;
+    let source = std::net::Ipv4Addr::new(127, 0, 0, 1 + k as u8);
+    let socket = tokio::net::TcpSocket::new_v4().map_err(Error::Io)?;
+    socket.bind((source, 0).into()).map_err(Error::Io)?;
+    let stream = socket.connect(target).await.map_err(Error::Io)?;
+    stream.set_nodelay(true).map_err(Error::Io)?;
+    tokio_tungstenite::client_async_with_config(url, tokio_tungstenite::MaybeTlsStream::Plain(stream), Some(config))
+        .await
+}
+
 /// Connects, reads `hello`, and syncs from the current position so the connection is live.
 pub async fn connect_live(ws_base: &str, token: &str) -> anyhow::Result<Socket> {
-    let config = WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0);
     let url = format!("{ws_base}/ws?v=1&token={token}");
-    let (mut socket, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true).await?;
+    let (mut socket, _) = connect(&url).await?;
     let hello = next_text(&mut socket).await?;
     let hello: serde_json::Value = serde_json::from_str(&hello)?;
     let pos = hello["pos"].as_u64().context("hello without pos")?;

@@ -14,6 +14,66 @@ pub struct IdleArgs {
     /// Seconds to hold them idle while measuring CPU.
     #[arg(long, default_value_t = 10)]
     pub hold: u64,
+    /// Client processes to spread the connections over (this one and helpers it starts), since a process here
+    /// may hold at most 20,000 file descriptors.
+    #[arg(long, default_value_t = 1)]
+    pub processes: usize,
+}
+
+/// The arguments of a helper process.
+#[derive(clap::Args, Debug)]
+pub struct HoldArgs {
+    /// A file with one access token per line.
+    #[arg(long)]
+    pub tokens: std::path::PathBuf,
+    /// The server's WebSocket base, e.g. ws://127.0.0.1:8080.
+    #[arg(long)]
+    pub ws: String,
+}
+
+/// Helper process: connects one socket per token, prints `ready N`, and holds them (answering pings) until its
+/// standard input closes.
+pub async fn hold(args: &HoldArgs) -> anyhow::Result<()> {
+    let tokens = std::fs::read_to_string(&args.tokens)?;
+    let mut holders = Vec::new();
+    for token in tokens.lines().filter(|t| !t.is_empty()) {
+        let mut socket = connect_live(&args.ws, token).await?;
+        holders.push(tokio::spawn(async move { while let Some(Ok(_)) = socket.next().await {} }));
+    }
+    println!("ready {}", holders.len());
+    let mut rest = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut tokio::io::stdin(), &mut rest).await?;
+    for h in holders {
+        h.abort();
+    }
+    Ok(())
+}
+
+/// Starts a helper process holding the connections of `tokens`; returns once they are all live.
+async fn spawn_holder(
+    target: &Target,
+    tokens: &[String],
+    source_ips: usize,
+    dir: &std::path::Path,
+    n: usize,
+) -> anyhow::Result<tokio::process::Child> {
+    use tokio::io::AsyncBufReadExt;
+    let file = dir.join(format!("tokens-{n}"));
+    std::fs::write(&file, tokens.join("\n"))?;
+    let mut child = tokio::process::Command::new(std::env::current_exe()?)
+        .args(["bench", "--source-ips", &source_ips.to_string(), "hold", "--ws", &target.ws_base(), "--tokens"])
+        .arg(&file)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let stdout = child.stdout.take().context("helper stdout")?;
+    let mut line = String::new();
+    tokio::io::BufReader::new(stdout).read_line(&mut line).await?;
+    if !line.starts_with("ready") {
+        anyhow::bail!("helper process {n} failed to connect its share: {line}");
+    }
+    Ok(child)
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -55,7 +115,7 @@ impl IdleReport {
     }
 }
 
-pub async fn run(target: &Target, args: &IdleArgs) -> anyhow::Result<IdleReport> {
+pub async fn run(target: &Target, args: &IdleArgs, source_ips: usize) -> anyhow::Result<IdleReport> {
     let http = http()?;
     eprintln!("registering {} users ...", args.connections);
     let sessions = register_users(&http, &target.base, args.connections, 32).await?;
@@ -78,8 +138,17 @@ pub async fn run(target: &Target, args: &IdleArgs) -> anyhow::Result<IdleReport>
 
     eprintln!("connecting ...");
     let started = Instant::now();
-    let mut holders = Vec::with_capacity(sessions.len());
-    for chunk in sessions.chunks(128) {
+    // Shares of the other processes first (each starts a helper that connects its share), then ours.
+    let processes = args.processes.max(1);
+    let share = sessions.len().div_ceil(processes);
+    let dir = tempfile::tempdir()?;
+    let mut helpers = Vec::new();
+    for (n, chunk) in sessions.chunks(share).enumerate().skip(1) {
+        let tokens: Vec<String> = chunk.iter().map(|s| s.access_token.clone()).collect();
+        helpers.push(spawn_holder(target, &tokens, source_ips, dir.path(), n).await?);
+    }
+    let mut holders = Vec::with_capacity(share);
+    for chunk in sessions[..share.min(sessions.len())].chunks(128) {
         let connecting: Vec<_> = chunk
             .iter()
             .map(|s| {
@@ -101,6 +170,10 @@ pub async fn run(target: &Target, args: &IdleArgs) -> anyhow::Result<IdleReport>
     let cpu_end = target.cpu_seconds();
     for h in holders {
         h.abort();
+    }
+    for mut helper in helpers {
+        drop(helper.stdin.take());
+        let _ = helper.wait().await;
     }
     let per = match (rss_before, rss_after) {
         (Some(b), Some(a)) => Some(a.saturating_sub(b) as f64 / args.connections as f64),

@@ -23,6 +23,10 @@ pub struct BenchArgs {
     /// Also write the results as JSON to this file.
     #[arg(long, global = true)]
     pub json: Option<PathBuf>,
+    /// Spread client sockets over this many loopback source addresses (127.0.0.1, 127.0.0.2 …), each with its
+    /// own range of ephemeral ports.
+    #[arg(long, global = true, default_value_t = 1)]
+    pub source_ips: usize,
     /// Also draw the results as an SVG chart into this file.
     #[arg(long, global = true)]
     pub chart: Option<PathBuf>,
@@ -46,9 +50,16 @@ pub enum Scenario {
     Saturate(saturate::SaturateArgs),
     /// All connections drop at once and reconnect at once: time until all resumed, nothing lost.
     Storm(storm::StormArgs),
+    /// A helper process of `idle --processes`: holds the connections of the tokens it is given.
+    #[command(hide = true)]
+    Hold(idle::HoldArgs),
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    client::set_source_ips(args.source_ips);
+    if let Scenario::Hold(a) = &args.scenario {
+        return idle::hold(a).await;
+    }
     let target = node::Target::start(args.server.as_deref()).await?;
     let (report, chart): (serde_json::Value, Option<String>) = match &args.scenario {
         Scenario::Sends(a) => {
@@ -56,8 +67,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             println!("{}", r.table());
             (serde_json::to_value(&r)?, None)
         }
+        Scenario::Hold(_) => unreachable_hold()?,
         Scenario::Idle(a) => {
-            let r = idle::run(&target, a).await?;
+            let r = idle::run(&target, a, args.source_ips).await?;
             println!("{}", r.table());
             (serde_json::to_value(&r)?, r.chart())
         }
@@ -90,4 +102,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     target.stop().await;
     Ok(())
+}
+
+/// `hold` runs before a target is started (see `run`); reaching the scenario match with it is a bug.
+fn unreachable_hold() -> anyhow::Result<(serde_json::Value, Option<String>)> {
+    anyhow::bail!("the hold helper does not start a server")
 }

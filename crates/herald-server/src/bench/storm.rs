@@ -66,7 +66,7 @@ async fn resume(ws_base: &str, token: &str, since: u64) -> anyhow::Result<(Vec<u
     let url = format!("{ws_base}/ws?v=1&token={token}");
     let mut refused = 0;
     let mut socket: Socket = loop {
-        match tokio_tungstenite::connect_async(url.as_str()).await {
+        match super::client::connect(&url).await {
             Ok((socket, _)) => break socket,
             Err(tokio_tungstenite::tungstenite::Error::Http(response)) if response.status() == 429 => {
                 refused += 1;
