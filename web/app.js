@@ -826,13 +826,19 @@ async function submitComposer() {
   $('composer-error').textContent = '';
   if (S.mode?.kind === 'edit') {
     const seq = S.mode.seq;
+    // Leave edit mode at once, so what is typed next is a new message, not a second edit of this one; the
+    // text comes back with the error if the edit fails.
+    input.value = '';
+    setMode(null);
     try {
       const m = await client.edit(c.id, seq, body);
       applyMessage(m, false);
-      input.value = '';
-      setMode(null);
     } catch (e) {
       $('composer-error').textContent = `Could not edit: ${e.message}`;
+      if (!input.value) {
+        setMode({ kind: 'edit', seq });
+        input.value = body;
+      }
     }
   } else {
     const replyTo = S.mode?.kind === 'reply' ? S.mode.seq : null;

@@ -306,7 +306,10 @@ describe('two people chatting in browsers', () => {
     assert.equal(await box.inputValue(), 'Hi Bob!');
     await box.fill('Hi Bob, how are you?');
     await box.press('Enter');
+    // Leaving edit mode is immediate: the box is empty and what is typed next is a new message.
+    assert.equal(await box.inputValue(), '');
     await message(B, 'Hi Bob, how are you\\?').locator('.edited').waitFor({ timeout: WAIT });
+    await message(A, 'Hi Bob, how are you\\?').locator('.edited').waitFor({ timeout: WAIT });
 
     // Alice sends a message and deletes it; Bob sees it go.
     await send(A, 'oops, wrong chat');
