@@ -307,6 +307,19 @@ impl Config {
         Ok(())
     }
 
+    /// A throwaway node, for tests and local experiments: port 0 on loopback, data in `dir`, password hashing
+    /// made cheap and per-user rate limits lifted (neither is what such a node is for).
+    pub fn ephemeral(dir: &Path) -> Config {
+        let mut config = Config::default();
+        config.server.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.server.data_dir = dir.to_owned();
+        config.auth.argon2_memory_kib = 256;
+        config.auth.argon2_iterations = 1;
+        config.limits.sends_per_second = 100_000;
+        config.limits.send_burst = 100_000;
+        config
+    }
+
     pub fn gateway(&self) -> herald_api::gateway::GatewayConfig {
         let w = &self.gateway;
         herald_api::gateway::GatewayConfig {
@@ -358,6 +371,7 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         Config::default().validate().expect("defaults validate");
+        Config::ephemeral(Path::new("/tmp/x")).validate().expect("an ephemeral node validates");
     }
 
     #[test]

@@ -22,17 +22,11 @@ pub fn init_tracing() {
         .try_init();
 }
 
-/// Port 0, the given data dir, cheap password hashing, generous rate limits, short reconnect hints.
+/// A throwaway node with short reconnect hints.
 pub fn test_config(dir: &std::path::Path) -> Config {
-    let mut config = Config::default();
-    config.server.listen = "127.0.0.1:0".parse().expect("addr");
-    config.server.data_dir = dir.to_owned();
+    let mut config = Config::ephemeral(dir);
     config.server.shutdown_grace_secs = 5;
     config.auth.jwt_secret = Some("client-test-secret-client-test-secret".into());
-    config.auth.argon2_memory_kib = 256;
-    config.auth.argon2_iterations = 1;
-    config.limits.sends_per_second = 100_000;
-    config.limits.send_burst = 100_000;
     config.gateway.reconnect_jitter_ms = 200;
     config
 }

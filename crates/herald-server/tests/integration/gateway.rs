@@ -44,14 +44,7 @@ async fn two_users_chat_both_ways() {
 #[tokio::test]
 async fn a_group_receives_one_order() {
     let app = std::sync::Arc::new(spawn_app().await);
-    let owner = app.register("owner").await;
-    let mut members = Vec::new();
-    for _ in 0..5 {
-        members.push(app.register("m").await);
-    }
-    let refs: Vec<&User> = members.iter().collect();
-    let g = app.group(&owner, &refs).await;
-    let everyone: Vec<User> = std::iter::once(owner.clone()).chain(members.iter().cloned()).collect();
+    let (g, everyone) = app.populated_group(5).await;
     let mut sockets = Vec::new();
     for user in &everyone {
         sockets.push(Ws::connect_synced(&app, user, 0).await.0);

@@ -11,17 +11,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// The signing secret test servers use, so tests can forge tokens.
 pub const JWT_SECRET: &str = "test-secret-test-secret-test-secret!";
 
-/// A test configuration: port 0, the given data dir, cheap password hashing, generous rate limits.
+/// A throwaway node whose tokens the tests can forge.
 pub fn test_config(dir: &std::path::Path) -> Config {
-    let mut config = Config::default();
-    config.server.listen = "127.0.0.1:0".parse().expect("addr");
-    config.server.data_dir = dir.to_owned();
+    let mut config = Config::ephemeral(dir);
     config.server.shutdown_grace_secs = 10;
     config.auth.jwt_secret = Some(JWT_SECRET.into());
-    config.auth.argon2_memory_kib = 256;
-    config.auth.argon2_iterations = 1;
-    config.limits.sends_per_second = 100_000;
-    config.limits.send_burst = 100_000;
     config
 }
 
@@ -165,6 +159,18 @@ impl TestApp {
             .await;
         assert_eq!(status, StatusCode::CREATED, "group: {body}");
         conversation_id(&body)
+    }
+
+    /// A group of an owner and `members` fresh users; returns it with everyone in it, the owner first.
+    pub async fn populated_group(&self, members: usize) -> (ConversationId, Vec<User>) {
+        let owner = self.register("owner").await;
+        let mut others = Vec::with_capacity(members);
+        for _ in 0..members {
+            others.push(self.register("m").await);
+        }
+        let refs: Vec<&User> = others.iter().collect();
+        let g = self.group(&owner, &refs).await;
+        (g, std::iter::once(owner).chain(others).collect())
     }
 
     /// Sends and expects a fresh ack; returns its seq.

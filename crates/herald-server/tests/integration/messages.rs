@@ -23,14 +23,8 @@ fn seqs(messages: &[Value]) -> Vec<u64> {
 #[tokio::test]
 async fn concurrent_senders_get_dense_seqs_and_everyone_sees_one_order() {
     let app = std::sync::Arc::new(spawn_app().await);
-    let owner = app.register("owner").await;
-    let mut members = Vec::new();
-    for _ in 0..7 {
-        members.push(app.register("m").await);
-    }
-    let refs: Vec<&User> = members.iter().collect();
-    let g = app.group(&owner, &refs).await;
-    let senders: Vec<User> = std::iter::once(owner.clone()).chain(members.iter().cloned()).collect();
+    let (g, senders) = app.populated_group(7).await;
+    let (owner, members) = (&senders[0], &senders[1..]);
 
     const PER_SENDER: usize = 25;
     let mut handles = Vec::new();
@@ -47,9 +41,9 @@ async fn concurrent_senders_get_dense_seqs_and_everyone_sees_one_order() {
     let total = (senders.len() * PER_SENDER) as u64;
     assert_eq!(acked, (1..=total).collect::<Vec<_>>(), "acked seqs are exactly 1..={total}");
 
-    let reference = app.all_messages(&owner, g).await;
+    let reference = app.all_messages(owner, g).await;
     assert_eq!(seqs(&reference), (1..=total).collect::<Vec<_>>());
-    for member in &members {
+    for member in members {
         assert_eq!(app.all_messages(member, g).await, reference, "every member sees the same history");
     }
     // Every body appears exactly once.
