@@ -370,9 +370,12 @@ fn kicked(outbox: &Outbox<Outgoing>) -> Close {
     }
 }
 
+/// Sends the close frame, waiting as long as any write may: a client kicked for being slow has its buffers
+/// full, and only reads the close frame (which says why, and that it should resume) after what is queued
+/// before it. With 1 s, clients on hosts with small socket buffers saw a reset instead of 4008.
 async fn close_with(socket: &mut WebSocket, close: Close) -> Result<(), axum::Error> {
     let frame = CloseFrame { code: close.code, reason: Utf8Bytes::from_static(close.reason) };
-    tokio::time::timeout(Duration::from_secs(1), socket.send(Message::Close(Some(frame)))).await.unwrap_or(Ok(()))
+    tokio::time::timeout(WRITE_TIMEOUT, socket.send(Message::Close(Some(frame)))).await.unwrap_or(Ok(()))
 }
 
 fn text(frame: &ServerFrame) -> Message {
