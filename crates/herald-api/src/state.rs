@@ -26,4 +26,7 @@ pub struct AppState {
     pub readiness: Arc<Readiness>,
     pub hub: Arc<Hub>,
     pub gateway: Arc<Gateway>,
+    pub media: Arc<herald_media::Media>,
+    /// Usernames allowed to use the admin endpoints.
+    pub admins: Arc<std::collections::HashSet<String>>,
 }

@@ -54,9 +54,10 @@ static ETAGS: LazyLock<Vec<HeaderValue>> = LazyLock::new(|| {
 });
 
 /// The page may load and connect to its own origin only: no CDN, no external font, no inline script.
-/// (`connect-src 'self'` covers the same-origin `ws:`/`wss:` URL of the gateway.)
+/// (`connect-src 'self'` covers the same-origin `ws:`/`wss:` URL of the gateway; `media-src 'self'` the
+/// signed `/media/...` URLs of attached videos and audio.)
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
-                   connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+                   media-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 /// `GET /` and `GET /app/{file}`. The state type is left open so the routes merge into any router.
 pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {

@@ -5,9 +5,9 @@
 
 use crate::error::ClientError;
 use herald_proto::{
-    ConversationDetails, ConversationId, ConversationPage, CreateConversation, Credentials, CursorState, Direction,
-    ErrorBody, HistoryPage, HistoryQuery, Me, RefreshRequest, SendAck, SendMessage, Session, UpdateCursor, UserId,
-    UserProfile,
+    ConversationDetails, ConversationId, ConversationPage, CreateConversation, CreateUpload, Credentials, CursorState,
+    Direction, ErrorBody, HistoryPage, HistoryQuery, Me, MediaId, MediaInfo, RefreshRequest, SendAck, SendMessage,
+    Session, UpdateCursor, UserId, UserProfile,
 };
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
@@ -195,6 +195,75 @@ impl Api {
     ) -> Result<CursorState, ClientError> {
         let path = format!("/conversations/{conversation}/cursor");
         self.json(self.request(Method::PUT, &path, Some(token)).json(cursor)).await
+    }
+
+    /// `POST /api/v1/uploads`: announces an upload of `size` bytes. The server sniffs the real type; the
+    /// name and claimed type are informational.
+    pub async fn create_upload(&self, token: &str, upload: &CreateUpload) -> Result<MediaInfo, ClientError> {
+        self.json(self.request(Method::POST, "/uploads", Some(token)).json(upload)).await
+    }
+
+    /// `PATCH /api/v1/uploads/{id}`: appends `bytes` at `offset` (which must be what the server has).
+    /// Returns the upload with `received` advanced; when that reaches the size, processing starts.
+    pub async fn append_upload(
+        &self,
+        token: &str,
+        id: MediaId,
+        offset: u64,
+        bytes: bytes::Bytes,
+    ) -> Result<MediaInfo, ClientError> {
+        let request = self
+            .request(Method::PATCH, &format!("/uploads/{id}"), Some(token))
+            .header("Upload-Offset", offset.to_string())
+            .header(reqwest::header::CONTENT_TYPE, "application/offset+octet-stream")
+            .body(bytes);
+        self.json(request).await
+    }
+
+    /// `GET /api/v1/media/{id}`: the upload's state and, once ready, signed URLs of its variants.
+    pub async fn media(&self, token: &str, id: MediaId) -> Result<MediaInfo, ClientError> {
+        self.json(self.request(Method::GET, &format!("/media/{id}"), Some(token))).await
+    }
+
+    /// Uploads `bytes` in chunks of `chunk` bytes, continuing from the server's offset when a chunk fails
+    /// (up to `attempts` failures in a row, with a short backoff), then waits until the pipeline has
+    /// finished. Returns the final upload: `Ready`, or `Rejected` with its reason.
+    pub async fn upload(
+        &self,
+        token: &str,
+        bytes: bytes::Bytes,
+        filename: &str,
+        chunk: usize,
+    ) -> Result<MediaInfo, ClientError> {
+        const ATTEMPTS: u32 = 5;
+        let upload = CreateUpload { size: bytes.len() as u64, filename: Some(filename.to_owned()), content_type: None };
+        let mut info = self.create_upload(token, &upload).await?;
+        let chunk = chunk.max(1) as u64;
+        let mut failures = 0;
+        while info.received < upload.size {
+            let start = info.received;
+            let end = (start + chunk).min(upload.size);
+            match self.append_upload(token, info.id, start, bytes.slice(start as usize..end as usize)).await {
+                Ok(next) => {
+                    info = next;
+                    failures = 0;
+                }
+                Err(e) if failures + 1 < ATTEMPTS && e.is_retryable() => {
+                    failures += 1;
+                    tokio::time::sleep(Duration::from_millis(200 * u64::from(failures))).await;
+                    // Whatever reached the server before the failure counts: ask where to continue.
+                    info = self.media(token, info.id).await?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        loop {
+            if info.state.is_final() {
+                return Ok(info);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            info = self.media(token, info.id).await?;
+        }
     }
 
     // ----- plumbing -----

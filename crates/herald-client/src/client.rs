@@ -258,18 +258,35 @@ impl Client {
     /// until acknowledged, always with the same `client_msg_id`, so the server stores it exactly once.
     /// A conversation's messages are stored in the order they were written.
     pub fn send(&self, conversation: ConversationId, body: impl Into<String>) -> PendingSend {
-        self.send_message(conversation, body.into(), None)
+        self.send_message(conversation, body.into(), None, Vec::new())
     }
 
     /// Like [`Client::send`], as a reply to the message `reply_to` (a seq) of the same conversation.
     pub fn send_reply(&self, conversation: ConversationId, body: impl Into<String>, reply_to: u64) -> PendingSend {
-        self.send_message(conversation, body.into(), Some(reply_to))
+        self.send_message(conversation, body.into(), Some(reply_to), Vec::new())
     }
 
-    fn send_message(&self, conversation: ConversationId, body: String, reply_to: Option<u64>) -> PendingSend {
+    /// Like [`Client::send`], attaching ready uploads (see [`crate::Api::upload`]); `body` may be empty.
+    pub fn send_with_attachments(
+        &self,
+        conversation: ConversationId,
+        body: impl Into<String>,
+        attachments: Vec<herald_proto::MediaId>,
+    ) -> PendingSend {
+        self.send_message(conversation, body.into(), None, attachments)
+    }
+
+    fn send_message(
+        &self,
+        conversation: ConversationId,
+        body: String,
+        reply_to: Option<u64>,
+        attachments: Vec<herald_proto::MediaId>,
+    ) -> PendingSend {
         let client_msg_id = uuid::Uuid::now_v7().to_string();
         let (tx, rx) = oneshot::channel();
-        let item = Item::new(client_msg_id.clone(), body, reply_to, tx);
+        let mut item = Item::new(client_msg_id.clone(), body, reply_to, tx);
+        item.attachments = attachments;
         // If the task is gone, the command (and the reply sender with it) is dropped: the future says Closed.
         let _ = self.commands.send(Command::Send(conversation, item));
         PendingSend { conversation_id: conversation, client_msg_id, rx }

@@ -74,6 +74,18 @@ impl ClientError {
         }
     }
 
+    /// Whether trying again may succeed: the connection failed, or the server was busy or unavailable.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ClientError::Http(_) => true,
+            ClientError::Server { code, .. } => {
+                matches!(code, ErrorCode::RateLimited | ErrorCode::Unavailable | ErrorCode::Internal)
+            }
+            ClientError::Unexpected { status, .. } => *status >= 500,
+            _ => false,
+        }
+    }
+
     pub(crate) fn from_frame(code: ErrorCode, message: String, retry_after_ms: Option<u64>) -> Self {
         ClientError::Server { status: None, code, message, retry_after_ms }
     }

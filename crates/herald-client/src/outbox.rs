@@ -23,6 +23,8 @@ pub(crate) struct Item {
     pub client_msg_id: String,
     pub body: String,
     pub reply_to: Option<u64>,
+    /// Ready uploads the message attaches (the same ones on every retry).
+    pub attachments: Vec<herald_proto::MediaId>,
     pub reply: Option<oneshot::Sender<SendResult>>,
     in_flight: bool,
     /// After a transient refusal: not before this instant.
@@ -33,7 +35,16 @@ pub(crate) struct Item {
 
 impl Item {
     pub fn new(client_msg_id: String, body: String, reply_to: Option<u64>, reply: oneshot::Sender<SendResult>) -> Self {
-        Self { client_msg_id, body, reply_to, reply: Some(reply), in_flight: false, not_before: None, retries: 0 }
+        Self {
+            client_msg_id,
+            body,
+            reply_to,
+            attachments: Vec::new(),
+            reply: Some(reply),
+            in_flight: false,
+            not_before: None,
+            retries: 0,
+        }
     }
 
     fn resolve(mut self, result: SendResult) {
@@ -92,6 +103,7 @@ impl Outbox {
                 client_msg_id: head.client_msg_id.clone(),
                 body: head.body.clone(),
                 reply_to: head.reply_to,
+                attachments: head.attachments.clone(),
             });
         }
         frames

@@ -5,6 +5,7 @@ mod client {
     pub mod helpers;
 
     mod backoff;
+    mod media;
     mod outbox;
     mod resume;
 }

@@ -1,4 +1,4 @@
-//! The store conformance suite: every backend runs it unchanged against its four stores.
+//! The store conformance suite: every backend runs it unchanged against its five stores.
 //!
 //! Each function exercises one trait of [`crate::store`] and panics, naming the contract that broke, when
 //! the backend does not behave as the trait documents. Every check uses fresh ids (UUIDv7) and fresh
@@ -8,22 +8,26 @@
 //! and therefore need a Tokio runtime (a multi-threaded one exercises them best).
 
 use crate::now_millis;
-use crate::store::{CursorUpdate, Device, MessageWrite, StoreError, StoreResult, Stores, User};
+use crate::store::{
+    BlockedHash, ContentRecord, CursorUpdate, Device, MediaRecord, MessageWrite, StoreError, StoreResult,
+    StoredVariant, Stores, Tier, User,
+};
 use herald_proto::{
-    Conversation, ConversationId, ConversationKind, DeviceCursor, DeviceId, Direction, Member, Message, MessageId,
-    Role, UserId,
+    Attachment, Conversation, ConversationId, ConversationKind, DeviceCursor, DeviceId, Direction, MediaId, MediaState,
+    Member, Message, MessageId, Millis, RejectReason, Role, UserId,
 };
 use std::collections::{BTreeMap, BTreeSet};
 
 /// How many tasks race in the concurrency checks.
 const RACERS: usize = 8;
 
-/// Runs the whole suite: users, conversations, messages, cursors.
+/// Runs the whole suite: users, conversations, messages, cursors, media.
 pub async fn run_all(stores: Stores) {
     users(&stores).await;
     conversations(&stores).await;
     messages(&stores).await;
     cursors(&stores).await;
+    media(&stores).await;
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -142,6 +146,7 @@ fn message(conversation: ConversationId, seq: u64, sender: UserId, device: Devic
         deleted: false,
         reactions: BTreeMap::new(),
         system: None,
+        attachments: Vec::new(),
     }
 }
 
@@ -970,4 +975,541 @@ pub async fn cursors(stores: &Stores) {
         ok(s.advance(&[]).await, "advance of nothing").is_empty(),
         "CursorStore::advance of no updates must return no cursors"
     );
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// MediaStore
+// ---------------------------------------------------------------------------------------------------------
+
+/// A pending upload of `size` declared bytes.
+fn upload(owner: UserId, size: u64, created_at: Millis) -> MediaRecord {
+    MediaRecord {
+        id: MediaId::new(),
+        owner,
+        state: MediaState::Pending,
+        reason: None,
+        detail: None,
+        declared_size: size,
+        filename: Some("photo.png".into()),
+        claimed_type: Some("image/png".into()),
+        content_type: None,
+        content_hash: None,
+        created_at,
+        updated_at: created_at,
+    }
+}
+
+/// A content hash no other check (or earlier run) uses, shaped like BLAKE3 hex.
+fn fresh_hash() -> String {
+    format!("{}{}", MediaId::new().0.simple(), MediaId::new().0.simple())
+}
+
+/// A stored content of `size` bytes, hot, last accessed at `at`; `refs` is the store's to set.
+fn content_of(hash: &str, size: u64, at: Millis) -> ContentRecord {
+    let original = StoredVariant {
+        key: format!("{hash}/original"),
+        content_type: "image/png".into(),
+        size,
+        width: Some(640),
+        height: Some(480),
+    };
+    ContentRecord {
+        hash: hash.to_owned(),
+        content_type: "image/png".into(),
+        size,
+        width: Some(640),
+        height: Some(480),
+        duration_ms: None,
+        variants: BTreeMap::from([("original".to_owned(), original)]),
+        tier: Tier::Hot,
+        refs: 0,
+        created_at: at,
+        last_access: at,
+    }
+}
+
+fn attachment(media: MediaId, size: u64) -> Attachment {
+    Attachment {
+        media_id: media,
+        content_type: "image/png".into(),
+        size,
+        filename: Some("photo.png".into()),
+        width: Some(640),
+        height: Some(480),
+    }
+}
+
+fn ids_of(records: &[MediaRecord]) -> BTreeSet<MediaId> {
+    records.iter().map(|r| r.id).collect()
+}
+
+fn hashes_of(contents: &[ContentRecord]) -> BTreeSet<String> {
+    contents.iter().map(|c| c.hash.clone()).collect()
+}
+
+fn sorted<T: Ord>(mut items: Vec<T>) -> Vec<T> {
+    items.sort();
+    items
+}
+
+/// Uploads, quotas (also under concurrency), completion with deduplication, rejection, attachment
+/// references written by message commits, garbage collection, takedowns, the blocklist and tiering.
+pub async fn media(stores: &Stores) {
+    let s = &stores.media;
+    let t0 = now_millis();
+    let big_quota = u64::MAX / 2;
+    let owner = create_user(stores).await.id;
+
+    // Nothing is there for fresh ids.
+    let missing = MediaId::new();
+    let missing_hash = fresh_hash();
+    assert_eq!(ok(s.media(missing).await, "media of unknown"), None, "MediaStore::media found a ghost");
+    assert_eq!(ok(s.content(&missing_hash).await, "content of unknown"), None, "MediaStore::content found a ghost");
+    assert_eq!(ok(s.usage(owner).await, "usage of a fresh user"), 0, "MediaStore::usage of a fresh user must be 0");
+    assert!(ok(s.attached_in(missing).await, "attached_in of unknown").is_empty(), "MediaStore::attached_in: ghost");
+    assert_eq!(ok(s.remove(missing).await, "remove of unknown"), None, "MediaStore::remove of unknown: not None");
+    assert!(
+        !ok(s.set_progress(missing, MediaState::Scanning, None).await, "set_progress of unknown"),
+        "MediaStore::set_progress of an unknown upload must return false"
+    );
+    assert!(
+        !ok(s.reject(missing, RejectReason::Failed, None).await, "reject of unknown"),
+        "MediaStore::reject of an unknown upload must return false"
+    );
+    expect_conflict(
+        s.complete(missing, &content_of(&missing_hash, 1, t0)).await,
+        "MediaStore::complete of an unknown upload",
+    );
+    assert_eq!(ok(s.content(&missing_hash).await, "content"), None, "MediaStore::complete refused but stored");
+    assert!(!ok(s.is_taken_down(&missing_hash).await, "is_taken_down"), "MediaStore::is_taken_down of a fresh hash");
+    assert!(!ok(s.set_tier(&missing_hash, Tier::Cold).await, "set_tier"), "MediaStore::set_tier of unknown: true");
+    ok(s.touch(&[(missing_hash.clone(), t0)]).await, "touch of an unknown content");
+    assert_eq!(ok(s.content(&missing_hash).await, "content"), None, "MediaStore::touch created a content");
+
+    // Quota at the edge: exactly at the quota is allowed, one byte over is refused and changes nothing.
+    let quota = 1_000;
+    let a = upload(owner, 600, t0);
+    ok(s.create_upload(&a, quota).await, "create_upload under the quota");
+    assert_eq!(
+        ok(s.media(a.id).await, "media"),
+        Some(a.clone()),
+        "MediaStore::media must return the upload as created"
+    );
+    assert_eq!(ok(s.usage(owner).await, "usage"), 600, "MediaStore::create_upload must count the declared size");
+    let exact = upload(owner, 400, t0);
+    ok(s.create_upload(&exact, quota).await, "create_upload up to exactly the quota");
+    assert_eq!(ok(s.usage(owner).await, "usage"), 1_000, "MediaStore::create_upload exactly at the quota");
+    let over = upload(owner, 1, t0);
+    expect_limit(s.create_upload(&over, quota).await, "MediaStore::create_upload one byte over the quota");
+    assert_eq!(ok(s.media(over.id).await, "media"), None, "MediaStore::create_upload refused but stored the upload");
+    assert_eq!(ok(s.usage(owner).await, "usage"), 1_000, "MediaStore::create_upload refused but counted the bytes");
+
+    // Racing for the last bytes: with 300 of 1000 left, exactly three uploads of 100 fit.
+    let racer = create_user(stores).await.id;
+    ok(s.create_upload(&upload(racer, 700, t0), quota).await, "create_upload before the race");
+    let mut racers = Vec::with_capacity(RACERS);
+    for _ in 0..RACERS {
+        let store = s.clone();
+        let record = upload(racer, 100, t0);
+        racers.push(tokio::spawn(async move { (record.id, store.create_upload(&record, quota).await) }));
+    }
+    let (mut won, mut lost) = (Vec::new(), Vec::new());
+    for task in racers {
+        match task.await.expect("a racing create_upload task panicked") {
+            (id, Ok(())) => won.push(id),
+            (id, Err(StoreError::LimitExceeded(_))) => lost.push(id),
+            (_, Err(e)) => panic!("store conformance: racing create_upload failed with {e:?}"),
+        }
+    }
+    assert_eq!(
+        won.len(),
+        3,
+        "MediaStore::create_upload: {RACERS} concurrent uploads of 100 bytes with 300 left; {} succeeded",
+        won.len()
+    );
+    assert_eq!(ok(s.usage(racer).await, "usage after race"), 1_000, "MediaStore::create_upload race: usage");
+    for id in &lost {
+        assert_eq!(ok(s.media(*id).await, "media"), None, "MediaStore::create_upload refused but stored");
+    }
+    for id in &won {
+        assert!(ok(s.media(*id).await, "media").is_some(), "MediaStore::create_upload succeeded but did not store");
+    }
+
+    // set_progress on an upload that is not final: state and sniffed type, nothing else.
+    assert!(
+        ok(s.set_progress(a.id, MediaState::Scanning, Some("image/png")).await, "set_progress"),
+        "MediaStore::set_progress of a pending upload must return true"
+    );
+    let scanning = ok(s.media(a.id).await, "media").expect("the upload exists");
+    assert_eq!(
+        (scanning.state, scanning.content_type.as_deref()),
+        (MediaState::Scanning, Some("image/png")),
+        "MediaStore::set_progress must record the state and the sniffed type"
+    );
+    assert_eq!(
+        (scanning.owner, scanning.declared_size, scanning.created_at, &scanning.filename),
+        (a.owner, a.declared_size, a.created_at, &a.filename),
+        "MediaStore::set_progress changed more than the state and type"
+    );
+    assert!(ok(s.set_progress(a.id, MediaState::Processing, None).await, "set_progress"), "set_progress: false");
+    let processing = ok(s.media(a.id).await, "media").expect("the upload exists");
+    assert_eq!(
+        (processing.state, processing.content_type.as_deref()),
+        (MediaState::Processing, Some("image/png")),
+        "MediaStore::set_progress without a type must keep the one recorded"
+    );
+    assert_eq!(ok(s.usage(owner).await, "usage"), 1_000, "MediaStore::set_progress changed the usage");
+
+    // complete with a new content: refs 1, and the usage moves from the declared to the stored size.
+    let hash = fresh_hash();
+    let first = ok(s.complete(a.id, &content_of(&hash, 500, t0)).await, "complete");
+    assert!(!first.existed, "MediaStore::complete of a new content said it existed");
+    assert_eq!(
+        first.content,
+        ContentRecord { refs: 1, ..content_of(&hash, 500, t0) },
+        "MediaStore::complete of a new content must store it as given, with refs 1"
+    );
+    assert_eq!(
+        ok(s.content(&hash).await, "content"),
+        Some(first.content.clone()),
+        "MediaStore::content after complete"
+    );
+    let ready = ok(s.media(a.id).await, "media").expect("the upload exists");
+    assert_eq!(
+        (ready.state, ready.content_hash.as_deref(), ready.owner, ready.declared_size),
+        (MediaState::Ready, Some(hash.as_str()), a.owner, a.declared_size),
+        "MediaStore::complete must make the upload ready and point it at the content"
+    );
+    assert_eq!(ok(s.usage(owner).await, "usage"), 900, "MediaStore::complete: usage must move to the stored size");
+
+    // Final uploads refuse progress, rejection and a second completion, and nothing changes.
+    assert!(
+        !ok(s.set_progress(a.id, MediaState::Processing, None).await, "set_progress of a ready upload"),
+        "MediaStore::set_progress of a ready upload must return false"
+    );
+    assert!(
+        !ok(s.reject(a.id, RejectReason::Failed, None).await, "reject of a ready upload"),
+        "MediaStore::reject of a ready upload must return false"
+    );
+    expect_conflict(s.complete(a.id, &content_of(&hash, 500, t0)).await, "MediaStore::complete of a ready upload");
+    assert_eq!(ok(s.media(a.id).await, "media"), Some(ready.clone()), "a refused call changed a ready upload");
+    assert_eq!(ok(s.content(&hash).await, "content").map(|c| c.refs), Some(1), "a refused complete changed refs");
+    assert_eq!(ok(s.usage(owner).await, "usage"), 900, "a refused call changed the usage");
+
+    // A second upload of the same bytes: deduplicated, refs 2, the stored record (not the caller's) wins.
+    let mut other_copy = content_of(&hash, 500, t0 + 5);
+    other_copy.variants.values_mut().for_each(|v| v.key = format!("{hash}/elsewhere"));
+    let second = ok(s.complete(exact.id, &other_copy).await, "complete of the same content");
+    assert!(second.existed, "MediaStore::complete of an already stored content must say it existed");
+    assert_eq!(
+        second.content,
+        ContentRecord { refs: 2, ..first.content.clone() },
+        "MediaStore::complete of a stored content must return the stored record with refs + 1"
+    );
+    assert_eq!(ok(s.content(&hash).await, "content"), Some(second.content.clone()), "content after dedup");
+    assert_eq!(ok(s.usage(owner).await, "usage"), 1_000, "MediaStore::complete (dedup): usage 900 - 400 + 500");
+
+    // reject releases the usage, is false the second time; a completion after it is a Conflict.
+    let b = upload(owner, 50, t0);
+    ok(s.create_upload(&b, big_quota).await, "create_upload");
+    assert_eq!(ok(s.usage(owner).await, "usage"), 1_050, "MediaStore::create_upload: usage");
+    assert!(
+        ok(s.reject(b.id, RejectReason::Malware, Some("EICAR")).await, "reject"),
+        "MediaStore::reject of a pending upload must return true"
+    );
+    let rejected = ok(s.media(b.id).await, "media").expect("a rejected upload is kept");
+    assert_eq!(
+        (rejected.state, rejected.reason, rejected.detail.as_deref()),
+        (MediaState::Rejected, Some(RejectReason::Malware), Some("EICAR")),
+        "MediaStore::reject must record the state, the reason and the detail"
+    );
+    assert_eq!(ok(s.usage(owner).await, "usage"), 1_000, "MediaStore::reject must release the declared size");
+    assert!(
+        !ok(s.reject(b.id, RejectReason::Failed, None).await, "reject again"),
+        "MediaStore::reject of a rejected upload must return false"
+    );
+    assert!(
+        !ok(s.set_progress(b.id, MediaState::Scanning, None).await, "set_progress of a rejected upload"),
+        "MediaStore::set_progress of a rejected upload must return false"
+    );
+    expect_conflict(s.complete(b.id, &content_of(&hash, 500, t0)).await, "MediaStore::complete after reject");
+    assert_eq!(ok(s.media(b.id).await, "media"), Some(rejected.clone()), "a refused complete changed the upload");
+    assert_eq!(ok(s.content(&hash).await, "content").map(|c| c.refs), Some(2), "a refused complete changed refs");
+    assert_eq!(ok(s.usage(owner).await, "usage"), 1_000, "a refused complete changed the usage");
+
+    // complete of a taken-down hash is a Conflict, and nothing changes.
+    let banned = fresh_hash();
+    let nothing = ok(s.take_down(&banned, Some("not stored yet"), t0).await, "take_down of an unstored hash");
+    assert_eq!((nothing.content, nothing.uploads), (None, Vec::new()), "take_down of an unstored hash did something");
+    assert!(ok(s.is_taken_down(&banned).await, "is_taken_down"), "MediaStore::is_taken_down after take_down");
+    let c = upload(owner, 70, t0);
+    ok(s.create_upload(&c, big_quota).await, "create_upload");
+    expect_conflict(s.complete(c.id, &content_of(&banned, 60, t0)).await, "MediaStore::complete of a taken-down hash");
+    assert_eq!(ok(s.media(c.id).await, "media"), Some(c.clone()), "a refused complete changed the upload");
+    assert_eq!(ok(s.content(&banned).await, "content"), None, "a refused complete stored the content");
+    assert_eq!(ok(s.usage(owner).await, "usage"), 1_070, "a refused complete changed the usage");
+
+    // unfinished: every upload that is not final, and none that is.
+    let scanning_upload = upload(owner, 10, t0);
+    ok(s.create_upload(&scanning_upload, big_quota).await, "create_upload");
+    ok(s.set_progress(scanning_upload.id, MediaState::Scanning, None).await, "set_progress");
+    let unfinished = ok(s.unfinished().await, "unfinished");
+    let listed = ids_of(&unfinished);
+    assert!(
+        listed.contains(&c.id) && listed.contains(&scanning_upload.id),
+        "MediaStore::unfinished must list pending and scanning uploads"
+    );
+    assert!(
+        !listed.contains(&a.id) && !listed.contains(&exact.id) && !listed.contains(&b.id),
+        "MediaStore::unfinished must not list ready or rejected uploads"
+    );
+    assert_eq!(
+        unfinished.iter().find(|r| r.id == scanning_upload.id).map(|r| r.state),
+        Some(MediaState::Scanning),
+        "MediaStore::unfinished must return the current records"
+    );
+
+    // Attachment references, written by message commits.
+    let (sender, device) = create_user_with_device(stores).await;
+    let conversation = create_group_of(stores, sender.id).await.id;
+    let neighbour = create_group_of(stores, sender.id).await.id;
+    let att_hash = fresh_hash();
+    let att = upload(sender.id, 300, t0);
+    ok(s.create_upload(&att, big_quota).await, "create_upload");
+    ok(s.complete(att.id, &content_of(&att_hash, 300, t0)).await, "complete");
+    let unattached = ok(s.unreferenced(t0 + 1, usize::MAX).await, "unreferenced");
+    assert!(ids_of(&unattached).contains(&att.id), "MediaStore::unreferenced must list a ready upload never sent");
+    let mut here = message(conversation, 1, sender.id, device.id);
+    here.attachments = vec![attachment(att.id, 300)];
+    let mut also_here = message(conversation, 2, sender.id, device.id);
+    also_here.attachments = vec![attachment(att.id, 300)];
+    let mut there = message(neighbour, 1, sender.id, device.id);
+    there.attachments = vec![attachment(att.id, 300)];
+    ok(
+        stores
+            .messages
+            .commit(&[
+                MessageWrite::Insert(here.clone()),
+                MessageWrite::Insert(also_here.clone()),
+                MessageWrite::Insert(there.clone()),
+            ])
+            .await,
+        "commit of messages with attachments",
+    );
+    assert_eq!(
+        sorted(ok(s.attached_in(att.id).await, "attached_in")),
+        sorted(vec![conversation, neighbour]),
+        "MediaStore::attached_in must list each conversation whose messages attach the upload, once"
+    );
+    assert_eq!(
+        ok(stores.messages.message(conversation, 1).await, "message"),
+        Some(here.clone()),
+        "MessageStore::message must return the attachments as committed"
+    );
+    expect_conflict(s.remove(att.id).await, "MediaStore::remove of an attached upload");
+    assert!(ok(s.media(att.id).await, "media").is_some(), "MediaStore::remove refused but removed the upload");
+    assert_eq!(ok(s.usage(sender.id).await, "usage"), 300, "MediaStore::remove refused but released usage");
+    let unattached = ok(s.unreferenced(t0 + 1, usize::MAX).await, "unreferenced");
+    assert!(!ids_of(&unattached).contains(&att.id), "MediaStore::unreferenced listed an attached upload");
+
+    // Updates: an edit keeping the attachment keeps the reference; clearing them (a deletion) drops it.
+    let mut edited = here.clone();
+    edited.body = "edited".into();
+    edited.edited_at = Some(now_millis());
+    let mut deleted_there = there.clone();
+    deleted_there.deleted = true;
+    deleted_there.body.clear();
+    deleted_there.attachments.clear();
+    ok(
+        stores.messages.commit(&[MessageWrite::Update(edited.clone()), MessageWrite::Update(deleted_there)]).await,
+        "commit of an edit and a deletion",
+    );
+    assert_eq!(
+        ok(s.attached_in(att.id).await, "attached_in"),
+        vec![conversation],
+        "MediaStore::attached_in after deleting the neighbour's message (and editing one that keeps it)"
+    );
+    let mut cleared = edited.clone();
+    cleared.attachments.clear();
+    ok(stores.messages.commit(&[MessageWrite::Update(cleared)]).await, "commit of a cleared attachment");
+    assert_eq!(
+        ok(s.attached_in(att.id).await, "attached_in"),
+        vec![conversation],
+        "MediaStore::attached_in: another message of the conversation still attaches the upload"
+    );
+    let mut also_cleared = also_here.clone();
+    also_cleared.deleted = true;
+    also_cleared.attachments.clear();
+    ok(stores.messages.commit(&[MessageWrite::Update(also_cleared)]).await, "commit of a deletion");
+    assert!(
+        ok(s.attached_in(att.id).await, "attached_in").is_empty(),
+        "MediaStore::attached_in after every message dropped the attachment"
+    );
+
+    // unreferenced: created before the bound and attached nowhere (pending, rejected or ready alike).
+    let young = upload(owner, 5, t0 + 60_000);
+    ok(s.create_upload(&young, big_quota).await, "create_upload");
+    let unattached = ids_of(&ok(s.unreferenced(t0 + 1, usize::MAX).await, "unreferenced"));
+    for (id, what) in
+        [(att.id, "a ready upload no longer attached"), (b.id, "a rejected upload"), (c.id, "a pending upload")]
+    {
+        assert!(unattached.contains(&id), "MediaStore::unreferenced must list {what}");
+    }
+    assert!(!unattached.contains(&young.id), "MediaStore::unreferenced listed an upload created after the bound");
+    assert!(
+        ids_of(&ok(s.unreferenced(t0 + 60_001, usize::MAX).await, "unreferenced")).contains(&young.id),
+        "MediaStore::unreferenced must list an upload created before the bound"
+    );
+    assert_eq!(
+        ok(s.unreferenced(t0 + 1, 1).await, "unreferenced with a limit").len(),
+        1,
+        "MediaStore::unreferenced must return at most `limit` uploads"
+    );
+
+    // remove: the last reference returns the content (its row gone); usage released; then None.
+    assert_eq!(
+        ok(s.remove(att.id).await, "remove of the last reference").map(|c| c.hash),
+        Some(att_hash.clone()),
+        "MediaStore::remove of the last upload of a content must return the content"
+    );
+    assert_eq!(ok(s.content(&att_hash).await, "content"), None, "MediaStore::remove left the last content row");
+    assert_eq!(ok(s.media(att.id).await, "media"), None, "MediaStore::remove left the upload");
+    assert_eq!(ok(s.usage(sender.id).await, "usage"), 0, "MediaStore::remove must release the stored size");
+    assert_eq!(ok(s.remove(att.id).await, "remove again"), None, "MediaStore::remove of a removed upload");
+    assert!(
+        !ids_of(&ok(s.unreferenced(t0 + 1, usize::MAX).await, "unreferenced")).contains(&att.id),
+        "MediaStore::unreferenced listed a removed upload"
+    );
+    // Not the last reference: the content stays with one less.
+    assert_eq!(ok(s.remove(a.id).await, "remove of one of two"), None, "MediaStore::remove of one of two references");
+    assert_eq!(ok(s.content(&hash).await, "content").map(|c| c.refs), Some(1), "MediaStore::remove: refs - 1");
+    assert_eq!(ok(s.usage(owner).await, "usage"), 1_085 - 500, "MediaStore::remove of a ready upload: usage");
+    // Pending and rejected uploads: their declared size (or nothing) is released.
+    assert_eq!(ok(s.remove(c.id).await, "remove of a pending upload"), None, "MediaStore::remove of a pending upload");
+    assert_eq!(ok(s.usage(owner).await, "usage"), 585 - 70, "MediaStore::remove of a pending upload: usage");
+    assert_eq!(
+        ok(s.remove(b.id).await, "remove of a rejected upload"),
+        None,
+        "MediaStore::remove of a rejected upload"
+    );
+    assert_eq!(ok(s.usage(owner).await, "usage"), 515, "MediaStore::remove of a rejected upload released usage");
+    assert_eq!(ok(s.media(c.id).await, "media"), None, "MediaStore::remove left a pending upload");
+    assert!(!ids_of(&ok(s.unfinished().await, "unfinished")).contains(&c.id), "unfinished lists a removed upload");
+    assert_eq!(
+        ok(s.remove(exact.id).await, "remove of the last reference").map(|c| c.hash),
+        Some(hash.clone()),
+        "MediaStore::remove of the last upload of a content must return the content"
+    );
+    assert_eq!(ok(s.content(&hash).await, "content"), None, "MediaStore::remove left the last content row");
+    assert_eq!(ok(s.usage(owner).await, "usage"), 15, "MediaStore::remove: usage");
+
+    // take_down: every ready upload of the hash rejected, usage released, content gone; idempotent.
+    let (x, y) = (create_user(stores).await.id, create_user(stores).await.id);
+    let doomed = fresh_hash();
+    let ux = upload(x, 300, t0);
+    let uy = upload(y, 250, t0);
+    let pending_x = upload(x, 40, t0);
+    for u in [&ux, &uy, &pending_x] {
+        ok(s.create_upload(u, big_quota).await, "create_upload");
+    }
+    ok(s.complete(ux.id, &content_of(&doomed, 200, t0)).await, "complete");
+    ok(s.complete(uy.id, &content_of(&doomed, 200, t0)).await, "complete");
+    assert_eq!((ok(s.usage(x).await, "usage"), ok(s.usage(y).await, "usage")), (240, 200), "usage before takedown");
+    let at = now_millis();
+    let taken = ok(s.take_down(&doomed, Some("court order"), at).await, "take_down");
+    assert_eq!(
+        taken.content.as_ref().map(|c| (c.hash.as_str(), c.refs)),
+        Some((doomed.as_str(), 2)),
+        "MediaStore::take_down must return the removed content row"
+    );
+    assert_eq!(sorted(taken.uploads), sorted(vec![ux.id, uy.id]), "MediaStore::take_down: the rejected uploads");
+    for u in [&ux, &uy] {
+        let record = ok(s.media(u.id).await, "media").expect("a taken-down upload is kept, rejected");
+        assert_eq!(
+            (record.state, record.reason),
+            (MediaState::Rejected, Some(RejectReason::TakenDown)),
+            "MediaStore::take_down must reject the uploads as taken_down"
+        );
+    }
+    assert_eq!(ok(s.media(pending_x.id).await, "media"), Some(pending_x.clone()), "take_down changed a pending upload");
+    assert_eq!(
+        (ok(s.usage(x).await, "usage"), ok(s.usage(y).await, "usage")),
+        (40, 0),
+        "MediaStore::take_down must release the usage of the rejected uploads"
+    );
+    assert_eq!(ok(s.content(&doomed).await, "content"), None, "MediaStore::take_down left the content row");
+    assert!(ok(s.is_taken_down(&doomed).await, "is_taken_down"), "MediaStore::is_taken_down after take_down");
+    let again = ok(s.take_down(&doomed, Some("again"), at + 1).await, "take_down again");
+    assert_eq!((again.content, again.uploads), (None, Vec::new()), "MediaStore::take_down twice did something");
+    assert!(ok(s.is_taken_down(&doomed).await, "is_taken_down"), "MediaStore::is_taken_down after a repeat");
+    expect_conflict(
+        s.complete(pending_x.id, &content_of(&doomed, 200, t0)).await,
+        "MediaStore::complete of a hash taken down while the upload was pending",
+    );
+    assert_eq!(ok(s.usage(x).await, "usage"), 40, "a refused complete changed the usage");
+
+    // The blocklist: a phash already there keeps its first entry.
+    let phash = MediaId::new().0.as_u64_pair().1;
+    let first_entry = BlockedHash { phash, note: Some("first".into()), created_at: t0 };
+    let duplicate = BlockedHash { phash, note: Some("second".into()), created_at: t0 + 1 };
+    let other_entry = BlockedHash { phash: phash ^ 1, note: None, created_at: t0 };
+    ok(s.block(&first_entry).await, "block");
+    ok(s.block(&duplicate).await, "block of a blocked phash");
+    ok(s.block(&other_entry).await, "block");
+    let blocklist = ok(s.blocklist().await, "blocklist");
+    assert!(blocklist.contains(&first_entry), "MediaStore::blocklist must list a blocked phash as first blocked");
+    assert!(!blocklist.contains(&duplicate), "MediaStore::block replaced the first entry of a phash");
+    assert_eq!(blocklist.iter().filter(|e| e.phash == phash).count(), 1, "MediaStore::blocklist lists a phash twice");
+    assert!(blocklist.contains(&other_entry), "MediaStore::blocklist must list every blocked phash");
+
+    // touch (later times win), idle_contents by tier and time, set_tier.
+    let old = t0 - 1_000_000;
+    let warm = fresh_hash();
+    let holder = upload(owner, 30, t0);
+    ok(s.create_upload(&holder, big_quota).await, "create_upload");
+    ok(s.complete(holder.id, &content_of(&warm, 30, old)).await, "complete");
+    let idle = |tier: Tier, before: Millis| s.idle_contents(tier, before, usize::MAX);
+    assert!(hashes_of(&ok(idle(Tier::Hot, old + 1).await, "idle_contents")).contains(&warm), "idle_contents: idle");
+    assert!(
+        !hashes_of(&ok(idle(Tier::Hot, old).await, "idle_contents")).contains(&warm),
+        "MediaStore::idle_contents listed a content accessed exactly at the bound (it must be before)"
+    );
+    ok(s.touch(&[(warm.clone(), old + 50)]).await, "touch");
+    ok(s.touch(&[(warm.clone(), old + 10)]).await, "touch with an earlier time");
+    ok(s.touch(&[(warm.clone(), old + 70), (warm.clone(), old + 60)]).await, "touch twice in one call");
+    let touched = ok(s.content(&warm).await, "content").expect("the content exists");
+    assert_eq!(touched.last_access, old + 70, "MediaStore::touch: the latest time must win");
+    assert!(
+        !hashes_of(&ok(idle(Tier::Hot, old + 70).await, "idle_contents")).contains(&warm),
+        "MediaStore::idle_contents listed a content accessed since"
+    );
+    assert!(
+        hashes_of(&ok(idle(Tier::Hot, old + 71).await, "idle_contents")).contains(&warm),
+        "MediaStore::idle_contents must follow touch"
+    );
+    assert!(
+        !hashes_of(&ok(idle(Tier::Cold, t0).await, "idle_contents")).contains(&warm),
+        "MediaStore::idle_contents listed a hot content as cold"
+    );
+    assert_eq!(ok(s.idle_contents(Tier::Hot, old + 71, 1).await, "idle_contents").len(), 1, "idle_contents: limit");
+    assert!(ok(s.set_tier(&warm, Tier::Cold).await, "set_tier"), "MediaStore::set_tier of a stored content: false");
+    assert_eq!(
+        ok(s.content(&warm).await, "content"),
+        Some(ContentRecord { tier: Tier::Cold, ..touched.clone() }),
+        "MediaStore::set_tier must change the tier and nothing else"
+    );
+    assert!(
+        hashes_of(&ok(idle(Tier::Cold, old + 71).await, "idle_contents")).contains(&warm),
+        "MediaStore::idle_contents must list a content in its new tier"
+    );
+    assert!(
+        !hashes_of(&ok(idle(Tier::Hot, t0).await, "idle_contents")).contains(&warm),
+        "MediaStore::idle_contents listed a content in its old tier"
+    );
+    assert_eq!(ok(s.remove(holder.id).await, "remove").map(|c| c.hash), Some(warm.clone()), "remove of a cold content");
+    assert!(
+        !hashes_of(&ok(idle(Tier::Cold, t0).await, "idle_contents")).contains(&warm),
+        "MediaStore::idle_contents listed a removed content"
+    );
+    assert!(!ok(s.set_tier(&warm, Tier::Hot).await, "set_tier"), "MediaStore::set_tier of a removed content: true");
 }

@@ -7,6 +7,7 @@
 //! - [`log`]: the partitioned log seam; [`sequencer`] is the partition owner behind it.
 //! - [`delivery`]: where applied operations go: the sender's waiting request now, connections later.
 //! - [`accounts`], [`conversations`], [`messaging`]: the services, each checking who may do what.
+//! - [`media`]: who may see an upload and what a message attaching one carries.
 //! - [`auth`], [`limits`], [`cache`]: tokens and passwords, limits and rate limits, the L1 cache.
 //!
 //! Nothing here knows a backend: `herald-embedded` (and later the cluster crates) implement the traits.
@@ -22,6 +23,7 @@ mod error;
 pub mod hub;
 pub mod limits;
 pub mod log;
+pub mod media;
 pub mod messaging;
 pub mod outbox;
 pub mod sequencer;

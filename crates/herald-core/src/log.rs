@@ -35,6 +35,9 @@ pub enum Op {
         client_msg_id: String,
         body: String,
         reply_to: Option<u64>,
+        /// Checked by the gateway (the sender may attach them, they are ready) and snapshotted.
+        #[serde(default)]
+        attachments: Vec<herald_proto::Attachment>,
     },
     Edit {
         seq: u64,

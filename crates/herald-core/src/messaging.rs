@@ -46,13 +46,18 @@ impl Messaging {
         req: SendMessage,
     ) -> CoreResult<SendAck> {
         validate_client_msg_id(&req.client_msg_id)?;
-        self.validate_body(&req.body)?;
+        // A message is text, attachments, or both: only a message with attachments may have no body.
+        if !req.body.is_empty() || req.attachments.is_empty() {
+            self.validate_body(&req.body)?;
+        }
         if req.reply_to == Some(0) {
             return Err(CoreError::invalid("reply_to must be a seq (1 or more)"));
         }
         self.conversations.require_member(principal, conversation).await?;
         self.rate.check(principal.user)?;
-        let op = Op::Send { client_msg_id: req.client_msg_id, body: req.body, reply_to: req.reply_to };
+        let attachments =
+            crate::media::attachments(&self.stores, &self.conversations, principal, &req.attachments).await?;
+        let op = Op::Send { client_msg_id: req.client_msg_id, body: req.body, reply_to: req.reply_to, attachments };
         match self.submitter.submit(principal, conversation, op).await? {
             Applied::Sent { message, duplicate } => Ok(SendAck {
                 conversation_id: conversation,

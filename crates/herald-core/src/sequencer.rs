@@ -345,15 +345,8 @@ impl<'a> Batch<'a> {
     }
 
     /// A new message at `seq`, put into the batch.
-    fn insert(
-        &mut self,
-        record: &LogRecord,
-        seq: u64,
-        client_msg_id: String,
-        body: String,
-        reply_to: Option<u64>,
-        system: Option<herald_proto::SystemEvent>,
-    ) -> Message {
+    fn insert(&mut self, record: &LogRecord, seq: u64, client_msg_id: String, content: Content) -> Message {
+        let Content { body, reply_to, system, attachments } = content;
         let message = Message {
             conversation_id: record.conversation,
             seq,
@@ -368,6 +361,7 @@ impl<'a> Batch<'a> {
             deleted: false,
             reactions: Default::default(),
             system,
+            attachments,
         };
         self.last_seq.insert(record.conversation, seq);
         self.put(MessageWrite::Insert(message.clone()));
@@ -378,7 +372,7 @@ impl<'a> Batch<'a> {
     async fn apply(&mut self, record: &LogRecord) -> Result<(Applied, bool), CoreError> {
         let conversation = record.conversation;
         match &record.op {
-            Op::Send { client_msg_id, body, reply_to } => {
+            Op::Send { client_msg_id, body, reply_to, attachments } => {
                 let key = (conversation, record.actor, client_msg_id.clone());
                 if let Some(&i) = self.by_client_id.get(&key) {
                     return Ok((Applied::Sent { message: self.writes[i].message().clone(), duplicate: true }, false));
@@ -393,14 +387,21 @@ impl<'a> Batch<'a> {
                     return Err(CoreError::invalid(format!("reply_to {target} is not a message of this conversation")));
                 }
                 self.by_client_id.insert(key, self.writes.len());
-                let message = self.insert(record, last + 1, client_msg_id.clone(), body.clone(), *reply_to, None);
+                let content = Content {
+                    body: body.clone(),
+                    reply_to: *reply_to,
+                    attachments: attachments.clone(),
+                    ..Content::default()
+                };
+                let message = self.insert(record, last + 1, client_msg_id.clone(), content);
                 Ok((Applied::Sent { message, duplicate: false }, true))
             }
             Op::System { event } => {
                 let last = self.last_seq(conversation).await?;
                 // Unique, and not a key any client can send (the '~' prefix is reserved for the server).
                 let key = format!("~system-{}", record.request_id);
-                let message = self.insert(record, last + 1, key, String::new(), None, Some(event.clone()));
+                let content = Content { system: Some(event.clone()), ..Content::default() };
+                let message = self.insert(record, last + 1, key, content);
                 Ok((Applied::Sent { message, duplicate: false }, true))
             }
             Op::Receipt => {
@@ -436,6 +437,9 @@ impl<'a> Batch<'a> {
                     message.deleted = true;
                     message.body.clear();
                     message.reactions.clear();
+                    // Dropping the attachments drops the message's references to the uploads (in the same
+                    // commit), which lets garbage collection reclaim them.
+                    message.attachments.clear();
                     message.reply_to = None;
                     message.edited_at = Some(now_millis());
                     self.put(MessageWrite::Update(message.clone()));
@@ -461,4 +465,13 @@ impl<'a> Batch<'a> {
             }
         }
     }
+}
+
+/// What a new message holds besides its identity.
+#[derive(Default)]
+struct Content {
+    body: String,
+    reply_to: Option<u64>,
+    system: Option<herald_proto::SystemEvent>,
+    attachments: Vec<herald_proto::Attachment>,
 }

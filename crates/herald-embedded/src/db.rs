@@ -53,7 +53,7 @@ impl Default for Options {
     }
 }
 
-/// The embedded database: one redb file, all four stores.
+/// The embedded database: one redb file, all five stores.
 pub struct EmbeddedDb {
     db: Shared,
     jobs: mpsc::Sender<Msg>,
@@ -81,9 +81,15 @@ impl EmbeddedDb {
         Ok(Arc::new(Self { db, jobs, feed_retention: options.feed_retention.max(1) }))
     }
 
-    /// The four stores, all backed by this database.
+    /// The five stores, all backed by this database.
     pub fn stores(self: &Arc<Self>) -> Stores {
-        Stores { users: self.clone(), conversations: self.clone(), messages: self.clone(), cursors: self.clone() }
+        Stores {
+            users: self.clone(),
+            conversations: self.clone(),
+            messages: self.clone(),
+            cursors: self.clone(),
+            media: self.clone(),
+        }
     }
 
     /// Makes every earlier write durable, including the cheap non-durable cursor writes.
@@ -177,6 +183,16 @@ fn create_tables(db: &Database) -> StoreResult<()> {
         txn.open_table(tables::LAST_SENT).map_err(backend)?;
         txn.open_table(tables::FEED).map_err(backend)?;
         txn.open_table(tables::CURSORS).map_err(backend)?;
+        txn.open_table(tables::MEDIA).map_err(backend)?;
+        txn.open_table(tables::MEDIA_BY_HASH).map_err(backend)?;
+        txn.open_table(tables::MEDIA_UNFINISHED).map_err(backend)?;
+        txn.open_table(tables::MEDIA_UNATTACHED).map_err(backend)?;
+        txn.open_table(tables::MEDIA_REFS).map_err(backend)?;
+        txn.open_table(tables::MEDIA_USAGE).map_err(backend)?;
+        txn.open_table(tables::CONTENTS).map_err(backend)?;
+        txn.open_table(tables::CONTENT_ACCESS).map_err(backend)?;
+        txn.open_table(tables::TAKEDOWNS).map_err(backend)?;
+        txn.open_table(tables::BLOCKLIST).map_err(backend)?;
     }
     txn.commit().map_err(backend)
 }

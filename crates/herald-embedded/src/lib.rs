@@ -1,5 +1,5 @@
 //! Herald's single-node backends, needing nothing installed: one redb database file in the data directory
-//! holding all four stores, and the in-process partitioned log.
+//! holding all five stores, and the in-process partitioned log.
 //!
 //! Writes from every store go through one writer thread that group-commits whatever is pending into a
 //! single redb transaction and fsyncs once (`Durability::Immediate`) for the lot, so durable throughput

@@ -29,5 +29,27 @@ pub const FEED: TableDefinition<(Id, u64), &[u8]> = TableDefinition::new("feed")
 /// (conversation, user, device) -> (delivered, read)
 pub const CURSORS: TableDefinition<(Id, Id, Id), (u64, u64)> = TableDefinition::new("cursors");
 
+/// MediaId -> MediaRecord
+pub const MEDIA: TableDefinition<Id, &[u8]> = TableDefinition::new("media");
+/// (content hash, media id): the ready uploads pointing at a content (what a takedown rejects).
+pub const MEDIA_BY_HASH: TableDefinition<(&str, Id), ()> = TableDefinition::new("media_by_hash");
+/// Uploads that are not final (pending, scanning, processing): what `unfinished` lists.
+pub const MEDIA_UNFINISHED: TableDefinition<Id, ()> = TableDefinition::new("media_unfinished");
+/// (created_at, media id) of every upload no message attaches: what garbage collection walks, oldest
+/// first, without scanning the uploads that are in use. Kept by `stores::media` and the message commit.
+pub const MEDIA_UNATTACHED: TableDefinition<(i64, Id), ()> = TableDefinition::new("media_unattached");
+/// (media id, conversation, seq): the messages attaching an upload, written by the message commit.
+pub const MEDIA_REFS: TableDefinition<(Id, Id, u64), ()> = TableDefinition::new("media_refs");
+/// user -> bytes counted against the quota
+pub const MEDIA_USAGE: TableDefinition<Id, u64> = TableDefinition::new("media_usage");
+/// content hash -> ContentRecord
+pub const CONTENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("contents");
+/// (tier, last_access, content hash): what `idle_contents` walks, oldest access first.
+pub const CONTENT_ACCESS: TableDefinition<(u8, i64, &str), ()> = TableDefinition::new("content_access");
+/// content hash -> the takedown (JSON: note and time)
+pub const TAKEDOWNS: TableDefinition<&str, &[u8]> = TableDefinition::new("takedowns");
+/// perceptual hash -> BlockedHash
+pub const BLOCKLIST: TableDefinition<u64, &[u8]> = TableDefinition::new("blocklist");
+
 pub const MIN_ID: Id = [0; 16];
 pub const MAX_ID: Id = [0xff; 16];

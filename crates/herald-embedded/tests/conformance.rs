@@ -48,6 +48,7 @@ async fn each_trait_conforms_on_its_own() {
     conformance::messages(&stores).await;
     conformance::conversations(&stores).await;
     conformance::users(&stores).await;
+    conformance::media(&stores).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -83,6 +84,7 @@ async fn committed_data_survives_reopen() {
             deleted: false,
             reactions: Default::default(),
             system: None,
+            attachments: Vec::new(),
         })
         .collect();
 

@@ -120,7 +120,12 @@ async fn check(scenario: Scenario) {
                     conversation: conversations[send.conversation],
                     actor,
                     device,
-                    op: Op::Send { client_msg_id: client_msg_id(send.key), body: body(index), reply_to: None },
+                    op: Op::Send {
+                        client_msg_id: client_msg_id(send.key),
+                        body: body(index),
+                        reply_to: None,
+                        attachments: Vec::new(),
+                    },
                 };
                 (index, record)
             })

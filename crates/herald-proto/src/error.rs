@@ -48,6 +48,12 @@ error_codes! {
     Conflict = "conflict", 409;
     /// The request body or a message is larger than the configured limit.
     PayloadTooLarge = "payload_too_large", 413;
+    /// The user's media quota would be exceeded by this upload.
+    QuotaExceeded = "quota_exceeded", 413;
+    /// The content is not of a type Herald accepts (judged from its bytes, not from what the client said).
+    UnsupportedMediaType = "unsupported_media_type", 415;
+    /// The thing existed but was removed (media taken down).
+    Gone = "gone", 410;
     /// A configured limit other than size was reached (members per group …).
     LimitExceeded = "limit_exceeded", 422;
     /// Too many requests; retry after the hinted delay.

@@ -66,3 +66,7 @@ id_type!(
     /// A stored message, unique across the whole deployment.
     MessageId
 );
+id_type!(
+    /// One upload: its state, its owner, and (once ready) the stored content it points to.
+    MediaId
+);

@@ -4,12 +4,14 @@
 
 mod error;
 mod ids;
+mod media;
 mod model;
 mod rest;
 mod ws;
 
 pub use error::{ErrorBody, ErrorCode};
-pub use ids::{ConversationId, DeviceId, MessageId, UserId};
+pub use ids::{ConversationId, DeviceId, MediaId, MessageId, UserId};
+pub use media::*;
 pub use model::*;
 pub use rest::*;
 pub use ws::*;

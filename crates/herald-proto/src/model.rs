@@ -84,6 +84,9 @@ pub struct Message {
     /// Set on membership and settings notices, which the server writes; `body` is then empty.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub system: Option<crate::SystemEvent>,
+    /// Uploads attached to the message (a snapshot taken when it was sent). Emptied when it is deleted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<crate::Attachment>,
 }
 
 /// The answer to a send: the message is durably stored under `seq`.

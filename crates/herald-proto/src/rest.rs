@@ -104,6 +104,9 @@ pub struct SendMessage {
     pub body: String,
     #[serde(default)]
     pub reply_to: Option<u64>,
+    /// Ready uploads the sender may see (its own, or ones attached where it is a member), in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<crate::MediaId>,
 }
 
 /// `PATCH /api/v1/conversations/{id}/messages/{seq}`.

@@ -26,6 +26,8 @@ pub enum ClientFrame {
         body: String,
         #[serde(default)]
         reply_to: Option<u64>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        attachments: Vec<crate::MediaId>,
     },
     Edit {
         #[serde(default)]

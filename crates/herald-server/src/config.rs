@@ -19,6 +19,7 @@ pub struct Config {
     pub cache: CacheConfig,
     pub storage: StorageConfig,
     pub gateway: GatewayConfig,
+    pub media: crate::media_config::MediaConfig,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -304,7 +305,7 @@ impl Config {
             "gateway.heartbeat_secs",
             "must be longer than log.apply_timeout_ms",
         )?;
-        Ok(())
+        self.media.validate()
     }
 
     /// A throwaway node, for tests and local experiments: port 0 on loopback, data in `dir`, password hashing

@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod config;
+pub mod media_config;
 mod metrics_setup;
 mod secret;
 pub mod server;

@@ -31,6 +31,9 @@ use tokio_util::sync::CancellationToken;
 /// How long draining the log and closing the store may take after the grace period.
 const STORE_CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long uploads being processed get to finish at shutdown (the rest resume at the next start).
+const MEDIA_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A started node.
 pub struct Running {
     /// The address actually bound (useful with port 0).
@@ -103,11 +106,33 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         Duration::from_secs(config.cache.l1_ttl_secs),
     ));
     let messaging = Arc::new(Messaging::new(stores.clone(), conversations.clone(), submitter, limits));
-    let services = Services { accounts, conversations, messaging: messaging.clone() };
+    let services = Services { accounts, conversations: conversations.clone(), messaging: messaging.clone() };
+
+    let media = herald_media::Media::new(
+        stores.clone(),
+        conversations,
+        config.media.options(data_dir),
+        config.media.backends(data_dir).context("opening media storage")?,
+        &media_url_key(&jwt_secret),
+    )
+    .context("opening the media work directory")?;
+    let resumed = media.recover().await.map_err(|e| anyhow::anyhow!("resuming media uploads: {e}"))?;
+    if resumed > 0 {
+        tracing::info!(resumed, "media: resumed uploads interrupted by the last shutdown");
+    }
 
     let readiness = Arc::new(Readiness::default());
     let gateway = Arc::new(Gateway::new(config.gateway()));
-    let state = AppState { services, metrics, readiness: readiness.clone(), hub, gateway: gateway.clone() };
+    let admins = Arc::new(config.media.admins.iter().cloned().collect());
+    let state = AppState {
+        services,
+        metrics,
+        readiness: readiness.clone(),
+        hub,
+        gateway: gateway.clone(),
+        media: media.clone(),
+        admins,
+    };
     let router = herald_api::router(state, config.server.max_body_bytes);
 
     let listener = bind(config.server.listen).with_context(|| format!("binding {}", config.server.listen))?;
@@ -117,6 +142,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let stop = CancellationToken::new();
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
     let upkeep = tokio::spawn(upkeep(messaging));
+    let sweeper = tokio::spawn(media.clone().run_sweeper(stop.clone().cancelled_owned()));
     let task = tokio::spawn({
         let stop = stop.clone();
         async move {
@@ -147,6 +173,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 }
             }
             upkeep.abort();
+            let _ = sweeper.await;
+            // Uploads still in the pipeline are picked up again at the next start.
+            if tokio::time::timeout(MEDIA_CLOSE_TIMEOUT, media.close()).await.is_err() {
+                tracing::warn!("media processing still running at shutdown; it resumes at the next start");
+            }
             let closed = tokio::time::timeout(STORE_CLOSE_TIMEOUT, async {
                 log.shutdown().await;
                 db.close().await
@@ -174,6 +205,16 @@ fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(LISTEN_BACKLOG)
+}
+
+/// The key of signed media URLs, derived from the token secret (so every node of a cluster agrees, and
+/// the token secret itself never signs anything else).
+fn media_url_key(jwt_secret: &[u8]) -> Vec<u8> {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    hasher.update(b"herald media url key v1\n");
+    hasher.update(jwt_secret);
+    hasher.finalize().to_vec()
 }
 
 /// Periodic housekeeping: forget idle users' rate-limit buckets.

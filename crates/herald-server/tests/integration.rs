@@ -3,6 +3,7 @@
 
 mod integration {
     pub mod helpers;
+    pub mod media_support;
     pub mod ws;
 
     mod accounts;
@@ -13,6 +14,7 @@ mod integration {
     mod conversations;
     mod durability;
     mod gateway;
+    mod media;
     mod messages;
     mod ops;
 }

@@ -58,19 +58,23 @@ pub fn handle(state: &AppState, me: Principal, frame: ClientFrame) -> Action {
         ClientFrame::Auth { .. } => Action::Reply(Box::new(bad_frame("already authenticated"))),
         ClientFrame::Sync { since } => Action::Sync(since),
         ClientFrame::Ping { id } => Action::Reply(Box::new(ServerFrame::Pong { id })),
-        ClientFrame::Send { id, conversation_id, client_msg_id, body, reply_to } => later(id.clone(), async move {
-            let ack =
-                services.messaging.send(me, conversation_id, SendMessage { client_msg_id, body, reply_to }).await?;
-            Ok(Some(ServerFrame::Ack {
-                id,
-                conversation_id: ack.conversation_id,
-                client_msg_id: ack.client_msg_id,
-                seq: ack.seq,
-                message_id: ack.message_id,
-                sent_at: ack.sent_at,
-                duplicate: ack.duplicate,
-            }))
-        }),
+        ClientFrame::Send { id, conversation_id, client_msg_id, body, reply_to, attachments } => {
+            later(id.clone(), async move {
+                let ack = services
+                    .messaging
+                    .send(me, conversation_id, SendMessage { client_msg_id, body, reply_to, attachments })
+                    .await?;
+                Ok(Some(ServerFrame::Ack {
+                    id,
+                    conversation_id: ack.conversation_id,
+                    client_msg_id: ack.client_msg_id,
+                    seq: ack.seq,
+                    message_id: ack.message_id,
+                    sent_at: ack.sent_at,
+                    duplicate: ack.duplicate,
+                }))
+            })
+        }
         ClientFrame::Edit { id, conversation_id, seq, body } => later(id.clone(), async move {
             let message = services.messaging.edit(me, conversation_id, seq, body).await?;
             Ok(Some(ServerFrame::Result { id, message }))

@@ -3,6 +3,7 @@
 mod accounts;
 mod conversations;
 mod health;
+mod media;
 mod messages;
 
 use crate::AppState;
@@ -37,11 +38,19 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/conversations/{id}/messages", post(messages::send).get(messages::history))
         .route("/conversations/{id}/messages/{seq}", axum::routing::patch(messages::edit).delete(messages::delete))
         .route("/conversations/{id}/messages/{seq}/reactions/{emoji}", put(messages::react).delete(messages::unreact))
-        .route("/conversations/{id}/cursor", put(messages::update_cursor).get(messages::cursor));
+        .route("/conversations/{id}/cursor", put(messages::update_cursor).get(messages::cursor))
+        .route("/uploads", post(media::create))
+        .route("/uploads/{id}", get(media::info).patch(media::append).delete(media::delete))
+        .route("/media/usage", get(media::usage))
+        .route("/media/{id}", get(media::info))
+        .route("/admin/media/takedowns", post(media::take_down))
+        .route("/admin/media/blocklist", post(media::block).get(media::blocklist))
+        .route("/admin/media/sweep", post(media::sweep));
 
     Router::new()
         .nest("/api/v1", api)
         .route("/ws", get(crate::gateway::upgrade))
+        .route("/media/{id}/{variant}", get(media::serve))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

@@ -1,11 +1,14 @@
-//! The store seam: four domain-level traits, one per kind of data. Each backend (redb on a single node;
-//! PostgreSQL and a Cassandra-shaped message store in a cluster) implements all four and must pass the
+//! The store seam: five domain-level traits, one per kind of data. Each backend (redb on a single node;
+//! PostgreSQL and a Cassandra-shaped message store in a cluster) implements all five and must pass the
 //! one conformance suite (`conformance`, behind the `conformance` feature) unchanged.
 //!
 //! The traits speak the domain (create a user, append messages, page history) and never expose a
 //! backend's keys or types. Every write that returns `Ok` is durable as its doc says.
 
+mod media;
 mod records;
+
+pub use media::{BlockedHash, Completed, ContentRecord, MediaRecord, MediaStore, StoredVariant, TakenDown, Tier};
 
 pub use records::{CursorUpdate, Device, FeedAppend, FeedEvent, FeedPage, MessageWrite, User};
 
@@ -73,7 +76,9 @@ pub trait ConversationStore: Send + Sync + 'static {
     async fn memberships(&self, user: UserId) -> StoreResult<Vec<(ConversationId, Member)>>;
 }
 
-/// Messages by conversation and seq. The schema this implies maps onto Cassandra as
+/// Messages by conversation and seq. A commit also records, in the same transaction, which uploads each
+/// message attaches (read back by [`MediaStore::attached_in`]); an update that drops attachments (a
+/// deletion) drops those references. The schema this implies maps onto Cassandra as
 /// `messages_by_conversation((conversation_id), seq)`, `message_ids((conversation_id, sender,
 /// client_msg_id)) -> seq` and `last_sent((conversation_id, sender)) -> seq`.
 #[async_trait]
@@ -145,11 +150,12 @@ impl Stores {
     }
 }
 
-/// All four stores of one backend, as the services use them.
+/// All the stores of one backend, as the services use them.
 #[derive(Clone)]
 pub struct Stores {
     pub users: std::sync::Arc<dyn UserStore>,
     pub conversations: std::sync::Arc<dyn ConversationStore>,
     pub messages: std::sync::Arc<dyn MessageStore>,
     pub cursors: std::sync::Arc<dyn CursorStore>,
+    pub media: std::sync::Arc<dyn MediaStore>,
 }

@@ -1,12 +1,32 @@
-use super::{decode, encode};
+use super::{decode, encode, media};
 use crate::db::{EmbeddedDb, backend};
 use crate::feed_codec;
 use crate::tables::{CLIENT_IDS, FEED, Id, LAST_SENT, MESSAGES};
 use async_trait::async_trait;
 use herald_core::store::{FeedAppend, FeedPage, MessageStore, MessageWrite, StoreResult};
-use herald_proto::{ConversationId, Direction, Message, UserId};
+use herald_proto::{ConversationId, Direction, MediaId, Message, UserId};
 use redb::{ReadableTable, Table};
+use serde::Deserialize;
 use std::collections::HashMap;
+
+/// The attachments of a stored message, read without decoding the rest of it.
+#[derive(Deserialize)]
+struct Attached {
+    #[serde(default)]
+    attachments: Vec<AttachedMedia>,
+}
+
+#[derive(Deserialize)]
+struct AttachedMedia {
+    media_id: MediaId,
+}
+
+/// Whether a stored message may have attachments: the field is left out when empty, and inside a JSON
+/// string its quotes would be escaped, so its absence is proof enough to skip decoding.
+fn may_attach(json: &[u8]) -> bool {
+    const FIELD: &[u8] = b"\"attachments\":";
+    json.windows(FIELD.len()).any(|w| w == FIELD)
+}
 
 #[async_trait]
 impl MessageStore for EmbeddedDb {
@@ -21,18 +41,31 @@ impl MessageStore for EmbeddedDb {
             let mut messages = txn.open_table(MESSAGES).map_err(backend)?;
             let mut client_ids = txn.open_table(CLIENT_IDS).map_err(backend)?;
             let mut last_sent = txn.open_table(LAST_SENT).map_err(backend)?;
+            let (mut added_refs, mut dropped_refs) = (Vec::new(), Vec::new());
             for (insert, message, bytes) in &encoded {
                 let key = (message.conversation_id.to_bytes(), message.seq);
-                let existed = messages.insert(key, bytes.as_slice()).map_err(backend)?.is_some();
+                let previous = messages.insert(key, bytes.as_slice()).map_err(backend)?;
                 // The sequencer is the only writer of a conversation; a seq used twice, or an update of a
                 // missing message, means that guarantee broke, and the whole commit is refused.
-                if existed == *insert {
+                if previous.is_some() == *insert {
                     return Err(backend(format!(
                         "message {}/{} {}",
                         message.conversation_id,
                         message.seq,
                         if *insert { "already exists" } else { "does not exist" }
                     )));
+                }
+                // Only a previous version that can have attachments is decoded (most messages have none).
+                let before = match previous {
+                    Some(old) if may_attach(old.value()) => decode::<Attached>(old.value())?.attachments,
+                    _ => Vec::new(),
+                };
+                let after = &message.attachments;
+                for gone in before.iter().filter(|b| !after.iter().any(|a| a.media_id == b.media_id)) {
+                    dropped_refs.push((gone.media_id.to_bytes(), key.0, key.1));
+                }
+                for new in after.iter().filter(|a| !before.iter().any(|b| b.media_id == a.media_id)) {
+                    added_refs.push((new.media_id.to_bytes(), key.0, key.1));
                 }
                 if *insert {
                     let id_key = (key.0, message.sender.to_bytes(), message.client_msg_id.as_str());
@@ -44,6 +77,7 @@ impl MessageStore for EmbeddedDb {
                     }
                 }
             }
+            media::apply_refs(txn, &added_refs, &dropped_refs)?;
             append_feed(&mut txn.open_table(FEED).map_err(backend)?, &feed, retention)
         })
         .await

@@ -1,7 +1,8 @@
-//! The four store traits over the embedded database, one file each.
+//! The five store traits over the embedded database, one file each.
 
 mod conversations;
 mod cursors;
+mod media;
 mod messages;
 mod users;
 

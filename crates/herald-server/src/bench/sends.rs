@@ -96,6 +96,7 @@ pub async fn run(target: &Target, args: &SendsArgs) -> anyhow::Result<SendsRepor
                         client_msg_id: format!("{lane}-{n}-{}", uuid::Uuid::now_v7().simple()),
                         body: format!("bench message {n}"),
                         reply_to: None,
+                        attachments: Vec::new(),
                     };
                     let t = Instant::now();
                     let response = http

@@ -142,7 +142,12 @@ pub async fn run(target: &Target, args: &StormArgs) -> anyhow::Result<StormRepor
     for (i, conversation) in conversations.iter().enumerate() {
         for n in 0..args.missed {
             let sender = &sessions[2 * i + (n as usize % 2)];
-            let body = SendMessage { client_msg_id: format!("storm-{n}"), body: format!("missed {n}"), reply_to: None };
+            let body = SendMessage {
+                client_msg_id: format!("storm-{n}"),
+                body: format!("missed {n}"),
+                reply_to: None,
+                attachments: Vec::new(),
+            };
             let response = http
                 .post(format!("{}/api/v1/conversations/{conversation}/messages", target.base))
                 .bearer_auth(&sender.access_token)

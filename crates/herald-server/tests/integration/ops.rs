@@ -37,8 +37,17 @@ fn example_config_is_in_sync() {
     let defaults: toml::Table = toml::from_str(&toml::to_string(&all).expect("serialise")).expect("table");
     for (section, fields) in defaults {
         assert!(text.contains(&format!("[{section}]")), "section [{section}] missing from the example");
-        for (field, _) in fields.as_table().expect("section table") {
-            assert!(text.contains(&format!("{field} =")), "{section}.{field} missing from the example");
+        for (field, value) in fields.as_table().expect("section table") {
+            match value.as_table() {
+                // A nested table ([media.storage]): its own header and fields.
+                Some(nested) => {
+                    assert!(text.contains(&format!("[{section}.{field}]")), "[{section}.{field}] missing");
+                    for inner in nested.keys() {
+                        assert!(text.contains(&format!("{inner} =")), "{section}.{field}.{inner} missing");
+                    }
+                }
+                None => assert!(text.contains(&format!("{field} =")), "{section}.{field} missing from the example"),
+            }
         }
     }
 }

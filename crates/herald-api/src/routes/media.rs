@@ -1,0 +1,249 @@
+//! Uploads (resumable, in the style of tus: create with the size, then `PATCH` the bytes at an offset),
+//! media info with signed URLs, the signed URLs themselves (ETag, Range, immutable caching: what a CDN
+//! needs), and the admin endpoints (takedown, blocklist, sweep).
+
+use crate::AppState;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{Auth, Json, Path, Query};
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use herald_core::CoreError;
+use herald_core::auth::Principal;
+use herald_media::Servable;
+use herald_proto::{
+    BlockImage, BlockedImage, CreateUpload, ErrorCode, MediaId, MediaInfo, MediaUsage, Takedown, TakedownResult,
+};
+use serde::Deserialize;
+
+/// The offset header of resumable uploads (tus's name, so tus-style clients feel at home).
+const UPLOAD_OFFSET: &str = "upload-offset";
+const UPLOAD_LENGTH: &str = "upload-length";
+
+/// `POST /api/v1/uploads`: 201 with the upload, `Location` and `Upload-Offset: 0`.
+pub async fn create(State(s): State<AppState>, Auth(p): Auth, Json(body): Json<CreateUpload>) -> ApiResult<Response> {
+    let info = s.media.create_upload(p, body).await?;
+    let mut response = (StatusCode::CREATED, Json(&info)).into_response();
+    let headers = response.headers_mut();
+    insert(headers, header::LOCATION.as_str(), &format!("/api/v1/uploads/{}", info.id));
+    upload_headers(headers, &info);
+    Ok(response)
+}
+
+/// `PATCH /api/v1/uploads/{id}` with `Upload-Offset: N`: appends the body at N. The answer's
+/// `Upload-Offset` is where the next request starts; a dropped request keeps what arrived.
+pub async fn append(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<MediaId>,
+    request: Request,
+) -> ApiResult<Response> {
+    let offset = request
+        .headers()
+        .get(UPLOAD_OFFSET)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .ok_or_else(|| ApiError::new(ErrorCode::BadRequest, "Upload-Offset header (a byte offset) is required"))?;
+    let body = request.into_body().into_data_stream();
+    let info = s.media.append(p, id, offset, body).await?;
+    let mut response = Json(&info).into_response();
+    upload_headers(response.headers_mut(), &info);
+    Ok(response)
+}
+
+/// `GET /api/v1/uploads/{id}` and `GET /api/v1/media/{id}` (and `HEAD`): the upload as the caller may see
+/// it, with signed URLs once ready; `Upload-Offset` says where a resumed upload continues.
+pub async fn info(State(s): State<AppState>, Auth(p): Auth, Path(id): Path<MediaId>) -> ApiResult<Response> {
+    let info = s.media.info(p, id).await?;
+    let mut response = Json(&info).into_response();
+    upload_headers(response.headers_mut(), &info);
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+/// `DELETE /api/v1/uploads/{id}`: the owner removes an upload no message attaches (frees its quota).
+pub async fn delete(State(s): State<AppState>, Auth(p): Auth, Path(id): Path<MediaId>) -> ApiResult<StatusCode> {
+    s.media.delete(p, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /api/v1/media/usage`.
+pub async fn usage(State(s): State<AppState>, Auth(p): Auth) -> ApiResult<Json<MediaUsage>> {
+    Ok(Json(s.media.usage(p).await?))
+}
+
+/// `POST /api/v1/admin/media/takedowns`.
+pub async fn take_down(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Json(body): Json<Takedown>,
+) -> ApiResult<Json<TakedownResult>> {
+    require_admin(&s, p).await?;
+    Ok(Json(s.media.take_down(&body.content_hash, body.note.as_deref()).await?))
+}
+
+/// `POST /api/v1/admin/media/blocklist`.
+pub async fn block(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Json(body): Json<BlockImage>,
+) -> ApiResult<(StatusCode, Json<BlockedImage>)> {
+    require_admin(&s, p).await?;
+    Ok((StatusCode::CREATED, Json(s.media.block(body.media_id, body.note.as_deref()).await?)))
+}
+
+/// `GET /api/v1/admin/media/blocklist`.
+pub async fn blocklist(State(s): State<AppState>, Auth(p): Auth) -> ApiResult<Json<Vec<BlockedImage>>> {
+    require_admin(&s, p).await?;
+    Ok(Json(s.media.blocklist().await?))
+}
+
+/// `POST /api/v1/admin/media/sweep`: garbage collection and tiering now, instead of at the next interval.
+pub async fn sweep(State(s): State<AppState>, Auth(p): Auth) -> ApiResult<Json<serde_json::Value>> {
+    require_admin(&s, p).await?;
+    let report = s.media.sweep().await.map_err(CoreError::from)?;
+    Ok(Json(serde_json::json!({
+        "uploads_removed": report.uploads_removed,
+        "contents_removed": report.contents_removed,
+        "orphan_blobs_removed": report.orphan_blobs_removed,
+        "leftover_files_removed": report.leftover_files_removed,
+        "moved_to_cold": report.moved_to_cold,
+    })))
+}
+
+async fn require_admin(s: &AppState, p: Principal) -> ApiResult<()> {
+    if s.media.is_admin(p.user, &s.admins).await? {
+        Ok(())
+    } else {
+        Err(ApiError::new(ErrorCode::Forbidden, "only media admins may do this"))
+    }
+}
+
+#[derive(Deserialize)]
+pub struct Signed {
+    exp: u64,
+    sig: String,
+}
+
+/// `GET|HEAD /media/{id}/{variant}?exp=&sig=`: the bytes, for anyone holding a valid signed URL.
+pub async fn serve(
+    State(s): State<AppState>,
+    Path((id, variant)): Path<(MediaId, String)>,
+    Query(signed): Query<Signed>,
+    method: Method,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let servable = s.media.resolve(id, &variant, signed.exp, &signed.sig).await?;
+    let total = servable.variant.size;
+    if not_modified(&headers, &servable.etag) {
+        let mut response = StatusCode::NOT_MODIFIED.into_response();
+        cache_headers(response.headers_mut(), &servable);
+        return Ok(response);
+    }
+    let range = match requested_range(&headers, &servable.etag, total) {
+        Ok(range) => range,
+        Err(()) => {
+            let mut response = ApiError::new(ErrorCode::BadRequest, "the range is not satisfiable").into_response();
+            *response.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
+            insert(response.headers_mut(), header::CONTENT_RANGE.as_str(), &format!("bytes */{total}"));
+            return Ok(response);
+        }
+    };
+    let (status, length) = match &range {
+        Some(r) => (StatusCode::PARTIAL_CONTENT, r.end - r.start),
+        None => (StatusCode::OK, total),
+    };
+    let body = if method == Method::HEAD {
+        Body::empty()
+    } else {
+        let stream = s.media.read(&servable, range.clone()).await?;
+        Body::from_stream(stream.body.map(|chunk| chunk.map_err(std::io::Error::other)))
+    };
+    let mut response = Response::builder().status(status).body(body).map_err(|e| CoreError::Internal(e.to_string()))?;
+    let h = response.headers_mut();
+    cache_headers(h, &servable);
+    insert(h, header::CONTENT_TYPE.as_str(), &servable.variant.content_type);
+    insert(h, header::CONTENT_LENGTH.as_str(), &length.to_string());
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    // Served bytes are never interpreted as a page of this origin.
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("default-src 'none'; sandbox"));
+    insert(h, header::CONTENT_DISPOSITION.as_str(), &disposition(&servable));
+    if let Some(r) = &range {
+        insert(h, header::CONTENT_RANGE.as_str(), &format!("bytes {}-{}/{total}", r.start, r.end - 1));
+    }
+    Ok(response)
+}
+
+/// `If-None-Match` naming this ETag (or `*`).
+fn not_modified(headers: &HeaderMap, etag: &str) -> bool {
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|tag| tag.trim().trim_start_matches("W/"))
+        .any(|tag| tag == "*" || tag == etag)
+}
+
+/// The one range to serve: `Ok(None)` for the whole (no Range, a malformed one or several ranges, which
+/// HTTP lets a server ignore, or an `If-Range` for other bytes), `Err` when it is unsatisfiable.
+fn requested_range(headers: &HeaderMap, etag: &str, total: u64) -> Result<Option<std::ops::Range<u64>>, ()> {
+    let Some(value) = headers.get(header::RANGE).and_then(|v| v.to_str().ok()) else { return Ok(None) };
+    if let Some(if_range) = headers.get(header::IF_RANGE).and_then(|v| v.to_str().ok())
+        && if_range.trim() != etag
+    {
+        return Ok(None);
+    }
+    if value.contains(',') {
+        return Ok(None);
+    }
+    let Ok(parsed) = http_range_header::parse_range_header(value) else { return Ok(None) };
+    match parsed.validate(total) {
+        Ok(ranges) => Ok(ranges.first().map(|r| *r.start()..*r.end() + 1)),
+        Err(_) => Err(()),
+    }
+}
+
+fn cache_headers(h: &mut HeaderMap, servable: &Servable) {
+    let max_age = servable.expires.saturating_sub(herald_media::signing::now_secs());
+    insert(h, header::ETAG.as_str(), &servable.etag);
+    // The URL's bytes never change (content-addressed), so caches may keep them until the URL expires.
+    insert(h, header::CACHE_CONTROL.as_str(), &format!("public, max-age={max_age}, immutable"));
+}
+
+fn disposition(servable: &Servable) -> String {
+    let kind = servable.variant.content_type.split('/').next().unwrap_or_default();
+    let inline = matches!(kind, "image" | "video" | "audio");
+    let mode = if inline { "inline" } else { "attachment" };
+    match &servable.filename {
+        // RFC 6266 / 8187: the UTF-8 name percent-encoded, so no quoting issue can arise.
+        Some(name) => format!("{mode}; filename*=UTF-8''{}", percent_encode(name)),
+        None => mode.to_owned(),
+    }
+}
+
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn upload_headers(h: &mut HeaderMap, info: &MediaInfo) {
+    insert(h, UPLOAD_OFFSET, &info.received.to_string());
+    insert(h, UPLOAD_LENGTH, &info.size.to_string());
+}
+
+fn insert(h: &mut HeaderMap, name: &str, value: &str) {
+    if let (Ok(name), Ok(value)) = (header::HeaderName::try_from(name), HeaderValue::from_str(value)) {
+        h.insert(name, value);
+    }
+}
