@@ -15,6 +15,7 @@ const S = {
   mode: null, // composer: {kind: 'reply' | 'edit', seq}
   typingSentAt: 0,
   typingIn: null,
+  uploads: new Map(), // key -> an upload started from the composer (see startUpload)
 };
 
 const client = new HeraldClient({ reload });
@@ -98,11 +99,20 @@ function systemText(m) {
   }
 }
 
+/** A message's text for a preview or a quote: its body, or what it attaches when the body is empty. */
+function snippet(m, length = 80) {
+  const text = m.body.replace(/\s+/g, ' ').trim();
+  if (text || !m.attachments?.length) return text.slice(0, length);
+  const a = m.attachments[0];
+  const what = kindOf(a) === 'image' ? 'Photo' : kindOf(a) === 'video' ? 'Video' : a.filename || 'File';
+  return `📎 ${what}${m.attachments.length > 1 ? ` and ${m.attachments.length - 1} more` : ''}`;
+}
+
 function preview(m) {
   if (!m) return '';
   if (m.system) return systemText(m);
   if (m.deleted) return 'Message deleted';
-  return (m.sender === me() ? 'You: ' : '') + m.body.replace(/\s+/g, ' ').slice(0, 80);
+  return (m.sender === me() ? 'You: ' : '') + snippet(m);
 }
 
 // ---- state -----------------------------------------------------------------------------------------------
@@ -363,6 +373,7 @@ function renderHeader(c) {
   const disabled = c.left;
   $('composer-input').disabled = disabled;
   $('send').disabled = disabled;
+  $('attach').disabled = disabled;
   $('composer-input').placeholder = disabled ? 'You are no longer a member of this conversation' : 'Message';
 }
 
@@ -453,10 +464,11 @@ function messageEl(c, m) {
           'button',
           { type: 'button', class: 'reply-ref', dataset: { goto: m.reply_to }, tabindex: '-1' },
           el('span', { class: 'visually-hidden', text: 'In reply to ' }),
-          reply ? `${name(reply.sender)}: ${reply.deleted ? 'deleted message' : reply.body.slice(0, 100)}` : `message #${m.reply_to}`,
+          reply ? `${name(reply.sender)}: ${reply.deleted ? 'deleted message' : snippet(reply, 100)}` : `message #${m.reply_to}`,
         )
       : null,
-    el('p', { class: 'body', text: m.deleted ? 'This message was deleted' : m.body }),
+    m.deleted ? null : attachmentsEl(m.attachments),
+    m.deleted || m.body || !m.attachments?.length ? el('p', { class: 'body', text: m.deleted ? 'This message was deleted' : m.body }) : null,
     reactions.length
       ? el(
           'div',
@@ -489,6 +501,122 @@ function messageEl(c, m) {
   );
 }
 
+// ---- rendering: attachments ------------------------------------------------------------------------------
+
+/** image, video or file: how an attachment is shown (from the type the server sniffed, never the name). */
+function kindOf(a) {
+  const t = a.content_type ?? '';
+  return t.startsWith('image/') ? 'image' : t.startsWith('video/') ? 'video' : 'file';
+}
+
+function formatSize(bytes) {
+  if (bytes == null) return '';
+  if (bytes < 1024) return `${bytes} bytes`;
+  const units = ['KB', 'MB', 'GB', 'TB'];
+  let n = bytes / 1024;
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) {
+    n /= 1024;
+    i += 1;
+  }
+  return `${n < 10 ? n.toFixed(1).replace(/\.0$/, '') : Math.round(n)} ${units[i]}`;
+}
+
+/** The size to show a picture at: within a `max` px box, never upscaled (null when the size is not known). */
+function fitBox(w, h, max) {
+  if (!w || !h) return null;
+  const k = Math.min(1, max / w, max / h);
+  return [Math.max(1, Math.round(w * k)), Math.max(1, Math.round(h * k))];
+}
+
+/** Gives `el` a fixed size (and aspect ratio) before its bytes arrive, so the log does not jump when they do. */
+function reserve(e, box) {
+  if (!box) return;
+  e.width = box[0];
+  e.height = box[1];
+  // Through the CSSOM: the page's CSP refuses inline style attributes, not this.
+  e.style.aspectRatio = `${box[0]} / ${box[1]}`;
+}
+
+/** The first of `names` the upload has (variants are absent when the server made none, e.g. no upscaling). */
+function variant(info, names) {
+  for (const n of names) if (info.variants?.[n]?.url) return info.variants[n];
+  return null;
+}
+
+/**
+ * Fills in the signed URLs of attachment `a` with `apply(info)`: at once when client.media() has them cached
+ * (re-renders do not flicker), else when they arrive. `holder` shows a failure.
+ */
+function withMedia(a, holder, apply) {
+  const failed = () => {
+    holder.classList.add('unavailable');
+    holder.removeAttribute('href');
+    holder.title = 'This attachment is no longer available';
+  };
+  const use = (info) => (info.state === 'ready' ? apply(info) : failed());
+  const hit = client.cachedMedia(a.media_id);
+  if (hit) use(hit);
+  else client.media(a.media_id).then(use, failed);
+  return failed;
+}
+
+function attachmentsEl(list) {
+  if (!list?.length) return null;
+  return el('div', { class: 'attachments' }, list.map(attachmentEl));
+}
+
+function attachmentEl(a) {
+  const label = a.filename || 'attachment';
+  const size = formatSize(a.size);
+  if (kindOf(a) === 'image') {
+    const img = el('img', { alt: label, decoding: 'async' });
+    reserve(img, fitBox(a.width, a.height, 300));
+    const link = el('a', { class: 'att att-image', target: '_blank', rel: 'noopener noreferrer', title: `${label} (${size}): open the original`, dataset: { media: a.media_id } }, img);
+    const apply = (info) => {
+      const thumb = variant(info, ['thumb_300', 'thumb_150', 'original']);
+      const original = variant(info, ['original']);
+      if (thumb) img.src = thumb.url;
+      if (original) link.href = original.url;
+    };
+    const failed = withMedia(a, link, apply);
+    // A URL that stopped working (expired while the page slept, or taken down): ask once for fresh ones.
+    let retried = false;
+    img.addEventListener('error', () => {
+      if (retried) return failed();
+      retried = true;
+      client.media(a.media_id, { fresh: true }).then((info) => (info.state === 'ready' ? apply(info) : failed()), failed);
+    });
+    return link;
+  }
+  if (kindOf(a) === 'video') {
+    const video = el('video', { controls: true, preload: 'metadata', 'aria-label': label, dataset: { media: a.media_id } });
+    reserve(video, fitBox(a.width, a.height, 360));
+    const caption = el('a', { class: 'att-caption', target: '_blank', rel: 'noopener noreferrer', download: label }, `${label} · ${size}`);
+    withMedia(a, caption, (info) => {
+      const poster = variant(info, ['poster', 'thumb_600', 'thumb_300']);
+      const source = variant(info, ['720p', '360p', 'original']);
+      if (poster) video.poster = poster.url;
+      if (source) video.append(el('source', { src: source.url, type: source.content_type }));
+      const original = variant(info, ['original']);
+      if (original) caption.href = original.url;
+    });
+    return el('figure', { class: 'att att-video' }, video, el('figcaption', {}, caption));
+  }
+  const link = el(
+    'a',
+    { class: 'att att-file', download: label, rel: 'noopener noreferrer', dataset: { media: a.media_id } },
+    el('span', { class: 'att-icon', 'aria-hidden': 'true', text: '📄' }),
+    el('span', { class: 'att-name', text: label }),
+    el('span', { class: 'att-size', text: size }),
+  );
+  withMedia(a, link, (info) => {
+    const original = variant(info, ['original']);
+    if (original) link.href = original.url;
+  });
+  return link;
+}
+
 function pendingEl(e) {
   const failed = e.state === 'failed';
   return el(
@@ -496,7 +624,8 @@ function pendingEl(e) {
     { class: `msg mine pending${failed ? ' failed' : ''}`, tabindex: '-1', dataset: { cmid: e.client_msg_id, sender: me(), time: e.created_at } },
     el('div', { class: 'meta' }, el('span', { class: 'sender', text: 'You' })),
     e.reply_to ? el('p', { class: 'reply-ref', text: `In reply to message #${e.reply_to}` }) : null,
-    el('p', { class: 'body', text: e.body }),
+    attachmentsEl(e.attachment_info),
+    e.body || !e.attachment_info?.length ? el('p', { class: 'body', text: e.body }) : null,
     failed
       ? el(
           'div',
@@ -589,6 +718,7 @@ async function openConversation(id, { focus = true } = {}) {
   $('chat-empty').hidden = true;
   $('chat-pane').hidden = false;
   $('composer-error').textContent = '';
+  renderUploads();
   renderHeader(c);
   renderList();
   renderTypingLine();
@@ -803,7 +933,7 @@ function setMode(mode) {
   const m = c?.msgs?.get(mode.seq);
   box.hidden = false;
   if (mode.kind === 'reply') {
-    $('composer-context-text').textContent = `Replying to ${m ? `${name(m.sender)}: ${m.body.slice(0, 80)}` : `message #${mode.seq}`}`;
+    $('composer-context-text').textContent = `Replying to ${m ? `${name(m.sender)}: ${snippet(m)}` : `message #${mode.seq}`}`;
   } else {
     $('composer-context-text').textContent = 'Editing your message';
     input.value = m?.body ?? '';
@@ -849,6 +979,151 @@ async function submitComposer() {
   }
   autosize();
   sendTyping(false);
+}
+
+// ---- composer: attachments ------------------------------------------------------------------------------
+
+/** What the pipeline's rejection reasons (docs/media.md) mean, for people. */
+const REJECTIONS = {
+  type_not_allowed: 'this kind of file is not accepted',
+  malware: 'the virus scanner found malware in it',
+  scan_failed: 'it could not be scanned for viruses',
+  blocked: 'it matches an image that is not allowed',
+  moderation_failed: 'it could not be checked by moderation',
+  too_large: 'it is too large',
+  corrupt: 'the file is damaged or not what it claims to be',
+  taken_down: 'this content was taken down',
+  expired: 'the upload took too long',
+  failed: 'it could not be processed',
+};
+
+let uploadKeys = 0;
+
+/**
+ * Uploads a file picked (dropped, pasted) in the open conversation. It shows in the composer with its progress;
+ * once the server has it ready, the message is sent with it and whatever text is in the box (possibly none).
+ * A refusal stays in the composer with its reason, and nothing is sent.
+ */
+function startUpload(file, u = null) {
+  const c = S.convs.get(S.open);
+  if (!c || c.left) return;
+  u ??= { key: `u${++uploadKeys}`, convId: c.id, file };
+  Object.assign(u, { state: 'uploading', sent: 0, total: file.size, error: null, controller: new AbortController() });
+  S.uploads.set(u.key, u);
+  renderUploads();
+  client
+    .upload(file, {
+      signal: u.controller.signal,
+      onProgress: (p) => {
+        u.sent = p.sent;
+        u.state = p.phase;
+        renderUploads();
+      },
+    })
+    .then(
+      (info) => {
+        S.uploads.delete(u.key);
+        renderUploads();
+        sendWithAttachment(u.convId, info);
+      },
+      (e) => {
+        if (e.code === 'aborted') {
+          S.uploads.delete(u.key);
+        } else {
+          u.state = e.code === 'rejected' ? 'rejected' : 'failed';
+          u.error = e;
+        }
+        renderUploads();
+      },
+    );
+}
+
+function sendWithAttachment(convId, info) {
+  const open = S.open === convId;
+  const input = $('composer-input');
+  // The text in the box goes with it, unless the box holds something else (an edit, or another conversation).
+  const takeText = open && S.mode?.kind !== 'edit';
+  const body = takeText ? input.value : '';
+  const replyTo = takeText && S.mode?.kind === 'reply' ? S.mode.seq : null;
+  client.send(convId, body.trim() ? body : '', { replyTo, attachments: [info] });
+  if (takeText) {
+    input.value = '';
+    setMode(null);
+    autosize();
+    sendTyping(false);
+    scrollToBottom();
+  }
+}
+
+function uploadStatus(u) {
+  const pct = u.total ? Math.floor((100 * u.sent) / u.total) : 100;
+  switch (u.state) {
+    case 'uploading':
+      return `Uploading… ${pct}%`;
+    case 'processing':
+      return 'Checking…';
+    case 'rejected':
+      return `refused: ${u.error.reason}${REJECTIONS[u.error.reason] ? ` (${REJECTIONS[u.error.reason]})` : ''}`;
+    default:
+      return `Could not upload: ${u.error?.message ?? 'failed'}`;
+  }
+}
+
+function renderUploads() {
+  const ul = $('composer-uploads');
+  const mine = [...S.uploads.values()].filter((u) => u.convId === S.open);
+  ul.hidden = !mine.length;
+  // Items are updated in place while their state stays the same: a progress step must not re-create (and so
+  // re-announce) the alert of another upload's refusal.
+  const old = new Map([...ul.children].map((li) => [li.dataset.key, li]));
+  const atBottom = nearBottom(); // the list takes room from the log: keep the newest message in view
+  ul.replaceChildren(
+    ...mine.map((u) => {
+      const li = old.get(u.key);
+      if (li && li.dataset.state === u.state) {
+        const bar = li.querySelector('progress');
+        if (bar && u.state === 'uploading') bar.value = u.sent;
+        li.querySelector('.upload-state').textContent = uploadStatus(u);
+        return li;
+      }
+      return uploadEl(u);
+    }),
+  );
+  if (atBottom) scrollToBottom();
+}
+
+function uploadEl(u) {
+  const busy = u.state === 'uploading' || u.state === 'processing';
+  const name = u.file.name || 'file';
+  return el(
+    'li',
+    { class: `upload ${u.state}`, dataset: { key: u.key, state: u.state } },
+    el('span', { class: 'upload-name', text: name }),
+    el('span', { class: 'upload-size', text: formatSize(u.total) }),
+    busy ? el('progress', { max: u.total || 1, value: u.state === 'processing' ? null : u.sent, 'aria-label': `Uploading ${name}` }) : null,
+    // A refusal or a failure is announced (role=alert); progress is not, it would be too chatty.
+    el('span', { class: busy ? 'upload-state' : 'upload-state error', role: busy ? null : 'alert', text: uploadStatus(u) }),
+    !busy && u.error?.detail ? el('span', { class: 'upload-detail', text: u.error.detail }) : null,
+    u.state === 'failed' ? el('button', { type: 'button', class: 'small', dataset: { upload: 'retry' }, 'aria-label': `Retry uploading ${name}`, text: 'Retry' }) : null,
+    el('button', {
+      type: 'button',
+      class: 'small',
+      dataset: { upload: busy ? 'cancel' : 'dismiss' },
+      'aria-label': `${busy ? 'Cancel uploading' : 'Dismiss'} ${name}`,
+      text: busy ? 'Cancel' : 'Dismiss',
+    }),
+  );
+}
+
+function onUploadAction(ev) {
+  const btn = ev.target.closest('button[data-upload]');
+  const u = btn && S.uploads.get(btn.closest('.upload')?.dataset.key);
+  if (!u) return;
+  if (btn.dataset.upload === 'cancel') u.controller.abort();
+  else if (btn.dataset.upload === 'retry') return startUpload(u.file, u);
+  S.uploads.delete(u.key);
+  renderUploads();
+  $('composer-input').focus();
 }
 
 // ---- message actions ------------------------------------------------------------------------------------
@@ -1057,6 +1332,9 @@ function showAuth() {
   S.presence.clear();
   for (const t of S.typing.values()) for (const timer of t.values()) clearTimeout(timer);
   S.typing.clear();
+  for (const u of S.uploads.values()) u.controller.abort();
+  S.uploads.clear();
+  renderUploads();
   setMode(null);
   document.body.classList.remove('chat-open');
   $('conv-list').replaceChildren();
@@ -1122,6 +1400,7 @@ function init() {
           client_msg_id: entry.client_msg_id,
           body: entry.body,
           ...(entry.reply_to ? { reply_to: entry.reply_to } : {}),
+          ...(entry.attachment_info?.length ? { attachments: entry.attachment_info } : {}),
           sent_at: ack.sent_at,
           deleted: false,
         },
@@ -1224,6 +1503,29 @@ function init() {
     sendTyping(input.value.trim() !== '');
   });
   input.addEventListener('blur', () => sendTyping(false));
+  // Attachments: the button opens the (hidden) file input; files can also be dropped on the conversation or pasted.
+  const picker = $('attach-input');
+  $('attach').addEventListener('click', () => picker.click());
+  picker.addEventListener('change', () => {
+    for (const file of picker.files) startUpload(file);
+    picker.value = ''; // the same file can be picked again
+  });
+  $('composer-uploads').addEventListener('click', onUploadAction);
+  input.addEventListener('paste', (ev) => {
+    const files = [...(ev.clipboardData?.files ?? [])];
+    if (!files.length) return;
+    ev.preventDefault();
+    files.forEach((f) => startUpload(f));
+  });
+  const pane = $('chat-pane');
+  pane.addEventListener('dragover', (ev) => {
+    if (ev.dataTransfer?.types.includes('Files') && !$('attach').disabled) ev.preventDefault();
+  });
+  pane.addEventListener('drop', (ev) => {
+    if (!ev.dataTransfer?.files.length || $('attach').disabled) return;
+    ev.preventDefault();
+    for (const file of ev.dataTransfer.files) startUpload(file);
+  });
   $('composer-cancel').addEventListener('click', () => {
     if (S.mode?.kind === 'edit') input.value = '';
     setMode(null);

@@ -10,20 +10,34 @@
 //   application ping to notice dead sockets.
 // - Outbox: every send is kept (in storage) with its client_msg_id until its `ack` or its own `message` event,
 //   retried with the same client_msg_id after a reconnect, so a retry can never create a duplicate.
+// - Media (docs/media.md): resumable uploads (PATCH in chunks at the server's offset, resumed after a failure),
+//   polled until the pipeline has decided, and MediaInfo with signed URLs cached until they are about to expire.
 //
 // It runs in a browser as is, and in Node 20+ given a WebSocket class (e.g. the `ws` package) and a storage
 // (see memoryStorage). docs/web-client.md documents it, with an example.
 
 const RETRYABLE = new Set(['unavailable', 'rate_limited', 'disconnected', 'timeout']);
 
-/** An error answered by the server (`{code, message}`), or `disconnected` / `timeout` / `network` locally. */
+/** Bytes per PATCH of an upload: small enough that a failure costs little, large enough to be few requests. */
+const UPLOAD_CHUNK = 1 << 20;
+/** Failed PATCHes in a row after which an upload gives up. */
+const UPLOAD_TRIES = 6;
+/** A MediaInfo is fetched again this long before its signed URLs expire. */
+const MEDIA_URL_MARGIN_MS = 120_000;
+
+/**
+ * An error answered by the server (`{code, message}`), or `disconnected` / `timeout` / `network` / `aborted`
+ * locally. An upload the pipeline refused is `rejected`, with the server's `reason` (e.g. `malware`) and `detail`.
+ */
 export class HeraldError extends Error {
-  constructor(code, message, { status = 0, retryAfterMs = null } = {}) {
+  constructor(code, message, { status = 0, retryAfterMs = null, reason = null, detail = null } = {}) {
     super(message);
     this.name = 'HeraldError';
     this.code = code;
     this.status = status;
     this.retryAfterMs = retryAfterMs;
+    this.reason = reason;
+    this.detail = detail;
   }
   /** Whether retrying the same request (a send: with the same client_msg_id) may succeed. */
   get retryable() {
@@ -46,6 +60,23 @@ export function newClientMsgId() {
   const b = new Uint8Array(16);
   globalThis.crypto.getRandomValues(b);
   return 'w' + Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
+}
+
+/** Waits `ms`, or rejects with `aborted` as soon as `signal` aborts. */
+function sleep(ms, signal) {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(new HeraldError('aborted', 'cancelled'));
+    const done = () => {
+      signal?.removeEventListener('abort', stop);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    const stop = () => {
+      clearTimeout(timer);
+      reject(new HeraldError('aborted', 'cancelled'));
+    };
+    signal?.addEventListener('abort', stop, { once: true });
+  });
 }
 
 /**
@@ -94,6 +125,7 @@ export class HeraldClient {
     this.nextId = 0;
     this.refreshing = null;
     this.marks = new Map(); // "delivered|read:conv" -> {sent, want}
+    this.mediaCache = new Map(); // media id -> {info, until} (ready MediaInfo, until its URLs near expiry) or {pending}
     this._restoreUserState();
   }
 
@@ -183,6 +215,7 @@ export class HeraldClient {
     if (session) this.users.set(session.user.id, session.user);
     if (!sameUser) {
       this.reloaded = false;
+      this.mediaCache.clear();
       this._restoreUserState();
     }
     this._emit('session', session);
@@ -216,6 +249,7 @@ export class HeraldClient {
 
   _forget() {
     this.disconnect();
+    this.mediaCache.clear();
     this.session = null;
     this._save('session', null);
     this.lastPos = null;
@@ -269,9 +303,18 @@ export class HeraldClient {
   // ---- REST -----------------------------------------------------------------------------------------------
 
   /** One REST call under /api/v1. Resolves with the parsed body (null for 204), rejects with HeraldError. */
-  async api(method, path, body, { auth = true, retried = false } = {}) {
-    const headers = {};
-    if (body !== undefined) headers['Content-Type'] = 'application/json';
+  async api(method, path, body, { auth = true } = {}) {
+    const headers = body === undefined ? {} : { 'Content-Type': 'application/json' };
+    const { data } = await this._call(method, path, { headers, body: body === undefined ? undefined : JSON.stringify(body), auth });
+    return data;
+  }
+
+  /**
+   * api() for any body (a Blob for upload bytes) and extra headers: `{data, headers}`, where `headers` are the
+   * response's. The body must be readable twice (a string or a Blob), since a 401 sends it again.
+   */
+  async _call(method, path, { headers = {}, body, auth = true, signal, retried = false } = {}) {
+    headers = { ...headers };
     let token;
     if (auth) {
       token = await this.accessToken();
@@ -279,15 +322,16 @@ export class HeraldClient {
     }
     let res;
     try {
-      res = await this.fetch(`${this.baseUrl}/api/v1${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+      res = await this.fetch(`${this.baseUrl}/api/v1${path}`, { method, headers, body, signal });
     } catch (e) {
+      if (signal?.aborted) throw new HeraldError('aborted', 'cancelled');
       throw new HeraldError('network', `cannot reach the server (${e.message})`);
     }
     if (res.status === 401 && auth && !retried) {
       await this.refresh(token);
-      return this.api(method, path, body, { auth, retried: true });
+      return this._call(method, path, { headers, body, auth, signal, retried: true });
     }
-    if (res.status === 204) return null;
+    if (res.status === 204) return { data: null, headers: res.headers };
     const text = await res.text();
     let data = null;
     try {
@@ -298,7 +342,7 @@ export class HeraldClient {
     if (!res.ok) {
       throw new HeraldError(data?.code ?? 'internal', data?.message ?? `HTTP ${res.status}`, { status: res.status, retryAfterMs: data?.retry_after_ms ?? null });
     }
-    return data;
+    return { data, headers: res.headers };
   }
 
   me() {
@@ -376,6 +420,146 @@ export class HeraldClient {
 
   cursor(id) {
     return this.api('GET', `/conversations/${id}/cursor`);
+  }
+
+  // ---- media ----------------------------------------------------------------------------------------------
+
+  /**
+   * Uploads `file` (a File or Blob) and waits until the server's pipeline has decided: resolves with the ready
+   * MediaInfo (its `id` is what a message attaches), rejects with HeraldError `rejected` (with `reason` and
+   * `detail`) when it was refused, or with the error that stopped the upload.
+   *
+   * The bytes go in PATCHes of `chunkSize` at the server's offset. A failed PATCH is retried (with backoff, at
+   * most 6 failures in a row) from the offset the server reports, so what arrived is never sent twice.
+   * `onProgress({phase, sent, total, id})` is called as bytes are accepted (`phase: 'uploading'`) and while the
+   * server checks them (`phase: 'processing'`, with the upload's `state`). Aborting `signal` stops the upload and
+   * deletes it on the server (best effort).
+   */
+  async upload(file, { onProgress, signal, filename = file.name, contentType = file.type, chunkSize = UPLOAD_CHUNK } = {}) {
+    const total = file.size;
+    const report = (p) => {
+      try {
+        onProgress?.({ total, ...p });
+      } catch (e) {
+        console.error('herald-client: an onProgress handler failed', e);
+      }
+    };
+    const created = await this.api('POST', '/uploads', {
+      size: total,
+      ...(filename ? { filename } : {}),
+      ...(contentType ? { content_type: contentType } : {}),
+    });
+    const id = created.id;
+    try {
+      let sent = created.received ?? 0;
+      let failures = 0;
+      report({ phase: 'uploading', sent, id });
+      while (sent < total) {
+        if (signal?.aborted) throw new HeraldError('aborted', 'cancelled');
+        try {
+          const { data, headers } = await this._call('PATCH', `/uploads/${id}`, {
+            headers: { 'Upload-Offset': String(sent), 'Content-Type': 'application/offset+octet-stream' },
+            body: file.slice(sent, Math.min(total, sent + chunkSize)),
+            signal,
+          });
+          sent = Number(headers.get('Upload-Offset') ?? data.received);
+          failures = 0;
+          report({ phase: 'uploading', sent, id });
+          if (data.state !== 'pending') break;
+        } catch (e) {
+          // Too large, gone, or cancelled: retrying cannot help. (A 409 is an offset that moved: ask for it.)
+          if (e.code === 'aborted' || (e.status >= 400 && e.status < 500 && e.status !== 409 && e.status !== 429)) throw e;
+          failures += 1;
+          if (failures >= UPLOAD_TRIES) throw e;
+          await sleep(e.retryAfterMs ?? backoffDelay(failures - 1, this.random), signal);
+          const info = await this._uploadState(id, signal);
+          if (info.state !== 'pending') break;
+          sent = info.received;
+          report({ phase: 'uploading', sent, id });
+        }
+      }
+      // The last byte is in: poll until the pipeline has decided (quickly at first; videos take longer).
+      for (let wait = 200; ; wait = Math.min(2000, wait * 1.5)) {
+        const info = await this._uploadState(id, signal, `/media/${id}`);
+        if (info.state === 'ready') return this._cacheMedia(info);
+        if (info.state === 'rejected') {
+          throw new HeraldError('rejected', `refused: ${info.reason ?? 'failed'}`, { reason: info.reason ?? 'failed', detail: info.detail ?? null });
+        }
+        report({ phase: 'processing', sent: total, id, state: info.state });
+        await sleep(wait, signal);
+      }
+    } catch (e) {
+      if (e.code === 'aborted') this.deleteUpload(id).catch(() => {});
+      throw e;
+    }
+  }
+
+  /** GET of an upload (retried while the network or the server fails: the upload is still there). */
+  async _uploadState(id, signal, path = `/uploads/${id}`) {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const { data, headers } = await this._call('GET', path, { signal });
+        const offset = headers.get('Upload-Offset');
+        return offset == null ? data : { ...data, received: Number(offset) };
+      } catch (e) {
+        if (e.code === 'aborted' || (e.status >= 400 && e.status < 500 && e.status !== 429) || attempt >= UPLOAD_TRIES) throw e;
+        await sleep(e.retryAfterMs ?? backoffDelay(attempt, this.random), signal);
+      }
+    }
+  }
+
+  /**
+   * The MediaInfo of an upload this user may see (its own, or attached in one of its conversations), with the
+   * signed URLs of its variants made absolute. Cached per id until shortly before the URLs expire;
+   * `fresh: true` asks the server again (e.g. after a URL answered 403 or 410).
+   */
+  async media(id, { fresh = false } = {}) {
+    const hit = this.mediaCache.get(id);
+    if (hit && !fresh) {
+      if (hit.pending) return hit.pending;
+      if (hit.until > Date.now()) return hit.info;
+    }
+    const pending = this.api('GET', `/media/${id}`).then(
+      (info) => {
+        if (info.state === 'ready') return this._cacheMedia(info);
+        this.mediaCache.delete(id);
+        return info;
+      },
+      (e) => {
+        this.mediaCache.delete(id);
+        throw e;
+      },
+    );
+    this.mediaCache.set(id, { pending });
+    return pending;
+  }
+
+  /** The cached MediaInfo of `id` if its URLs are still good, else null (no request: for rendering at once). */
+  cachedMedia(id) {
+    const hit = this.mediaCache.get(id);
+    return hit?.info && hit.until > Date.now() ? hit.info : null;
+  }
+
+  _cacheMedia(info) {
+    const variants = {};
+    for (const [name, v] of Object.entries(info.variants ?? {})) {
+      variants[name] = { ...v, url: v.url?.startsWith('/') ? `${this.baseUrl}${v.url}` : v.url };
+    }
+    const absolute = { ...info, variants };
+    const expires = info.urls_expire_at ?? Date.now();
+    this.mediaCache.set(info.id, { info: absolute, until: expires - MEDIA_URL_MARGIN_MS });
+    return absolute;
+  }
+
+  /** Removes an upload no message attaches (frees its quota). */
+  deleteUpload(id) {
+    this.mediaCache.delete(id);
+    return this.api('DELETE', `/uploads/${id}`);
+  }
+
+  /** This user's storage: `{used_bytes, quota_bytes}`. */
+  mediaUsage() {
+    return this.api('GET', '/media/usage');
   }
 
   // ---- the WebSocket ---------------------------------------------------------------------------------------
@@ -635,11 +819,16 @@ export class HeraldClient {
   // ---- the outbox ------------------------------------------------------------------------------------------
 
   /**
-   * Sends a message. Returns its outbox entry `{client_msg_id, conversation_id, body, reply_to, state}` at once;
-   * `state` is `pending` until the ack (then the entry leaves the outbox, see the `ack` event) or `failed`
-   * (with `error`), after which retry(client_msg_id) sends it again with the same client_msg_id.
+   * Sends a message. Returns its outbox entry `{client_msg_id, conversation_id, body, reply_to, attachments,
+   * attachment_info, state}` at once; `state` is `pending` until the ack (then the entry leaves the outbox, see
+   * the `ack` event) or `failed` (with `error`), after which retry(client_msg_id) sends it again with the same
+   * client_msg_id.
+   *
+   * `attachments` (at most 10) are ready uploads: media ids, or the MediaInfo upload() resolved with. The ids go
+   * in the `send` frame; from MediaInfos the entry also keeps `attachment_info` (the message's `Attachment`
+   * snapshots: `{media_id, content_type, size, filename, width, height}`) to show the message before it is stored.
    */
-  send(conversationId, body, { replyTo = null } = {}) {
+  send(conversationId, body, { replyTo = null, attachments = [] } = {}) {
     const entry = {
       client_msg_id: newClientMsgId(),
       conversation_id: conversationId,
@@ -649,6 +838,14 @@ export class HeraldClient {
       created_at: Date.now(),
       inFlight: false,
     };
+    if (attachments.length) {
+      entry.attachments = attachments.map((a) => (typeof a === 'string' ? a : a.id));
+      entry.attachment_info = attachments.map((a) => {
+        const info = typeof a === 'string' ? this.cachedMedia(a) : a;
+        if (!info) return { media_id: a };
+        return { media_id: info.id, content_type: info.content_type, size: info.size, filename: info.filename, width: info.width, height: info.height };
+      });
+    }
     this.outbox.push(entry);
     this._saveOutbox();
     this._transmit(entry);
@@ -695,6 +892,7 @@ export class HeraldClient {
         client_msg_id: e.client_msg_id,
         body: e.body,
         ...(e.reply_to ? { reply_to: e.reply_to } : {}),
+        ...(e.attachments?.length ? { attachments: e.attachments } : {}),
       });
       e.inFlight = false;
       this._settle(e.conversation_id, e.client_msg_id, ack);

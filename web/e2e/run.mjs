@@ -17,6 +17,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
+import { deflateSync } from 'node:zlib';
 import { chromium } from 'playwright-core';
 import WebSocket from 'ws';
 import { HeraldClient, backoffDelay, memoryStorage } from '../herald-client.js';
@@ -126,6 +127,47 @@ async function send(page, text) {
   await box.fill(text);
   await box.press('Enter');
 }
+
+/** A valid RGB PNG of `width`×`height`: a gradient, different for each size. */
+function pngGradient(width, height) {
+  const crcTable = Array.from({ length: 256 }, (_, n) => {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+    return c >>> 0;
+  });
+  const crc32 = (buf) => {
+    let c = 0xffffffff;
+    for (const b of buf) c = crcTable[(c ^ b) & 0xff] ^ (c >>> 8);
+    return (c ^ 0xffffffff) >>> 0;
+  };
+  const chunk = (type, data) => {
+    const out = Buffer.alloc(12 + data.length);
+    out.writeUInt32BE(data.length, 0);
+    out.write(type, 4, 'latin1');
+    data.copy(out, 8);
+    out.writeUInt32BE(crc32(out.subarray(4, 8 + data.length)), 8 + data.length);
+    return out;
+  };
+  const ihdr = Buffer.alloc(13);
+  ihdr.writeUInt32BE(width, 0);
+  ihdr.writeUInt32BE(height, 4);
+  ihdr.set([8, 2, 0, 0, 0], 8); // 8 bits per channel, RGB, no interlace
+  const rows = Buffer.alloc(height * (1 + 3 * width));
+  for (let y = 0; y < height; y++) {
+    const row = y * (1 + 3 * width); // each row starts with filter type 0
+    for (let x = 0; x < width; x++) rows.set([Math.round((255 * x) / width), Math.round((255 * y) / height), 160], row + 1 + 3 * x);
+  }
+  return Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), chunk('IHDR', ihdr), chunk('IDAT', deflateSync(rows)), chunk('IEND', Buffer.alloc(0))]);
+}
+
+/** Picks `file` ({name, mimeType, buffer}) through the composer's attach button and the browser's file chooser. */
+async function attach(page, file) {
+  const [chooser] = await Promise.all([page.waitForEvent('filechooser', { timeout: WAIT }), page.getByRole('button', { name: 'Attach a file' }).click()]);
+  await chooser.setFiles(file);
+}
+
+/** The conversation in the list whose title is exactly `title`. */
+const convNamed = (page, title) => page.locator('#conv-list .conv', { has: page.locator('.conv-title', { hasText: new RegExp(`^${title}$`) }) });
 
 /** Waits until `fn` (run in the page) returns a truthy value; fails with `what`. */
 async function until(page, fn, arg, what) {
@@ -511,6 +553,80 @@ describe('two people chatting in browsers', () => {
     assert.equal(await A.evaluate(() => document.activeElement.id), 'chat-username');
     await A.keyboard.press('Escape');
     assert.equal(await A.evaluate(() => document.activeElement.id), 'new-chat');
+  });
+
+  step('attaches a picture that the other sees, and refuses a file that lies about its type', async () => {
+    await convNamed(A, users.bob.username).click();
+    if (await B.locator('#back').isVisible()) await B.locator('#back').click();
+    await convNamed(B, users.alice.username).click();
+    await message(B, 'after the resync').waitFor({ timeout: WAIT });
+
+    // Alice types a caption, then attaches a picture: once the server has it ready, both go as one message.
+    await A.getByRole('textbox', { name: 'Message' }).fill('A gradient');
+    await attach(A, { name: 'gradient <b>.png', mimeType: 'image/png', buffer: pngGradient(64, 48) });
+    // Bob's window shows it from a signed /media/ URL, and the picture really loads (decoded: naturalWidth).
+    const loaded = (page) =>
+      until(
+        page,
+        () => {
+          const img = [...document.querySelectorAll('#message-list .msg .att-image img')].at(-1);
+          return img && img.complete && img.naturalWidth > 0 && new URL(img.src).pathname.startsWith('/media/');
+        },
+        null,
+        'the attached picture did not load',
+      );
+    await loaded(B);
+    const pic = message(B, 'A gradient');
+    const img = pic.locator('.att-image img');
+    assert.equal(await img.getAttribute('alt'), 'gradient <b>.png', 'the file name is text, not markup');
+    assert.equal(await pic.locator('b').count(), 0);
+    assert.deepEqual(await img.evaluate((e) => [e.getAttribute('width'), e.getAttribute('height'), e.naturalWidth]), ['64', '48', 64], 'the box is reserved at the picture size');
+    assert.match(await img.getAttribute('src'), /\/media\/[0-9a-f-]+\/(thumb_300|thumb_150|original)\?exp=\d+&sig=/);
+    assert.match(await pic.locator('.att-image').getAttribute('href'), /\/media\/[0-9a-f-]+\/original\?exp=/, 'clicking opens the original');
+    assert.equal(await pic.locator('.att-image').getAttribute('target'), '_blank');
+    await loaded(A);
+    assert.equal(await A.getByRole('textbox', { name: 'Message' }).inputValue(), '', 'the caption went with the picture');
+    assert.match(await convNamed(B, users.alice.username).textContent(), /A gradient/);
+    await screenshot(B, 'bob-sees-picture');
+
+    // A file that says it is a PNG but is an ELF executable: refused with its reason, and nothing is sent.
+    const count = await B.locator('#message-list .msg').count();
+    const box = A.getByRole('textbox', { name: 'Message' });
+    await box.fill('not sent with the refused file');
+    const elf = Buffer.concat([Buffer.from('7f454c46020101000000000000000000', 'hex'), Buffer.from('\x02\x00\x3e\x00'.repeat(64), 'latin1')]);
+    await attach(A, { name: 'cat.png', mimeType: 'image/png', buffer: elf });
+    const refused = A.locator('#composer-uploads .upload.rejected', { hasText: 'cat.png' });
+    await refused.locator('[role="alert"]', { hasText: 'refused: type_not_allowed' }).waitFor({ timeout: WAIT });
+    await screenshot(A, 'alice-upload-refused');
+    assert.equal(await box.inputValue(), 'not sent with the refused file', 'the text stays in the box');
+    await B.waitForTimeout(500);
+    assert.equal(await B.locator('#message-list .msg').count(), count, 'Bob gets no message');
+    assert.equal(await A.locator('#message-list .msg.pending').count(), 0, 'Alice sends nothing');
+    await refused.getByRole('button', { name: 'Dismiss cat.png' }).click();
+    await A.locator('#composer-uploads').waitFor({ state: 'hidden', timeout: WAIT });
+    await box.fill('');
+
+    // Through the client: an attachment waits in the outbox (kept in localStorage, with its media id) while
+    // offline, and goes with the same entry once the connection is back. The history shows it too.
+    const id = await A.evaluate(async (data) => {
+      const info = await globalThis.herald.upload(new Blob([new Uint8Array(data)], { type: 'image/png' }), { filename: 'tall.png' });
+      return info.id;
+    }, [...pngGradient(48, 64)]);
+    await A.context().setOffline(true);
+    await A.locator('#conn[data-state="reconnecting"]').waitFor({ timeout: WAIT });
+    const stored = await A.evaluate(({ conv, id }) => {
+      globalThis.herald.send(conv, '', { attachments: [id] });
+      return JSON.parse(localStorage.getItem(`herald:${globalThis.herald.user.id}:outbox`));
+    }, { conv: await A.evaluate(() => document.querySelector('#conv-list .conv[aria-current="true"]').dataset.id), id });
+    assert.deepEqual(stored.map((e) => e.attachments), [[id]]);
+    await A.context().setOffline(false);
+    await waitOnline(A);
+    await until(B, (id) => document.querySelector(`#message-list .att-image[data-media="${id}"] img`)?.naturalWidth === 48, id, 'the attachment sent from the outbox did not arrive');
+    await B.reload();
+    await waitOnline(B);
+    await convNamed(B, users.alice.username).click();
+    await until(B, (id) => document.querySelector(`#message-list .att-image[data-media="${id}"] img`)?.naturalWidth === 48, id, 'the history does not show the attachment');
+    await loaded(B);
   });
 
   step('logs out: the device is gone on the server and in the browser', async () => {
