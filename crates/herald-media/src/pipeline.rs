@@ -21,6 +21,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tokio::io::AsyncReadExt;
+use tokio::sync::OwnedSemaphorePermit;
 
 /// Bytes read to sniff the type.
 const SNIFF_BYTES: usize = 8192;
@@ -38,11 +39,13 @@ impl From<StoreError> for Stop {
     }
 }
 
-/// Runs the pipeline for one upload and records its outcome.
-pub(crate) async fn run(media: &Media, id: MediaId) {
+/// Runs the pipeline for one upload and records its outcome. `worker` is the upload's place among the
+/// `media.workers` running at once; a video gives it up while ffmpeg works (ffmpeg has its own bounded
+/// pool), so photos do not queue behind minutes of transcoding.
+pub(crate) async fn run(media: &Media, id: MediaId, worker: Option<OwnedSemaphorePermit>) {
     let started = Instant::now();
     let outcome = match media.stores.media.media(id).await {
-        Ok(Some(record)) if !record.state.is_final() => process(media, &record).await,
+        Ok(Some(record)) if !record.state.is_final() => process(media, &record, worker).await,
         Ok(_) => Err(Stop::Superseded),
         Err(e) => Err(Stop::from(e)),
     };
@@ -67,7 +70,7 @@ pub(crate) async fn run(media: &Media, id: MediaId) {
     }
 }
 
-async fn process(media: &Media, record: &MediaRecord) -> Result<(), Stop> {
+async fn process(media: &Media, record: &MediaRecord, worker: Option<OwnedSemaphorePermit>) -> Result<(), Stop> {
     let id = record.id;
     let path = media.uploads.path(id);
     set_state(media, id, MediaState::Scanning, None).await?;
@@ -124,6 +127,7 @@ async fn process(media: &Media, record: &MediaRecord) -> Result<(), Stop> {
             MediaKind::Video if media.backends.ffmpeg.as_ref().is_some_and(|f| f.available()) => {
                 moderate(media, record, &sniffed, &hash, size, &path).await?;
                 set_state(media, id, MediaState::Processing, None).await?;
+                drop(worker);
                 store_video(media, &mut stored, &path, &scratch, sniffed.mime).await?
             }
             _ => {

@@ -183,8 +183,8 @@ impl Media {
         }
         let media = self.clone();
         self.tasks.spawn(async move {
-            let _permit = media.workers.clone().acquire_owned().await;
-            crate::pipeline::run(&media, id).await;
+            let permit = media.workers.clone().acquire_owned().await.ok();
+            crate::pipeline::run(&media, id, permit).await;
             media.in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
         });
     }

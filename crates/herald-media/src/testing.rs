@@ -138,22 +138,23 @@ impl Drop for ClamdProcess {
 /// `$HERALD_CLAMD`, else `clamd` on `PATH`, else Debian's `/usr/sbin/clamd` (sbin is often not on a
 /// non-root `PATH`).
 fn clamd_binary() -> std::path::PathBuf {
-    if let Some(p) = std::env::var_os("HERALD_CLAMD") {
-        return p.into();
+    find_program("HERALD_CLAMD", "clamd", &[std::path::PathBuf::from("/usr/sbin/clamd")]).unwrap_or_else(|| {
+        panic!("clamd not found: install it (`apt-get install clamav-daemon`) or point HERALD_CLAMD at the binary")
+    })
+}
+
+/// A program for the tests: the path in `$env`, else `name` on `PATH`, else the first of `fallbacks` that
+/// exists.
+fn find_program(env: &str, name: &str, fallbacks: &[std::path::PathBuf]) -> Option<std::path::PathBuf> {
+    if let Some(p) = std::env::var_os(env) {
+        return Some(p.into());
     }
-    let on_path = std::env::var_os("PATH")
+    std::env::var_os("PATH")
         .into_iter()
         .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
-        .map(|dir| dir.join("clamd"))
-        .find(|p| p.is_file());
-    if let Some(p) = on_path {
-        return p;
-    }
-    let debian = std::path::PathBuf::from("/usr/sbin/clamd");
-    if debian.is_file() {
-        return debian;
-    }
-    panic!("clamd not found: install it (`apt-get install clamav-daemon`) or point HERALD_CLAMD at the binary")
+        .map(|dir| dir.join(name))
+        .chain(fallbacks.iter().cloned())
+        .find(|p| p.is_file())
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -276,25 +277,14 @@ fn s3s_log_tail(path: &std::path::Path) -> String {
 /// `$HERALD_S3S_FS`, else `s3s-fs` on `PATH`, else `~/.cargo/bin/s3s-fs` (cargo's bin dir is often not on
 /// a non-interactive `PATH`).
 fn s3s_fs_binary() -> std::path::PathBuf {
-    if let Some(p) = std::env::var_os("HERALD_S3S_FS") {
-        return p.into();
-    }
-    let on_path = std::env::var_os("PATH")
+    let cargo_bin: Vec<std::path::PathBuf> = std::env::var_os("HOME")
+        .map(|home| std::path::Path::new(&home).join(".cargo/bin/s3s-fs"))
         .into_iter()
-        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
-        .map(|dir| dir.join("s3s-fs"))
-        .find(|p| p.is_file());
-    if let Some(p) = on_path {
-        return p;
-    }
-    if let Some(home) = std::env::var_os("HOME") {
-        let cargo = std::path::Path::new(&home).join(".cargo/bin/s3s-fs");
-        if cargo.is_file() {
-            return cargo;
-        }
-    }
-    panic!(
-        "s3s-fs not found: install it with `cargo install s3s-fs --version 0.14.1 --locked --features binary` \
-         or point HERALD_S3S_FS at the binary"
-    )
+        .collect();
+    find_program("HERALD_S3S_FS", "s3s-fs", &cargo_bin).unwrap_or_else(|| {
+        panic!(
+            "s3s-fs not found: install it with `cargo install s3s-fs --version 0.14.1 --locked --features binary` \
+             or point HERALD_S3S_FS at the binary"
+        )
+    })
 }

@@ -368,7 +368,13 @@ impl Chat {
         if message.deleted {
             return format!("{seq}{sender}: (deleted)");
         }
-        format!("{seq}{sender}: {}", message.body)
+        let mut line = format!("{seq}{sender}: {}", message.body);
+        // Attachments by name, type and size (their bytes are for a client that can show them).
+        for a in &message.attachments {
+            let name = a.filename.as_deref().unwrap_or("file");
+            line.push_str(&format!(" [attachment: {name}, {}, {} KB]", a.content_type, a.size.div_ceil(1024)));
+        }
+        line
     }
 
     async fn name(&mut self, user: UserId) -> String {

@@ -24,6 +24,8 @@ const UPLOAD_LENGTH: &str = "upload-length";
 
 /// `POST /api/v1/uploads`: 201 with the upload, `Location` and `Upload-Offset: 0`.
 pub async fn create(State(s): State<AppState>, Auth(p): Auth, Json(body): Json<CreateUpload>) -> ApiResult<Response> {
+    // An upload costs far more than a message: it takes from the same per-user budget.
+    s.services.messaging.rate_limiter().check(p.user)?;
     let info = s.media.create_upload(p, body).await?;
     let mut response = (StatusCode::CREATED, Json(&info)).into_response();
     let headers = response.headers_mut();

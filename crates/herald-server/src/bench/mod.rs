@@ -9,6 +9,7 @@ mod direct;
 mod fleet;
 mod groups;
 mod idle;
+mod media;
 mod node;
 mod saturate;
 mod sends;
@@ -48,6 +49,8 @@ pub enum Scenario {
     Direct(direct::DirectArgs),
     /// The highest delivery rate at which p99 latency stays under a bound.
     Saturate(saturate::SaturateArgs),
+    /// Photos and videos through the media pipeline: uploads per second and time to ready.
+    Media(media::MediaArgs),
     /// All connections drop at once and reconnect at once: time until all resumed, nothing lost.
     Storm(storm::StormArgs),
     /// A helper process of `idle --processes`: holds the connections of the tokens it is given.
@@ -87,6 +90,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             let r = saturate::run(&target, a).await?;
             println!("{}", r.table());
             (serde_json::to_value(&r)?, Some(r.chart()))
+        }
+        Scenario::Media(a) => {
+            let r = media::run(&target, a).await?;
+            println!("{}", r.table());
+            (serde_json::to_value(&r)?, None)
         }
         Scenario::Storm(a) => {
             let r = storm::run(&target, a).await?;

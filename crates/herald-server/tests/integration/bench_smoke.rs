@@ -26,7 +26,7 @@ fn bench(args: &[&str]) -> String {
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&json).expect("JSON report written")).expect("JSON report parses");
     assert!(report.is_object(), "{report}");
-    if args[0] != "sends" {
+    if !["sends", "media"].contains(&args[0]) {
         let svg = std::fs::read_to_string(&chart).expect("chart written");
         assert!(svg.starts_with("<svg"), "{svg}");
     }
@@ -61,4 +61,18 @@ fn every_scenario_runs_and_checks_itself() {
     assert!(out.contains("scenario saturate"), "{out}");
     let out = bench(&["storm", "--connections", "20", "--missed", "2"]);
     assert!(out.contains("scenario storm"), "{out}");
+    let out = bench(&[
+        "media",
+        "--images",
+        "2",
+        "--width",
+        "800",
+        "--height",
+        "600",
+        "--videos",
+        "1",
+        "--video-seconds",
+        "1",
+    ]);
+    assert!(out.contains("scenario media") && out.contains("| video | 1 |"), "{out}");
 }

@@ -534,3 +534,24 @@ async fn media_can_live_on_a_real_s3_protocol_server() {
     assert_eq!(part.status(), StatusCode::PARTIAL_CONTENT);
     assert_eq!(part.bytes().await.expect("body").as_ref(), b"RIFF");
 }
+
+#[tokio::test]
+async fn a_partial_upload_survives_a_restart_and_completes() {
+    let (app, _) = app_with(|_| {}).await;
+    let alice = app.register("alice").await;
+    let png = encode(&picture(200, 150, 10), ImageFormat::Png);
+    let id = app.create_upload(&alice, png.len() as u64, "later.png", "image/png").await;
+    let half = png.len() / 2;
+    let (status, body) = app.patch_upload(&alice, id, 0, png[..half].to_vec()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    let app = app.restart().await;
+    let (status, info) = app.get(&format!("/api/v1/uploads/{id}"), alice.token()).await;
+    assert_eq!(status, StatusCode::OK, "{info}");
+    assert_eq!((info["state"].as_str(), info["received"].as_u64()), (Some("pending"), Some(half as u64)));
+    let (status, body) = app.patch_upload(&alice, id, half as u64, png[half..].to_vec()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let done = app.wait_final(&alice, id).await;
+    assert_eq!(done["state"], "ready", "{done}");
+    assert_eq!(app.fetch(&url(&done, "original"), &[]).await.bytes().await.expect("body").as_ref(), png.as_slice());
+}
