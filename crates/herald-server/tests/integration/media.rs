@@ -555,3 +555,28 @@ async fn a_partial_upload_survives_a_restart_and_completes() {
     assert_eq!(done["state"], "ready", "{done}");
     assert_eq!(app.fetch(&url(&done, "original"), &[]).await.bytes().await.expect("body").as_ref(), png.as_slice());
 }
+
+#[tokio::test]
+async fn the_sweep_removes_what_a_crash_could_leave_behind() {
+    let (app, admin) = app_with(|_| {}).await;
+    let alice = app.register("alice").await;
+    let png = encode(&picture(60, 40, 11), ImageFormat::Png);
+    let (_, info) = app.ready_upload(&alice, &png, "kept.png", "image/png").await;
+    // Blobs of a content whose row was never written (a crash between the two), and the partial file of an
+    // upload the store does not know.
+    let stray_hash = "ab".repeat(32);
+    let stray = app.dir.path().join("media/blobs").join(&stray_hash[..2]).join(&stray_hash);
+    std::fs::create_dir_all(&stray).expect("mkdir");
+    std::fs::write(stray.join("original"), b"orphan").expect("write");
+    std::fs::write(stray.join("thumb_150"), b"orphan").expect("write");
+    let partial = app.dir.path().join("media/uploads").join(format!("{}.part", herald_proto::MediaId::new()));
+    std::fs::write(&partial, b"half an upload").expect("write");
+
+    let report = app.sweep(&admin).await;
+    assert_eq!(report["orphan_blobs_removed"], 2, "{report}");
+    assert_eq!(report["leftover_files_removed"], 1, "{report}");
+    assert!(!stray.join("original").exists() && !partial.exists());
+    // What is referenced stays.
+    assert_eq!(app.fetch(&url(&info, "original"), &[]).await.status(), StatusCode::OK);
+    assert_eq!(report["uploads_removed"], 0, "{report}");
+}
