@@ -2,10 +2,10 @@
 //! sniff the real type -> content hash -> already stored? (dedup) -> virus scan -> moderation
 //! (perceptual-hash blocklist, webhook) -> thumbnails / renditions -> blob storage -> ready.
 //!
-//! Whatever happens, nothing half-done stays behind: the partial file and scratch directory are removed
-//! at the end of every run, blobs written for an upload that then fails are deleted, and a rejection
-//! releases the upload's quota in the same write that records it. A run is idempotent, so a restart
-//! simply runs it again.
+//! Whatever happens, nothing half-done stays behind: the scratch directory is removed at the end of every
+//! run and the partial file once the outcome is recorded, blobs written for an upload that then fails are
+//! deleted, and a rejection releases the upload's quota in the same write that records it. A run is
+//! idempotent, so a restart simply runs again what the store could not record.
 
 use crate::blobs::BlobKey;
 use crate::image::{ImageError, ProcessedImage};
@@ -49,22 +49,24 @@ pub(crate) async fn run(media: &Media, id: MediaId, worker: Option<OwnedSemaphor
         Ok(_) => Err(Stop::Superseded),
         Err(e) => Err(Stop::from(e)),
     };
-    media.uploads.discard(id).await;
     match outcome {
         Ok(()) => {
+            media.uploads.discard(id).await;
             metrics::counter!("media_uploads_total", "result" => "ready").increment(1);
             metrics::histogram!("media_pipeline_duration_ms").record(started.elapsed().as_secs_f64() * 1e3);
         }
-        Err(Stop::Superseded) => {}
+        Err(Stop::Superseded) => media.uploads.discard(id).await,
         Err(Stop::Reject(reason, detail)) => {
             metrics::counter!("media_rejections_total", "reason" => reason.as_str()).increment(1);
             metrics::counter!("media_uploads_total", "result" => "rejected").increment(1);
             if reason == RejectReason::Failed {
                 tracing::warn!(%id, %detail, "media: processing failed");
             }
-            if let Err(e) = media.stores.media.reject(id, reason, Some(&detail)).await {
-                // It stays unfinished; the next start's recovery rejects it (its bytes are gone).
-                tracing::error!(%id, error = %e, "media: could not record a rejection");
+            match media.stores.media.reject(id, reason, Some(&detail)).await {
+                Ok(_) => media.uploads.discard(id).await,
+                // The store is failing (or closing at shutdown): the upload stays unfinished with its bytes,
+                // and the next start's recovery runs it again instead of losing it.
+                Err(e) => tracing::error!(%id, error = %e, "media: could not record a rejection; kept for a retry"),
             }
         }
     }
