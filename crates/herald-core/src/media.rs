@@ -39,6 +39,10 @@ pub async fn attachments(
     principal: Principal,
     ids: &[MediaId],
 ) -> CoreResult<Vec<Attachment>> {
+    // The common send attaches nothing: no set, no store read.
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
     if ids.len() > MAX_ATTACHMENTS {
         return Err(CoreError::invalid(format!("a message attaches at most {MAX_ATTACHMENTS} uploads")));
     }

@@ -229,7 +229,7 @@ impl Media {
     /// Deletes the caller's own upload, unless a message attaches it.
     pub async fn delete(&self, principal: Principal, id: MediaId) -> CoreResult<()> {
         self.owned(principal, id).await?;
-        if self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).contains(&id) {
+        if self.is_in_flight(id) {
             return Err(CoreError::conflict("the upload is being processed; delete it once it is ready"));
         }
         match self.stores.media.remove(id).await {
@@ -366,6 +366,16 @@ impl Media {
         self.tasks.wait().await;
     }
 
+    /// Whether a pipeline job is working on the upload (garbage collection and deletion leave it alone).
+    pub(crate) fn is_in_flight(&self, id: MediaId) -> bool {
+        self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).contains(&id)
+    }
+
+    /// Every configured blob store: hot, then cold.
+    pub(crate) fn tiers(&self) -> impl Iterator<Item = &Arc<dyn BlobStore>> {
+        std::iter::once(&self.backends.hot).chain(self.backends.cold.as_ref())
+    }
+
     pub(crate) fn tier(&self, tier: Tier) -> Option<&Arc<dyn BlobStore>> {
         match tier {
             Tier::Hot => Some(&self.backends.hot),
@@ -389,7 +399,7 @@ impl Media {
     pub(crate) async fn delete_variants(&self, content: &ContentRecord) {
         for variant in content.variants.values() {
             let Ok(key) = BlobKey::parse(&variant.key) else { continue };
-            for store in [Some(&self.backends.hot), self.backends.cold.as_ref()].into_iter().flatten() {
+            for store in self.tiers() {
                 if let Err(e) = store.delete(&key).await {
                     // The orphan sweep retries: a blob without a content row is deleted later.
                     tracing::warn!(key = %variant.key, error = %e, "media: could not delete a blob");

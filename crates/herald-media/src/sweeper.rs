@@ -77,7 +77,7 @@ impl Media {
                 if skipped.contains(&record.id) {
                     continue;
                 }
-                if self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).contains(&record.id) {
+                if self.is_in_flight(record.id) {
                     skipped.insert(record.id);
                     continue;
                 }
@@ -107,7 +107,7 @@ impl Media {
     /// Partial files and scratch directories of uploads the store no longer holds as pending.
     async fn remove_leftover_files(&self, report: &mut SweepReport) -> Result<(), StoreError> {
         for id in self.uploads.leftovers().await {
-            if self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).contains(&id) {
+            if self.is_in_flight(id) {
                 continue;
             }
             let keep = match self.stores.media.media(id).await? {
@@ -125,7 +125,7 @@ impl Media {
     /// Blobs whose content has no row: left by a crash between writing them and recording the content,
     /// or by a failed delete. Checked under the hash lock, so blobs a running upload is writing are safe.
     async fn remove_orphan_blobs(&self, report: &mut SweepReport) {
-        for store in [Some(&self.backends.hot), self.backends.cold.as_ref()].into_iter().flatten() {
+        for store in self.tiers() {
             let keys = match store.list("").await {
                 Ok(keys) => keys,
                 Err(e) => {

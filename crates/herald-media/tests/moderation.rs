@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::IntoResponse;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use herald_media::moderation::{ModerationError, ModerationItem, ModerationVerdict, Moderator, WebhookModerator};
 use hmac::{Hmac, Mac};
@@ -28,71 +28,31 @@ struct Received {
 
 type Log = Arc<Mutex<Vec<Received>>>;
 
-/// A moderation service: each path answers one way.
+/// A moderation service: each path answers one way (an unknown path, 404).
 async fn spawn_moderator() -> (SocketAddr, Log) {
-    async fn record(log: &Log, path: &str, headers: HeaderMap, body: Bytes) {
-        log.lock().expect("log lock").push(Received { path: path.to_owned(), headers, body });
-    }
-    let log: Log = Arc::default();
-    let app = Router::new()
-        .route(
-            "/approve",
-            post(|State(log): State<Log>, headers: HeaderMap, body: Bytes| async move {
-                record(&log, "/approve", headers, body).await;
-                r#"{"approved": true}"#
-            }),
-        )
-        .route(
-            "/reject",
-            post(|State(log): State<Log>, headers: HeaderMap, body: Bytes| async move {
-                record(&log, "/reject", headers, body).await;
-                r#"{"approved": false, "reason": "nudity"}"#
-            }),
-        )
-        .route(
-            "/reject-silently",
-            post(|State(log): State<Log>, headers: HeaderMap, body: Bytes| async move {
-                record(&log, "/reject-silently", headers, body).await;
-                r#"{"approved": false}"#
-            }),
-        )
-        .route(
-            "/error",
-            post(|State(log): State<Log>, headers: HeaderMap, body: Bytes| async move {
-                record(&log, "/error", headers, body).await;
-                (StatusCode::INTERNAL_SERVER_ERROR, "boom")
-            }),
-        )
-        .route(
-            "/accepted",
-            post(|State(log): State<Log>, headers: HeaderMap, body: Bytes| async move {
-                record(&log, "/accepted", headers, body).await;
-                (StatusCode::ACCEPTED, r#"{"approved": true}"#)
-            }),
-        )
-        .route(
-            "/garbage",
-            post(|State(log): State<Log>, headers: HeaderMap, body: Bytes| async move {
-                record(&log, "/garbage", headers, body).await;
-                "<html>definitely not a verdict</html>"
-            }),
-        )
-        .route(
-            "/huge",
-            post(|State(log): State<Log>, headers: HeaderMap, body: Bytes| async move {
-                record(&log, "/huge", headers, body).await;
-                format!(r#"{{"approved": true, "reason": "{}"}}"#, "x".repeat(1 << 20))
-            }),
-        )
-        .route(
-            "/slow",
-            post(|State(log): State<Log>, headers: HeaderMap, body: Bytes| async move {
-                record(&log, "/slow", headers, body).await;
+    async fn answer(State(log): State<Log>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+        let path = uri.path().to_owned();
+        let known = ["/approve", "/reject", "/reject-silently", "/error", "/accepted", "/garbage", "/huge", "/slow"];
+        if !known.contains(&path.as_str()) {
+            return StatusCode::NOT_FOUND.into_response();
+        }
+        log.lock().expect("log lock").push(Received { path: path.clone(), headers, body });
+        match path.as_str() {
+            "/approve" => r#"{"approved": true}"#.into_response(),
+            "/reject" => r#"{"approved": false, "reason": "nudity"}"#.into_response(),
+            "/reject-silently" => r#"{"approved": false}"#.into_response(),
+            "/error" => (StatusCode::INTERNAL_SERVER_ERROR, "boom").into_response(),
+            "/accepted" => (StatusCode::ACCEPTED, r#"{"approved": true}"#).into_response(),
+            "/garbage" => "<html>definitely not a verdict</html>".into_response(),
+            "/huge" => format!(r#"{{"approved": true, "reason": "{}"}}"#, "x".repeat(1 << 20)).into_response(),
+            _ => {
                 tokio::time::sleep(Duration::from_secs(10)).await;
                 r#"{"approved": true}"#.into_response()
-            }),
-        )
-        .with_state(log.clone());
+            }
+        }
+    }
+    let log: Log = Arc::default();
+    let app = Router::new().fallback(post(answer)).with_state(log.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("local addr");
     tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
