@@ -15,6 +15,9 @@ use herald_proto::ConversationId;
 use serde::Deserialize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+
+/// How often a sender wakes to send what is due.
+const TICK_MS: u64 = 10;
 use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
@@ -163,18 +166,27 @@ impl Fleet {
         let started = Instant::now();
         let deadline = started + Duration::from_secs(seconds);
         let clock = self.clock;
+        let count = self.senders.len();
         let tasks: Vec<_> = std::mem::take(&mut self.senders)
             .into_iter()
             .enumerate()
             .map(|(n, mut sender)| {
                 let conversation = self.conversations[sender.room];
+                // Senders are spread evenly over time, so the offered load is a steady rate rather than
+                // every sender firing in the same instant (which measures queueing behind bursts): each one
+                // starts its schedule at its own fraction of a period, and ticks at its own offset within
+                // the 10 ms tick.
+                let phase = n as f64 / count as f64;
+                let tick_offset = Duration::from_millis(n as u64 % TICK_MS);
                 tokio::spawn(async move {
-                    let mut tick = tokio::time::interval(Duration::from_millis(10));
-                    let begun = Instant::now();
+                    let mut tick = tokio::time::interval_at(
+                        tokio::time::Instant::from_std(started + tick_offset),
+                        Duration::from_millis(TICK_MS),
+                    );
                     let mut sent_now = 0u64;
                     while Instant::now() < deadline {
                         tick.tick().await;
-                        let due = (begun.elapsed().as_secs_f64() * per_sender) as u64;
+                        let due = (started.elapsed().as_secs_f64() * per_sender + phase) as u64;
                         while sent_now < due {
                             let t = clock.elapsed().as_micros() as u64;
                             let id = format!("s{n}-{}", sender.sent);

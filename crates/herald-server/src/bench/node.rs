@@ -35,12 +35,25 @@ impl Target {
             .spawn()
             .context("starting the server")?;
         let stdout = child.stdout.take().context("server stdout")?;
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line)?;
-        let Some(base) = line.trim().strip_prefix("herald listening on ") else {
-            bail!("the server did not start: {line}");
+        // The server logs to stdout too (a warning about a missing ffmpeg, say): pass those lines on and
+        // wait for the one that gives the address; keep draining afterwards so the server never blocks on
+        // a full pipe.
+        let mut lines = BufReader::new(stdout).lines();
+        let base = loop {
+            match lines.next() {
+                Some(Ok(line)) => match line.trim().strip_prefix("herald listening on ") {
+                    Some(base) => break base.to_owned(),
+                    None => eprintln!("{line}"),
+                },
+                end => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    bail!("the server did not start: {}", end.map_or("it exited".to_owned(), |e| format!("{e:?}")));
+                }
+            }
         };
-        Ok(Target { base: base.to_owned(), child: Some((child, dir)) })
+        std::thread::spawn(move || lines.map_while(Result::ok).for_each(|line| eprintln!("{line}")));
+        Ok(Target { base, child: Some((child, dir)) })
     }
 
     pub fn ws_base(&self) -> String {
