@@ -1,11 +1,19 @@
 //! Opening the database and the group-committing writer thread.
+//!
+//! One thread applies every write: it takes whatever is pending, runs it in one redb transaction and
+//! commits once for the lot. Message commits are made durable by the write-ahead journal (`journal`):
+//! their logical record is appended and fsynced there, and the redb transaction commits without syncing.
+//! Other durable writes (accounts, memberships, media) commit durably in redb, which also checkpoints
+//! the journal; so does a timer, so redb never lags the journal by more than `Options::checkpoint_interval`.
 
-use crate::tables;
+use crate::journal::Journal;
+use crate::stores;
+use crate::tables::{self, JOURNAL_APPLIED, META};
 use herald_core::store::{StoreError, StoreResult, Stores};
 use redb::{Database, Durability, ReadTransaction, ReadableDatabase, WriteTransaction};
 use std::path::Path;
 use std::sync::{Arc, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 /// The page cache when none is configured.
@@ -14,14 +22,25 @@ pub const DEFAULT_CACHE_BYTES: usize = 64 * 1024 * 1024;
 /// Most jobs folded into one transaction; bounds the latency a huge backlog adds to the first job.
 const MAX_JOBS_PER_COMMIT: usize = 4096;
 
+/// How long journaled writes (and the cheap non-durable ones, such as cursors) may stay out of a durable
+/// redb commit when none is configured.
+pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(5);
+
+/// A journal this large is checkpointed at the next commit whatever the time, bounding the replay after
+/// a crash and the file's size.
+const CHECKPOINT_BYTES: u64 = 64 * 1024 * 1024;
+
 type Finisher = Box<dyn FnOnce(StoreResult<()>) + Send>;
-/// Runs a job inside the shared transaction: reports whether it poisoned the transaction, and returns its
-/// finisher.
-type Run = Box<dyn FnOnce(&WriteTransaction) -> (bool, Finisher) + Send>;
+/// Runs a job inside the shared transaction (or, given none, only prepares its answer): reports whether it
+/// poisoned the transaction, and returns its finisher.
+type Run = Box<dyn FnOnce(Option<&WriteTransaction>) -> (bool, Finisher) + Send>;
 
 struct Job {
     /// Whether the caller needs this write on disk before it hears back.
     durable: bool,
+    /// The journal record that makes this write durable without a durable redb commit; replayed by
+    /// `stores::replay` after a crash.
+    journal: Option<Vec<u8>>,
     /// When it was queued, for the time jobs wait for the writer.
     queued: Instant,
     /// Runs inside the shared transaction; reports whether the transaction is now unusable, and returns
@@ -31,6 +50,8 @@ struct Job {
 
 enum Msg {
     Write(Job),
+    /// Sent by a timer: checkpoint if a commit has been waiting for it too long.
+    Checkpoint,
     /// Commit what came before, then stop; answered once the writer is done.
     Close(oneshot::Sender<()>),
 }
@@ -45,11 +66,19 @@ pub struct Options {
     pub cache_bytes: usize,
     /// Newest feed entries kept per user; a device further behind is told to resync.
     pub feed_retention: u64,
+    /// How long journaled writes (and the cheap non-durable ones, such as cursors) may stay out of a
+    /// durable redb commit. Each checkpoint is one durable commit of everything written since the last;
+    /// a longer interval makes them rarer and larger, and the replay after a crash longer.
+    pub checkpoint_interval: Duration,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { cache_bytes: DEFAULT_CACHE_BYTES, feed_retention: 10_000 }
+        Self {
+            cache_bytes: DEFAULT_CACHE_BYTES,
+            feed_retention: 10_000,
+            checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
+        }
     }
 }
 
@@ -58,6 +87,8 @@ pub struct EmbeddedDb {
     db: Shared,
     jobs: mpsc::Sender<Msg>,
     pub(crate) feed_retention: u64,
+    /// Journal records applied again when the database was opened (those a crash kept out of redb).
+    replayed: u64,
 }
 
 impl EmbeddedDb {
@@ -71,14 +102,25 @@ impl EmbeddedDb {
         let db =
             Database::builder().set_cache_size(options.cache_bytes).create(dir.join("herald.redb")).map_err(backend)?;
         create_tables(&db)?;
+        let feed_retention = options.feed_retention.max(1);
+        let (journal, replayed) = recover(&db, dir, feed_retention)?;
         let db: Shared = Arc::new(RwLock::new(Some(db)));
         let (jobs, rx) = mpsc::channel(MAX_JOBS_PER_COMMIT);
-        let writer_db = db.clone();
+        let interval = options.checkpoint_interval;
+        let writer =
+            Writer { db: db.clone(), journal, interval, failed: None, last_durable: Instant::now(), dirty: false };
         std::thread::Builder::new()
             .name("herald-redb-writer".into())
-            .spawn(move || writer_loop(&writer_db, rx))
+            .spawn(move || writer.run(rx))
             .map_err(|e| backend(format!("spawn writer: {e}")))?;
-        Ok(Arc::new(Self { db, jobs, feed_retention: options.feed_retention.max(1) }))
+        start_checkpoint_timer(jobs.downgrade(), &dir.join("herald.redb"), interval)?;
+        Ok(Arc::new(Self { db, jobs, feed_retention, replayed }))
+    }
+
+    /// How many journal records opening the database applied again: writes that were acknowledged (durable
+    /// in the journal) but not yet in a durable redb commit when the previous process stopped.
+    pub fn replayed_at_open(&self) -> u64 {
+        self.replayed
     }
 
     /// The five stores, all backed by this database.
@@ -119,13 +161,41 @@ impl EmbeddedDb {
         durable: bool,
         f: impl FnOnce(&WriteTransaction) -> StoreResult<R> + Send + 'static,
     ) -> StoreResult<R> {
+        self.submit(query_type, table, durable, None, f).await
+    }
+
+    /// Like [`EmbeddedDb::write`] for a durable write whose `record` in the journal makes it durable:
+    /// `stores::replay` applied to `record` must write exactly what `f` writes.
+    pub(crate) async fn write_journaled<R: Send + 'static>(
+        &self,
+        query_type: &'static str,
+        table: &'static str,
+        record: Vec<u8>,
+        f: impl FnOnce(&WriteTransaction) -> StoreResult<R> + Send + 'static,
+    ) -> StoreResult<R> {
+        self.submit(query_type, table, true, Some(record), f).await
+    }
+
+    async fn submit<R: Send + 'static>(
+        &self,
+        query_type: &'static str,
+        table: &'static str,
+        durable: bool,
+        journal: Option<Vec<u8>>,
+        f: impl FnOnce(&WriteTransaction) -> StoreResult<R> + Send + 'static,
+    ) -> StoreResult<R> {
         let started = Instant::now();
         let (tx, rx) = oneshot::channel();
         let job = Msg::Write(Job {
             durable,
+            journal,
             queued: Instant::now(),
             run: Box::new(move |txn| {
-                let result = f(txn);
+                // Without a transaction the commit's error is the answer; this placeholder is never seen.
+                let result = match txn {
+                    Some(txn) => f(txn),
+                    None => Err(backend("not written")),
+                };
                 let poisoned = matches!(result, Err(StoreError::Backend(_)));
                 let finish: Finisher = Box::new(move |commit: StoreResult<()>| {
                     let _ = tx.send((commit.and(result), Instant::now()));
@@ -193,85 +263,222 @@ fn create_tables(db: &Database) -> StoreResult<()> {
         txn.open_table(tables::CONTENT_ACCESS).map_err(backend)?;
         txn.open_table(tables::TAKEDOWNS).map_err(backend)?;
         txn.open_table(tables::BLOCKLIST).map_err(backend)?;
+        txn.open_table(META).map_err(backend)?;
     }
     txn.commit().map_err(backend)
 }
 
-/// Takes everything pending, applies it in one transaction, commits once, answers everyone.
-fn writer_loop(db: &Shared, mut rx: mpsc::Receiver<Msg>) {
-    let mut closing = None;
-    while closing.is_none() {
-        let Some(first) = rx.blocking_recv() else { break };
-        let mut jobs = Vec::new();
-        let mut next = Some(first);
-        while let Some(msg) = next.take() {
-            match msg {
-                Msg::Write(job) => {
-                    metrics::histogram!("embedded_job_wait_ms").record(job.queued.elapsed().as_secs_f64() * 1000.0);
-                    jobs.push(job)
+/// Applies the journal records redb lost in a crash (those after its stored LSN), commits them durably,
+/// and returns the emptied journal with how many records it replayed.
+fn recover(db: &Database, dir: &Path, feed_retention: u64) -> StoreResult<(Journal, u64)> {
+    let applied = {
+        let txn = db.begin_read().map_err(backend)?;
+        let meta = txn.open_table(META).map_err(backend)?;
+        meta.get(JOURNAL_APPLIED).map_err(backend)?.map_or(0, |v| v.value())
+    };
+    let (mut journal, pending) = Journal::open(dir, applied).map_err(|e| backend(format!("journal: {e}")))?;
+    if let Some((last, _)) = pending.last() {
+        let txn = db.begin_write().map_err(backend)?;
+        for (lsn, record) in &pending {
+            stores::replay(&txn, record, feed_retention)
+                .map_err(|e| backend(format!("replaying journal record {lsn}: {e}")))?;
+        }
+        set_journal_applied(&txn, *last)?;
+        txn.commit().map_err(backend)?;
+        tracing::info!(records = pending.len(), last_lsn = last, "replayed the journal");
+    }
+    journal.reset().map_err(|e| backend(format!("empty {}: {e}", journal.path().display())))?;
+    Ok((journal, pending.len() as u64))
+}
+
+/// Records, in the transaction that applies it, the last journal record redb holds.
+fn set_journal_applied(txn: &WriteTransaction, lsn: u64) -> StoreResult<()> {
+    txn.open_table(META).map_err(backend)?.insert(JOURNAL_APPLIED, lsn).map_err(backend)?;
+    Ok(())
+}
+
+/// Every `interval`, flushes what redb has written to its file since the last flush, then asks the writer
+/// to checkpoint; stops when the database is gone. The flush is the slow part of a durable commit (all the
+/// pages written without syncing since the last one) and runs here, beside the writer, so the checkpoint
+/// that follows only syncs what was written meanwhile: a short pause for the writer instead of a long one.
+fn start_checkpoint_timer(jobs: mpsc::WeakSender<Msg>, file: &Path, interval: Duration) -> StoreResult<()> {
+    // fdatasync on any descriptor of a file flushes all of the file's dirty pages.
+    let file = std::fs::File::open(file).map_err(|e| backend(format!("open {}: {e}", file.display())))?;
+    std::thread::Builder::new()
+        .name("herald-redb-checkpoint".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(interval);
+                if jobs.upgrade().is_none() {
+                    break;
                 }
-                Msg::Close(done) => {
-                    closing = Some(done);
+                let started = Instant::now();
+                if let Err(e) = file.sync_data() {
+                    // The checkpoint's own durable commit reports (and acts on) a failing disk.
+                    tracing::warn!(error = %e, "flushing the database file ahead of a checkpoint failed");
+                }
+                metrics::histogram!("embedded_commit_duration_ms", "stage" => "preflush")
+                    .record(started.elapsed().as_secs_f64() * 1000.0);
+                let Some(jobs) = jobs.upgrade() else { break };
+                if jobs.blocking_send(Msg::Checkpoint).is_err() {
                     break;
                 }
             }
-            if jobs.len() < MAX_JOBS_PER_COMMIT {
-                next = rx.try_recv().ok();
-            }
-        }
-        if jobs.is_empty() {
-            continue;
-        }
-        let guard = db.read().unwrap_or_else(|p| p.into_inner());
-        let Some(db) = guard.as_ref() else {
-            // Closed: dropping the jobs unanswered tells each caller the write failed.
-            continue;
-        };
-        let started = Instant::now();
-        let durable = jobs.iter().any(|j| j.durable);
-        let count = jobs.len();
-        let mut finishers = Vec::with_capacity(jobs.len());
-        let outcome = match db.begin_write() {
-            Ok(mut txn) => {
-                let durability = if durable { Durability::Immediate } else { Durability::None };
-                let mut poisoned = txn.set_durability(durability).is_err();
-                for job in jobs {
-                    let (bad, finish) = (job.run)(&txn);
-                    poisoned |= bad;
-                    finishers.push(finish);
+        })
+        .map(|_| ())
+        .map_err(|e| backend(format!("spawn checkpoint timer: {e}")))
+}
+
+/// The writer thread's state.
+struct Writer {
+    db: Shared,
+    journal: Journal,
+    /// How often the timer asks for a checkpoint (the writer takes one itself after four of these).
+    interval: Duration,
+    /// Set once the journal could not be written, or redb could not commit what the journal already holds:
+    /// the two may disagree until a restart replays the journal, so every later write is refused.
+    failed: Option<String>,
+    /// When redb last committed durably (a checkpoint).
+    last_durable: Instant,
+    /// Whether anything was committed without syncing since then.
+    dirty: bool,
+}
+
+impl Writer {
+    /// Takes everything pending, applies it in one transaction, commits once, answers everyone.
+    fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
+        let mut closing = None;
+        while closing.is_none() {
+            let Some(first) = rx.blocking_recv() else { break };
+            let mut jobs = Vec::new();
+            let mut checkpoint_asked = false;
+            let mut next = Some(first);
+            while let Some(msg) = next.take() {
+                match msg {
+                    Msg::Write(job) => {
+                        metrics::histogram!("embedded_job_wait_ms").record(job.queued.elapsed().as_secs_f64() * 1000.0);
+                        jobs.push(job)
+                    }
+                    Msg::Checkpoint => checkpoint_asked = true,
+                    Msg::Close(done) => {
+                        closing = Some(done);
+                        break;
+                    }
                 }
-                if poisoned {
-                    let _ = txn.abort();
-                    Err(backend("a write in the same group commit failed; nothing was written"))
-                } else {
-                    let applied = Instant::now();
-                    let committed = txn.commit().map_err(backend);
-                    metrics::histogram!("embedded_commit_duration_ms", "stage" => "apply")
-                        .record((applied - started).as_secs_f64() * 1000.0);
-                    metrics::histogram!("embedded_commit_duration_ms", "stage" => "commit")
-                        .record(applied.elapsed().as_secs_f64() * 1000.0);
-                    committed
+                if jobs.len() < MAX_JOBS_PER_COMMIT {
+                    next = rx.try_recv().ok();
                 }
             }
-            Err(e) => {
-                // No transaction: answer every job with the failure without running it.
-                // Dropping the jobs unanswered tells each caller the write failed.
-                drop(jobs);
-                Err(backend(e))
+            // The timer asks once it has flushed the file; the writer's own clock is the fallback should
+            // the timer fall behind.
+            let checkpoint_due = self.dirty
+                && (checkpoint_asked
+                    || closing.is_some()
+                    || self.last_durable.elapsed() >= self.interval * 4
+                    || self.journal.len() >= CHECKPOINT_BYTES);
+            if jobs.is_empty() && !checkpoint_due {
+                continue;
             }
-        };
-        if let Err(e) = &outcome {
-            tracing::error!(error = %e, "group commit failed");
+            let shared = self.db.clone();
+            let guard = shared.read().unwrap_or_else(|p| p.into_inner());
+            let Some(db) = guard.as_ref() else {
+                // Closed: dropping the jobs unanswered tells each caller the write failed.
+                continue;
+            };
+            let started = Instant::now();
+            let count = jobs.len();
+            let (outcome, finishers) = self.commit(db, jobs, checkpoint_due);
+            if let Err(e) = &outcome {
+                tracing::error!(error = %e, "group commit failed");
+            }
+            metrics::histogram!("embedded_group_commit_jobs").record(count as f64);
+            metrics::histogram!("database_query_duration_ms", "query_type" => "commit", "table" => "all")
+                .record(started.elapsed().as_secs_f64() * 1000.0);
+            drop(guard);
+            for finish in finishers {
+                finish(outcome.clone());
+            }
         }
-        metrics::histogram!("embedded_group_commit_jobs").record(count as f64);
-        metrics::histogram!("database_query_duration_ms", "query_type" => "commit", "table" => "all")
-            .record(started.elapsed().as_secs_f64() * 1000.0);
-        drop(guard);
-        for finish in finishers {
-            finish(outcome.clone());
+        if let Some(done) = closing {
+            let _ = done.send(());
         }
     }
-    if let Some(done) = closing {
-        let _ = done.send(());
+
+    /// One group commit: runs the jobs in a transaction, journals the records of those that have one,
+    /// commits (durably when a job needs it without a record, or a checkpoint is due).
+    fn commit(&mut self, db: &Database, jobs: Vec<Job>, checkpoint_due: bool) -> (StoreResult<()>, Vec<Finisher>) {
+        let started = Instant::now();
+        let durable = checkpoint_due || jobs.iter().any(|j| j.durable && j.journal.is_none());
+        let mut records = Vec::new();
+        let mut runs = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            records.extend(job.journal);
+            runs.push(job.run);
+        }
+        let unrun = |runs: Vec<Run>| runs.into_iter().map(|run| run(None).1).collect::<Vec<_>>();
+        if let Some(reason) = &self.failed {
+            return (Err(backend(reason)), unrun(runs));
+        }
+        let mut txn = match db.begin_write() {
+            Ok(txn) => txn,
+            Err(e) => return (Err(backend(e)), unrun(runs)),
+        };
+        let durability = if durable { Durability::Immediate } else { Durability::None };
+        let mut poisoned = txn.set_durability(durability).is_err();
+        let mut finishers = Vec::with_capacity(runs.len());
+        for run in runs {
+            let (bad, finish) = run(Some(&txn));
+            poisoned |= bad;
+            finishers.push(finish);
+        }
+        if !records.is_empty() && !poisoned {
+            let last = self.journal.next_lsn() + records.len() as u64 - 1;
+            poisoned |= set_journal_applied(&txn, last).is_err();
+        }
+        if poisoned {
+            let _ = txn.abort();
+            return (Err(backend("a write in the same group commit failed; nothing was written")), finishers);
+        }
+        let applied = Instant::now();
+        // The records go to disk before redb shows their writes to readers: nothing is read that a crash
+        // could take back.
+        if !records.is_empty()
+            && let Err(e) = self.journal.append(&records)
+        {
+            let _ = txn.abort();
+            let reason = format!("the journal could not be written ({e}); restart the server");
+            self.failed = Some(reason.clone());
+            return (Err(backend(reason)), finishers);
+        }
+        let journaled = Instant::now();
+        if let Err(e) = txn.commit() {
+            if !records.is_empty() {
+                // The journal holds writes redb does not: only a restart's replay brings them together.
+                self.failed = Some(format!("the database could not commit journaled writes ({e}); restart the server"));
+            }
+            return (Err(backend(e)), finishers);
+        }
+        let committed = Instant::now();
+        if durable {
+            self.dirty = false;
+            self.last_durable = committed;
+            // Records the journal keeps after a failed truncation are skipped at the next start, since the
+            // database's stored LSN covers them.
+            if self.journal.len() > 0
+                && let Err(e) = self.journal.reset()
+            {
+                tracing::warn!(error = %e, "could not empty the journal after a checkpoint");
+            }
+        } else {
+            self.dirty = true;
+        }
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        metrics::histogram!("embedded_commit_duration_ms", "stage" => "apply").record(ms(applied - started));
+        if !records.is_empty() {
+            metrics::histogram!("embedded_commit_duration_ms", "stage" => "journal").record(ms(journaled - applied));
+        }
+        let stage = if durable { "commit_durable" } else { "commit" };
+        metrics::histogram!("embedded_commit_duration_ms", "stage" => stage).record(ms(committed - journaled));
+        (Ok(()), finishers)
     }
 }

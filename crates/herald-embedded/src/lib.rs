@@ -8,6 +8,7 @@
 
 mod db;
 mod feed_codec;
+mod journal;
 mod log;
 mod stores;
 mod tables;

@@ -53,3 +53,7 @@ pub const BLOCKLIST: TableDefinition<u64, &[u8]> = TableDefinition::new("blockli
 
 pub const MIN_ID: Id = [0; 16];
 pub const MAX_ID: Id = [0xff; 16];
+
+/// Bookkeeping of the database itself: `"journal_applied"` -> the LSN of the last journal record applied.
+pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+pub const JOURNAL_APPLIED: &str = "journal_applied";

@@ -99,11 +99,15 @@ pub struct StorageConfig {
     /// Newest events kept in each user's feed. A device that was offline for more events than this is
     /// told to resync (reload over REST) instead of resuming.
     pub feed_retention: u64,
+    /// Messages are durable once in the write-ahead journal; at most this long later they are also in a
+    /// durable commit of the database file (a checkpoint), after which the journal is emptied. Longer
+    /// makes checkpoints rarer but larger, and the replay after a crash longer.
+    pub checkpoint_interval_ms: u64,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        Self { cache_mb: 64, feed_retention: 10_000 }
+        Self { cache_mb: 64, feed_retention: 10_000, checkpoint_interval_ms: 5000 }
     }
 }
 
@@ -281,6 +285,11 @@ impl Config {
         check(self.cache.l1_ttl_secs >= 1, "cache.l1_ttl_secs", "must be at least 1")?;
         check((1..=1 << 20).contains(&self.storage.cache_mb), "storage.cache_mb", "must be between 1 and 1048576")?;
         check(self.storage.feed_retention >= 100, "storage.feed_retention", "must be at least 100")?;
+        check(
+            (10..=600_000).contains(&self.storage.checkpoint_interval_ms),
+            "storage.checkpoint_interval_ms",
+            "must be between 10 and 600000",
+        )?;
         let w = &self.gateway;
         check(w.handshake_timeout_ms >= 100, "gateway.handshake_timeout_ms", "must be at least 100")?;
         check(w.auth_timeout_ms >= 10, "gateway.auth_timeout_ms", "must be at least 10")?;

@@ -68,10 +68,19 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     std::fs::create_dir_all(data_dir).with_context(|| format!("creating data dir {}", data_dir.display()))?;
     let jwt_secret = secret::load_or_create(config.auth.jwt_secret.as_deref(), data_dir)?;
 
-    let options =
-        Options { cache_bytes: config.storage.cache_mb * 1024 * 1024, feed_retention: config.storage.feed_retention };
+    let options = Options {
+        cache_bytes: config.storage.cache_mb * 1024 * 1024,
+        feed_retention: config.storage.feed_retention,
+        checkpoint_interval: Duration::from_millis(config.storage.checkpoint_interval_ms),
+    };
     let db = EmbeddedDb::open_with(data_dir, options)
         .with_context(|| format!("opening the store in {}", data_dir.display()))?;
+    if db.replayed_at_open() > 0 {
+        tracing::warn!(
+            records = db.replayed_at_open(),
+            "the previous run stopped before its last checkpoint: replayed its journal"
+        );
+    }
     let stores = db.stores();
     let limits = config.core_limits();
 

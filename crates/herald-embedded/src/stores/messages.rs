@@ -1,11 +1,11 @@
-use super::{decode, encode, media};
+use super::{commit_record, decode, encode, media};
 use crate::db::{EmbeddedDb, backend};
 use crate::feed_codec;
 use crate::tables::{CLIENT_IDS, FEED, Id, LAST_SENT, MESSAGES};
 use async_trait::async_trait;
 use herald_core::store::{FeedAppend, FeedPage, MessageStore, MessageWrite, StoreResult};
 use herald_proto::{ConversationId, Direction, MediaId, Message, UserId};
-use redb::{ReadableTable, Table};
+use redb::{ReadableTable, Table, WriteTransaction};
 use serde::Deserialize;
 use std::collections::HashMap;
 
@@ -36,49 +36,10 @@ impl MessageStore for EmbeddedDb {
             .map(|w| Ok((matches!(w, MessageWrite::Insert(_)), w.message().clone(), encode(w.message())?)))
             .collect::<StoreResult<Vec<_>>>()?;
         let feed: Vec<(Id, Vec<u8>)> = feed.iter().map(|f| (f.user.to_bytes(), feed_codec::encode(&f.event))).collect();
+        let record = commit_record::encode(&encoded, &feed)?;
         let retention = self.feed_retention;
-        self.write("commit_with_feed", "messages", true, move |txn| {
-            let mut messages = txn.open_table(MESSAGES).map_err(backend)?;
-            let mut client_ids = txn.open_table(CLIENT_IDS).map_err(backend)?;
-            let mut last_sent = txn.open_table(LAST_SENT).map_err(backend)?;
-            let (mut added_refs, mut dropped_refs) = (Vec::new(), Vec::new());
-            for (insert, message, bytes) in &encoded {
-                let key = (message.conversation_id.to_bytes(), message.seq);
-                let previous = messages.insert(key, bytes.as_slice()).map_err(backend)?;
-                // The sequencer is the only writer of a conversation; a seq used twice, or an update of a
-                // missing message, means that guarantee broke, and the whole commit is refused.
-                if previous.is_some() == *insert {
-                    return Err(backend(format!(
-                        "message {}/{} {}",
-                        message.conversation_id,
-                        message.seq,
-                        if *insert { "already exists" } else { "does not exist" }
-                    )));
-                }
-                // Only a previous version that can have attachments is decoded (most messages have none).
-                let before = match previous {
-                    Some(old) if may_attach(old.value()) => decode::<Attached>(old.value())?.attachments,
-                    _ => Vec::new(),
-                };
-                let after = &message.attachments;
-                for gone in before.iter().filter(|b| !after.iter().any(|a| a.media_id == b.media_id)) {
-                    dropped_refs.push((gone.media_id.to_bytes(), key.0, key.1));
-                }
-                for new in after.iter().filter(|a| !before.iter().any(|b| b.media_id == a.media_id)) {
-                    added_refs.push((new.media_id.to_bytes(), key.0, key.1));
-                }
-                if *insert {
-                    let id_key = (key.0, message.sender.to_bytes(), message.client_msg_id.as_str());
-                    client_ids.insert(id_key, message.seq).map_err(backend)?;
-                    let sent_key = (key.0, message.sender.to_bytes());
-                    let previous = last_sent.get(sent_key).map_err(backend)?.map_or(0, |v| v.value());
-                    if message.seq > previous {
-                        last_sent.insert(sent_key, message.seq).map_err(backend)?;
-                    }
-                }
-            }
-            media::apply_refs(txn, &added_refs, &dropped_refs)?;
-            append_feed(&mut txn.open_table(FEED).map_err(backend)?, &feed, retention)
+        self.write_journaled("commit_with_feed", "messages", record, move |txn| {
+            apply_commit(txn, &encoded, &feed, retention)
         })
         .await
     }
@@ -180,6 +141,68 @@ impl MessageStore for EmbeddedDb {
             Ok(out)
         })
     }
+}
+
+/// Writes the messages (with their idempotency keys, each sender's last seq and the media they attach)
+/// and the feed entries; returns each feed entry's position. What a message commit does, live or replayed
+/// from the journal.
+fn apply_commit(
+    txn: &WriteTransaction,
+    encoded: &[(bool, Message, Vec<u8>)],
+    feed: &[(Id, Vec<u8>)],
+    retention: u64,
+) -> StoreResult<Vec<u64>> {
+    let mut messages = txn.open_table(MESSAGES).map_err(backend)?;
+    let mut client_ids = txn.open_table(CLIENT_IDS).map_err(backend)?;
+    let mut last_sent = txn.open_table(LAST_SENT).map_err(backend)?;
+    let (mut added_refs, mut dropped_refs) = (Vec::new(), Vec::new());
+    for (insert, message, bytes) in encoded {
+        let key = (message.conversation_id.to_bytes(), message.seq);
+        let previous = messages.insert(key, bytes.as_slice()).map_err(backend)?;
+        // The sequencer is the only writer of a conversation; a seq used twice, or an update of a missing
+        // message, means that guarantee broke, and the whole commit is refused.
+        if previous.is_some() == *insert {
+            return Err(backend(format!(
+                "message {}/{} {}",
+                message.conversation_id,
+                message.seq,
+                if *insert { "already exists" } else { "does not exist" }
+            )));
+        }
+        // Only a previous version that can have attachments is decoded (most messages have none).
+        let before = match previous {
+            Some(old) if may_attach(old.value()) => decode::<Attached>(old.value())?.attachments,
+            _ => Vec::new(),
+        };
+        let after = &message.attachments;
+        for gone in before.iter().filter(|b| !after.iter().any(|a| a.media_id == b.media_id)) {
+            dropped_refs.push((gone.media_id.to_bytes(), key.0, key.1));
+        }
+        for new in after.iter().filter(|a| !before.iter().any(|b| b.media_id == a.media_id)) {
+            added_refs.push((new.media_id.to_bytes(), key.0, key.1));
+        }
+        if *insert {
+            let id_key = (key.0, message.sender.to_bytes(), message.client_msg_id.as_str());
+            client_ids.insert(id_key, message.seq).map_err(backend)?;
+            let sent_key = (key.0, message.sender.to_bytes());
+            let previous = last_sent.get(sent_key).map_err(backend)?.map_or(0, |v| v.value());
+            if message.seq > previous {
+                last_sent.insert(sent_key, message.seq).map_err(backend)?;
+            }
+        }
+    }
+    media::apply_refs(txn, &added_refs, &dropped_refs)?;
+    append_feed(&mut txn.open_table(FEED).map_err(backend)?, feed, retention)
+}
+
+/// Applies a message commit's journal record again (after a crash took it out of redb).
+pub(super) fn replay(txn: &WriteTransaction, record: &[u8], retention: u64) -> StoreResult<()> {
+    let (writes, feed) = commit_record::decode(record)?;
+    let encoded = writes
+        .into_iter()
+        .map(|(insert, bytes)| Ok((insert, decode::<Message>(&bytes)?, bytes)))
+        .collect::<StoreResult<Vec<_>>>()?;
+    apply_commit(txn, &encoded, &feed, retention).map(|_| ())
 }
 
 /// Appends each entry at its user's next position and drops the entry that falls out of the retention

@@ -1,5 +1,6 @@
 //! The five store traits over the embedded database, one file each.
 
+mod commit_record;
 mod conversations;
 mod cursors;
 mod media;
@@ -8,6 +9,7 @@ mod users;
 
 use crate::db::backend;
 use herald_core::store::StoreResult;
+use redb::WriteTransaction;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -17,4 +19,12 @@ fn encode<T: Serialize>(value: &T) -> StoreResult<Vec<u8>> {
 
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> StoreResult<T> {
     serde_json::from_slice(bytes).map_err(|e| backend(format!("corrupt record: {e}")))
+}
+
+/// Applies a journal record again, as the write that journaled it did (see `db`'s recovery).
+pub(crate) fn replay(txn: &WriteTransaction, record: &[u8], feed_retention: u64) -> StoreResult<()> {
+    match record.first() {
+        Some(&commit_record::MESSAGE_COMMIT) => messages::replay(txn, record, feed_retention),
+        _ => Err(backend("unknown journal record")),
+    }
 }

@@ -39,6 +39,8 @@ async fn graceful_restart_keeps_everything() {
 struct Node {
     child: Child,
     base: String,
+    /// What it logged (to stdout, at warn and above) before it was listening.
+    startup_log: Vec<String>,
 }
 
 impl Node {
@@ -63,10 +65,24 @@ impl Node {
             .spawn()
             .expect("spawn herald");
         let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("read address line");
-        let base = line.trim().strip_prefix("herald listening on ").expect("address line").to_owned();
-        Node { child, base }
+        let mut lines = BufReader::new(stdout).lines();
+        let mut startup_log = Vec::new();
+        let base = loop {
+            let line = lines.next().expect("the server exited before listening").expect("read stdout");
+            match line.trim().strip_prefix("herald listening on ") {
+                Some(base) => break base.to_owned(),
+                None => startup_log.push(line),
+            }
+        };
+        // Keep reading, so that the server never blocks on a full pipe.
+        std::thread::spawn(move || lines.map_while(Result::ok).for_each(drop));
+        Node { child, base, startup_log }
+    }
+
+    /// Whether it started by replaying journal records that the previous process had acknowledged but not
+    /// yet checkpointed into the database file.
+    fn replayed_journal(&self) -> bool {
+        self.startup_log.iter().any(|line| line.contains("replayed its journal"))
     }
 
     fn kill_9(&mut self) {
@@ -155,6 +171,9 @@ async fn kill_9_mid_traffic_loses_no_acked_message() {
     assert!(acked.len() >= 300);
 
     let node = Node::start(dir.path());
+    // The node was killed within its first checkpoint interval, with sends going on: the acked messages
+    // of the last moments were in the journal only, so this restart is the journal's replay at work.
+    assert!(node.replayed_journal(), "no journal replay at restart: {:?}", node.startup_log);
     let history = |from: u64| {
         let (http, base, token) = (http.clone(), node.base.clone(), alice.clone());
         async move {
