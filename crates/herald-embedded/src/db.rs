@@ -16,8 +16,10 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
-/// The page cache when none is configured.
-pub const DEFAULT_CACHE_BYTES: usize = 64 * 1024 * 1024;
+/// The page cache when none is configured. redb keeps the pages of non-durable commits in it until the
+/// next durable commit (or until they are evicted to the file, where the checkpoint timer's flush reaches
+/// them), so its size bounds what a checkpoint writes out while the writer waits.
+pub const DEFAULT_CACHE_BYTES: usize = 16 * 1024 * 1024;
 
 /// Most jobs folded into one transaction; bounds the latency a huge backlog adds to the first job.
 const MAX_JOBS_PER_COMMIT: usize = 4096;
@@ -62,7 +64,8 @@ type Shared = Arc<RwLock<Option<Database>>>;
 /// How to open the database.
 #[derive(Clone, Debug)]
 pub struct Options {
-    /// The page cache (redb's own default is 1 GiB, too much for a small self-hosted node).
+    /// The page cache (redb's own default is 1 GiB, too much for a small self-hosted node; and see
+    /// [`DEFAULT_CACHE_BYTES`] on why bigger is not always better).
     pub cache_bytes: usize,
     /// Newest feed entries kept per user; a device further behind is told to resync.
     pub feed_retention: u64,

@@ -2,9 +2,11 @@
 //! holding all five stores, and the in-process partitioned log.
 //!
 //! Writes from every store go through one writer thread that group-commits whatever is pending into a
-//! single redb transaction and fsyncs once (`Durability::Immediate`) for the lot, so durable throughput
-//! grows with concurrency instead of being capped at one fsync per message. Reads use redb's MVCC read
-//! transactions directly and never wait for the writer.
+//! single redb transaction. Message commits are made durable by a write-ahead journal (one fdatasync'd
+//! append for the whole group) while redb commits them without syncing and checkpoints every few seconds;
+//! other durable writes commit with `Durability::Immediate`. Durable throughput grows with concurrency
+//! instead of being capped at one sync per message. Reads use redb's MVCC read transactions directly and
+//! never wait for the writer.
 
 mod db;
 mod feed_codec;

@@ -94,7 +94,9 @@ pub struct CacheConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
-    /// Page cache of the embedded database, in MiB.
+    /// Page cache of the embedded database, in MiB. It also holds the pages written since the last
+    /// checkpoint, so it bounds how much a checkpoint writes out while the writer waits: a bigger cache
+    /// serves more reads itself (the rest come from the OS page cache) but makes checkpoint pauses longer.
     pub cache_mb: usize,
     /// Newest events kept in each user's feed. A device that was offline for more events than this is
     /// told to resync (reload over REST) instead of resuming.
@@ -107,7 +109,7 @@ pub struct StorageConfig {
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        Self { cache_mb: 64, feed_retention: 10_000, checkpoint_interval_ms: 5000 }
+        Self { cache_mb: 16, feed_retention: 10_000, checkpoint_interval_ms: 5000 }
     }
 }
 
