@@ -8,11 +8,12 @@
 
 use crate::journal::Journal;
 use crate::stores;
-use crate::tables::{self, JOURNAL_APPLIED, META};
+use crate::tables::{self, Id, JOURNAL_APPLIED, META};
 use herald_core::store::{StoreError, StoreResult, Stores};
 use redb::{Database, Durability, ReadTransaction, ReadableDatabase, WriteTransaction};
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
@@ -31,6 +32,33 @@ pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(5);
 /// A journal this large is checkpointed at the next commit whatever the time, bounding the replay after
 /// a crash and the file's size.
 const CHECKPOINT_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Users whose newest feed position the writer remembers; past this many it starts over.
+const MAX_FEED_HEADS: usize = 1_000_000;
+
+/// The newest feed position of each user the writer appended to, so an append need not look it up in the
+/// B-tree (that range lookup cost a third as much as the insert itself).
+pub(crate) type FeedHeads = HashMap<Id, u64>;
+
+/// [`FeedHeads`] shared by the message commit jobs and the writer. Only the writer thread locks it (jobs run
+/// there), so the lock is never contended. The writer empties it whenever a group commit's jobs ran but did
+/// not commit, since their positions were never written.
+#[derive(Clone, Default)]
+pub(crate) struct SharedFeedHeads(Arc<Mutex<FeedHeads>>);
+
+impl SharedFeedHeads {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, FeedHeads> {
+        let mut heads = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if heads.len() > MAX_FEED_HEADS {
+            heads.clear();
+        }
+        heads
+    }
+
+    fn forget(&self) {
+        self.lock().clear();
+    }
+}
 
 type Finisher = Box<dyn FnOnce(StoreResult<()>) + Send>;
 /// Runs a job inside the shared transaction (or, given none, only prepares its answer): reports whether it
@@ -90,6 +118,7 @@ pub struct EmbeddedDb {
     db: Shared,
     jobs: mpsc::Sender<Msg>,
     pub(crate) feed_retention: u64,
+    pub(crate) feed_heads: SharedFeedHeads,
     /// Journal records applied again when the database was opened (those a crash kept out of redb).
     replayed: u64,
 }
@@ -110,14 +139,22 @@ impl EmbeddedDb {
         let db: Shared = Arc::new(RwLock::new(Some(db)));
         let (jobs, rx) = mpsc::channel(MAX_JOBS_PER_COMMIT);
         let interval = options.checkpoint_interval;
-        let writer =
-            Writer { db: db.clone(), journal, interval, failed: None, last_durable: Instant::now(), dirty: false };
+        let feed_heads = SharedFeedHeads::default();
+        let writer = Writer {
+            db: db.clone(),
+            journal,
+            interval,
+            feed_heads: feed_heads.clone(),
+            failed: None,
+            last_durable: Instant::now(),
+            dirty: false,
+        };
         std::thread::Builder::new()
             .name("herald-redb-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| backend(format!("spawn writer: {e}")))?;
         start_checkpoint_timer(jobs.downgrade(), &dir.join("herald.redb"), interval)?;
-        Ok(Arc::new(Self { db, jobs, feed_retention, replayed }))
+        Ok(Arc::new(Self { db, jobs, feed_retention, feed_heads, replayed }))
     }
 
     /// How many journal records opening the database applied again: writes that were acknowledged (durable
@@ -282,8 +319,9 @@ fn recover(db: &Database, dir: &Path, feed_retention: u64) -> StoreResult<(Journ
     let (mut journal, pending) = Journal::open(dir, applied).map_err(|e| backend(format!("journal: {e}")))?;
     if let Some((last, _)) = pending.last() {
         let txn = db.begin_write().map_err(backend)?;
+        let mut heads = FeedHeads::new();
         for (lsn, record) in &pending {
-            stores::replay(&txn, record, feed_retention)
+            stores::replay(&txn, record, feed_retention, &mut heads)
                 .map_err(|e| backend(format!("replaying journal record {lsn}: {e}")))?;
         }
         set_journal_applied(&txn, *last)?;
@@ -338,6 +376,8 @@ struct Writer {
     journal: Journal,
     /// How often the timer asks for a checkpoint (the writer takes one itself after four of these).
     interval: Duration,
+    /// Forgotten when a group's jobs ran but it did not commit.
+    feed_heads: SharedFeedHeads,
     /// Set once the journal could not be written, or redb could not commit what the journal already holds:
     /// the two may disagree until a restart replays the journal, so every later write is refused.
     failed: Option<String>,
@@ -440,6 +480,7 @@ impl Writer {
         }
         if poisoned {
             let _ = txn.abort();
+            self.feed_heads.forget();
             return (Err(backend("a write in the same group commit failed; nothing was written")), finishers);
         }
         let applied = Instant::now();
@@ -449,12 +490,14 @@ impl Writer {
             && let Err(e) = self.journal.append(&records)
         {
             let _ = txn.abort();
+            self.feed_heads.forget();
             let reason = format!("the journal could not be written ({e}); restart the server");
             self.failed = Some(reason.clone());
             return (Err(backend(reason)), finishers);
         }
         let journaled = Instant::now();
         if let Err(e) = txn.commit() {
+            self.feed_heads.forget();
             if !records.is_empty() {
                 // The journal holds writes redb does not: only a restart's replay brings them together.
                 self.failed = Some(format!("the database could not commit journaled writes ({e}); restart the server"));

@@ -1,5 +1,5 @@
 use super::{commit_record, decode, encode, media};
-use crate::db::{EmbeddedDb, backend};
+use crate::db::{EmbeddedDb, FeedHeads, backend};
 use crate::feed_codec;
 use crate::tables::{CLIENT_IDS, FEED, Id, LAST_SENT, MESSAGES};
 use async_trait::async_trait;
@@ -7,7 +7,6 @@ use herald_core::store::{FeedAppend, FeedPage, MessageStore, MessageWrite, Store
 use herald_proto::{ConversationId, Direction, MediaId, Message, UserId};
 use redb::{ReadableTable, Table, WriteTransaction};
 use serde::Deserialize;
-use std::collections::HashMap;
 
 /// The attachments of a stored message, read without decoding the rest of it.
 #[derive(Deserialize)]
@@ -38,8 +37,9 @@ impl MessageStore for EmbeddedDb {
         let feed: Vec<(Id, Vec<u8>)> = feed.iter().map(|f| (f.user.to_bytes(), feed_codec::encode(&f.event))).collect();
         let record = commit_record::encode(&encoded, &feed)?;
         let retention = self.feed_retention;
+        let heads = self.feed_heads.clone();
         self.write_journaled("commit_with_feed", "messages", record, move |txn| {
-            apply_commit(txn, &encoded, &feed, retention)
+            apply_commit(txn, &encoded, &feed, retention, &mut heads.lock())
         })
         .await
     }
@@ -151,6 +151,7 @@ fn apply_commit(
     encoded: &[(bool, Message, Vec<u8>)],
     feed: &[(Id, Vec<u8>)],
     retention: u64,
+    heads: &mut FeedHeads,
 ) -> StoreResult<Vec<u64>> {
     let mut messages = txn.open_table(MESSAGES).map_err(backend)?;
     let mut client_ids = txn.open_table(CLIENT_IDS).map_err(backend)?;
@@ -192,44 +193,48 @@ fn apply_commit(
         }
     }
     media::apply_refs(txn, &added_refs, &dropped_refs)?;
-    append_feed(&mut txn.open_table(FEED).map_err(backend)?, feed, retention)
+    append_feed(&mut txn.open_table(FEED).map_err(backend)?, feed, retention, heads)
 }
 
 /// Applies a message commit's journal record again (after a crash took it out of redb).
-pub(super) fn replay(txn: &WriteTransaction, record: &[u8], retention: u64) -> StoreResult<()> {
+pub(super) fn replay(txn: &WriteTransaction, record: &[u8], retention: u64, heads: &mut FeedHeads) -> StoreResult<()> {
     let (writes, feed) = commit_record::decode(record)?;
     let encoded = writes
         .into_iter()
         .map(|(insert, bytes)| Ok((insert, decode::<Message>(&bytes)?, bytes)))
         .collect::<StoreResult<Vec<_>>>()?;
-    apply_commit(txn, &encoded, &feed, retention).map(|_| ())
+    apply_commit(txn, &encoded, &feed, retention, heads).map(|_| ())
 }
 
-/// Appends each entry at its user's next position and drops the entry that falls out of the retention
-/// window (positions are dense, so exactly one per append once the window is full).
+/// Feed entries beyond the retention window are removed this many at a time: one range removal touches a
+/// user's oldest leaf once, instead of one removal per append. Reads never serve entries outside the window,
+/// so the ones waiting for removal are invisible.
+const PRUNE_EVERY: u64 = 64;
+
+/// Appends each entry at its user's next position and removes what falls out of the retention window.
+/// `heads` holds the newest position of users appended to before; a user missing from it is looked up in the
+/// table (and added).
 fn append_feed(
     table: &mut Table<'_, (Id, u64), &[u8]>,
     feed: &[(Id, Vec<u8>)],
     retention: u64,
+    heads: &mut FeedHeads,
 ) -> StoreResult<Vec<u64>> {
-    let mut next: HashMap<Id, u64> = HashMap::new();
     let mut positions = Vec::with_capacity(feed.len());
     for (user, bytes) in feed {
-        let pos = match next.get(user) {
-            Some(pos) => *pos,
-            None => {
-                let last = table.range((*user, 0)..=(*user, u64::MAX)).map_err(backend)?.next_back();
-                match last {
-                    Some(entry) => entry.map_err(backend)?.0.value().1 + 1,
-                    None => 1,
-                }
-            }
+        let last = match heads.get(user) {
+            Some(last) => *last,
+            None => match table.range((*user, 0)..=(*user, u64::MAX)).map_err(backend)?.next_back() {
+                Some(entry) => entry.map_err(backend)?.0.value().1,
+                None => 0,
+            },
         };
+        let pos = last + 1;
         table.insert((*user, pos), bytes.as_slice()).map_err(backend)?;
-        if pos > retention {
-            table.remove((*user, pos - retention)).map_err(backend)?;
+        if pos > retention && pos.is_multiple_of(PRUNE_EVERY) {
+            table.retain_in((*user, 0)..=(*user, pos - retention), |_, _| false).map_err(backend)?;
         }
-        next.insert(*user, pos + 1);
+        heads.insert(*user, pos);
         positions.push(pos);
     }
     Ok(positions)

@@ -22,9 +22,14 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> StoreResult<T> {
 }
 
 /// Applies a journal record again, as the write that journaled it did (see `db`'s recovery).
-pub(crate) fn replay(txn: &WriteTransaction, record: &[u8], feed_retention: u64) -> StoreResult<()> {
+pub(crate) fn replay(
+    txn: &WriteTransaction,
+    record: &[u8],
+    feed_retention: u64,
+    heads: &mut crate::db::FeedHeads,
+) -> StoreResult<()> {
     match record.first() {
-        Some(&commit_record::MESSAGE_COMMIT) => messages::replay(txn, record, feed_retention),
+        Some(&commit_record::MESSAGE_COMMIT) => messages::replay(txn, record, feed_retention, heads),
         _ => Err(backend("unknown journal record")),
     }
 }
