@@ -131,7 +131,8 @@ async fn create_group_of(stores: &Stores, owner: UserId) -> Conversation {
     conversation
 }
 
-fn message(conversation: ConversationId, seq: u64, sender: UserId, device: DeviceId) -> Message {
+/// A plain text message at `seq` (idempotency key `client-{seq}`), for the backends' own tests too.
+pub fn message(conversation: ConversationId, seq: u64, sender: UserId, device: DeviceId) -> Message {
     Message {
         conversation_id: conversation,
         seq,

@@ -6,9 +6,10 @@
 //!
 //! `cargo run --release -p herald-embedded --example feed_commit [BATCHES [MESSAGES]]`
 
+use herald_core::conformance;
 use herald_core::store::{FeedAppend, FeedEvent, MessageWrite};
 use herald_embedded::{EmbeddedDb, Options};
-use herald_proto::{ConversationId, DeviceId, Message, MessageId, UserId};
+use herald_proto::{ConversationId, DeviceId, UserId};
 use std::time::Instant;
 
 const ROOMS: usize = 20;
@@ -31,22 +32,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         for _ in 0..per_batch {
             let (conversation, members) = &rooms[sent % ROOMS];
             let seq = (sent / ROOMS) as u64 + 1;
-            writes.push(MessageWrite::Insert(Message {
-                conversation_id: *conversation,
-                seq,
-                message_id: MessageId::new(),
-                sender: members[0],
-                sender_device: DeviceId::new(),
-                client_msg_id: format!("m{sent}"),
-                body: "a message of ordinary length, about as long as a short chat line".into(),
-                reply_to: None,
-                sent_at: 1_700_000_000_000,
-                edited_at: None,
-                deleted: false,
-                reactions: Default::default(),
-                system: None,
-                attachments: Vec::new(),
-            }));
+            writes.push(MessageWrite::Insert(conformance::message(*conversation, seq, members[0], DeviceId::new())));
             feed.extend(members.iter().map(|user| FeedAppend {
                 user: *user,
                 event: FeedEvent::Message { conversation: *conversation, seq },

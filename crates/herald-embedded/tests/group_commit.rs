@@ -3,27 +3,13 @@
 //! bad batch shares a group with a good one, both are refused, and the next append continues right after
 //! what is stored, without a gap.
 
+use herald_core::conformance;
 use herald_core::store::{FeedAppend, FeedEvent, MessageWrite, Stores};
 use herald_embedded::EmbeddedDb;
-use herald_proto::{ConversationId, DeviceId, Message, MessageId, UserId};
+use herald_proto::{ConversationId, DeviceId, Message, UserId};
 
 fn message(conversation: ConversationId, sender: UserId, seq: u64) -> Message {
-    Message {
-        conversation_id: conversation,
-        seq,
-        message_id: MessageId::new(),
-        sender,
-        sender_device: DeviceId::new(),
-        client_msg_id: format!("c{seq}-{}", MessageId::new()),
-        body: "hello".into(),
-        reply_to: None,
-        sent_at: 1_700_000_000_000,
-        edited_at: None,
-        deleted: false,
-        reactions: Default::default(),
-        system: None,
-        attachments: Vec::new(),
-    }
+    conformance::message(conversation, seq, sender, DeviceId::new())
 }
 
 fn entry(user: UserId, conversation: ConversationId, seq: u64) -> FeedAppend {

@@ -4,9 +4,10 @@
 //! exactly what a machine that lost power would find. Opening the copy must bring back every acknowledged
 //! commit, with the same seqs and feed positions, and the database must go on from there.
 
+use herald_core::conformance;
 use herald_core::store::{FeedAppend, FeedEvent, MessageWrite, Stores};
 use herald_embedded::{EmbeddedDb, Options};
-use herald_proto::{ConversationId, DeviceId, Direction, Message, MessageId, UserId};
+use herald_proto::{ConversationId, DeviceId, Direction, Message, UserId};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,22 +18,7 @@ fn options() -> Options {
 }
 
 fn message(conversation: ConversationId, sender: UserId, seq: u64, body: &str) -> Message {
-    Message {
-        conversation_id: conversation,
-        seq,
-        message_id: MessageId::new(),
-        sender,
-        sender_device: DeviceId::new(),
-        client_msg_id: format!("c{seq}"),
-        body: body.to_owned(),
-        reply_to: None,
-        sent_at: 1_700_000_000_000 + seq as i64,
-        edited_at: None,
-        deleted: false,
-        reactions: Default::default(),
-        system: None,
-        attachments: Vec::new(),
-    }
+    Message { body: body.to_owned(), ..conformance::message(conversation, seq, sender, DeviceId::new()) }
 }
 
 /// Copies what a crash at this moment would leave on disk.
@@ -108,7 +94,7 @@ async fn acknowledged_commits_come_back_from_the_journal_after_a_crash() {
     assert_eq!(stores.messages.feed(w.bob, 0, 100).await.expect("feed"), expected_feed);
     assert_eq!(stores.messages.last_seq(w.conversation).await.expect("last seq"), 5);
     assert_eq!(stores.messages.last_sent_by(w.conversation, w.bob).await.expect("last sent"), 4);
-    let retried = stores.messages.by_client_id(w.conversation, w.alice, "c3").await.expect("by client id");
+    let retried = stores.messages.by_client_id(w.conversation, w.alice, "client-3").await.expect("by client id");
     assert_eq!(retried.map(|m| m.seq), Some(3), "idempotency keys are back too");
 
     // It goes on from there: the next seq and the next feed position follow without a gap.
