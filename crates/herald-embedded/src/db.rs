@@ -338,10 +338,10 @@ fn set_journal_applied(txn: &WriteTransaction, lsn: u64) -> StoreResult<()> {
     Ok(())
 }
 
-/// Every `interval`, flushes what redb has written to its file since the last flush, then asks the writer
-/// to checkpoint; stops when the database is gone. The flush is the slow part of a durable commit (all the
-/// pages written without syncing since the last one) and runs here, beside the writer, so the checkpoint
-/// that follows only syncs what was written meanwhile: a short pause for the writer instead of a long one.
+/// Every `interval`, syncs the database file, then asks the writer to checkpoint; stops when the database is
+/// gone. redb keeps the pages of non-durable commits in its cache until the next durable commit, except those
+/// it evicts to the file when the cache is full: syncing those here, beside the writer, leaves the checkpoint
+/// less to write and sync while the writer waits (hence a modest cache; see [`DEFAULT_CACHE_BYTES`]).
 fn start_checkpoint_timer(jobs: mpsc::WeakSender<Msg>, file: &Path, interval: Duration) -> StoreResult<()> {
     // fdatasync on any descriptor of a file flushes all of the file's dirty pages.
     let file = std::fs::File::open(file).map_err(|e| backend(format!("open {}: {e}", file.display())))?;
