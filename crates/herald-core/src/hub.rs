@@ -119,7 +119,9 @@ impl Hub {
     pub fn register(self: &Arc<Self>, user: UserId, device: DeviceId) -> Registration {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let outbox = Arc::new(Outbox::new(self.config.queue_depth));
-        lock(&self.connections).entry(user).or_default().push(Connection { id, device, outbox: outbox.clone() });
+        // Most users have one device connected: room for one, not the four a first push would reserve.
+        let connection = Connection { id, device, outbox: outbox.clone() };
+        lock(&self.connections).entry(user).or_insert_with(|| Vec::with_capacity(1)).push(connection);
         metrics::gauge!("websocket_connections_total").increment(1.0);
         let changed = {
             let mut presence = lock(&self.presence);
@@ -199,6 +201,16 @@ impl Hub {
         if let Some(list) = lock(&self.connections).get(&user) {
             for c in list.iter().filter(|c| c.device == device) {
                 c.outbox.kick(Kick::Revoked);
+            }
+        }
+    }
+
+    /// Tells every connection on this node to go (the node is shutting down). A connection that registers
+    /// after this finds the gateway draining instead.
+    pub fn kick_all(&self, why: Kick) {
+        for list in lock(&self.connections).values() {
+            for c in list {
+                c.outbox.kick(why);
             }
         }
     }

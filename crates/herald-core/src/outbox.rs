@@ -3,19 +3,26 @@
 //! Hand-written instead of a `tokio::sync::mpsc` channel because of what an *idle* connection costs: an
 //! mpsc channel allocates its first block of slots up front (about 1.5 KB here), while an empty `VecDeque`
 //! allocates nothing. The outbox also carries the "kicked" flag, so a connection needs one shared
-//! allocation instead of a channel plus a cancellation token.
+//! allocation instead of a channel plus a cancellation token. It has one reader (the connection's task),
+//! so one waker slot beside the items is all the waking it needs, and the reader can wait on it with a
+//! plain `poll` that keeps nothing in the task's state.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU8, Ordering};
-use tokio::sync::Notify;
+use std::task::{Context, Poll, Waker};
 
 pub struct Outbox<T> {
-    items: Mutex<VecDeque<T>>,
+    queue: Mutex<Queue<T>>,
     depth: usize,
     /// 0 while open, else the `Kick` that closed it.
     kicked: AtomicU8,
-    notify: Notify,
+}
+
+struct Queue<T> {
+    items: VecDeque<T>,
+    /// The reader's task, when it waits for items or a kick.
+    waker: Option<Waker>,
 }
 
 /// Why a connection must go.
@@ -25,6 +32,8 @@ pub enum Kick {
     TooSlow = 1,
     /// Its device was logged out or revoked.
     Revoked = 2,
+    /// The node is shutting down: the client should reconnect elsewhere.
+    Draining = 3,
 }
 
 /// Why a push did not go in.
@@ -37,10 +46,9 @@ pub enum PushError {
 impl<T> Outbox<T> {
     pub fn new(depth: usize) -> Self {
         Self {
-            items: Mutex::new(VecDeque::new()),
+            queue: Mutex::new(Queue { items: VecDeque::new(), waker: None }),
             depth: depth.max(1),
             kicked: AtomicU8::new(0),
-            notify: Notify::new(),
         }
     }
 
@@ -49,22 +57,30 @@ impl<T> Outbox<T> {
         if self.is_kicked() {
             return Err(PushError::Full { newly_kicked: false });
         }
-        let mut items = self.lock();
-        if items.len() >= self.depth {
-            drop(items);
+        let mut queue = self.lock();
+        if queue.items.len() >= self.depth {
+            drop(queue);
             let newly_kicked = self.kick(Kick::TooSlow);
             return Err(PushError::Full { newly_kicked });
         }
-        items.push_back(item);
-        drop(items);
-        self.notify.notify_one();
+        queue.items.push_back(item);
+        let waker = queue.waker.take();
+        drop(queue);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
         Ok(())
     }
 
     /// Tells the connection to go; returns whether this call did it (the first reason wins).
     pub fn kick(&self, why: Kick) -> bool {
         let done = self.kicked.compare_exchange(0, why as u8, Ordering::AcqRel, Ordering::Acquire).is_ok();
-        self.notify.notify_one();
+        // Taken under the lock the reader registers under, after setting the flag: a reader that checked
+        // the flag before it was set has registered its waker by now.
+        let waker = self.lock().waker.take();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
         done
     }
 
@@ -78,44 +94,59 @@ impl<T> Outbox<T> {
         match self.kicked.load(Ordering::Acquire) {
             1 => Some(Kick::TooSlow),
             2 => Some(Kick::Revoked),
+            3 => Some(Kick::Draining),
             _ => None,
         }
     }
 
     /// Resolves once the connection is kicked.
     pub async fn kicked(&self) {
-        while !self.is_kicked() {
-            self.notify.notified().await;
-        }
+        std::future::poll_fn(|cx| {
+            let mut queue = self.lock();
+            if self.is_kicked() {
+                return Poll::Ready(());
+            }
+            register(&mut queue.waker, cx);
+            Poll::Pending
+        })
+        .await
     }
 
     /// Waits until there is something to write (up to `max` items, moved into `into`) or the connection was
     /// kicked (returns false). Cancel-safe: nothing is taken unless this returns.
     pub async fn recv_many(&self, into: &mut Vec<T>, max: usize) -> bool {
-        loop {
-            if self.is_kicked() {
-                return false;
-            }
-            {
-                let mut items = self.lock();
-                if !items.is_empty() {
-                    let n = items.len().min(max);
-                    into.extend(items.drain(..n));
-                    // An idle connection should hold no buffer: give back what a burst grew.
-                    if items.is_empty() && items.capacity() > 32 {
-                        *items = VecDeque::new();
-                    }
-                    return true;
-                }
-            }
-            // `notify_one` stores a permit when nobody waits, so a push between the check above and this
-            // await is not missed.
-            self.notify.notified().await;
-        }
+        std::future::poll_fn(|cx| self.poll_recv_many(cx, into, max)).await
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<T>> {
-        self.items.lock().unwrap_or_else(|p| p.into_inner())
+    /// [`Outbox::recv_many`] as a poll: `Ready(true)` with items moved into `into`, `Ready(false)` when
+    /// kicked, else `Pending` with the task registered to be woken by the next push or kick.
+    pub fn poll_recv_many(&self, cx: &mut Context<'_>, into: &mut Vec<T>, max: usize) -> Poll<bool> {
+        let mut queue = self.lock();
+        if self.is_kicked() {
+            return Poll::Ready(false);
+        }
+        if queue.items.is_empty() {
+            register(&mut queue.waker, cx);
+            return Poll::Pending;
+        }
+        let n = queue.items.len().min(max);
+        into.extend(queue.items.drain(..n));
+        // An idle connection should hold no buffer: give back what a burst grew.
+        if queue.items.is_empty() && queue.items.capacity() > 32 {
+            queue.items = VecDeque::new();
+        }
+        Poll::Ready(true)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue<T>> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn register(slot: &mut Option<Waker>, cx: &Context<'_>) {
+    match slot {
+        Some(waker) if waker.will_wake(cx.waker()) => {}
+        _ => *slot = Some(cx.waker().clone()),
     }
 }
 

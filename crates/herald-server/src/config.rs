@@ -132,12 +132,8 @@ pub struct GatewayConfig {
     pub queue_depth: usize,
     /// Requests one connection may have waiting for their outcome.
     pub max_in_flight: usize,
-    /// Largest frame a client may send, in bytes.
+    /// Largest message a client may send, in bytes (all its frames together).
     pub max_frame_bytes: usize,
-    /// Read buffer per connection, in bytes (the main cost of an idle connection).
-    pub read_buffer_bytes: usize,
-    /// Frames are collected up to this many bytes before a write.
-    pub write_buffer_bytes: usize,
     /// On shutdown, clients are told to reconnect after a random delay below this.
     pub reconnect_jitter_ms: u64,
     /// Presence changes of one user within this window are merged into one announcement.
@@ -160,8 +156,6 @@ impl Default for GatewayConfig {
             queue_depth: 1024,
             max_in_flight: 64,
             max_frame_bytes: 64 * 1024,
-            read_buffer_bytes: 1024,
-            write_buffer_bytes: 4096,
             reconnect_jitter_ms: 5000,
             presence_coalesce_ms: 1000,
             typing_ttl_ms: 6000,
@@ -301,14 +295,8 @@ impl Config {
         check(w.queue_depth >= 16, "gateway.queue_depth", "must be at least 16")?;
         check(w.max_in_flight >= 1, "gateway.max_in_flight", "must be at least 1")?;
         check(w.max_frame_bytes >= 1024, "gateway.max_frame_bytes", "must be at least 1024")?;
-        check(w.read_buffer_bytes >= 256, "gateway.read_buffer_bytes", "must be at least 256")?;
         check(w.presence_coalesce_ms >= 1, "gateway.presence_coalesce_ms", "must be at least 1")?;
         check(w.typing_ttl_ms >= 100, "gateway.typing_ttl_ms", "must be at least 100")?;
-        check(
-            w.write_buffer_bytes <= w.max_frame_bytes.saturating_mul(4),
-            "gateway.write_buffer_bytes",
-            "must be at most 4 x gateway.max_frame_bytes",
-        )?;
         // A connection with its in-flight limit reached stops reading (and so stops seeing pongs) until a
         // request completes; a request may take up to the apply timeout.
         check(
@@ -343,8 +331,6 @@ impl Config {
             handshake_burst: w.handshake_burst,
             max_in_flight: w.max_in_flight,
             max_frame_bytes: w.max_frame_bytes,
-            read_buffer_bytes: w.read_buffer_bytes,
-            write_buffer_bytes: w.write_buffer_bytes,
             reconnect_jitter: Duration::from_millis(w.reconnect_jitter_ms),
         }
     }

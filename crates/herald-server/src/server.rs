@@ -137,7 +137,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         services,
         metrics,
         readiness: readiness.clone(),
-        hub,
+        hub: hub.clone(),
         gateway: gateway.clone(),
         media: media.clone(),
         admins,
@@ -166,7 +166,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             // WebSockets and HTTP share the grace period; the log and the store are closed in any case,
             // so whatever was acknowledged is on disk when the process exits.
             let deadline = tokio::time::Instant::now() + grace;
-            if !gateway.drain(grace).await {
+            if !gateway.drain(&hub, grace).await {
                 tracing::warn!("some WebSocket connections outlived the grace period");
             }
             http_stop.cancel();

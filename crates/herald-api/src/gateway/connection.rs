@@ -3,17 +3,26 @@
 //! the usual reader + writer pair halves the per-connection task state; the bounded hub queue still
 //! decouples producers from this socket, and a socket that stops draining is cut off (kick or write
 //! timeout) without slowing anyone else.
+//!
+//! What an idle connection holds is kept small on purpose: the task's state while it waits is the socket
+//! (no read or write buffer), one timer for both the heartbeat and the idle timeout, and the waits on the
+//! outbox and on draining. Everything a request, a delivery or a resume needs lives in boxed futures that
+//! exist only while that work is under way.
 
+use super::frames::{FrameError, Incoming, OutFrame};
 use super::requests::{self, Action, Pending};
+use super::socket::{ReadError, Socket};
 use crate::AppState;
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use bytes::Bytes;
+use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
-use futures_util::{SinkExt, StreamExt};
 use herald_core::CoreError;
 use herald_core::auth::Principal;
-use herald_core::hub::{Outgoing, encode};
+use herald_core::hub::{Outgoing, Registration, encode};
 use herald_core::outbox::{Kick, Outbox};
 use herald_proto::{ClientFrame, ErrorCode, PROTOCOL_VERSION, ServerFrame};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -37,26 +46,96 @@ impl Close {
     const GONE: Close = Close { code: 1000, reason: "" };
 }
 
-pub async fn run(mut socket: WebSocket, state: AppState, principal: Option<Principal>) {
+/// What the upgrade handler hands to the connection task. Boxed on the way in: an async fn keeps its
+/// arguments for its whole life, and this one lives as long as the connection.
+pub struct Opening {
+    pub on_upgrade: hyper::upgrade::OnUpgrade,
+    pub state: AppState,
+    /// Known when the token came with the upgrade request; else the first frame must carry it.
+    pub principal: Option<Principal>,
+}
+
+/// The connection task. Only `serve` is awaited in place: opening and closing run in boxed futures, so the
+/// task's state for its long idle life is the [`Session`] and the wait in `serve`.
+pub async fn upgraded(opening: Box<Opening>) {
+    let Some(mut session) = Box::pin(open(opening)).await else { return };
+    let close = session.serve().await;
+    Box::pin(session.finish(close)).await;
+}
+
+/// Takes the upgraded stream from hyper, authenticates, registers with the hub and says hello.
+async fn open(opening: Box<Opening>) -> Option<Session> {
+    let Opening { on_upgrade, state, principal } = *opening;
+    let upgraded = match on_upgrade.await {
+        Ok(upgraded) => upgraded,
+        Err(e) => {
+            tracing::debug!(error = %e, "the WebSocket upgrade did not complete");
+            return None;
+        }
+    };
+    // Herald's server loop serves every connection as a `TokioIo<TcpStream>`; taking the stream back from
+    // hyper drops its I/O wrappers, and whatever it had read past the request is handed to the reader.
+    let Ok(parts) = upgraded.downcast::<hyper_util::rt::TokioIo<tokio::net::TcpStream>>() else {
+        tracing::error!("an upgraded connection was not a TCP stream");
+        return None;
+    };
+    let config = &state.gateway.config;
+    let mut socket = Socket::new(parts.io.into_inner(), &parts.read_buf, config.max_frame_bytes);
+    drop(parts.read_buf);
     let opened = std::time::Instant::now();
-    let principal = match principal {
+    let me = match principal {
         Some(p) => p,
-        None => match Box::pin(first_frame_auth(&mut socket, &state)).await {
+        None => match first_frame_auth(&mut socket, &state).await {
             Ok(p) => p,
-            Err((frame, close)) => {
-                let _ = socket.send(text(&frame)).await;
-                let _ = close_with(&mut socket, close).await;
-                return;
+            Err(close) => {
+                socket.close(close.code, close.reason, WRITE_TIMEOUT).await;
+                return None;
             }
         },
     };
-    let close = serve(&mut socket, &state, principal).await;
-    let _ = close_with(&mut socket, close).await;
-    metrics::histogram!("websocket_connection_duration_seconds").record(opened.elapsed().as_secs_f64());
+    let registration = state.hub.register(me.user, me.device);
+    // Checked after registering: a drain that began before is seen here, a later one kicks the outbox.
+    let refused = if state.gateway.draining.is_cancelled() {
+        Some(drain(&mut socket, &registration.outbox, None, config).await)
+    } else {
+        greet(&mut socket, &state, &registration.outbox, me).await.err()
+    };
+    if let Some(close) = refused {
+        drop(registration);
+        socket.close(close.code, close.reason, WRITE_TIMEOUT).await;
+        return None;
+    }
+    let now = Instant::now();
+    let next_ping = now + config.heartbeat_interval;
+    Some(Session {
+        socket,
+        state,
+        me,
+        registration,
+        delivered: None,
+        in_flight: None,
+        batch: Vec::new(),
+        last_activity: now,
+        next_ping,
+        awaiting_pong: false,
+        turn: 0,
+        opened,
+    })
 }
 
-/// Waits for `{"type":"auth","token":…}` within the handshake timeout.
-async fn first_frame_auth(socket: &mut WebSocket, state: &AppState) -> Result<Principal, (ServerFrame, Close)> {
+/// Waits for `{"type":"auth","token":…}` within the handshake timeout; a refusal is answered with an error
+/// frame, and returns how to close.
+async fn first_frame_auth(socket: &mut Socket, state: &AppState) -> Result<Principal, Close> {
+    let refused = match wait_for_auth(socket, state).await {
+        Ok(principal) => return Ok(principal),
+        Err(refused) => refused,
+    };
+    let (frame, close) = refused;
+    let _ = tokio::time::timeout(WRITE_TIMEOUT, socket.write(&[text(&frame)])).await;
+    Err(close)
+}
+
+async fn wait_for_auth(socket: &mut Socket, state: &AppState) -> Result<Principal, (ServerFrame, Close)> {
     let unauthorized = |message: &str| {
         let e = CoreError::unauthorized(message);
         (requests::error_frame(None, &e), Close::error(ErrorCode::Unauthorized, "unauthorized"))
@@ -67,7 +146,7 @@ async fn first_frame_auth(socket: &mut WebSocket, state: &AppState) -> Result<Pr
             let e = CoreError::new(ErrorCode::Timeout, "no auth frame within the handshake timeout");
             return Err((requests::error_frame(None, &e), Close::error(ErrorCode::Timeout, "handshake timeout")));
         }
-        Ok(Some(Ok(Message::Text(text)))) => text,
+        Ok(Ok(Incoming::Text(text))) => text,
         Ok(_) => return Err(unauthorized("the first frame must be {\"type\":\"auth\",\"token\":…}")),
     };
     match serde_json::from_str::<ClientFrame>(&frame) {
@@ -80,19 +159,13 @@ async fn first_frame_auth(socket: &mut WebSocket, state: &AppState) -> Result<Pr
     }
 }
 
-/// The connection's life after authentication; returns how it ends.
-async fn serve(socket: &mut WebSocket, state: &AppState, me: Principal) -> Close {
-    let config = &state.gateway.config;
-    let registration = state.hub.register(me.user, me.device);
-    let outbox = &*registration.outbox;
-    if !matches!(Box::pin(state.services.accounts.device_active(me)).await, Ok(true)) {
-        return Close::error(ErrorCode::Unauthorized, "device logged out or revoked");
+/// Checks that the device may still connect and sends `hello`.
+async fn greet(socket: &mut Socket, state: &AppState, outbox: &Outbox<Outgoing>, me: Principal) -> Result<(), Close> {
+    if !matches!(state.services.accounts.device_active(me).await, Ok(true)) {
+        return Err(Close::error(ErrorCode::Unauthorized, "device logged out or revoked"));
     }
-    let draining = state.gateway.draining.clone();
-    let mut batch: Vec<Outgoing> = Vec::new();
-
-    // Encoded before any await, so no frame value is held in this (long-lived) task's state.
-    let hello = match Box::pin(state.services.messaging.feed(me.user, u64::MAX, 0)).await {
+    let config = &state.gateway.config;
+    let hello = match state.services.messaging.feed(me.user, u64::MAX, 0).await {
         Ok(view) => text(&ServerFrame::Hello {
             v: PROTOCOL_VERSION,
             user_id: me.user,
@@ -100,92 +173,196 @@ async fn serve(socket: &mut WebSocket, state: &AppState, me: Principal) -> Close
             pos: view.last,
             heartbeat_ms: config.heartbeat_interval.as_millis() as u64,
         }),
-        Err(e) => text(&requests::error_frame(None, &e)),
+        Err(e) => {
+            write(socket, outbox, vec![text(&requests::error_frame(None, &e))]).await?;
+            return Err(Close::error(ErrorCode::Internal, "internal error"));
+        }
     };
-    let failed = !matches!(&hello, Message::Text(t) if t.as_str().starts_with(r#"{"type":"hello""#));
-    if let Err(close) = write(socket, outbox, vec![hello]).await {
-        return close;
-    }
-    if failed {
-        return Close::error(ErrorCode::Internal, "internal error");
+    write(socket, outbox, vec![hello]).await
+}
+
+/// What woke an idle connection.
+enum Wake {
+    /// The heartbeat or idle timer fired.
+    Timer,
+    /// The client sent something (or a message is buffered).
+    Readable,
+    /// A request in flight finished (with a frame to send, or nothing to say).
+    Answer(Option<Box<ServerFrame>>),
+    /// The outbox has items (`true`, now in `batch`) or the connection was kicked (`false`).
+    Outbox(bool),
+}
+
+/// A connection's state between frames: what an idle connection costs, so kept small.
+struct Session {
+    socket: Socket,
+    state: AppState,
+    me: Principal,
+    /// This connection in the hub; its outbox is what there is to write.
+    registration: Registration,
+    /// The feed position this device has been sent up to; None until it asks to sync.
+    delivered: Option<u64>,
+    /// Created with the first request that has to wait, dropped when the last one is answered: an empty
+    /// `FuturesUnordered` still holds an allocation.
+    in_flight: Option<FuturesUnordered<Pending>>,
+    batch: Vec<Outgoing>,
+    /// The last frame from the client; the idle timeout runs from it. Moving it does not touch the timer:
+    /// when the timer fires, the deadlines are looked at again.
+    last_activity: Instant,
+    next_ping: Instant,
+    awaiting_pong: bool,
+    /// Which source is looked at first (0..3), in turn, so a busy one cannot starve the others.
+    turn: u8,
+    opened: std::time::Instant,
+}
+
+impl Session {
+    /// Serves the connection until it must end; returns how.
+    async fn serve(&mut self) -> Close {
+        let config = &self.state.gateway.config;
+        let timer = tokio::time::sleep_until(self.next_ping.min(self.last_activity + config.idle_timeout));
+        tokio::pin!(timer);
+        // The only await while idle is this `poll_fn`: it keeps nothing but references, and every source it
+        // waits on keeps its waker outside the task. What a wake leads to runs in a boxed future.
+        loop {
+            let wake = std::future::poll_fn(|cx| self.poll_wake(cx, timer.as_mut())).await;
+            if let Err(close) = Box::pin(self.on_wake(wake, timer.as_mut())).await {
+                return close;
+            }
+        }
     }
 
-    // The feed position this device has been sent up to; None until it asks to sync.
-    let mut delivered: Option<u64> = None;
-    let mut in_flight: FuturesUnordered<Pending> = FuturesUnordered::new();
-    let mut last_activity = Instant::now();
-    let mut heartbeat = tokio::time::interval_at(Instant::now() + config.heartbeat_interval, config.heartbeat_interval);
-    let mut awaiting_pong = false;
+    /// Leaves the hub, then closes the socket.
+    async fn finish(self, close: Close) {
+        let Session { socket, registration, opened, .. } = self;
+        drop(registration);
+        socket.close(close.code, close.reason, WRITE_TIMEOUT).await;
+        metrics::histogram!("websocket_connection_duration_seconds").record(opened.elapsed().as_secs_f64());
+    }
 
-    loop {
-        tokio::select! {
-            () = draining.cancelled() => return Box::pin(drain(socket, outbox, &mut in_flight, config)).await,
-            incoming = socket.next(), if in_flight.len() < config.max_in_flight => {
-                let message = match incoming {
-                    None => return Close::GONE,
-                    Some(Err(e)) => return Box::pin(read_failed(socket, outbox, e)).await,
-                    Some(Ok(message)) => message,
+    fn poll_wake(&mut self, cx: &mut Context<'_>, timer: Pin<&mut tokio::time::Sleep>) -> Poll<Wake> {
+        if timer.poll(cx).is_ready() {
+            return Poll::Ready(Wake::Timer);
+        }
+        // Every source is polled (so each has registered its waker) unless one is ready.
+        self.turn = (self.turn + 1) % 3;
+        for i in 0..3 {
+            match (self.turn + i) % 3 {
+                0 => {
+                    let waiting = self.in_flight.as_ref().map_or(0, FuturesUnordered::len);
+                    // With the in-flight limit reached, reading waits for answers.
+                    if waiting < self.state.gateway.config.max_in_flight && self.socket.poll_ready(cx).is_ready() {
+                        return Poll::Ready(Wake::Readable);
+                    }
+                }
+                1 => {
+                    if let Some(pending) = &mut self.in_flight {
+                        match pending.poll_next_unpin(cx) {
+                            Poll::Ready(Some(answer)) => return Poll::Ready(Wake::Answer(answer.map(Box::new))),
+                            Poll::Ready(None) => self.in_flight = None,
+                            Poll::Pending => {}
+                        }
+                    }
+                }
+                _ => {
+                    if let Poll::Ready(open) = self.registration.outbox.poll_recv_many(cx, &mut self.batch, WRITE_BATCH)
+                    {
+                        return Poll::Ready(Wake::Outbox(open));
+                    }
+                }
+            }
+        }
+        Poll::Pending
+    }
+
+    async fn on_wake(&mut self, wake: Wake, timer: Pin<&mut tokio::time::Sleep>) -> Result<(), Close> {
+        match wake {
+            Wake::Timer => self.on_timer(timer).await,
+            Wake::Readable => self.on_readable().await,
+            Wake::Answer(Some(frame)) => write(&mut self.socket, &self.registration.outbox, vec![text(&frame)]).await,
+            Wake::Answer(None) => Ok(()),
+            Wake::Outbox(true) => {
+                let items = std::mem::take(&mut self.batch);
+                forward(&mut self.socket, &self.state, &self.registration.outbox, self.me, &mut self.delivered, items)
+                    .await
+            }
+            Wake::Outbox(false) => Err(match &self.registration.outbox.kicked_for() {
+                Some(Kick::Draining) => {
+                    drain(
+                        &mut self.socket,
+                        &self.registration.outbox,
+                        self.in_flight.take(),
+                        &self.state.gateway.config,
+                    )
+                    .await
+                }
+                _ => kicked(&self.registration.outbox),
+            }),
+        }
+    }
+
+    async fn on_timer(&mut self, timer: Pin<&mut tokio::time::Sleep>) -> Result<(), Close> {
+        let config = &self.state.gateway.config;
+        let now = Instant::now();
+        let idle_at = self.last_activity + config.idle_timeout;
+        if now >= idle_at {
+            return Err(Close::error(ErrorCode::Timeout, "idle"));
+        }
+        if now >= self.next_ping {
+            if self.awaiting_pong {
+                return Err(Close::error(ErrorCode::Timeout, "no pong"));
+            }
+            self.awaiting_pong = true;
+            self.next_ping = now + config.heartbeat_interval;
+            write(&mut self.socket, &self.registration.outbox, vec![OutFrame::Ping]).await?;
+        }
+        timer.reset(self.next_ping.min(idle_at));
+        Ok(())
+    }
+
+    async fn on_readable(&mut self) -> Result<(), Close> {
+        let message = match self.socket.try_next() {
+            Ok(Some(message)) => message,
+            Ok(None) => return Ok(()),
+            Err(e) => return Err(read_failed(&mut self.socket, &self.registration.outbox, e).await),
+        };
+        match message {
+            Incoming::Text(frame) => {
+                self.last_activity = Instant::now();
+                let action = match serde_json::from_str::<ClientFrame>(&frame) {
+                    Ok(frame) => requests::handle(&self.state, self.me, frame),
+                    Err(e) => Action::Reply(Box::new(requests::bad_frame(format!("malformed frame: {e}")))),
                 };
-                match message {
-                    Message::Text(frame) => {
-                        last_activity = Instant::now();
-                        let action = match serde_json::from_str::<ClientFrame>(&frame) {
-                            Ok(frame) => requests::handle(state, me, frame),
-                            Err(e) => Action::Reply(Box::new(requests::bad_frame(format!("malformed frame: {e}")))),
-                        };
-                        match action {
-                            Action::Reply(frame) => {
-                                if let Err(close) = write(socket, outbox, vec![text(&frame)]).await {
-                                    return close;
-                                }
-                            }
-                            Action::Later(pending) => in_flight.push(pending),
-                            Action::Sync(since) => match Box::pin(catch_up(socket, state, outbox, me, since)).await {
-                                Ok(pos) => delivered = pos,
-                                Err(close) => return close,
-                            },
-                            Action::Nothing => {}
-                        }
+                match action {
+                    Action::Reply(frame) => {
+                        write(&mut self.socket, &self.registration.outbox, vec![text(&frame)]).await
                     }
-                    Message::Binary(_) => {
-                        last_activity = Instant::now();
-                        if let Err(close) = write(socket, outbox, vec![text(&requests::bad_frame("binary frames are not supported; send JSON text"))]).await {
-                            return close;
-                        }
+                    Action::Later(pending) => {
+                        self.in_flight.get_or_insert_with(FuturesUnordered::new).push(pending);
+                        Ok(())
                     }
-                    Message::Pong(_) => awaiting_pong = false,
-                    Message::Ping(_) => {}
-                    Message::Close(_) => return Close::GONE,
+                    Action::Sync(since) => {
+                        self.delivered =
+                            catch_up(&mut self.socket, &self.state, &self.registration.outbox, self.me, since).await?;
+                        Ok(())
+                    }
+                    Action::Nothing => Ok(()),
                 }
             }
-            Some(answer) = in_flight.next() => {
-                if let Some(frame) = answer
-                    && let Err(close) = write(socket, outbox, vec![text(&frame)]).await
-                {
-                    return close;
-                }
+            Incoming::Binary => {
+                self.last_activity = Instant::now();
+                let frame = requests::bad_frame("binary frames are not supported; send JSON text");
+                write(&mut self.socket, &self.registration.outbox, vec![text(&frame)]).await
             }
-            ready = outbox.recv_many(&mut batch, WRITE_BATCH) => {
-                if !ready {
-                    return kicked(outbox);
-                }
-                let items = std::mem::take(&mut batch);
-                if let Err(close) = Box::pin(forward(socket, state, outbox, me, &mut delivered, items)).await {
-                    return close;
-                }
+            Incoming::Ping(data) => {
+                write(&mut self.socket, &self.registration.outbox, vec![OutFrame::Pong(data)]).await
             }
-            _ = heartbeat.tick() => {
-                if awaiting_pong {
-                    return Close::error(ErrorCode::Timeout, "no pong");
-                }
-                awaiting_pong = true;
-                if let Err(close) = write(socket, outbox, vec![Message::Ping(Default::default())]).await {
-                    return close;
-                }
+            Incoming::Pong => {
+                self.awaiting_pong = false;
+                Ok(())
             }
-            () = tokio::time::sleep_until(last_activity + config.idle_timeout) => {
-                return Close::error(ErrorCode::Timeout, "idle");
-            }
+            // The close handshake answers with the client's own code.
+            Incoming::Close(code) => Err(Close { code: code.unwrap_or(1000), reason: "" }),
         }
     }
 }
@@ -194,7 +371,7 @@ async fn serve(socket: &mut WebSocket, state: &AppState, me: Principal) -> Close
 /// expected position means another one is still on its way (partitions publish independently): the feed
 /// already holds it, so read the gap from there.
 async fn forward(
-    socket: &mut WebSocket,
+    socket: &mut Socket,
     state: &AppState,
     outbox: &Outbox<Outgoing>,
     me: Principal,
@@ -206,17 +383,15 @@ async fn forward(
     let mut written = 0usize;
     for item in items {
         match item {
-            Outgoing::Frame(bytes) => match Utf8Bytes::try_from(bytes) {
-                Ok(text) => out.push(Message::Text(text)),
-                Err(_) => tracing::error!("a shared frame was not UTF-8"),
-            },
+            // Encoded by `hub::encode` from a `ServerFrame`: JSON, so UTF-8.
+            Outgoing::Frame(bytes) => out.push(OutFrame::Text(bytes)),
             Outgoing::Event { pos, event, sent_at } => {
                 let Some(at) = *delivered else { continue };
                 if pos <= at {
                     continue;
                 }
                 if pos == at + 1 {
-                    out.push(Message::Text(event_frame(pos, &event).into()));
+                    out.push(OutFrame::Text(event_frame(pos, &event)));
                     written += 1;
                     sent_ats.extend(sent_at);
                     *delivered = Some(pos);
@@ -243,7 +418,7 @@ async fn forward(
 /// Sends every feed event after `since`, then `synced`; or `resync` when `since` is no longer (or not)
 /// in the feed. Returns the position now delivered (None after a resync).
 async fn catch_up(
-    socket: &mut WebSocket,
+    socket: &mut Socket,
     state: &AppState,
     outbox: &Outbox<Outgoing>,
     me: Principal,
@@ -272,7 +447,7 @@ async fn catch_up(
         let mut out = Vec::with_capacity(view.events.len() + 1);
         for (p, event) in view.events {
             match serde_json::to_string(&event) {
-                Ok(json) => out.push(Message::Text(event_frame(p, &json).into())),
+                Ok(json) => out.push(OutFrame::Text(event_frame(p, &json))),
                 Err(e) => tracing::error!(error = %e, "could not encode a feed event"),
             }
             pos = p;
@@ -291,11 +466,12 @@ async fn catch_up(
 
 /// Draining: answer what is in flight, tell the client when to come back, and close as "service restart".
 async fn drain(
-    socket: &mut WebSocket,
+    socket: &mut Socket,
     outbox: &Outbox<Outgoing>,
-    in_flight: &mut FuturesUnordered<Pending>,
+    in_flight: Option<FuturesUnordered<Pending>>,
     config: &super::GatewayConfig,
 ) -> Close {
+    let mut in_flight = in_flight.unwrap_or_default();
     while let Some(answer) = in_flight.next().await {
         if let Some(frame) = answer
             && write(socket, outbox, vec![text(&frame)]).await.is_err()
@@ -308,57 +484,55 @@ async fn drain(
     Close { code: 1012, reason: "server restarting: reconnect" }
 }
 
-/// A read failed: a frame over the size limit gets an error frame before the close; anything else is the
-/// peer going away or breaking the protocol.
-async fn read_failed(socket: &mut WebSocket, outbox: &Outbox<Outgoing>, e: axum::Error) -> Close {
-    let inner = e.into_inner();
-    match inner.downcast_ref::<tungstenite::Error>() {
-        Some(tungstenite::Error::Capacity(_)) => {
+/// A read failed: a message over the size limit gets an error frame before the close; a broken frame is a
+/// protocol error; anything else is the peer going away.
+async fn read_failed(socket: &mut Socket, outbox: &Outbox<Outgoing>, e: ReadError) -> Close {
+    match e {
+        ReadError::Frame(FrameError::TooLarge) => {
             let e = CoreError::new(ErrorCode::PayloadTooLarge, "frame larger than the limit");
             let _ = write(socket, outbox, vec![text(&requests::error_frame(None, &e))]).await;
             Close { code: 1009, reason: "frame too large" }
         }
-        Some(tungstenite::Error::Protocol(_)) | Some(tungstenite::Error::Utf8(_)) => {
-            Close { code: 1002, reason: "protocol error" }
+        ReadError::Frame(e @ (FrameError::Protocol(_) | FrameError::NotUtf8)) => {
+            tracing::debug!(error = ?e, "a client broke the WebSocket protocol");
+            Close { code: e.close_code(), reason: "protocol error" }
         }
-        _ => {
-            tracing::debug!(error = %inner, "connection read failed");
-            Close::GONE
-        }
+        ReadError::Gone => Close::GONE,
     }
 }
 
-/// Writes messages with one flush, giving up when the client is kicked or stops reading. Boxed: its state
-/// (a timer among it) then lives on the heap only while a write is under way, instead of enlarging every
-/// idle connection's task by its size.
+/// Writes frames with one write, giving up when the client is kicked or stops reading (what was not written
+/// then goes out before the close frame). Boxed: its state (a timer among it) then lives on the heap only
+/// while a write is under way, instead of enlarging every idle connection's task by its size.
 fn write<'a>(
-    socket: &'a mut WebSocket,
+    socket: &'a mut Socket,
     outbox: &'a Outbox<Outgoing>,
-    messages: Vec<Message>,
+    frames: Vec<OutFrame>,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Close>> + Send + 'a>> {
-    Box::pin(write_now(socket, outbox, messages))
+    Box::pin(write_now(socket, outbox, frames))
 }
 
-async fn write_now(socket: &mut WebSocket, outbox: &Outbox<Outgoing>, messages: Vec<Message>) -> Result<(), Close> {
-    if messages.is_empty() {
+async fn write_now(socket: &mut Socket, outbox: &Outbox<Outgoing>, frames: Vec<OutFrame>) -> Result<(), Close> {
+    if frames.is_empty() {
         return Ok(());
     }
-    let work = async {
-        for m in messages {
-            socket.feed(m).await?;
-        }
-        socket.flush().await
-    };
-    tokio::select! {
-        result = tokio::time::timeout(WRITE_TIMEOUT, work) => match result {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(Close::GONE),
-            Err(_) => {
-                metrics::counter!("websocket_slow_consumer_disconnects_total").increment(1);
-                Err(Close::error(ErrorCode::SlowConsumer, "too slow: reconnect and resume"))
-            }
+    let write = tokio::time::timeout(WRITE_TIMEOUT, socket.write(&frames));
+    tokio::pin!(write);
+    let result = tokio::select! {
+        result = &mut write => result,
+        () = outbox.kicked() => match outbox.kicked_for() {
+            // A draining node lets the write finish; the connection then says goodbye properly.
+            Some(Kick::Draining) => write.await,
+            _ => return Err(kicked(outbox)),
         },
-        () = outbox.kicked() => Err(kicked(outbox)),
+    };
+    match result {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(Close::GONE),
+        Err(_) => {
+            metrics::counter!("websocket_slow_consumer_disconnects_total").increment(1);
+            Err(Close::error(ErrorCode::SlowConsumer, "too slow: reconnect and resume"))
+        }
     }
 }
 
@@ -370,24 +544,12 @@ fn kicked(outbox: &Outbox<Outgoing>) -> Close {
     }
 }
 
-/// Sends the close frame, waiting as long as any write may: a client kicked for being slow has its buffers
-/// full, and only reads the close frame (which says why, and that it should resume) after what is queued
-/// before it. With 1 s, clients on hosts with small socket buffers saw a reset instead of 4008.
-async fn close_with(socket: &mut WebSocket, close: Close) -> Result<(), axum::Error> {
-    let frame = CloseFrame { code: close.code, reason: Utf8Bytes::from_static(close.reason) };
-    tokio::time::timeout(WRITE_TIMEOUT, socket.send(Message::Close(Some(frame)))).await.unwrap_or(Ok(()))
-}
-
-fn text(frame: &ServerFrame) -> Message {
-    match Utf8Bytes::try_from(encode(frame)) {
-        Ok(text) => Message::Text(text),
-        Err(_) => {
-            Message::Text(Utf8Bytes::from_static(r#"{"type":"error","code":"internal","message":"internal error"}"#))
-        }
-    }
+fn text(frame: &ServerFrame) -> OutFrame {
+    OutFrame::Text(encode(frame))
 }
 
 /// `{"type":"event","pos":N,"event":…}` around an event encoded once for all its recipients.
-fn event_frame(pos: u64, event: &str) -> String {
-    format!(r#"{{"type":"event","pos":{pos},"event":{event}}}"#)
+fn event_frame(pos: u64, event: &str) -> Bytes {
+    Bytes::from(format!(r#"{{"type":"event","pos":{pos},"event":{event}}}"#))
 }
+

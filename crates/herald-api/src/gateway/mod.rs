@@ -2,20 +2,24 @@
 //!
 //! The upgrade is admitted by a handshake rate limit (reconnect storms get 429 and a jittered
 //! `Retry-After`), authenticated within the JWT budget (at the upgrade, or by the first frame within the
-//! handshake timeout), and then one task serves the connection ([`connection`]).
+//! handshake timeout), and then one task serves the connection ([`connection`]) over the TCP stream itself
+//! ([`socket`], [`frames`]): Herald speaks the WebSocket framing itself so that an idle connection costs as
+//! little memory as possible.
 
 mod connection;
+mod frames;
 mod requests;
+mod socket;
 
 use crate::AppState;
 use crate::error::ApiError;
-use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::{Query, State};
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::extract::{Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use governor::{Quota, RateLimiter};
 use herald_core::CoreError;
+use herald_core::hub::Hub;
+use herald_core::outbox::Kick;
 use herald_proto::{ErrorCode, PROTOCOL_VERSION};
 use serde::Deserialize;
 use std::num::NonZeroU32;
@@ -39,12 +43,8 @@ pub struct GatewayConfig {
     pub handshake_burst: u32,
     /// Requests (sends, edits …) one connection may have waiting for their outcome.
     pub max_in_flight: usize,
-    /// Largest frame a client may send, in bytes.
+    /// Largest message a client may send, in bytes (all its frames together).
     pub max_frame_bytes: usize,
-    /// tungstenite's read buffer per connection; its default (128 KiB) dominates an idle connection's cost.
-    pub read_buffer_bytes: usize,
-    /// Frames are collected up to this many bytes before a write.
-    pub write_buffer_bytes: usize,
     /// On shutdown, clients are told to reconnect after a random delay below this, spreading the herd.
     pub reconnect_jitter: Duration,
 }
@@ -60,8 +60,6 @@ impl Default for GatewayConfig {
             handshake_burst: 2000,
             max_in_flight: 64,
             max_frame_bytes: 64 * 1024,
-            read_buffer_bytes: 1024,
-            write_buffer_bytes: 4096,
             reconnect_jitter: Duration::from_secs(5),
         }
     }
@@ -93,8 +91,11 @@ impl Gateway {
     }
 
     /// Tells every connection to send its client away, and waits up to `grace` for them to finish.
-    pub async fn drain(&self, grace: Duration) -> bool {
+    /// Connections hear it through their outbox (`Kick::Draining`), which they wait on anyway; one that
+    /// registers with `hub` after this sees `draining` set instead.
+    pub async fn drain(&self, hub: &Hub, grace: Duration) -> bool {
         self.draining.cancel();
+        hub.kick_all(Kick::Draining);
         self.connections.close();
         tokio::time::timeout(grace, self.connections.wait()).await.is_ok()
     }
@@ -107,17 +108,17 @@ pub struct WsParams {
 }
 
 /// `GET /ws`: checks version, admission and (if given) the token, then upgrades.
-pub async fn upgrade(
-    State(state): State<AppState>,
-    Query(params): Query<WsParams>,
-    headers: HeaderMap,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-) -> Response {
-    // A plain GET (no Upgrade header …) gets the usual `{code, message}`, not axum's text.
-    let ws = match ws {
-        Ok(ws) => ws,
-        Err(rejection) => return ApiError::new(ErrorCode::BadRequest, rejection.body_text()).into_response(),
+pub async fn upgrade(State(state): State<AppState>, Query(params): Query<WsParams>, mut request: Request) -> Response {
+    // A plain GET (no Upgrade header …) gets the usual `{code, message}`.
+    let accept = match accept_key(request.headers()) {
+        Ok(accept) => accept,
+        Err(message) => return ApiError::new(ErrorCode::BadRequest, message).into_response(),
     };
+    let Some(on_upgrade) = request.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
+        return ApiError::new(ErrorCode::BadRequest, "this connection cannot be upgraded").into_response();
+    };
+    let token = bearer(request.headers()).or(params.token);
+    drop(request);
     let gateway = state.gateway.clone();
     if gateway.draining.is_cancelled() {
         return ApiError::new(ErrorCode::Unavailable, "this node is shutting down; connect to another").into_response();
@@ -146,7 +147,6 @@ pub async fn upgrade(
         }
         return response;
     }
-    let token = bearer(&headers).or(params.token);
     let principal = match token {
         Some(token) => match authenticate(&state, &token).await {
             Ok(p) => Some(p),
@@ -154,16 +154,40 @@ pub async fn upgrade(
         },
         None => None,
     };
-    let config = &gateway.config;
-    ws.read_buffer_size(config.read_buffer_bytes)
-        .write_buffer_size(config.write_buffer_bytes)
-        .max_write_buffer_size(config.write_buffer_bytes.max(config.max_frame_bytes) * 4)
-        .max_message_size(config.max_frame_bytes)
-        .max_frame_size(config.max_frame_bytes)
-        .on_upgrade(move |socket| {
-            // The tracked future is the task itself: no wrapper holding a second copy of its state.
-            state.gateway.connections.clone().track_future(connection::run(socket, state, principal))
-        })
+    // The tracked future is the task itself: no wrapper holding a second copy of its state.
+    let opening = Box::new(connection::Opening { on_upgrade, state, principal });
+    tokio::spawn(gateway.connections.track_future(connection::upgraded(opening)));
+    let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    response
+}
+
+/// Checks the upgrade request's headers (RFC 6455 §4.2.1) and returns the `Sec-WebSocket-Accept` value.
+fn accept_key(headers: &HeaderMap) -> Result<HeaderValue, &'static str> {
+    let has_token = |name: header::HeaderName, token: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|part| part.trim().eq_ignore_ascii_case(token)))
+    };
+    if !has_token(header::CONNECTION, "upgrade") {
+        return Err("Connection header did not include 'upgrade'");
+    }
+    if !has_token(header::UPGRADE, "websocket") {
+        return Err("`Upgrade` header did not include 'websocket'");
+    }
+    if headers.get(header::SEC_WEBSOCKET_VERSION).is_none_or(|v| v.as_bytes() != b"13") {
+        return Err("`Sec-WebSocket-Version` header did not include '13'");
+    }
+    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
+        return Err("`Sec-WebSocket-Key` header missing");
+    };
+    HeaderValue::from_str(&tungstenite::handshake::derive_accept_key(key.as_bytes()))
+        .map_err(|_| "`Sec-WebSocket-Key` header is not valid")
 }
 
 /// Validates a token within the JWT budget.
