@@ -552,4 +552,3 @@ fn text(frame: &ServerFrame) -> OutFrame {
 fn event_frame(pos: u64, event: &str) -> Bytes {
     Bytes::from(format!(r#"{{"type":"event","pos":{pos},"event":{event}}}"#))
 }
-
