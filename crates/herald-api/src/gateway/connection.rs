@@ -4,10 +4,11 @@
 //! decouples producers from this socket, and a socket that stops draining is cut off (kick or write
 //! timeout) without slowing anyone else.
 //!
-//! What an idle connection holds is kept small on purpose: the task's state while it waits is the socket
-//! (no read or write buffer), one timer for both the heartbeat and the idle timeout, and the waits on the
-//! outbox and on draining. Everything a request, a delivery or a resume needs lives in boxed futures that
-//! exist only while that work is under way.
+//! What an idle connection holds is kept small on purpose: the task's state while it waits is the
+//! [`Session`] (the socket without read or write buffers, the hub registration, positions and deadlines), one
+//! timer for both the heartbeat and the idle timeout, and one wait on all sources (draining arrives through
+//! the outbox). Everything a request, a delivery or a resume needs lives in a boxed future that exists only
+//! while that work is under way.
 
 use super::frames::{FrameError, Incoming, OutFrame};
 use super::requests::{self, Action, Pending};
@@ -286,7 +287,7 @@ impl Session {
                 forward(&mut self.socket, &self.state, &self.registration.outbox, self.me, &mut self.delivered, items)
                     .await
             }
-            Wake::Outbox(false) => Err(match &self.registration.outbox.kicked_for() {
+            Wake::Outbox(false) => Err(match self.registration.outbox.kicked_for() {
                 Some(Kick::Draining) => {
                     drain(
                         &mut self.socket,
@@ -502,17 +503,9 @@ async fn read_failed(socket: &mut Socket, outbox: &Outbox<Outgoing>, e: ReadErro
 }
 
 /// Writes frames with one write, giving up when the client is kicked or stops reading (what was not written
-/// then goes out before the close frame). Boxed: its state (a timer among it) then lives on the heap only
-/// while a write is under way, instead of enlarging every idle connection's task by its size.
-fn write<'a>(
-    socket: &'a mut Socket,
-    outbox: &'a Outbox<Outgoing>,
-    frames: Vec<OutFrame>,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Close>> + Send + 'a>> {
-    Box::pin(write_now(socket, outbox, frames))
-}
-
-async fn write_now(socket: &mut Socket, outbox: &Outbox<Outgoing>, frames: Vec<OutFrame>) -> Result<(), Close> {
+/// then goes out before the close frame). Every caller runs inside a boxed future (a wake's work, opening,
+/// closing), so its state (a timer among it) never enlarges an idle connection's task.
+async fn write(socket: &mut Socket, outbox: &Outbox<Outgoing>, frames: Vec<OutFrame>) -> Result<(), Close> {
     if frames.is_empty() {
         return Ok(());
     }

@@ -244,33 +244,35 @@ pub enum OutFrame {
 }
 
 impl OutFrame {
-    fn opcode_and_payload(&self) -> (OpCode, &[u8]) {
+    /// The opcode, the close code (a close frame's payload starts with it) and the rest of the payload.
+    fn parts(&self) -> (OpCode, Option<[u8; 2]>, &[u8]) {
         match self {
-            OutFrame::Text(text) => (OpCode::Data(Data::Text), text),
-            OutFrame::Ping => (OpCode::Control(Control::Ping), &[]),
-            OutFrame::Pong(data) => (OpCode::Control(Control::Pong), data),
-            OutFrame::Close { reason, .. } => (OpCode::Control(Control::Close), reason.as_bytes()),
+            OutFrame::Text(text) => (OpCode::Data(Data::Text), None, text),
+            OutFrame::Ping => (OpCode::Control(Control::Ping), None, &[]),
+            OutFrame::Pong(data) => (OpCode::Control(Control::Pong), None, data),
+            OutFrame::Close { code, reason } => {
+                (OpCode::Control(Control::Close), Some(code.to_be_bytes()), reason.as_bytes())
+            }
         }
+    }
+
+    fn header_and_length(&self) -> (FrameHeader, u64) {
+        let (opcode, code, payload) = self.parts();
+        (header(opcode), (code.map_or(0, |c| c.len()) + payload.len()) as u64)
     }
 
     /// Bytes this frame takes on the wire.
     pub fn encoded_len(&self) -> usize {
-        let (_, payload) = self.opcode_and_payload();
-        let extra = if matches!(self, OutFrame::Close { .. }) { 2 } else { 0 };
-        let length = payload.len() + extra;
-        header(OpCode::Data(Data::Text)).len(length as u64) + length
+        let (header, length) = self.header_and_length();
+        header.len(length) + length as usize
     }
 
     /// Appends the frame (unmasked, as a server sends) to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
-        let (opcode, payload) = self.opcode_and_payload();
-        let code = match self {
-            OutFrame::Close { code, .. } => Some(code.to_be_bytes()),
-            _ => None,
-        };
-        let length = payload.len() + code.map_or(0, |c| c.len());
+        let (header, length) = self.header_and_length();
         // Writing into a Vec cannot fail.
-        let _ = header(opcode).format(length as u64, out);
+        let _ = header.format(length, out);
+        let (_, code, payload) = self.parts();
         if let Some(code) = code {
             out.extend_from_slice(&code);
         }
