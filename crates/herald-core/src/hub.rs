@@ -6,6 +6,7 @@
 //! allowed to grow memory or slow the sender: it reconnects and resumes from its feed position, losing
 //! nothing.
 
+use crate::auth::Principal;
 use crate::cache::TtlCache;
 use crate::delivery::{FeedDelivery, FeedSink};
 use crate::outbox::{Kick, Outbox, PushError};
@@ -83,7 +84,8 @@ pub struct Hub {
 /// A registered connection. Dropping it unregisters the connection (and may make the user offline).
 pub struct Registration {
     hub: Arc<Hub>,
-    user: UserId,
+    /// Whose connection this is (kept here so the connection need not hold it twice).
+    pub principal: Principal,
     id: u64,
     /// What to write; reports when the connection fell too far behind and must go.
     pub outbox: Arc<Outbox<Outgoing>>,
@@ -91,7 +93,7 @@ pub struct Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.hub.unregister(self.user, self.id);
+        self.hub.unregister(self.principal.user, self.id);
     }
 }
 
@@ -115,8 +117,9 @@ impl Hub {
         &self.config
     }
 
-    /// Registers a connection of `user` on `device`; the user is online from now on.
-    pub fn register(self: &Arc<Self>, user: UserId, device: DeviceId) -> Registration {
+    /// Registers a connection of `principal` (a user on a device); the user is online from now on.
+    pub fn register(self: &Arc<Self>, principal: Principal) -> Registration {
+        let Principal { user, device } = principal;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let outbox = Arc::new(Outbox::new(self.config.queue_depth));
         // Most users have one device connected: room for one, not the four a first push would reserve.
@@ -137,7 +140,7 @@ impl Hub {
         if changed {
             self.presence_changed(user);
         }
-        Registration { hub: self.clone(), user, id, outbox }
+        Registration { hub: self.clone(), principal, id, outbox }
     }
 
     fn unregister(&self, user: UserId, id: u64) {

@@ -94,7 +94,7 @@ async fn open(opening: Box<Opening>) -> Option<Session> {
             }
         },
     };
-    let registration = state.hub.register(me.user, me.device);
+    let registration = state.hub.register(me);
     // Checked after registering: a drain that began before is seen here, a later one kicks the outbox.
     let refused = if state.gateway.draining.is_cancelled() {
         Some(drain(&mut socket, &registration.outbox, None, config).await)
@@ -111,11 +111,9 @@ async fn open(opening: Box<Opening>) -> Option<Session> {
     Some(Session {
         socket,
         state,
-        me,
         registration,
         delivered: None,
         in_flight: None,
-        batch: Vec::new(),
         last_activity: now,
         next_ping,
         awaiting_pong: false,
@@ -190,23 +188,21 @@ enum Wake {
     Readable,
     /// A request in flight finished (with a frame to send, or nothing to say).
     Answer(Option<Box<ServerFrame>>),
-    /// The outbox has items (`true`, now in `batch`) or the connection was kicked (`false`).
-    Outbox(bool),
+    /// The outbox's items, or `None`: the connection was kicked.
+    Outbox(Option<Vec<Outgoing>>),
 }
 
 /// A connection's state between frames: what an idle connection costs, so kept small.
 struct Session {
     socket: Socket,
     state: AppState,
-    me: Principal,
-    /// This connection in the hub; its outbox is what there is to write.
+    /// This connection in the hub (whose it is, and its outbox: what there is to write).
     registration: Registration,
     /// The feed position this device has been sent up to; None until it asks to sync.
     delivered: Option<u64>,
     /// Created with the first request that has to wait, dropped when the last one is answered: an empty
     /// `FuturesUnordered` still holds an allocation.
     in_flight: Option<FuturesUnordered<Pending>>,
-    batch: Vec<Outgoing>,
     /// The last frame from the client; the idle timeout runs from it. Moving it does not touch the timer:
     /// when the timer fires, the deadlines are looked at again.
     last_activity: Instant,
@@ -266,9 +262,10 @@ impl Session {
                     }
                 }
                 _ => {
-                    if let Poll::Ready(open) = self.registration.outbox.poll_recv_many(cx, &mut self.batch, WRITE_BATCH)
-                    {
-                        return Poll::Ready(Wake::Outbox(open));
+                    // An empty Vec allocates nothing: the items bring their own allocation when there are any.
+                    let mut batch = Vec::new();
+                    if let Poll::Ready(open) = self.registration.outbox.poll_recv_many(cx, &mut batch, WRITE_BATCH) {
+                        return Poll::Ready(Wake::Outbox(open.then_some(batch)));
                     }
                 }
             }
@@ -282,12 +279,18 @@ impl Session {
             Wake::Readable => self.on_readable().await,
             Wake::Answer(Some(frame)) => write(&mut self.socket, &self.registration.outbox, vec![text(&frame)]).await,
             Wake::Answer(None) => Ok(()),
-            Wake::Outbox(true) => {
-                let items = std::mem::take(&mut self.batch);
-                forward(&mut self.socket, &self.state, &self.registration.outbox, self.me, &mut self.delivered, items)
-                    .await
+            Wake::Outbox(Some(items)) => {
+                forward(
+                    &mut self.socket,
+                    &self.state,
+                    &self.registration.outbox,
+                    self.registration.principal,
+                    &mut self.delivered,
+                    items,
+                )
+                .await
             }
-            Wake::Outbox(false) => Err(match self.registration.outbox.kicked_for() {
+            Wake::Outbox(None) => Err(match self.registration.outbox.kicked_for() {
                 Some(Kick::Draining) => {
                     drain(
                         &mut self.socket,
@@ -331,7 +334,7 @@ impl Session {
             Incoming::Text(frame) => {
                 self.last_activity = Instant::now();
                 let action = match serde_json::from_str::<ClientFrame>(&frame) {
-                    Ok(frame) => requests::handle(&self.state, self.me, frame),
+                    Ok(frame) => requests::handle(&self.state, self.registration.principal, frame),
                     Err(e) => Action::Reply(Box::new(requests::bad_frame(format!("malformed frame: {e}")))),
                 };
                 match action {
@@ -343,8 +346,14 @@ impl Session {
                         Ok(())
                     }
                     Action::Sync(since) => {
-                        self.delivered =
-                            catch_up(&mut self.socket, &self.state, &self.registration.outbox, self.me, since).await?;
+                        self.delivered = catch_up(
+                            &mut self.socket,
+                            &self.state,
+                            &self.registration.outbox,
+                            self.registration.principal,
+                            since,
+                        )
+                        .await?;
                         Ok(())
                     }
                     Action::Nothing => Ok(()),

@@ -63,7 +63,8 @@ pub struct FrameReader {
     start: usize,
     /// Payload bytes still missing from the frame at `start`, once its header has been seen.
     missing: usize,
-    fragmented: Option<Fragmented>,
+    /// Boxed: rare, and every connection carries the field.
+    fragmented: Option<Box<Fragmented>>,
     max_message: usize,
 }
 
@@ -183,12 +184,12 @@ impl FrameReader {
                     self.fragmented = Some(message);
                     return Ok(None);
                 }
-                message
+                *message
             }
             (Data::Text | Data::Binary, None) => {
                 let message = Fragmented { text: data == Data::Text, data: payload.to_vec() };
                 if !header.is_final {
-                    self.fragmented = Some(message);
+                    self.fragmented = Some(Box::new(message));
                     return Ok(None);
                 }
                 message
