@@ -134,6 +134,7 @@ impl EmbeddedDb {
         let db =
             Database::builder().set_cache_size(options.cache_bytes).create(dir.join("herald.redb")).map_err(backend)?;
         create_tables(&db)?;
+        crate::migrate::run(&db)?;
         let feed_retention = options.feed_retention.max(1);
         let (journal, replayed) = recover(&db, dir, feed_retention)?;
         let db: Shared = Arc::new(RwLock::new(Some(db)));

@@ -11,7 +11,9 @@
 mod db;
 mod feed_codec;
 mod journal;
+mod keys;
 mod log;
+mod migrate;
 mod stores;
 mod tables;
 

@@ -1,7 +1,9 @@
 //! The redb tables. Ids are stored as their 16 bytes; records as JSON (readable with any redb tool, and
 //! the same serde types the rest of Herald uses), except feed rows, which use the compact binary layout of
-//! `feed_codec` because there is one per member for every message.
+//! `feed_codec` because there is one per member for every message. The two tables written for every message
+//! are keyed by the byte-ordered [`IdSeq`] (`keys`); `migrate` moves an older database's rows into them.
 
+use crate::keys::IdSeq;
 use redb::TableDefinition;
 
 pub type Id = [u8; 16];
@@ -18,14 +20,14 @@ pub const DIRECT_PAIRS: TableDefinition<(Id, Id), Id> = TableDefinition::new("di
 pub const MEMBERS: TableDefinition<(Id, Id), &[u8]> = TableDefinition::new("members");
 /// (user, conversation)
 pub const MEMBERSHIPS: TableDefinition<(Id, Id), ()> = TableDefinition::new("memberships");
-/// (conversation, seq) -> Message
-pub const MESSAGES: TableDefinition<(Id, u64), &[u8]> = TableDefinition::new("messages");
+/// (conversation, seq) -> Message; "v2": byte-ordered keys (the retired "messages" table is migrated)
+pub const MESSAGES: TableDefinition<IdSeq, &[u8]> = TableDefinition::new("messages_v2");
 /// (conversation, sender, client_msg_id) -> seq
 pub const CLIENT_IDS: TableDefinition<(Id, Id, &str), u64> = TableDefinition::new("client_ids");
 /// (conversation, sender) -> highest seq sent
 pub const LAST_SENT: TableDefinition<(Id, Id), u64> = TableDefinition::new("last_sent");
-/// (user, position) -> FeedEvent in `feed_codec`'s binary layout
-pub const FEED: TableDefinition<(Id, u64), &[u8]> = TableDefinition::new("feed");
+/// (user, position) -> FeedEvent in `feed_codec`'s binary layout; "v2" as for `MESSAGES`
+pub const FEED: TableDefinition<IdSeq, &[u8]> = TableDefinition::new("feed_v2");
 /// (conversation, user, device) -> (delivered, read)
 pub const CURSORS: TableDefinition<(Id, Id, Id), (u64, u64)> = TableDefinition::new("cursors");
 

@@ -1,6 +1,7 @@
 use super::{commit_record, decode, encode, media};
 use crate::db::{EmbeddedDb, FeedHeads, backend};
 use crate::feed_codec;
+use crate::keys::IdSeq;
 use crate::tables::{CLIENT_IDS, FEED, Id, LAST_SENT, MESSAGES};
 use async_trait::async_trait;
 use herald_core::store::{FeedAppend, FeedPage, MessageStore, MessageWrite, StoreResult};
@@ -215,7 +216,7 @@ const PRUNE_EVERY: u64 = 64;
 /// `heads` holds the newest position of users appended to before; a user missing from it is looked up in the
 /// table (and added).
 fn append_feed(
-    table: &mut Table<'_, (Id, u64), &[u8]>,
+    table: &mut Table<'_, IdSeq, &[u8]>,
     feed: &[(Id, Vec<u8>)],
     retention: u64,
     heads: &mut FeedHeads,
