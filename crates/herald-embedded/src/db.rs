@@ -6,14 +6,14 @@
 //! Other durable writes (accounts, memberships, media) commit durably in redb, which also checkpoints
 //! the journal; so does a timer, so redb never lags the journal by more than `Options::checkpoint_interval`.
 
+use crate::feed_buffer::{self, FeedBuffer};
 use crate::journal::Journal;
 use crate::stores;
-use crate::tables::{self, Id, JOURNAL_APPLIED, META};
+use crate::tables::{self, FEED, JOURNAL_APPLIED, META};
 use herald_core::store::{StoreError, StoreResult, Stores};
 use redb::{Database, Durability, ReadTransaction, ReadableDatabase, WriteTransaction};
-use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
@@ -32,33 +32,6 @@ pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(5);
 /// A journal this large is checkpointed at the next commit whatever the time, bounding the replay after
 /// a crash and the file's size.
 const CHECKPOINT_BYTES: u64 = 64 * 1024 * 1024;
-
-/// Users whose newest feed position the writer remembers; past this many it starts over.
-const MAX_FEED_HEADS: usize = 1_000_000;
-
-/// The newest feed position of each user the writer appended to, so an append need not look it up in the
-/// B-tree (that range lookup cost a third as much as the insert itself).
-pub(crate) type FeedHeads = HashMap<Id, u64>;
-
-/// [`FeedHeads`] shared by the message commit jobs and the writer. Only the writer thread locks it (jobs run
-/// there), so the lock is never contended. The writer empties it whenever a group commit's jobs ran but did
-/// not commit, since their positions were never written.
-#[derive(Clone, Default)]
-pub(crate) struct SharedFeedHeads(Arc<Mutex<FeedHeads>>);
-
-impl SharedFeedHeads {
-    pub(crate) fn lock(&self) -> MutexGuard<'_, FeedHeads> {
-        let mut heads = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if heads.len() > MAX_FEED_HEADS {
-            heads.clear();
-        }
-        heads
-    }
-
-    fn forget(&self) {
-        self.lock().clear();
-    }
-}
 
 type Finisher = Box<dyn FnOnce(StoreResult<()>) + Send>;
 /// Runs a job inside the shared transaction (or, given none, only prepares its answer): reports whether it
@@ -118,7 +91,8 @@ pub struct EmbeddedDb {
     db: Shared,
     jobs: mpsc::Sender<Msg>,
     pub(crate) feed_retention: u64,
-    pub(crate) feed_heads: SharedFeedHeads,
+    /// Feed rows committed but not yet in the feed table (written behind; see `feed_buffer`).
+    pub(crate) feed_buffer: Arc<FeedBuffer>,
     /// Journal records applied again when the database was opened (those a crash kept out of redb).
     replayed: u64,
 }
@@ -140,12 +114,13 @@ impl EmbeddedDb {
         let db: Shared = Arc::new(RwLock::new(Some(db)));
         let (jobs, rx) = mpsc::channel(MAX_JOBS_PER_COMMIT);
         let interval = options.checkpoint_interval;
-        let feed_heads = SharedFeedHeads::default();
+        let feed_buffer = Arc::new(FeedBuffer::default());
         let writer = Writer {
             db: db.clone(),
             journal,
             interval,
-            feed_heads: feed_heads.clone(),
+            feed_buffer: feed_buffer.clone(),
+            feed_retention,
             failed: None,
             last_durable: Instant::now(),
             dirty: false,
@@ -155,7 +130,7 @@ impl EmbeddedDb {
             .spawn(move || writer.run(rx))
             .map_err(|e| backend(format!("spawn writer: {e}")))?;
         start_checkpoint_timer(jobs.downgrade(), &dir.join("herald.redb"), interval)?;
-        Ok(Arc::new(Self { db, jobs, feed_retention, feed_heads, replayed }))
+        Ok(Arc::new(Self { db, jobs, feed_retention, feed_buffer, replayed }))
     }
 
     /// How many journal records opening the database applied again: writes that were acknowledged (durable
@@ -320,11 +295,12 @@ fn recover(db: &Database, dir: &Path, feed_retention: u64) -> StoreResult<(Journ
     let (mut journal, pending) = Journal::open(dir, applied).map_err(|e| backend(format!("journal: {e}")))?;
     if let Some((last, _)) = pending.last() {
         let txn = db.begin_write().map_err(backend)?;
-        let mut heads = FeedHeads::new();
+        let feed = FeedBuffer::default();
         for (lsn, record) in &pending {
-            stores::replay(&txn, record, feed_retention, &mut heads)
-                .map_err(|e| backend(format!("replaying journal record {lsn}: {e}")))?;
+            stores::replay(&txn, record, &feed).map_err(|e| backend(format!("replaying journal record {lsn}: {e}")))?;
         }
+        let rows = feed.lock().take_staged();
+        feed_buffer::write(&mut txn.open_table(FEED).map_err(backend)?, &rows, feed_retention)?;
         set_journal_applied(&txn, *last)?;
         txn.commit().map_err(backend)?;
         tracing::info!(records = pending.len(), last_lsn = last, "replayed the journal");
@@ -377,8 +353,9 @@ struct Writer {
     journal: Journal,
     /// How often the timer asks for a checkpoint (the writer takes one itself after four of these).
     interval: Duration,
-    /// Forgotten when a group's jobs ran but it did not commit.
-    feed_heads: SharedFeedHeads,
+    /// Feed rows written behind: some go into each transaction, all of them into a durable one.
+    feed_buffer: Arc<FeedBuffer>,
+    feed_retention: u64,
     /// Set once the journal could not be written, or redb could not commit what the journal already holds:
     /// the two may disagree until a restart replays the journal, so every later write is refused.
     failed: Option<String>,
@@ -475,13 +452,29 @@ impl Writer {
             poisoned |= bad;
             finishers.push(finish);
         }
+        let mut flush = self.feed_buffer.to_flush(durable);
+        if durable {
+            // The journal is emptied after a durable commit, so the table must then hold every feed row,
+            // those this commit's own jobs appended too.
+            flush.extend(self.feed_buffer.lock().take_staged());
+        }
+        if !flush.is_empty() && !poisoned {
+            let written = txn
+                .open_table(FEED)
+                .map_err(backend)
+                .and_then(|mut table| feed_buffer::write(&mut table, &flush, self.feed_retention));
+            if let Err(e) = written {
+                tracing::error!(error = %e, "writing buffered feed rows failed");
+                poisoned = true;
+            }
+        }
         if !records.is_empty() && !poisoned {
             let last = self.journal.next_lsn() + records.len() as u64 - 1;
             poisoned |= set_journal_applied(&txn, last).is_err();
         }
         if poisoned {
             let _ = txn.abort();
-            self.feed_heads.forget();
+            self.feed_buffer.aborted(&flush);
             return (Err(backend("a write in the same group commit failed; nothing was written")), finishers);
         }
         let applied = Instant::now();
@@ -491,20 +484,22 @@ impl Writer {
             && let Err(e) = self.journal.append(&records)
         {
             let _ = txn.abort();
-            self.feed_heads.forget();
+            self.feed_buffer.aborted(&flush);
             let reason = format!("the journal could not be written ({e}); restart the server");
             self.failed = Some(reason.clone());
             return (Err(backend(reason)), finishers);
         }
         let journaled = Instant::now();
         if let Err(e) = txn.commit() {
-            self.feed_heads.forget();
+            self.feed_buffer.aborted(&flush);
             if !records.is_empty() {
                 // The journal holds writes redb does not: only a restart's replay brings them together.
                 self.failed = Some(format!("the database could not commit journaled writes ({e}); restart the server"));
             }
             return (Err(backend(e)), finishers);
         }
+        // Before anyone hears back: a row is readable (from the buffer or the table) once its caller knows.
+        self.feed_buffer.committed(&flush);
         let committed = Instant::now();
         if durable {
             self.dirty = false;

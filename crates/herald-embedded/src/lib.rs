@@ -9,6 +9,7 @@
 //! never wait for the writer.
 
 mod db;
+mod feed_buffer;
 mod feed_codec;
 mod journal;
 mod keys;

@@ -1,12 +1,12 @@
 use super::{commit_record, decode, encode, media};
-use crate::db::{EmbeddedDb, FeedHeads, backend};
+use crate::db::{EmbeddedDb, backend};
+use crate::feed_buffer::{self, FeedBuffer};
 use crate::feed_codec;
-use crate::keys::IdSeq;
 use crate::tables::{CLIENT_IDS, FEED, Id, LAST_SENT, MESSAGES};
 use async_trait::async_trait;
 use herald_core::store::{FeedAppend, FeedPage, MessageStore, MessageWrite, StoreResult};
 use herald_proto::{ConversationId, Direction, MediaId, Message, UserId};
-use redb::{ReadableTable, Table, WriteTransaction};
+use redb::{ReadableTable, WriteTransaction};
 use serde::Deserialize;
 
 /// The attachments of a stored message, read without decoding the rest of it.
@@ -37,38 +37,49 @@ impl MessageStore for EmbeddedDb {
             .collect::<StoreResult<Vec<_>>>()?;
         let feed: Vec<(Id, Vec<u8>)> = feed.iter().map(|f| (f.user.to_bytes(), feed_codec::encode(&f.event))).collect();
         let record = commit_record::encode(&encoded, &feed)?;
-        let retention = self.feed_retention;
-        let heads = self.feed_heads.clone();
+        let buffer = self.feed_buffer.clone();
         self.write_journaled("commit_with_feed", "messages", record, move |txn| {
-            apply_commit(txn, &encoded, &feed, retention, &mut heads.lock())
+            apply_commit(txn, &encoded, &feed, &buffer)
         })
         .await
     }
 
     async fn feed(&self, user: UserId, after: u64, limit: usize) -> StoreResult<FeedPage> {
         let retention = self.feed_retention;
+        let u = user.to_bytes();
+        // Copied before the snapshot is opened (see `feed_buffer`): a row flushed meanwhile is then seen twice,
+        // never missed.
+        let buffered = self.feed_buffer.rows_after(&u, 0);
         self.read("range", "feed", |txn| {
             let table = txn.open_table(FEED).map_err(backend)?;
-            let u = user.to_bytes();
             let mut all = table.range((u, 0)..=(u, u64::MAX)).map_err(backend)?;
-            let first = match all.next() {
+            let first_in_table = match all.next() {
                 Some(entry) => Some(entry.map_err(backend)?.0.value().1),
                 None => None,
             };
-            let last = match all.next_back() {
-                Some(entry) => entry.map_err(backend)?.0.value().1,
-                None => first.unwrap_or(0),
+            let last_in_table = match all.next_back() {
+                Some(entry) => Some(entry.map_err(backend)?.0.value().1),
+                None => first_in_table,
             };
+            let first = match (first_in_table, buffered.first()) {
+                (Some(t), Some((b, _))) => Some(t.min(*b)),
+                (t, b) => t.or(b.map(|(p, _)| *p)),
+            };
+            let last = last_in_table.unwrap_or(0).max(buffered.last().map_or(0, |(p, _)| *p));
             // Rows older than the retention window may still be on disk (after the window was lowered):
             // they do not count, so a device that far behind gets a resync, never a page with holes.
             let floor = last.saturating_sub(retention) + 1;
             let oldest = first.map_or(last + 1, |f| f.max(floor));
-            let mut entries = Vec::new();
             let start = after.saturating_add(1).max(oldest);
+            let mut from_table = Vec::new();
             for entry in table.range((u, start)..=(u, u64::MAX)).map_err(backend)?.take(limit) {
                 let (key, value) = entry.map_err(backend)?;
-                entries.push((key.value().1, feed_codec::decode(value.value())?));
+                from_table.push((key.value().1, Box::from(value.value())));
             }
+            let entries = feed_buffer::merge(from_table, buffered, start, limit)
+                .into_iter()
+                .map(|(pos, bytes)| Ok((pos, feed_codec::decode(&bytes)?)))
+                .collect::<StoreResult<Vec<_>>>()?;
             Ok(FeedPage { entries, oldest, last })
         })
     }
@@ -145,14 +156,13 @@ impl MessageStore for EmbeddedDb {
 }
 
 /// Writes the messages (with their idempotency keys, each sender's last seq and the media they attach)
-/// and the feed entries; returns each feed entry's position. What a message commit does, live or replayed
-/// from the journal.
+/// and stages the feed entries in `buffer` (see `feed_buffer`); returns each feed entry's position. What a
+/// message commit does, live or replayed from the journal.
 fn apply_commit(
     txn: &WriteTransaction,
     encoded: &[(bool, Message, Vec<u8>)],
     feed: &[(Id, Vec<u8>)],
-    retention: u64,
-    heads: &mut FeedHeads,
+    buffer: &FeedBuffer,
 ) -> StoreResult<Vec<u64>> {
     let mut messages = txn.open_table(MESSAGES).map_err(backend)?;
     let mut client_ids = txn.open_table(CLIENT_IDS).map_err(backend)?;
@@ -194,49 +204,18 @@ fn apply_commit(
         }
     }
     media::apply_refs(txn, &added_refs, &dropped_refs)?;
-    append_feed(&mut txn.open_table(FEED).map_err(backend)?, feed, retention, heads)
+    let table = txn.open_table(FEED).map_err(backend)?;
+    let mut buffer = buffer.lock();
+    feed.iter().map(|(user, bytes)| buffer.append(&table, *user, bytes)).collect()
 }
 
-/// Applies a message commit's journal record again (after a crash took it out of redb).
-pub(super) fn replay(txn: &WriteTransaction, record: &[u8], retention: u64, heads: &mut FeedHeads) -> StoreResult<()> {
+/// Applies a message commit's journal record again (after a crash took it out of redb), its feed entries
+/// staged in `buffer` for the caller to write.
+pub(super) fn replay(txn: &WriteTransaction, record: &[u8], buffer: &FeedBuffer) -> StoreResult<()> {
     let (writes, feed) = commit_record::decode(record)?;
     let encoded = writes
         .into_iter()
         .map(|(insert, bytes)| Ok((insert, decode::<Message>(&bytes)?, bytes)))
         .collect::<StoreResult<Vec<_>>>()?;
-    apply_commit(txn, &encoded, &feed, retention, heads).map(|_| ())
-}
-
-/// Feed entries beyond the retention window are removed this many at a time: one range removal touches a
-/// user's oldest leaf once, instead of one removal per append. Reads never serve entries outside the window,
-/// so the ones waiting for removal are invisible.
-const PRUNE_EVERY: u64 = 64;
-
-/// Appends each entry at its user's next position and removes what falls out of the retention window.
-/// `heads` holds the newest position of users appended to before; a user missing from it is looked up in the
-/// table (and added).
-fn append_feed(
-    table: &mut Table<'_, IdSeq, &[u8]>,
-    feed: &[(Id, Vec<u8>)],
-    retention: u64,
-    heads: &mut FeedHeads,
-) -> StoreResult<Vec<u64>> {
-    let mut positions = Vec::with_capacity(feed.len());
-    for (user, bytes) in feed {
-        let last = match heads.get(user) {
-            Some(last) => *last,
-            None => match table.range((*user, 0)..=(*user, u64::MAX)).map_err(backend)?.next_back() {
-                Some(entry) => entry.map_err(backend)?.0.value().1,
-                None => 0,
-            },
-        };
-        let pos = last + 1;
-        table.insert((*user, pos), bytes.as_slice()).map_err(backend)?;
-        if pos > retention && pos.is_multiple_of(PRUNE_EVERY) {
-            table.retain_in((*user, 0)..=(*user, pos - retention), |_, _| false).map_err(backend)?;
-        }
-        heads.insert(*user, pos);
-        positions.push(pos);
-    }
-    Ok(positions)
+    apply_commit(txn, &encoded, &feed, buffer).map(|_| ())
 }

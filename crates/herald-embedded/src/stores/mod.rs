@@ -22,14 +22,10 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> StoreResult<T> {
 }
 
 /// Applies a journal record again, as the write that journaled it did (see `db`'s recovery).
-pub(crate) fn replay(
-    txn: &WriteTransaction,
-    record: &[u8],
-    feed_retention: u64,
-    heads: &mut crate::db::FeedHeads,
-) -> StoreResult<()> {
+/// Feed entries are staged in `feed`, for the caller to write.
+pub(crate) fn replay(txn: &WriteTransaction, record: &[u8], feed: &crate::feed_buffer::FeedBuffer) -> StoreResult<()> {
     match record.first() {
-        Some(&commit_record::MESSAGE_COMMIT) => messages::replay(txn, record, feed_retention, heads),
+        Some(&commit_record::MESSAGE_COMMIT) => messages::replay(txn, record, feed),
         _ => Err(backend("unknown journal record")),
     }
 }
