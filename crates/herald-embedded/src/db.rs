@@ -7,12 +7,13 @@
 //! the journal; so does a timer, so redb never lags the journal by more than `Options::checkpoint_interval`.
 
 use crate::feed_buffer::{self, FeedBuffer};
+use crate::feed_snapshot;
 use crate::journal::Journal;
 use crate::stores;
 use crate::tables::{self, FEED, JOURNAL_APPLIED, META};
 use herald_core::store::{StoreError, StoreResult, Stores};
 use redb::{Database, Durability, ReadTransaction, ReadableDatabase, WriteTransaction};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
@@ -121,6 +122,8 @@ impl EmbeddedDb {
             interval,
             feed_buffer: feed_buffer.clone(),
             feed_retention,
+            dir: dir.to_path_buf(),
+            next_snapshot: 0,
             failed: None,
             last_durable: Instant::now(),
             dirty: false,
@@ -287,24 +290,37 @@ fn create_tables(db: &Database) -> StoreResult<()> {
 /// Applies the journal records redb lost in a crash (those after its stored LSN), commits them durably,
 /// and returns the emptied journal with how many records it replayed.
 fn recover(db: &Database, dir: &Path, feed_retention: u64) -> StoreResult<(Journal, u64)> {
-    let applied = {
+    let (applied, snapshot) = {
         let txn = db.begin_read().map_err(backend)?;
         let meta = txn.open_table(META).map_err(backend)?;
-        meta.get(JOURNAL_APPLIED).map_err(backend)?.map_or(0, |v| v.value())
+        let get = |key: &str| -> StoreResult<u64> { Ok(meta.get(key).map_err(backend)?.map_or(0, |v| v.value())) };
+        (get(JOURNAL_APPLIED)?, get(feed_snapshot::META_KEY)?)
     };
     let (mut journal, pending) = Journal::open(dir, applied).map_err(|e| backend(format!("journal: {e}")))?;
-    if let Some((last, _)) = pending.last() {
+    if !pending.is_empty() || snapshot != 0 {
         let txn = db.begin_write().map_err(backend)?;
         let feed = FeedBuffer::default();
+        // The feed rows the last durable commit left buffered, then what the journal holds after it.
+        if snapshot != 0 {
+            let rows = feed_snapshot::decode(&feed_snapshot::read(dir, snapshot)?)?;
+            let mut state = feed.lock();
+            for (user, row) in rows {
+                state.stage_at(user, row);
+            }
+        }
         for (lsn, record) in &pending {
             stores::replay(&txn, record, &feed).map_err(|e| backend(format!("replaying journal record {lsn}: {e}")))?;
         }
         let rows = feed.lock().take_staged();
         feed_buffer::write(&mut txn.open_table(FEED).map_err(backend)?, &rows, feed_retention)?;
-        set_journal_applied(&txn, *last)?;
+        if let Some((last, _)) = pending.last() {
+            set_journal_applied(&txn, *last)?;
+        }
+        txn.open_table(META).map_err(backend)?.insert(feed_snapshot::META_KEY, 0).map_err(backend)?;
         txn.commit().map_err(backend)?;
-        tracing::info!(records = pending.len(), last_lsn = last, "replayed the journal");
+        tracing::info!(records = pending.len(), feed_snapshot = snapshot, "replayed the journal");
     }
+    feed_snapshot::remove_others(dir, 0);
     journal.reset().map_err(|e| backend(format!("empty {}: {e}", journal.path().display())))?;
     Ok((journal, pending.len() as u64))
 }
@@ -356,6 +372,10 @@ struct Writer {
     /// Feed rows written behind: some go into each transaction, all of them into a durable one.
     feed_buffer: Arc<FeedBuffer>,
     feed_retention: u64,
+    /// The data directory, where feed snapshots go.
+    dir: PathBuf,
+    /// The id of the newest feed snapshot written (ids are never reused within a process).
+    next_snapshot: u64,
     /// Set once the journal could not be written, or redb could not commit what the journal already holds:
     /// the two may disagree until a restart replays the journal, so every later write is refused.
     failed: Option<String>,
@@ -392,11 +412,13 @@ impl Writer {
             }
             // The timer asks once it has flushed the file; the writer's own clock is the fallback should
             // the timer fall behind.
-            let checkpoint_due = self.dirty
-                && (checkpoint_asked
-                    || closing.is_some()
-                    || self.last_durable.elapsed() >= self.interval * 4
-                    || self.journal.len() >= CHECKPOINT_BYTES);
+            // Closing also writes the buffered feed rows into the table, leaving no snapshot behind.
+            let checkpoint_due = (closing.is_some() && !self.feed_buffer.is_empty())
+                || self.dirty
+                    && (checkpoint_asked
+                        || closing.is_some()
+                        || self.last_durable.elapsed() >= self.interval * 4
+                        || self.journal.len() >= CHECKPOINT_BYTES);
             if jobs.is_empty() && !checkpoint_due {
                 continue;
             }
@@ -408,7 +430,7 @@ impl Writer {
             };
             let started = Instant::now();
             let count = jobs.len();
-            let (outcome, finishers) = self.commit(db, jobs, checkpoint_due);
+            let (outcome, finishers) = self.commit(db, jobs, checkpoint_due, closing.is_some());
             if let Err(e) = &outcome {
                 tracing::error!(error = %e, "group commit failed");
             }
@@ -425,9 +447,35 @@ impl Writer {
         }
     }
 
+    /// Writes the rows that stay buffered after this transaction to a new snapshot file and names it in the
+    /// transaction (0 when nothing stays buffered). Returns the id named.
+    fn snapshot_feed(&mut self, txn: &WriteTransaction, everything: bool) -> StoreResult<u64> {
+        let rows = if everything { Vec::new() } else { self.feed_buffer.lock().snapshot() };
+        let id = if rows.is_empty() {
+            0
+        } else {
+            self.next_snapshot += 1;
+            let started = Instant::now();
+            feed_snapshot::write(&self.dir, self.next_snapshot, &feed_snapshot::encode(&rows)?)
+                .map_err(|e| backend(format!("write a feed snapshot in {}: {e}", self.dir.display())))?;
+            metrics::histogram!("embedded_commit_duration_ms", "stage" => "feed_snapshot")
+                .record(started.elapsed().as_secs_f64() * 1000.0);
+            self.next_snapshot
+        };
+        txn.open_table(META).map_err(backend)?.insert(feed_snapshot::META_KEY, id).map_err(backend)?;
+        Ok(id)
+    }
+
     /// One group commit: runs the jobs in a transaction, journals the records of those that have one,
-    /// commits (durably when a job needs it without a record, or a checkpoint is due).
-    fn commit(&mut self, db: &Database, jobs: Vec<Job>, checkpoint_due: bool) -> (StoreResult<()>, Vec<Finisher>) {
+    /// commits (durably when a job needs it without a record, or a checkpoint is due). When `closing`, every
+    /// buffered feed row goes into the table.
+    fn commit(
+        &mut self,
+        db: &Database,
+        jobs: Vec<Job>,
+        checkpoint_due: bool,
+        closing: bool,
+    ) -> (StoreResult<()>, Vec<Finisher>) {
         let started = Instant::now();
         let durable = checkpoint_due || jobs.iter().any(|j| j.durable && j.journal.is_none());
         let mut records = Vec::new();
@@ -452,10 +500,9 @@ impl Writer {
             poisoned |= bad;
             finishers.push(finish);
         }
-        let mut flush = self.feed_buffer.to_flush(durable);
-        if durable {
-            // The journal is emptied after a durable commit, so the table must then hold every feed row,
-            // those this commit's own jobs appended too.
+        let everything = durable && closing;
+        let mut flush = self.feed_buffer.to_flush(everything);
+        if everything {
             flush.extend(self.feed_buffer.lock().take_staged());
         }
         if !flush.is_empty() && !poisoned {
@@ -466,6 +513,18 @@ impl Writer {
             if let Err(e) = written {
                 tracing::error!(error = %e, "writing buffered feed rows failed");
                 poisoned = true;
+            }
+        }
+        // A durable commit empties the journal, which made the buffered rows durable until now: the commit
+        // names a snapshot of them instead (`feed_snapshot`), or none when they all went into the table.
+        let mut snapshot = None;
+        if durable && !poisoned {
+            match self.snapshot_feed(&txn, everything) {
+                Ok(id) => snapshot = Some(id),
+                Err(e) => {
+                    tracing::error!(error = %e, "writing the feed snapshot failed");
+                    poisoned = true;
+                }
             }
         }
         if !records.is_empty() && !poisoned {
@@ -500,6 +559,9 @@ impl Writer {
         }
         // Before anyone hears back: a row is readable (from the buffer or the table) once its caller knows.
         self.feed_buffer.committed(&flush);
+        if let Some(id) = snapshot {
+            feed_snapshot::remove_others(&self.dir, id);
+        }
         let committed = Instant::now();
         if durable {
             self.dirty = false;

@@ -13,8 +13,9 @@
 //! - A user's rows leave the buffer only after the transaction that wrote them into the table has committed;
 //!   a reader that copies the buffer first and opens its snapshot second sees every row at least once
 //!   (`merge` drops the doubles).
-//! - Every durable redb commit writes the whole buffer, so a checkpoint (after which the journal is emptied)
-//!   holds every row the journal held. A crash loses only the buffer, which the journal's replay rebuilds.
+//! - A durable redb commit (after which the journal is emptied) names a snapshot of the whole buffer
+//!   (`feed_snapshot`), written before it; closing the database writes the whole buffer into the table
+//!   instead. A crash loses only the buffer, which that snapshot and the journal's replay rebuild.
 
 use crate::db::backend;
 use crate::keys::IdSeq;
@@ -71,6 +72,12 @@ impl FeedBuffer {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Whether no row waits (committed or staged).
+    pub(crate) fn is_empty(&self) -> bool {
+        let state = self.lock();
+        state.buffered_rows == 0 && state.staged.is_empty()
+    }
+
     /// A user's buffered rows after `after`, for a reader (who must copy them before opening its snapshot).
     pub(crate) fn rows_after(&self, user: &Id, after: u64) -> Vec<Row> {
         let state = self.lock();
@@ -80,11 +87,11 @@ impl FeedBuffer {
             .map_or_else(Vec::new, |rows| rows.iter().filter(|(p, _)| *p > after).cloned().collect())
     }
 
-    /// The rows the next transaction writes into the table: everything when the commit is durable or the
-    /// buffer is full, else the users with enough rows or an old enough one.
-    pub(crate) fn to_flush(&self, durable: bool) -> Flush {
+    /// The rows the next transaction writes into the table: everything when asked or when the buffer is
+    /// full, else the users with enough rows or an old enough one.
+    pub(crate) fn to_flush(&self, everything: bool) -> Flush {
         let mut state = self.lock();
-        let everything = durable || state.buffered_rows >= MAX_BUFFERED_ROWS;
+        let everything = everything || state.buffered_rows >= MAX_BUFFERED_ROWS;
         let mut users: Vec<Id> = if everything {
             state.aging.clear();
             state.ready.clear();
@@ -150,6 +157,19 @@ impl FeedBuffer {
 }
 
 impl State {
+    /// Every row not in the table once the transaction under way commits: the buffered and the staged ones.
+    pub(crate) fn snapshot(&self) -> Vec<(Id, Row)> {
+        let buffered = self.buffered.iter().flat_map(|(user, rows)| rows.iter().map(|row| (*user, row.clone())));
+        buffered.chain(self.staged.iter().cloned()).collect()
+    }
+
+    /// Stages a row at a known position (from a snapshot, at recovery).
+    pub(crate) fn stage_at(&mut self, user: Id, row: Row) {
+        let head = self.heads.entry(user).or_insert(0);
+        *head = (*head).max(row.0);
+        self.staged.push((user, row));
+    }
+
     /// Appends a row for `user` at its next position (staged until the transaction commits) and returns it.
     /// `table` is the feed table in the same transaction, read when the user's newest position is not known.
     pub(crate) fn append(&mut self, table: &Table<'_, IdSeq, &[u8]>, user: Id, row: &[u8]) -> StoreResult<u64> {

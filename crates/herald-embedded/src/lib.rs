@@ -11,6 +11,7 @@
 mod db;
 mod feed_buffer;
 mod feed_codec;
+mod feed_snapshot;
 mod journal;
 mod keys;
 mod log;

@@ -16,6 +16,18 @@ fn options() -> Options {
     Options { checkpoint_interval: Duration::from_secs(3600), ..Options::default() }
 }
 
+/// What a crash at this moment leaves on disk: the database file (at its last durable commit), the journal
+/// and the feed snapshot files.
+fn crash_copy(from: &std::path::Path) -> tempfile::TempDir {
+    let to = tempfile::tempdir().expect("tempdir");
+    for entry in std::fs::read_dir(from).expect("list").flatten() {
+        if entry.file_type().expect("type").is_file() {
+            std::fs::copy(entry.path(), to.path().join(entry.file_name())).expect("copy");
+        }
+    }
+    to
+}
+
 /// A small deterministic generator, so a failure replays the same way.
 struct Lcg(u64);
 
@@ -114,17 +126,23 @@ async fn every_row_is_served_once_in_order_wherever_it_waits() {
     }
 
     // A crash now finds part of the rows in the table and the rest only in the journal.
-    let crashed = tempfile::tempdir().expect("tempdir");
-    std::fs::copy(dir.path().join("herald.redb"), crashed.path().join("herald.redb")).expect("copy database");
-    std::fs::copy(dir.path().join("herald.journal"), crashed.path().join("herald.journal")).expect("copy journal");
+    let crashed = crash_copy(dir.path());
     let recovered = EmbeddedDb::open_with(crashed.path(), options()).expect("open the crash copy");
     for (i, user) in users.iter().enumerate() {
         assert_complete(&*recovered.stores().messages, *user, counts[i], conversation).await;
     }
     recovered.close().await.expect("close");
 
-    // A clean stop writes the buffer into the table, and appends go on from the newest position.
+    // A clean stop writes the buffer into the table (no snapshot is left), and appends go on from the newest
+    // position.
     db.close().await.expect("close");
+    let left: Vec<String> = std::fs::read_dir(dir.path())
+        .expect("list")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("herald.feed."))
+        .collect();
+    assert!(left.is_empty(), "snapshots left after a clean stop: {left:?}");
     let db = EmbeddedDb::open_with(dir.path(), options()).expect("reopen");
     for (i, user) in users.iter().enumerate() {
         assert_complete(&*db.stores().messages, *user, counts[i], conversation).await;
@@ -138,8 +156,8 @@ async fn every_row_is_served_once_in_order_wherever_it_waits() {
     assert_eq!(next, vec![counts[0] + 1]);
 }
 
-/// A durable commit empties the journal, so the rows of message commits in that same group commit must go
-/// into the table then and there, not into the buffer. Sending both at once usually lands them in one group.
+/// A durable commit empties the journal, so the rows of message commits in that same group commit must be in
+/// the snapshot it names. Sending both at once usually lands them in one group.
 #[tokio::test]
 async fn rows_committed_with_a_checkpoint_survive_a_crash() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -151,11 +169,20 @@ async fn rows_committed_with_a_checkpoint_survive_a_crash() {
         let (positions, flushed) = tokio::join!(messages.commit_with_feed(&[], &append), db.flush());
         assert_eq!(positions.expect("commit"), vec![count]);
         flushed.expect("flush");
-        let crashed = tempfile::tempdir().expect("tempdir");
-        std::fs::copy(dir.path().join("herald.redb"), crashed.path().join("herald.redb")).expect("copy database");
-        std::fs::copy(dir.path().join("herald.journal"), crashed.path().join("herald.journal")).expect("copy journal");
+        let crashed = crash_copy(dir.path());
         let recovered = EmbeddedDb::open_with(crashed.path(), options()).expect("open the crash copy");
         assert_complete(&*recovered.stores().messages, user, count, conversation).await;
         recovered.close().await.expect("close");
+    }
+    // Without the snapshot its database names, opening refuses rather than serve a feed with holes.
+    let crashed = crash_copy(dir.path());
+    for entry in std::fs::read_dir(crashed.path()).expect("list").flatten() {
+        if entry.file_name().to_string_lossy().starts_with("herald.feed.") {
+            std::fs::remove_file(entry.path()).expect("remove");
+        }
+    }
+    match EmbeddedDb::open_with(crashed.path(), options()) {
+        Ok(_) => panic!("opened without the feed snapshot the database names"),
+        Err(e) => assert!(e.to_string().contains("herald.feed."), "{e}"),
     }
 }
