@@ -369,7 +369,7 @@ struct Writer {
     journal: Journal,
     /// How often the timer asks for a checkpoint (the writer takes one itself after four of these).
     interval: Duration,
-    /// Feed rows written behind: some go into each transaction, all of them into a durable one.
+    /// Feed rows written behind: some go into each transaction; a durable one names a snapshot of the rest.
     feed_buffer: Arc<FeedBuffer>,
     feed_retention: u64,
     /// The data directory, where feed snapshots go.

@@ -23,7 +23,7 @@ use crate::tables::Id;
 use herald_core::store::StoreResult;
 use redb::{ReadableTable, Table};
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// A user's rows go into the table once this many wait: one leaf copy for all of them.
@@ -40,8 +40,9 @@ const MAX_HEADS: usize = 1_000_000;
 /// so the ones waiting for removal are invisible.
 const PRUNE_EVERY: u64 = 64;
 
-/// One feed row: its position and its `feed_codec` bytes.
-pub(crate) type Row = (u64, Box<[u8]>);
+/// One feed row: its position and its `feed_codec` bytes, shared: a row is copied out to readers, to the
+/// transaction that flushes it and to snapshots while it stays buffered, and those copies cost no allocation.
+pub(crate) type Row = (u64, Arc<[u8]>);
 
 /// A user's rows to write into the table, oldest first.
 pub(crate) type Flush = Vec<(Id, Vec<Row>)>;
@@ -78,13 +79,9 @@ impl FeedBuffer {
         state.buffered_rows == 0 && state.staged.is_empty()
     }
 
-    /// A user's buffered rows after `after`, for a reader (who must copy them before opening its snapshot).
-    pub(crate) fn rows_after(&self, user: &Id, after: u64) -> Vec<Row> {
-        let state = self.lock();
-        state
-            .buffered
-            .get(user)
-            .map_or_else(Vec::new, |rows| rows.iter().filter(|(p, _)| *p > after).cloned().collect())
+    /// A user's buffered rows, oldest first, for a reader (who must copy them before opening its snapshot).
+    pub(crate) fn rows_of(&self, user: &Id) -> Vec<Row> {
+        self.lock().buffered.get(user).cloned().unwrap_or_default()
     }
 
     /// The rows the next transaction writes into the table: everything when asked or when the buffer is
@@ -252,7 +249,7 @@ mod tests {
     use super::*;
 
     fn rows(positions: std::ops::RangeInclusive<u64>) -> Vec<Row> {
-        positions.map(|p| (p, vec![p as u8].into_boxed_slice())).collect()
+        positions.map(|p| (p, Arc::from(vec![p as u8]))).collect()
     }
 
     fn positions(rows: &[Row]) -> Vec<u64> {

@@ -49,7 +49,7 @@ impl MessageStore for EmbeddedDb {
         let u = user.to_bytes();
         // Copied before the snapshot is opened (see `feed_buffer`): a row flushed meanwhile is then seen twice,
         // never missed.
-        let buffered = self.feed_buffer.rows_after(&u, 0);
+        let buffered = self.feed_buffer.rows_of(&u);
         self.read("range", "feed", |txn| {
             let table = txn.open_table(FEED).map_err(backend)?;
             let mut all = table.range((u, 0)..=(u, u64::MAX)).map_err(backend)?;
@@ -74,7 +74,7 @@ impl MessageStore for EmbeddedDb {
             let mut from_table = Vec::new();
             for entry in table.range((u, start)..=(u, u64::MAX)).map_err(backend)?.take(limit) {
                 let (key, value) = entry.map_err(backend)?;
-                from_table.push((key.value().1, Box::from(value.value())));
+                from_table.push((key.value().1, value.value().into()));
             }
             let entries = feed_buffer::merge(from_table, buffered, start, limit)
                 .into_iter()
