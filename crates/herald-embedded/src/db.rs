@@ -6,7 +6,7 @@
 //! Other durable writes (accounts, memberships, media) commit durably in redb, which also checkpoints
 //! the journal; so does a timer, so redb never lags the journal by more than `Options::checkpoint_interval`.
 
-use crate::feed_buffer::{self, FeedBuffer};
+use crate::feed_buffer::{self, FeedBuffer, Flush};
 use crate::feed_snapshot;
 use crate::journal::Journal;
 use crate::stores;
@@ -449,8 +449,8 @@ impl Writer {
 
     /// Writes the rows that stay buffered after this transaction to a new snapshot file and names it in the
     /// transaction (0 when nothing stays buffered). Returns the id named.
-    fn snapshot_feed(&mut self, txn: &WriteTransaction, everything: bool) -> StoreResult<u64> {
-        let rows = if everything { Vec::new() } else { self.feed_buffer.lock().snapshot() };
+    fn snapshot_feed(&mut self, txn: &WriteTransaction, flushing: &Flush, everything: bool) -> StoreResult<u64> {
+        let rows = if everything { Vec::new() } else { self.feed_buffer.lock().snapshot(flushing) };
         let id = if rows.is_empty() {
             0
         } else {
@@ -519,7 +519,7 @@ impl Writer {
         // names a snapshot of them instead (`feed_snapshot`), or none when they all went into the table.
         let mut snapshot = None;
         if durable && !poisoned {
-            match self.snapshot_feed(&txn, everything) {
+            match self.snapshot_feed(&txn, &flush, everything) {
                 Ok(id) => snapshot = Some(id),
                 Err(e) => {
                     tracing::error!(error = %e, "writing the feed snapshot failed");

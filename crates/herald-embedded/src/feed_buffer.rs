@@ -22,7 +22,7 @@ use crate::keys::IdSeq;
 use crate::tables::Id;
 use herald_core::store::StoreResult;
 use redb::{ReadableTable, Table};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -154,9 +154,18 @@ impl FeedBuffer {
 }
 
 impl State {
-    /// Every row not in the table once the transaction under way commits: the buffered and the staged ones.
-    pub(crate) fn snapshot(&self) -> Vec<(Id, Row)> {
-        let buffered = self.buffered.iter().flat_map(|(user, rows)| rows.iter().map(|row| (*user, row.clone())));
+    /// Every row not in the table once the transaction under way commits, which writes `flushing` into it:
+    /// the buffered rows of the other users and the staged ones. (`flushing` holds all the buffered rows of
+    /// its users: only the writer changes the buffer, and it has not since `to_flush`.) Leaving the flushed
+    /// rows out matters beyond size: a snapshot must be empty exactly when nothing stays buffered, or a clean
+    /// stop would find nothing to write and leave the file behind.
+    pub(crate) fn snapshot(&self, flushing: &Flush) -> Vec<(Id, Row)> {
+        let flushed: HashSet<&Id> = flushing.iter().map(|(user, _)| user).collect();
+        let buffered = self
+            .buffered
+            .iter()
+            .filter(|(user, _)| !flushed.contains(user))
+            .flat_map(|(user, rows)| rows.iter().map(|row| (*user, row.clone())));
         buffered.chain(self.staged.iter().cloned()).collect()
     }
 

@@ -186,3 +186,34 @@ async fn rows_committed_with_a_checkpoint_survive_a_crash() {
         Err(e) => assert!(e.to_string().contains("herald.feed."), "{e}"),
     }
 }
+
+/// A durable commit that also writes every buffered row into the table (here: all of them old enough) has
+/// nothing left to put in a snapshot. If it wrote one anyway, a clean stop, finding the buffer empty, would
+/// leave that file behind for the next start to replay.
+#[tokio::test]
+async fn a_checkpoint_that_flushes_every_row_names_no_snapshot() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = EmbeddedDb::open_with(dir.path(), options()).expect("open");
+    let (user, conversation) = (UserId::new(), ConversationId::new());
+    for seq in 1..=3u64 {
+        let append = [FeedAppend { user, event: FeedEvent::Message { conversation, seq } }];
+        db.stores().messages.commit_with_feed(&[], &append).await.expect("commit");
+    }
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    db.flush().await.expect("flush");
+    let snapshots = || -> Vec<String> {
+        std::fs::read_dir(dir.path())
+            .expect("list")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("herald.feed."))
+            .collect()
+    };
+    assert_eq!(snapshots(), Vec::<String>::new(), "the rows are in the table: no snapshot needed");
+    let crashed = crash_copy(dir.path());
+    let recovered = EmbeddedDb::open_with(crashed.path(), options()).expect("open the crash copy");
+    assert_complete(&*recovered.stores().messages, user, 3, conversation).await;
+    recovered.close().await.expect("close");
+    db.close().await.expect("close");
+    assert_eq!(snapshots(), Vec::<String>::new(), "nothing left after a clean stop");
+}
