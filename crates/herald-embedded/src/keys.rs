@@ -60,6 +60,137 @@ impl Key for IdSeq {
     }
 }
 
+/// A lone id (a device), ordered by `memcmp` instead of redb's array order (which compares the 16 bytes as
+/// 16 `u8` keys, one call each: a device is looked up on every authenticated request).
+#[derive(Debug)]
+pub struct IdKey;
+
+impl Value for IdKey {
+    type SelfType<'a> = Id;
+    type AsBytes<'a> = &'a Id;
+
+    fn fixed_width() -> Option<usize> {
+        Some(16)
+    }
+
+    fn from_bytes<'a>(data: &'a [u8]) -> Id
+    where
+        Self: 'a,
+    {
+        id_at(data, 0)
+    }
+
+    fn as_bytes<'a, 'b: 'a>(value: &'a Id) -> &'a Id
+    where
+        Self: 'b,
+    {
+        value
+    }
+
+    fn type_name() -> TypeName {
+        TypeName::new("herald::IdKey")
+    }
+}
+
+impl Key for IdKey {
+    fn compare(data1: &[u8], data2: &[u8]) -> Ordering {
+        data1.cmp(data2)
+    }
+}
+
+/// Two ids (conversation, sender), 32 bytes in a row: the bytes sort as the pair does.
+#[derive(Debug)]
+pub struct IdPair;
+
+impl Value for IdPair {
+    type SelfType<'a> = (Id, Id);
+    type AsBytes<'a> = [u8; 32];
+
+    fn fixed_width() -> Option<usize> {
+        Some(32)
+    }
+
+    fn from_bytes<'a>(data: &'a [u8]) -> (Id, Id)
+    where
+        Self: 'a,
+    {
+        (id_at(data, 0), id_at(data, 16))
+    }
+
+    fn as_bytes<'a, 'b: 'a>(value: &'a (Id, Id)) -> [u8; 32]
+    where
+        Self: 'b,
+    {
+        let mut out = [0; 32];
+        out[..16].copy_from_slice(&value.0);
+        out[16..].copy_from_slice(&value.1);
+        out
+    }
+
+    fn type_name() -> TypeName {
+        TypeName::new("herald::IdPair")
+    }
+}
+
+impl Key for IdPair {
+    fn compare(data1: &[u8], data2: &[u8]) -> Ordering {
+        data1.cmp(data2)
+    }
+}
+
+/// Two ids and a string (conversation, sender, client_msg_id): the ids' 32 bytes, then the string's. The
+/// ids have a fixed width, so the bytes sort as the triple does (a string before its extensions).
+#[derive(Debug)]
+pub struct IdPairStr;
+
+impl Value for IdPairStr {
+    type SelfType<'a> = (Id, Id, &'a str);
+    type AsBytes<'a> = Vec<u8>;
+
+    fn fixed_width() -> Option<usize> {
+        None
+    }
+
+    fn from_bytes<'a>(data: &'a [u8]) -> (Id, Id, &'a str)
+    where
+        Self: 'a,
+    {
+        // Only `as_bytes` output is stored, so the string is valid UTF-8; anything else reads as empty.
+        let text = data.get(32..).and_then(|b| std::str::from_utf8(b).ok()).unwrap_or("");
+        (id_at(data, 0), id_at(data, 16), text)
+    }
+
+    fn as_bytes<'a, 'b: 'a>(value: &'a (Id, Id, &'b str)) -> Vec<u8>
+    where
+        Self: 'b,
+    {
+        let mut out = Vec::with_capacity(32 + value.2.len());
+        out.extend_from_slice(&value.0);
+        out.extend_from_slice(&value.1);
+        out.extend_from_slice(value.2.as_bytes());
+        out
+    }
+
+    fn type_name() -> TypeName {
+        TypeName::new("herald::IdPairStr")
+    }
+}
+
+impl Key for IdPairStr {
+    fn compare(data1: &[u8], data2: &[u8]) -> Ordering {
+        data1.cmp(data2)
+    }
+}
+
+/// The id at `at` in a stored key (zeros if the key is too short, which redb never hands back).
+fn id_at(data: &[u8], at: usize) -> Id {
+    let mut id = [0; 16];
+    if let Some(bytes) = data.get(at..at + 16) {
+        id.copy_from_slice(bytes);
+    }
+    id
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,6 +210,32 @@ mod tests {
             assert_eq!(IdSeq::from_bytes(&IdSeq::as_bytes(a)), *a);
             for b in &pairs {
                 assert_eq!(IdSeq::compare(&IdSeq::as_bytes(a), &IdSeq::as_bytes(b)), a.cmp(b), "{a:?} vs {b:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn id_keys_sort_as_their_values_do() {
+        let ids: [Id; 4] = [[0; 16], [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1], [1; 16], [0xff; 16]];
+        let texts = ["", "a", "ab", "b", "é"];
+        let mut triples = Vec::new();
+        for a in &ids {
+            assert_eq!(IdKey::from_bytes(IdKey::as_bytes(a)), *a);
+            for b in &ids {
+                assert_eq!(IdKey::compare(IdKey::as_bytes(a), IdKey::as_bytes(b)), a.cmp(b));
+                assert_eq!(IdPair::from_bytes(&IdPair::as_bytes(&(*a, *b))), (*a, *b));
+                for t in texts {
+                    triples.push((*a, *b, t));
+                }
+            }
+        }
+        for x in &triples {
+            assert_eq!(IdPairStr::from_bytes(&IdPairStr::as_bytes(x)), *x);
+            for y in &triples {
+                let (bx, by) = (IdPairStr::as_bytes(x), IdPairStr::as_bytes(y));
+                assert_eq!(IdPairStr::compare(&bx, &by), x.cmp(y), "{x:?} vs {y:?}");
+                let (px, py) = (IdPair::as_bytes(&(x.0, x.1)), IdPair::as_bytes(&(y.0, y.1)));
+                assert_eq!(IdPair::compare(&px, &py), (x.0, x.1).cmp(&(y.0, y.1)));
             }
         }
     }

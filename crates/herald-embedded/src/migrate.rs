@@ -9,31 +9,44 @@ use herald_core::store::StoreResult;
 use redb::{Database, ReadableTable, TableDefinition, TableHandle};
 
 /// `messages` and `feed` were keyed by redb's `(Id, u64)` tuple, ordered by decoding it at every
-/// comparison; their replacements use the byte-ordered `keys::IdSeq`.
+/// comparison; `devices`, `client_ids` and `last_sent` by an id array or tuples of them, compared one byte
+/// per call. Their replacements use the byte-ordered key types of `keys`, with the same values.
 const OLD_MESSAGES: TableDefinition<(Id, u64), &[u8]> = TableDefinition::new("messages");
 const OLD_FEED: TableDefinition<(Id, u64), &[u8]> = TableDefinition::new("feed");
+const OLD_DEVICES: TableDefinition<Id, &[u8]> = TableDefinition::new("devices");
+const OLD_CLIENT_IDS: TableDefinition<(Id, Id, &str), u64> = TableDefinition::new("client_ids");
+const OLD_LAST_SENT: TableDefinition<(Id, Id), u64> = TableDefinition::new("last_sent");
+
+/// Moves every row of `$old` into `$new` (whose keys read back as the same values) and deletes `$old`, if
+/// the database has it. A macro because the key types differ per table while the rows go across as they are.
+macro_rules! move_table {
+    ($txn:expr, $names:expr, $moved:ident, $old:expr, $new:expr) => {
+        if $names.iter().any(|n| n == $old.name()) {
+            {
+                let from = $txn.open_table($old).map_err(backend)?;
+                let mut to = $txn.open_table($new).map_err(backend)?;
+                for row in from.iter().map_err(backend)? {
+                    let (key, value) = row.map_err(backend)?;
+                    to.insert(key.value(), value.value()).map_err(backend)?;
+                    $moved += 1;
+                }
+            }
+            $txn.delete_table($old).map_err(backend)?;
+            tracing::info!(from = $old.name(), to = $new.name(), "moved a table to byte-ordered keys");
+        }
+    };
+}
 
 /// Runs every step the database still needs; a no-op on a new or current one.
 pub(crate) fn run(db: &Database) -> StoreResult<()> {
     let txn = db.begin_write().map_err(backend)?;
     let names: Vec<String> = txn.list_tables().map_err(backend)?.map(|t| t.name().to_owned()).collect();
-    let mut moved = 0;
-    for (old, new) in [(OLD_MESSAGES, tables::MESSAGES), (OLD_FEED, tables::FEED)] {
-        if !names.iter().any(|n| n == old.name()) {
-            continue;
-        }
-        {
-            let from = txn.open_table(old).map_err(backend)?;
-            let mut to = txn.open_table(new).map_err(backend)?;
-            for row in from.iter().map_err(backend)? {
-                let (key, value) = row.map_err(backend)?;
-                to.insert(key.value(), value.value()).map_err(backend)?;
-                moved += 1;
-            }
-        }
-        txn.delete_table(old).map_err(backend)?;
-        tracing::info!(from = old.name(), to = new.name(), "moved a table to byte-ordered keys");
-    }
+    let mut moved = 0u64;
+    move_table!(txn, names, moved, OLD_MESSAGES, tables::MESSAGES);
+    move_table!(txn, names, moved, OLD_FEED, tables::FEED);
+    move_table!(txn, names, moved, OLD_DEVICES, tables::DEVICES);
+    move_table!(txn, names, moved, OLD_CLIENT_IDS, tables::CLIENT_IDS);
+    move_table!(txn, names, moved, OLD_LAST_SENT, tables::LAST_SENT);
     if moved > 0 {
         tracing::info!(rows = moved, "migrated the database");
     }
@@ -57,6 +70,13 @@ mod tests {
             messages.insert((a, 300), b"three hundred".as_slice()).expect("insert");
             let mut feed = txn.open_table(OLD_FEED).expect("old feed");
             feed.insert((b, 7), b"seven".as_slice()).expect("insert");
+            let mut devices = txn.open_table(OLD_DEVICES).expect("old devices");
+            devices.insert(b, b"device".as_slice()).expect("insert");
+            let mut ids = txn.open_table(OLD_CLIENT_IDS).expect("old client ids");
+            ids.insert((a, b, "c-1"), 1).expect("insert");
+            ids.insert((a, b, "c-10"), 300).expect("insert");
+            let mut last = txn.open_table(OLD_LAST_SENT).expect("old last sent");
+            last.insert((a, b), 300).expect("insert");
         }
         txn.commit().expect("commit");
 
@@ -73,7 +93,20 @@ mod tests {
         assert_eq!(rows, vec![((a, 1), b"one".to_vec()), ((a, 300), b"three hundred".to_vec())]);
         let feed = txn.open_table(tables::FEED).expect("new feed");
         assert_eq!(feed.get((b, 7)).expect("get").map(|v| v.value().to_vec()), Some(b"seven".to_vec()));
+        let devices = txn.open_table(tables::DEVICES).expect("new devices");
+        assert_eq!(devices.get(b).expect("get").map(|v| v.value().to_vec()), Some(b"device".to_vec()));
+        let ids = txn.open_table(tables::CLIENT_IDS).expect("new client ids");
+        assert_eq!(ids.get((a, b, "c-10")).expect("get").map(|v| v.value()), Some(300));
+        let all: Vec<(String, u64)> = ids
+            .iter()
+            .expect("iter")
+            .map(|r| r.map(|(k, v)| (k.value().2.to_owned(), v.value())).expect("row"))
+            .collect();
+        assert_eq!(all, vec![("c-1".to_owned(), 1), ("c-10".to_owned(), 300)]);
+        let last = txn.open_table(tables::LAST_SENT).expect("new last sent");
+        assert_eq!(last.get((a, b)).expect("get").map(|v| v.value()), Some(300));
         let names: Vec<String> = txn.list_tables().expect("list").map(|t| t.name().to_owned()).collect();
-        assert!(!names.iter().any(|n| n == "messages" || n == "feed"), "old tables left: {names:?}");
+        let retired = ["messages", "feed", "devices", "client_ids", "last_sent"];
+        assert!(!names.iter().any(|n| retired.contains(&n.as_str())), "old tables left: {names:?}");
     }
 }

@@ -1,16 +1,17 @@
 //! The redb tables. Ids are stored as their 16 bytes; records as JSON (readable with any redb tool, and
 //! the same serde types the rest of Herald uses), except feed rows, which use the compact binary layout of
-//! `feed_codec` because there is one per member for every message. The two tables written for every message
-//! are keyed by the byte-ordered [`IdSeq`] (`keys`); `migrate` moves an older database's rows into them.
+//! `feed_codec` because there is one per member for every message. The tables touched by every message or
+//! request are keyed by byte-ordered key types (`keys`); `migrate` moves an older database's rows into them.
 
-use crate::keys::IdSeq;
+use crate::keys::{IdKey, IdPair, IdPairStr, IdSeq};
 use redb::TableDefinition;
 
 pub type Id = [u8; 16];
 
 pub const USERS: TableDefinition<Id, &[u8]> = TableDefinition::new("users");
 pub const USERNAMES: TableDefinition<&str, Id> = TableDefinition::new("usernames");
-pub const DEVICES: TableDefinition<Id, &[u8]> = TableDefinition::new("devices");
+/// "v2": byte-ordered keys (`keys`), as for `MESSAGES`: read on every authenticated request
+pub const DEVICES: TableDefinition<IdKey, &[u8]> = TableDefinition::new("devices_v2");
 /// (user, device)
 pub const USER_DEVICES: TableDefinition<(Id, Id), ()> = TableDefinition::new("user_devices");
 pub const CONVERSATIONS: TableDefinition<Id, &[u8]> = TableDefinition::new("conversations");
@@ -22,10 +23,10 @@ pub const MEMBERS: TableDefinition<(Id, Id), &[u8]> = TableDefinition::new("memb
 pub const MEMBERSHIPS: TableDefinition<(Id, Id), ()> = TableDefinition::new("memberships");
 /// (conversation, seq) -> Message; "v2": byte-ordered keys (the retired "messages" table is migrated)
 pub const MESSAGES: TableDefinition<IdSeq, &[u8]> = TableDefinition::new("messages_v2");
-/// (conversation, sender, client_msg_id) -> seq
-pub const CLIENT_IDS: TableDefinition<(Id, Id, &str), u64> = TableDefinition::new("client_ids");
-/// (conversation, sender) -> highest seq sent
-pub const LAST_SENT: TableDefinition<(Id, Id), u64> = TableDefinition::new("last_sent");
+/// (conversation, sender, client_msg_id) -> seq; "v2" as for `MESSAGES` (read and written for every message)
+pub const CLIENT_IDS: TableDefinition<IdPairStr, u64> = TableDefinition::new("client_ids_v2");
+/// (conversation, sender) -> highest seq sent; "v2" as for `MESSAGES`
+pub const LAST_SENT: TableDefinition<IdPair, u64> = TableDefinition::new("last_sent_v2");
 /// (user, position) -> FeedEvent in `feed_codec`'s binary layout; "v2" as for `MESSAGES`
 pub const FEED: TableDefinition<IdSeq, &[u8]> = TableDefinition::new("feed_v2");
 /// (conversation, user, device) -> (delivered, read)
