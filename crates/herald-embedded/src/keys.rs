@@ -10,6 +10,19 @@ use crate::tables::Id;
 use redb::{Key, TypeName, Value};
 use std::cmp::Ordering;
 
+/// Each key type here stores its value so that the bytes sort as the value does: one `memcmp` orders two.
+macro_rules! byte_ordered {
+    ($($key:ty),*) => {$(
+        impl Key for $key {
+            fn compare(data1: &[u8], data2: &[u8]) -> Ordering {
+                data1.cmp(data2)
+            }
+        }
+    )*};
+}
+
+byte_ordered!(IdSeq, IdKey, IdPair, IdPairStr);
+
 /// `(id, number)`: a conversation's message by seq, a user's feed entry by position.
 #[derive(Debug)]
 pub struct IdSeq;
@@ -54,12 +67,6 @@ impl Value for IdSeq {
     }
 }
 
-impl Key for IdSeq {
-    fn compare(data1: &[u8], data2: &[u8]) -> Ordering {
-        data1.cmp(data2)
-    }
-}
-
 /// A lone id (a device), ordered by `memcmp` instead of redb's array order (which compares the 16 bytes as
 /// 16 `u8` keys, one call each: a device is looked up on every authenticated request).
 #[derive(Debug)]
@@ -89,12 +96,6 @@ impl Value for IdKey {
 
     fn type_name() -> TypeName {
         TypeName::new("herald::IdKey")
-    }
-}
-
-impl Key for IdKey {
-    fn compare(data1: &[u8], data2: &[u8]) -> Ordering {
-        data1.cmp(data2)
     }
 }
 
@@ -129,12 +130,6 @@ impl Value for IdPair {
 
     fn type_name() -> TypeName {
         TypeName::new("herald::IdPair")
-    }
-}
-
-impl Key for IdPair {
-    fn compare(data1: &[u8], data2: &[u8]) -> Ordering {
-        data1.cmp(data2)
     }
 }
 
@@ -173,12 +168,6 @@ impl Value for IdPairStr {
 
     fn type_name() -> TypeName {
         TypeName::new("herald::IdPairStr")
-    }
-}
-
-impl Key for IdPairStr {
-    fn compare(data1: &[u8], data2: &[u8]) -> Ordering {
-        data1.cmp(data2)
     }
 }
 

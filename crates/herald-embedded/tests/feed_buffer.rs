@@ -28,6 +28,16 @@ fn crash_copy(from: &std::path::Path) -> tempfile::TempDir {
     to
 }
 
+/// The feed snapshot files in a data directory.
+fn snapshot_files(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .expect("list")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("herald.feed."))
+        .collect()
+}
+
 /// A small deterministic generator, so a failure replays the same way.
 struct Lcg(u64);
 
@@ -136,12 +146,7 @@ async fn every_row_is_served_once_in_order_wherever_it_waits() {
     // A clean stop writes the buffer into the table (no snapshot is left), and appends go on from the newest
     // position.
     db.close().await.expect("close");
-    let left: Vec<String> = std::fs::read_dir(dir.path())
-        .expect("list")
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("herald.feed."))
-        .collect();
+    let left = snapshot_files(dir.path());
     assert!(left.is_empty(), "snapshots left after a clean stop: {left:?}");
     let db = EmbeddedDb::open_with(dir.path(), options()).expect("reopen");
     for (i, user) in users.iter().enumerate() {
@@ -176,10 +181,8 @@ async fn rows_committed_with_a_checkpoint_survive_a_crash() {
     }
     // Without the snapshot its database names, opening refuses rather than serve a feed with holes.
     let crashed = crash_copy(dir.path());
-    for entry in std::fs::read_dir(crashed.path()).expect("list").flatten() {
-        if entry.file_name().to_string_lossy().starts_with("herald.feed.") {
-            std::fs::remove_file(entry.path()).expect("remove");
-        }
+    for name in snapshot_files(crashed.path()) {
+        std::fs::remove_file(crashed.path().join(name)).expect("remove");
     }
     match EmbeddedDb::open_with(crashed.path(), options()) {
         Ok(_) => panic!("opened without the feed snapshot the database names"),
@@ -201,19 +204,11 @@ async fn a_checkpoint_that_flushes_every_row_names_no_snapshot() {
     }
     tokio::time::sleep(Duration::from_millis(1100)).await;
     db.flush().await.expect("flush");
-    let snapshots = || -> Vec<String> {
-        std::fs::read_dir(dir.path())
-            .expect("list")
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.starts_with("herald.feed."))
-            .collect()
-    };
-    assert_eq!(snapshots(), Vec::<String>::new(), "the rows are in the table: no snapshot needed");
+    assert_eq!(snapshot_files(dir.path()), Vec::<String>::new(), "the rows are in the table: no snapshot needed");
     let crashed = crash_copy(dir.path());
     let recovered = EmbeddedDb::open_with(crashed.path(), options()).expect("open the crash copy");
     assert_complete(&*recovered.stores().messages, user, 3, conversation).await;
     recovered.close().await.expect("close");
     db.close().await.expect("close");
-    assert_eq!(snapshots(), Vec::<String>::new(), "nothing left after a clean stop");
+    assert_eq!(snapshot_files(dir.path()), Vec::<String>::new(), "nothing left after a clean stop");
 }
