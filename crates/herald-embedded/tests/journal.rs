@@ -161,3 +161,52 @@ async fn a_checkpoint_empties_the_journal_and_leaves_everything_in_the_database_
     assert_eq!((feed.last, feed.entries.len()), (6, 6), "every feed row, from the snapshot");
     db.close().await.expect("close");
 }
+
+/// Account writes (register, log in, refresh, log out) are journaled like message commits: acknowledged once
+/// the journal's append is synced, with no durable redb commit of their own.
+#[tokio::test]
+async fn account_writes_come_back_from_the_journal_after_a_crash() {
+    use herald_core::store::{Device, StoreError, User};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (live, crashed, bare) = (dir.path().join("live"), dir.path().join("crashed"), dir.path().join("bare"));
+    let db = EmbeddedDb::open_with(&live, options()).expect("open");
+    let users = db.stores().users;
+    let alice = User { id: UserId::new(), username: "alice".into(), password_hash: "phc".into(), created_at: 1 };
+    users.create_user(&alice).await.expect("register");
+    let taken = User { id: UserId::new(), ..alice.clone() };
+    assert!(matches!(users.create_user(&taken).await, Err(StoreError::Conflict(_))), "the name is taken");
+    let device = |name: &str| Device {
+        id: DeviceId::new(),
+        user_id: alice.id,
+        name: name.into(),
+        created_at: 2,
+        refresh_hash: [1; 32],
+        refresh_expires_at: 3,
+        previous_refresh_hash: None,
+    };
+    let (phone, laptop) = (device("phone"), device("laptop"));
+    users.create_device(&phone).await.expect("log in");
+    users.create_device(&laptop).await.expect("log in");
+    assert!(users.rotate_refresh(phone.id, [1; 32], [2; 32], 4).await.expect("refresh"));
+    assert!(!users.rotate_refresh(phone.id, [1; 32], [3; 32], 5).await.expect("a stale token changes nothing"));
+    assert!(users.delete_device(laptop.id).await.expect("log out"));
+    let expected_phone = users.device(phone.id).await.expect("read").expect("the phone");
+    assert_eq!((expected_phone.refresh_hash, expected_phone.previous_refresh_hash), ([2; 32], Some([1; 32])));
+
+    crash_copy(&live, &crashed, true);
+    crash_copy(&live, &bare, false);
+    let recovered = EmbeddedDb::open_with(&crashed, options()).expect("open after the crash");
+    assert_eq!(recovered.replayed_at_open(), 7, "every account write came from the journal");
+    let users = recovered.stores().users;
+    assert_eq!(users.user_by_name("alice").await.expect("read"), Some(alice.clone()), "the first alice only");
+    assert_eq!(users.device(phone.id).await.expect("read"), Some(expected_phone.clone()));
+    assert_eq!(users.device(laptop.id).await.expect("read"), None);
+    assert_eq!(users.devices_of(alice.id).await.expect("read"), vec![expected_phone]);
+    recovered.close().await.expect("close");
+
+    // The database file alone does not hold them: they were durable through the journal only.
+    let without = EmbeddedDb::open_with(&bare, options()).expect("open without the journal");
+    assert_eq!(without.stores().users.user_by_name("alice").await.expect("read"), None);
+    without.close().await.expect("close");
+    db.close().await.expect("close");
+}

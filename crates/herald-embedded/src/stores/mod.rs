@@ -26,6 +26,7 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> StoreResult<T> {
 pub(crate) fn replay(txn: &WriteTransaction, record: &[u8], feed: &crate::feed_buffer::FeedBuffer) -> StoreResult<()> {
     match record.first() {
         Some(&commit_record::MESSAGE_COMMIT) => messages::replay(txn, record, feed),
+        Some(&users::ACCOUNT_WRITE) => users::replay(txn, record),
         _ => Err(backend("unknown journal record")),
     }
 }

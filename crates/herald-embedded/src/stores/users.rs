@@ -4,23 +4,110 @@ use crate::tables::{DEVICES, MAX_ID, MIN_ID, USER_DEVICES, USERNAMES, USERS};
 use async_trait::async_trait;
 use herald_core::store::{Device, StoreError, StoreResult, User, UserStore};
 use herald_proto::{DeviceId, UserId};
-use redb::ReadableTable;
+use redb::{ReadableTable, WriteTransaction};
+use serde::{Deserialize, Serialize};
 
-#[async_trait]
-impl UserStore for EmbeddedDb {
-    async fn create_user(&self, user: &User) -> StoreResult<()> {
-        let user = user.clone();
-        let bytes = encode(&user)?;
-        self.write("insert", "users", true, move |txn| {
+/// The first byte of the journal record of a write to the account tables (`commit_record::MESSAGE_COMMIT`
+/// is 1). The rest is the [`AccountWrite`] as JSON.
+pub(super) const ACCOUNT_WRITE: u8 = 2;
+
+/// A write to the account tables, journaled: durable once the journal's append is synced, with no durable
+/// redb commit. Logins, token refreshes and logouts are frequent, and a durable redb commit costs a sync of
+/// the database file and a snapshot of the buffered feed rows (`feed_snapshot`), where an append costs one
+/// small fdatasync shared with the messages of the same group commit. Replaying a record runs the same
+/// checks against the same state, so it writes exactly what the original write did (or nothing, as it).
+#[derive(Serialize, Deserialize)]
+enum AccountWrite {
+    CreateUser(User),
+    CreateDevice(Device),
+    RotateRefresh { id: DeviceId, expected: [u8; 32], new: [u8; 32], expires_at: i64 },
+    DeleteDevice(DeviceId),
+}
+
+/// Applies a write; whether it changed anything (a refresh with a stale token, or a device already gone,
+/// changes nothing). Checks before it writes, so a refused write leaves the shared transaction untouched.
+fn apply(txn: &WriteTransaction, write: &AccountWrite) -> StoreResult<bool> {
+    match write {
+        AccountWrite::CreateUser(user) => {
             let mut names = txn.open_table(USERNAMES).map_err(backend)?;
             if names.get(user.username.as_str()).map_err(backend)?.is_some() {
                 return Err(StoreError::Conflict("username is taken".into()));
             }
             names.insert(user.username.as_str(), user.id.to_bytes()).map_err(backend)?;
-            txn.open_table(USERS).map_err(backend)?.insert(user.id.to_bytes(), bytes.as_slice()).map_err(backend)?;
-            Ok(())
-        })
-        .await
+            txn.open_table(USERS)
+                .map_err(backend)?
+                .insert(user.id.to_bytes(), encode(user)?.as_slice())
+                .map_err(backend)?;
+            Ok(true)
+        }
+        AccountWrite::CreateDevice(device) => {
+            txn.open_table(DEVICES)
+                .map_err(backend)?
+                .insert(device.id.to_bytes(), encode(device)?.as_slice())
+                .map_err(backend)?;
+            txn.open_table(USER_DEVICES)
+                .map_err(backend)?
+                .insert((device.user_id.to_bytes(), device.id.to_bytes()), ())
+                .map_err(backend)?;
+            Ok(true)
+        }
+        AccountWrite::RotateRefresh { id, expected, new, expires_at } => {
+            let mut table = txn.open_table(DEVICES).map_err(backend)?;
+            let current: Option<Device> =
+                table.get(id.to_bytes()).map_err(backend)?.map(|v| decode(v.value())).transpose()?;
+            match current {
+                Some(mut device) if device.refresh_hash == *expected => {
+                    device.previous_refresh_hash = Some(*expected);
+                    device.refresh_hash = *new;
+                    device.refresh_expires_at = *expires_at;
+                    table.insert(id.to_bytes(), encode(&device)?.as_slice()).map_err(backend)?;
+                    Ok(true)
+                }
+                _ => Ok(false),
+            }
+        }
+        AccountWrite::DeleteDevice(id) => {
+            let mut table = txn.open_table(DEVICES).map_err(backend)?;
+            let removed: Option<Device> =
+                table.remove(id.to_bytes()).map_err(backend)?.map(|v| decode(v.value())).transpose()?;
+            if let Some(device) = &removed {
+                txn.open_table(USER_DEVICES)
+                    .map_err(backend)?
+                    .remove((device.user_id.to_bytes(), id.to_bytes()))
+                    .map_err(backend)?;
+            }
+            Ok(removed.is_some())
+        }
+    }
+}
+
+/// Applies a journaled account write again (see `db`'s recovery). A write its original refused (a taken
+/// username) is refused again and leaves nothing, as the original did.
+pub(super) fn replay(txn: &WriteTransaction, record: &[u8]) -> StoreResult<()> {
+    let write: AccountWrite = decode(record.get(1..).unwrap_or_default())?;
+    match apply(txn, &write) {
+        Ok(_) | Err(StoreError::Conflict(_)) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+impl EmbeddedDb {
+    async fn account_write(
+        &self,
+        query_type: &'static str,
+        table: &'static str,
+        write: AccountWrite,
+    ) -> StoreResult<bool> {
+        let mut record = vec![ACCOUNT_WRITE];
+        serde_json::to_writer(&mut record, &write).map_err(backend)?;
+        self.write_journaled(query_type, table, record, move |txn| apply(txn, &write)).await
+    }
+}
+
+#[async_trait]
+impl UserStore for EmbeddedDb {
+    async fn create_user(&self, user: &User) -> StoreResult<()> {
+        self.account_write("insert", "users", AccountWrite::CreateUser(user.clone())).await.map(|_| ())
     }
 
     async fn user(&self, id: UserId) -> StoreResult<Option<User>> {
@@ -40,20 +127,7 @@ impl UserStore for EmbeddedDb {
     }
 
     async fn create_device(&self, device: &Device) -> StoreResult<()> {
-        let device = device.clone();
-        let bytes = encode(&device)?;
-        self.write("insert", "devices", true, move |txn| {
-            txn.open_table(DEVICES)
-                .map_err(backend)?
-                .insert(device.id.to_bytes(), bytes.as_slice())
-                .map_err(backend)?;
-            txn.open_table(USER_DEVICES)
-                .map_err(backend)?
-                .insert((device.user_id.to_bytes(), device.id.to_bytes()), ())
-                .map_err(backend)?;
-            Ok(())
-        })
-        .await
+        self.account_write("insert", "devices", AccountWrite::CreateDevice(device.clone())).await.map(|_| ())
     }
 
     async fn device(&self, id: DeviceId) -> StoreResult<Option<Device>> {
@@ -86,37 +160,11 @@ impl UserStore for EmbeddedDb {
         new: [u8; 32],
         new_expires_at: i64,
     ) -> StoreResult<bool> {
-        self.write("update", "devices", true, move |txn| {
-            let mut table = txn.open_table(DEVICES).map_err(backend)?;
-            let current: Option<Device> =
-                table.get(id.to_bytes()).map_err(backend)?.map(|v| decode(v.value())).transpose()?;
-            match current {
-                Some(mut device) if device.refresh_hash == expected => {
-                    device.previous_refresh_hash = Some(expected);
-                    device.refresh_hash = new;
-                    device.refresh_expires_at = new_expires_at;
-                    table.insert(id.to_bytes(), encode(&device)?.as_slice()).map_err(backend)?;
-                    Ok(true)
-                }
-                _ => Ok(false),
-            }
-        })
-        .await
+        let write = AccountWrite::RotateRefresh { id, expected, new, expires_at: new_expires_at };
+        self.account_write("update", "devices", write).await
     }
 
     async fn delete_device(&self, id: DeviceId) -> StoreResult<bool> {
-        self.write("delete", "devices", true, move |txn| {
-            let mut table = txn.open_table(DEVICES).map_err(backend)?;
-            let removed: Option<Device> =
-                table.remove(id.to_bytes()).map_err(backend)?.map(|v| decode(v.value())).transpose()?;
-            if let Some(device) = &removed {
-                txn.open_table(USER_DEVICES)
-                    .map_err(backend)?
-                    .remove((device.user_id.to_bytes(), id.to_bytes()))
-                    .map_err(backend)?;
-            }
-            Ok(removed.is_some())
-        })
-        .await
+        self.account_write("delete", "devices", AccountWrite::DeleteDevice(id)).await
     }
 }
