@@ -210,3 +210,64 @@ async fn account_writes_come_back_from_the_journal_after_a_crash() {
     without.close().await.expect("close");
     db.close().await.expect("close");
 }
+
+/// Conversation writes (creating a group or a direct conversation, its title, its members and their roles) are
+/// journaled too; replaying them runs the same checks, so the refused ones stay refused.
+#[tokio::test]
+async fn conversation_writes_come_back_from_the_journal_after_a_crash() {
+    use herald_core::store::StoreError;
+    use herald_proto::{Conversation, ConversationKind, Member, Role};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (live, crashed, bare) = (dir.path().join("live"), dir.path().join("crashed"), dir.path().join("bare"));
+    let db = EmbeddedDb::open_with(&live, options()).expect("open");
+    let store = db.stores().conversations;
+    let [alice, bob, carol, dave] = [(); 4].map(|_| UserId::new());
+    let member = |user_id, role| Member { user_id, role, joined_at: 1 };
+    let conversation = |kind, title: Option<&str>| Conversation {
+        id: ConversationId::new(),
+        kind,
+        title: title.map(str::to_owned),
+        created_by: alice,
+        created_at: 1,
+    };
+    let group = conversation(ConversationKind::Group, Some("plans"));
+    store.create_group(&group, &[member(alice, Role::Owner), member(bob, Role::Member)]).await.expect("group");
+    let direct = store.get_or_create_direct(&conversation(ConversationKind::Direct, None), alice, carol).await;
+    let direct = direct.expect("direct");
+    let again = store.get_or_create_direct(&conversation(ConversationKind::Direct, None), carol, alice).await;
+    assert_eq!(again.expect("the same pair"), direct);
+    store.set_title(group.id, "new plans").await.expect("title");
+    store.add_member(group.id, &member(dave, Role::Member), 3).await.expect("add");
+    let twice = store.add_member(group.id, &member(dave, Role::Member), 3).await;
+    assert!(matches!(twice, Err(StoreError::Conflict(_))), "{twice:?}");
+    let full = store.add_member(group.id, &member(carol, Role::Member), 3).await;
+    assert!(matches!(full, Err(StoreError::LimitExceeded(_))), "{full:?}");
+    assert!(store.remove_member(group.id, bob).await.expect("remove"));
+    assert!(store.set_role(group.id, dave, Role::Admin).await.expect("role"));
+    let members = store.members(group.id).await.expect("members");
+    let mut roles: Vec<(UserId, Role)> = members.iter().map(|m| (m.user_id, m.role)).collect();
+    roles.sort();
+    let mut expected = vec![(alice, Role::Owner), (dave, Role::Admin)];
+    expected.sort();
+    assert_eq!(roles, expected, "bob removed, dave an admin");
+    let memberships = store.memberships(dave).await.expect("memberships");
+
+    crash_copy(&live, &crashed, true);
+    crash_copy(&live, &bare, false);
+    let recovered = EmbeddedDb::open_with(&crashed, options()).expect("open after the crash");
+    assert_eq!(recovered.replayed_at_open(), 9, "every conversation write came from the journal");
+    let store = recovered.stores().conversations;
+    let title = store.conversation(group.id).await.expect("read").and_then(|c| c.title);
+    assert_eq!(title.as_deref(), Some("new plans"));
+    assert_eq!(store.members(group.id).await.expect("members"), members);
+    assert_eq!(store.memberships(dave).await.expect("memberships"), memberships);
+    assert_eq!(store.members(direct.id).await.expect("members").len(), 2);
+    let found = store.get_or_create_direct(&conversation(ConversationKind::Direct, None), alice, carol).await;
+    assert_eq!(found.expect("direct"), direct, "the pair still leads to the same conversation");
+    recovered.close().await.expect("close");
+
+    let without = EmbeddedDb::open_with(&bare, options()).expect("open without the journal");
+    assert_eq!(without.stores().conversations.conversation(group.id).await.expect("read"), None);
+    without.close().await.expect("close");
+    db.close().await.expect("close");
+}

@@ -8,7 +8,7 @@ mod messages;
 mod users;
 
 use crate::db::backend;
-use herald_core::store::StoreResult;
+use herald_core::store::{StoreError, StoreResult};
 use redb::WriteTransaction;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -21,12 +21,34 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> StoreResult<T> {
     serde_json::from_slice(bytes).map_err(|e| backend(format!("corrupt record: {e}")))
 }
 
+/// A journal record of a logical write: its kind's byte, then the write as JSON.
+fn journal_record<T: Serialize>(kind: u8, write: &T) -> StoreResult<Vec<u8>> {
+    let mut record = vec![kind];
+    serde_json::to_writer(&mut record, write).map_err(backend)?;
+    Ok(record)
+}
+
+/// The write a [`journal_record`] holds.
+fn recorded<T: DeserializeOwned>(record: &[u8]) -> StoreResult<T> {
+    decode(record.get(1..).unwrap_or_default())
+}
+
+/// Whether replaying a write ended as its original did when the original was refused: a refusal is decided
+/// before anything is written, and the same state gives the same refusal, so nothing is left to do.
+fn refused_again(result: StoreResult<()>) -> StoreResult<()> {
+    match result {
+        Err(StoreError::Conflict(_) | StoreError::LimitExceeded(_)) => Ok(()),
+        other => other,
+    }
+}
+
 /// Applies a journal record again, as the write that journaled it did (see `db`'s recovery).
 /// Feed entries are staged in `feed`, for the caller to write.
 pub(crate) fn replay(txn: &WriteTransaction, record: &[u8], feed: &crate::feed_buffer::FeedBuffer) -> StoreResult<()> {
     match record.first() {
         Some(&commit_record::MESSAGE_COMMIT) => messages::replay(txn, record, feed),
         Some(&users::ACCOUNT_WRITE) => users::replay(txn, record),
+        Some(&conversations::CONVERSATION_WRITE) => conversations::replay(txn, record),
         _ => Err(backend("unknown journal record")),
     }
 }

@@ -1,4 +1,4 @@
-use super::{decode, encode};
+use super::{decode, encode, journal_record, recorded, refused_again};
 use crate::db::{EmbeddedDb, backend};
 use crate::tables::{DEVICES, MAX_ID, MIN_ID, USER_DEVICES, USERNAMES, USERS};
 use async_trait::async_trait;
@@ -84,11 +84,7 @@ fn apply(txn: &WriteTransaction, write: &AccountWrite) -> StoreResult<bool> {
 /// Applies a journaled account write again (see `db`'s recovery). A write its original refused (a taken
 /// username) is refused again and leaves nothing, as the original did.
 pub(super) fn replay(txn: &WriteTransaction, record: &[u8]) -> StoreResult<()> {
-    let write: AccountWrite = decode(record.get(1..).unwrap_or_default())?;
-    match apply(txn, &write) {
-        Ok(_) | Err(StoreError::Conflict(_)) => Ok(()),
-        Err(e) => Err(e),
-    }
+    refused_again(apply(txn, &recorded(record)?).map(|_| ()))
 }
 
 impl EmbeddedDb {
@@ -98,8 +94,7 @@ impl EmbeddedDb {
         table: &'static str,
         write: AccountWrite,
     ) -> StoreResult<bool> {
-        let mut record = vec![ACCOUNT_WRITE];
-        serde_json::to_writer(&mut record, &write).map_err(backend)?;
+        let record = journal_record(ACCOUNT_WRITE, &write)?;
         self.write_journaled(query_type, table, record, move |txn| apply(txn, &write)).await
     }
 }
