@@ -1,4 +1,4 @@
-use super::{decode, encode, journal_record, recorded, refused_again};
+use super::{decode, encode, recorded, refused_again};
 use crate::db::{EmbeddedDb, backend};
 use crate::tables::{CONVERSATIONS, DIRECT_PAIRS, MAX_ID, MEMBERS, MEMBERSHIPS, MIN_ID};
 use async_trait::async_trait;
@@ -123,8 +123,7 @@ impl EmbeddedDb {
         table: &'static str,
         write: ConversationWrite,
     ) -> StoreResult<Outcome> {
-        let record = journal_record(CONVERSATION_WRITE, &write)?;
-        self.write_journaled(query_type, table, record, move |txn| apply(txn, &write)).await
+        self.logical_write(query_type, table, CONVERSATION_WRITE, write, apply).await
     }
 
     /// A write whose outcome is whether it changed anything.

@@ -28,6 +28,22 @@ fn journal_record<T: Serialize>(kind: u8, write: &T) -> StoreResult<Vec<u8>> {
     Ok(record)
 }
 
+impl crate::db::EmbeddedDb {
+    /// A write journaled as a logical record of kind `kind`: `apply` runs it now, and again on `write` decoded
+    /// from the record if a crash takes the redb commit back (`replay`).
+    async fn logical_write<W: Serialize + Send + 'static, R: Send + 'static>(
+        &self,
+        query_type: &'static str,
+        table: &'static str,
+        kind: u8,
+        write: W,
+        apply: fn(&WriteTransaction, &W) -> StoreResult<R>,
+    ) -> StoreResult<R> {
+        let record = journal_record(kind, &write)?;
+        self.write_journaled(query_type, table, record, move |txn| apply(txn, &write)).await
+    }
+}
+
 /// The write a [`journal_record`] holds.
 fn recorded<T: DeserializeOwned>(record: &[u8]) -> StoreResult<T> {
     decode(record.get(1..).unwrap_or_default())

@@ -1,4 +1,4 @@
-use super::{decode, encode, journal_record, recorded, refused_again};
+use super::{decode, encode, recorded, refused_again};
 use crate::db::{EmbeddedDb, backend};
 use crate::tables::{DEVICES, MAX_ID, MIN_ID, USER_DEVICES, USERNAMES, USERS};
 use async_trait::async_trait;
@@ -94,8 +94,7 @@ impl EmbeddedDb {
         table: &'static str,
         write: AccountWrite,
     ) -> StoreResult<bool> {
-        let record = journal_record(ACCOUNT_WRITE, &write)?;
-        self.write_journaled(query_type, table, record, move |txn| apply(txn, &write)).await
+        self.logical_write(query_type, table, ACCOUNT_WRITE, write, apply).await
     }
 }
 
