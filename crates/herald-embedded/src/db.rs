@@ -6,6 +6,7 @@
 //! Other durable writes (accounts, memberships, media) commit durably in redb, which also checkpoints
 //! the journal; so does a timer, so redb never lags the journal by more than `Options::checkpoint_interval`.
 
+use crate::device_cache::DeviceCache;
 use crate::feed_buffer::{self, FeedBuffer, Flush};
 use crate::feed_snapshot;
 use crate::journal::Journal;
@@ -96,6 +97,8 @@ pub struct EmbeddedDb {
     pub(crate) feed_buffer: Arc<FeedBuffer>,
     /// Journal records applied again when the database was opened (those a crash kept out of redb).
     replayed: u64,
+    /// The devices authentication reads, kept exact by this store's own writes (see `device_cache`).
+    pub(crate) device_cache: DeviceCache,
 }
 
 impl EmbeddedDb {
@@ -133,7 +136,7 @@ impl EmbeddedDb {
             .spawn(move || writer.run(rx))
             .map_err(|e| backend(format!("spawn writer: {e}")))?;
         start_checkpoint_timer(jobs.downgrade(), &dir.join("herald.redb"), interval)?;
-        Ok(Arc::new(Self { db, jobs, feed_retention, feed_buffer, replayed }))
+        Ok(Arc::new(Self { db, jobs, feed_retention, feed_buffer, replayed, device_cache: DeviceCache::default() }))
     }
 
     /// How many journal records opening the database applied again: writes that were acknowledged (durable

@@ -9,6 +9,7 @@
 //! never wait for the writer.
 
 mod db;
+mod device_cache;
 mod feed_buffer;
 mod feed_codec;
 mod feed_snapshot;

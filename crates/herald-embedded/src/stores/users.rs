@@ -94,7 +94,17 @@ impl EmbeddedDb {
         table: &'static str,
         write: AccountWrite,
     ) -> StoreResult<bool> {
-        self.logical_write(query_type, table, ACCOUNT_WRITE, write, apply).await
+        let device = match &write {
+            AccountWrite::CreateUser(_) => None,
+            AccountWrite::CreateDevice(device) => Some(device.id),
+            AccountWrite::RotateRefresh { id, .. } | AccountWrite::DeleteDevice(id) => Some(*id),
+        };
+        let result = self.logical_write(query_type, table, ACCOUNT_WRITE, write, apply).await;
+        // Whatever the outcome (a failed commit may still have reached the journal), before the caller hears.
+        if let Some(id) = device {
+            self.device_cache.written(id);
+        }
+        result
     }
 }
 
@@ -125,10 +135,19 @@ impl UserStore for EmbeddedDb {
     }
 
     async fn device(&self, id: DeviceId) -> StoreResult<Option<Device>> {
-        self.read("select", "devices", |txn| {
+        if let Some(device) = self.device_cache.get(id) {
+            return Ok(Some(device));
+        }
+        // Taken before the snapshot opens: a write finishing meanwhile keeps this read out of the cache.
+        let generation = self.device_cache.generation();
+        let device: Option<Device> = self.read("select", "devices", |txn| {
             let table = txn.open_table(DEVICES).map_err(backend)?;
             table.get(id.to_bytes()).map_err(backend)?.map(|v| decode(v.value())).transpose()
-        })
+        })?;
+        if let Some(device) = &device {
+            self.device_cache.put(generation, device);
+        }
+        Ok(device)
     }
 
     async fn devices_of(&self, user: UserId) -> StoreResult<Vec<Device>> {
