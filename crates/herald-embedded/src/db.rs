@@ -1,10 +1,11 @@
 //! Opening the database and the group-committing writer thread.
 //!
 //! One thread applies every write: it takes whatever is pending, runs it in one redb transaction and
-//! commits once for the lot. Message commits are made durable by the write-ahead journal (`journal`):
-//! their logical record is appended and fsynced there, and the redb transaction commits without syncing.
-//! Other durable writes (accounts, memberships, media) commit durably in redb, which also checkpoints
-//! the journal; so does a timer, so redb never lags the journal by more than `Options::checkpoint_interval`.
+//! commits once for the lot. Message commits, account writes and conversation writes are made durable by the
+//! write-ahead journal (`journal`): their logical record is appended and fsynced there, and the redb
+//! transaction commits without syncing. Other durable writes (media records, takedowns) commit durably in
+//! redb, which also checkpoints the journal; so does a timer, so redb never lags the journal by more than
+//! `Options::checkpoint_interval`.
 
 use crate::device_cache::DeviceCache;
 use crate::feed_buffer::{self, FeedBuffer, Flush};

@@ -13,8 +13,8 @@
 //! - A user's rows leave the buffer only after the transaction that wrote them into the table has committed;
 //!   a reader that copies the buffer first and opens its snapshot second sees every row at least once
 //!   (`merge` drops the doubles).
-//! - A durable redb commit (after which the journal is emptied) names a snapshot of the whole buffer
-//!   (`feed_snapshot`), written before it; closing the database writes the whole buffer into the table
+//! - A durable redb commit (after which the journal is emptied) names a snapshot of every row still buffered
+//!   after it (`feed_snapshot`), written before it; closing the database writes the whole buffer into the table
 //!   instead. A crash loses only the buffer, which that snapshot and the journal's replay rebuild.
 
 use crate::db::backend;
@@ -78,8 +78,8 @@ pub(crate) struct State {
     /// it: what [`FLUSH_AGE`] looks at. An entry whose row is no longer the user's oldest buffered one is
     /// stale (the user was flushed for having enough rows since) and is skipped.
     aging: VecDeque<(Id, Instant, u64)>,
-    /// Users with [`FLUSH_ROWS`] rows or more.
-    ready: Vec<Id>,
+    /// Users with [`FLUSH_ROWS`] rows or more, in the order they got there (taken from the front).
+    ready: VecDeque<Id>,
 }
 
 impl FeedBuffer {
@@ -167,7 +167,7 @@ impl FeedBuffer {
             }
             rows.push(row);
             if rows.len() == FLUSH_ROWS {
-                state.ready.push(user);
+                state.ready.push_back(user);
             }
             state.buffered_rows += 1;
         }
