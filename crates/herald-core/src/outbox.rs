@@ -6,10 +6,15 @@
 //! allocation instead of a channel plus a cancellation token. It has one reader (the connection's task),
 //! so one waker slot beside the items is all the waking it needs, and the reader can wait on it with a
 //! plain `poll` that keeps nothing in the task's state.
+//!
+//! The outbox is also the connection's alarm clock: the connection writes down when it next has to look at
+//! its heartbeat and idle deadlines, and one node-wide sweep ([`crate::hub::Hub::ring_alarms`]) wakes those
+//! whose time has come. A timer of its own in every connection task would cost each idle connection a
+//! tokio timer entry (112 bytes) and push its task into the next size class.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::task::{Context, Poll, Waker};
 
 pub struct Outbox<T> {
@@ -17,7 +22,13 @@ pub struct Outbox<T> {
     depth: usize,
     /// 0 while open, else the `Kick` that closed it.
     kicked: AtomicU8,
+    /// When the reader wants to be woken without items, in the sweep's milliseconds; [`NO_ALARM`], or
+    /// [`RUNG`] once the sweep found it due and the reader has not taken it yet.
+    alarm: AtomicU64,
 }
+
+const NO_ALARM: u64 = u64::MAX;
+const RUNG: u64 = 0;
 
 struct Queue<T> {
     items: VecDeque<T>,
@@ -49,7 +60,44 @@ impl<T> Outbox<T> {
             queue: Mutex::new(Queue { items: VecDeque::new(), waker: None }),
             depth: depth.max(1),
             kicked: AtomicU8::new(0),
+            alarm: AtomicU64::new(NO_ALARM),
         }
+    }
+
+    /// Asks to be woken at `at` (milliseconds on the clock the sweep passes to [`Outbox::ring_if_due`],
+    /// at least 1). Replaces the previous alarm, rung or not.
+    pub fn set_alarm(&self, at: u64) {
+        self.alarm.store(at.max(RUNG + 1), Ordering::Release);
+    }
+
+    /// Rings the alarm if it is due at `now`: the reader is woken and its next [`Outbox::poll_alarm`] is
+    /// ready. Returns whether this call rang it.
+    pub fn ring_if_due(&self, now: u64) -> bool {
+        let at = self.alarm.load(Ordering::Acquire);
+        if at == RUNG || at > now {
+            return false;
+        }
+        // Lost to a `set_alarm` that moved it meanwhile: the new time decides, at the next sweep.
+        if self.alarm.compare_exchange(at, RUNG, Ordering::AcqRel, Ordering::Acquire).is_err() {
+            return false;
+        }
+        // As in `kick`: taken under the reader's lock after the flag is set.
+        let waker = self.lock().waker.take();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        true
+    }
+
+    /// `Ready` once the alarm rang (which takes it: set a new one), else `Pending` with the task registered
+    /// to be woken when it rings (or by the next push or kick).
+    pub fn poll_alarm(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut queue = self.lock();
+        if self.alarm.compare_exchange(RUNG, NO_ALARM, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            return Poll::Ready(());
+        }
+        register(&mut queue.waker, cx);
+        Poll::Pending
     }
 
     /// Queues an item; a full outbox kicks the connection instead of growing.
@@ -186,5 +234,28 @@ mod tests {
             tokio::task::yield_now().await;
         }
         assert_eq!(reader.await.expect("reader"), vec![0, 1, 2, 3, 4]);
+    }
+
+    #[tokio::test]
+    async fn the_alarm_rings_once_when_due() {
+        let outbox = std::sync::Arc::new(Outbox::<u8>::new(1));
+        assert!(!outbox.ring_if_due(1_000), "no alarm set: nothing rings");
+        outbox.set_alarm(500);
+        assert!(!outbox.ring_if_due(499), "not due yet");
+        let reader = {
+            let outbox = outbox.clone();
+            tokio::spawn(async move { std::future::poll_fn(|cx| outbox.poll_alarm(cx)).await })
+        };
+        tokio::task::yield_now().await;
+        assert!(!reader.is_finished(), "waits for the ring");
+        assert!(outbox.ring_if_due(500), "due at its time");
+        assert!(!outbox.ring_if_due(600), "rings once");
+        tokio::time::timeout(std::time::Duration::from_secs(5), reader)
+            .await
+            .expect("the ring woke the reader")
+            .expect("reader");
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(outbox.poll_alarm(&mut cx).is_pending(), "taken by the reader");
+        assert!(!outbox.ring_if_due(u64::MAX - 1), "and not set again until the reader sets it");
     }
 }

@@ -151,6 +151,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let stop = CancellationToken::new();
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
     let upkeep = tokio::spawn(upkeep(messaging));
+    let alarms = tokio::spawn(herald_api::gateway::ring_alarms(hub.clone(), gateway.config.alarm_tick()));
     let sweeper = tokio::spawn(media.clone().run_sweeper(stop.clone().cancelled_owned()));
     let task = tokio::spawn({
         let stop = stop.clone();
@@ -182,6 +183,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 }
             }
             upkeep.abort();
+            alarms.abort();
             let _ = sweeper.await;
             // Uploads still in the pipeline are picked up again at the next start.
             if tokio::time::timeout(MEDIA_CLOSE_TIMEOUT, media.close()).await.is_err() {

@@ -101,6 +101,25 @@ impl Gateway {
     }
 }
 
+impl GatewayConfig {
+    /// How often [`ring_alarms`] sweeps: a tenth of the shortest deadline, so a ping or an idle close comes at
+    /// most that late, between 10 ms and 1 s.
+    pub fn alarm_tick(&self) -> Duration {
+        (self.heartbeat_interval.min(self.idle_timeout) / 10).clamp(Duration::from_millis(10), Duration::from_secs(1))
+    }
+}
+
+/// Wakes, every `tick`, the connections whose heartbeat or idle deadline has come (see
+/// [`herald_core::outbox::Outbox::set_alarm`]); runs until the task is dropped.
+pub async fn ring_alarms(hub: std::sync::Arc<Hub>, tick: Duration) {
+    let mut interval = tokio::time::interval(tick);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        hub.ring_alarms(hub.now_ms());
+    }
+}
+
 #[derive(Deserialize)]
 pub struct WsParams {
     v: Option<u32>,
