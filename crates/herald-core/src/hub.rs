@@ -229,7 +229,8 @@ impl Hub {
 
     /// Wakes every connection whose alarm is due at `now` (see [`Hub::now_ms`]); returns how many. One sweep
     /// for the node instead of a timer in every connection: an idle connection's heartbeat then costs an
-    /// atomic in its outbox, and a sweep over 20,000 connections takes well under a millisecond.
+    /// atomic in its outbox, and a sweep over 19,000 connections took 0.5-0.8 ms here
+    /// (once a second with the default heartbeat), holding the connections lock meanwhile.
     pub fn ring_alarms(&self, now: u64) -> usize {
         let mut rung = 0;
         for list in lock(&self.connections).values() {
