@@ -1,15 +1,31 @@
-//! `sends`: durable acked sends over REST. Pairs of users in direct conversations, each user keeping
-//! `--in-flight` sends outstanding; reports acked sends per second and ack latency percentiles.
+//! `sends`: durable acked sends, over REST (a request per message) or over each user's WebSocket (`send`
+//! frames, answered by `ack` frames). Pairs of users in direct conversations, each user keeping `--in-flight`
+//! sends outstanding; reports acked sends per second and ack latency percentiles.
 
-use super::client::{expect_json, register_users};
+use super::client::{connect, expect_json, register_users};
 use super::node::Target;
 use anyhow::{Context, bail};
+use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
-use herald_proto::{ConversationDetails, ConversationId, CreateConversation, SendAck, SendMessage};
+use herald_proto::{ConversationDetails, ConversationId, CreateConversation, SendAck, SendMessage, ServerFrame};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
+use tokio_tungstenite::tungstenite::Message;
+
+/// How the sends travel.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// `POST /api/v1/conversations/{id}/messages`, HTTP/1.1 keep-alive, one request per send.
+    Rest,
+    /// `send` frames on one WebSocket per user, the sends in flight pipelined on it.
+    Ws,
+}
+
+/// Acked seqs per conversation, checked for density at the end.
+type Seqs = Arc<Mutex<BTreeMap<ConversationId, Vec<u64>>>>;
 
 #[derive(clap::Args, Debug)]
 pub struct SendsArgs {
@@ -22,10 +38,14 @@ pub struct SendsArgs {
     /// Seconds to measure for.
     #[arg(long, default_value_t = 10)]
     pub duration: u64,
+    /// REST requests or WebSocket frames.
+    #[arg(long, value_enum, default_value_t = Transport::Rest)]
+    pub over: Transport,
 }
 
 #[derive(Debug, serde::Serialize)]
 pub struct SendsReport {
+    pub transport: Transport,
     pub users: usize,
     pub in_flight_per_user: usize,
     pub seconds: f64,
@@ -40,10 +60,11 @@ pub struct SendsReport {
 impl SendsReport {
     pub fn table(&self) -> String {
         format!(
-            "scenario sends: {} users x {} in flight, {:.1} s\n\
+            "scenario sends over {:?}: {} users x {} in flight, {:.1} s\n\
              | acked sends | acked/s | p50 ms | p99 ms | p99.9 ms | max ms |\n\
              |---|---|---|---|---|---|\n\
              | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            self.transport,
             self.users,
             self.in_flight_per_user,
             self.seconds,
@@ -80,38 +101,24 @@ pub async fn run(target: &Target, args: &SendsArgs) -> anyhow::Result<SendsRepor
         }
     }
 
-    eprintln!("sending for {} s ...", args.duration);
+    eprintln!("sending for {} s over {:?} ...", args.duration, args.over);
     let deadline = Instant::now() + Duration::from_secs(args.duration);
-    let seqs: Arc<Mutex<BTreeMap<ConversationId, Vec<u64>>>> = Arc::default();
+    let seqs: Seqs = Arc::default();
     let started = Instant::now();
     let mut tasks = Vec::new();
     for (token, conversation) in plan {
-        for lane in 0..args.in_flight {
-            let (http, base, token, seqs) = (http.clone(), base.clone(), token.clone(), seqs.clone());
-            tasks.push(tokio::spawn(async move {
-                let mut latencies = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-                let mut n = 0u64;
-                while Instant::now() < deadline {
-                    let body = SendMessage {
-                        client_msg_id: format!("{lane}-{n}-{}", uuid::Uuid::now_v7().simple()),
-                        body: format!("bench message {n}"),
-                        reply_to: None,
-                        attachments: Vec::new(),
-                    };
-                    let t = Instant::now();
-                    let response = http
-                        .post(format!("{base}/api/v1/conversations/{conversation}/messages"))
-                        .bearer_auth(&token)
-                        .json(&body)
-                        .send()
-                        .await?;
-                    let ack: SendAck = expect_json(response).await?;
-                    latencies.record(t.elapsed().as_micros().max(1) as u64)?;
-                    seqs.lock().await.entry(conversation).or_default().push(ack.seq);
-                    n += 1;
+        match args.over {
+            Transport::Rest => {
+                for lane in 0..args.in_flight {
+                    let (http, base, token, seqs) = (http.clone(), base.clone(), token.clone(), seqs.clone());
+                    tasks.push(tokio::spawn(rest_lane(http, base, token, conversation, lane, deadline, seqs)));
                 }
-                anyhow::Ok(latencies)
-            }));
+            }
+            Transport::Ws => {
+                let url = format!("{}/ws?v=1&token={token}", target.ws_base());
+                let socket = connect(&url).await.with_context(|| format!("connecting to {url}"))?.0;
+                tasks.push(tokio::spawn(ws_user(socket, conversation, args.in_flight, deadline, seqs.clone())));
+            }
         }
     }
     let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
@@ -130,6 +137,7 @@ pub async fn run(target: &Target, args: &SendsArgs) -> anyhow::Result<SendsRepor
     }
     let ms = |q: f64| all.value_at_quantile(q) as f64 / 1000.0;
     Ok(SendsReport {
+        transport: args.over,
         users: args.users,
         in_flight_per_user: args.in_flight,
         seconds,
@@ -140,4 +148,106 @@ pub async fn run(target: &Target, args: &SendsArgs) -> anyhow::Result<SendsRepor
         latency_ms_p999: ms(0.999),
         latency_ms_max: all.max() as f64 / 1000.0,
     })
+}
+
+/// One REST sender: a request at a time until the deadline.
+async fn rest_lane(
+    http: reqwest::Client,
+    base: String,
+    token: String,
+    conversation: ConversationId,
+    lane: usize,
+    deadline: Instant,
+    seqs: Seqs,
+) -> anyhow::Result<Histogram<u64>> {
+    let mut latencies = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut n = 0u64;
+    while Instant::now() < deadline {
+        let body = SendMessage {
+            client_msg_id: format!("{lane}-{n}-{}", uuid::Uuid::now_v7().simple()),
+            body: format!("bench message {n}"),
+            reply_to: None,
+            attachments: Vec::new(),
+        };
+        let t = Instant::now();
+        let response = http
+            .post(format!("{base}/api/v1/conversations/{conversation}/messages"))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+            .await?;
+        let ack: SendAck = expect_json(response).await?;
+        latencies.record(t.elapsed().as_micros().max(1) as u64)?;
+        seqs.lock().await.entry(conversation).or_default().push(ack.seq);
+        n += 1;
+    }
+    Ok(latencies)
+}
+
+/// One user's WebSocket: `in_flight` sends outstanding, a new one for each ack until the deadline, then the
+/// rest of the acks. The frame's `id` is the index of its send time, which the ack echoes. The connection
+/// never asks to sync, so the server sends it acks and nothing of its feed.
+async fn ws_user(
+    socket: super::client::Socket,
+    conversation: ConversationId,
+    in_flight: usize,
+    deadline: Instant,
+    seqs: Seqs,
+) -> anyhow::Result<Histogram<u64>> {
+    let (mut sink, mut stream) = socket.split();
+    let hello = next_frame(&mut stream).await?;
+    if !matches!(hello, ServerFrame::Hello { .. }) {
+        bail!("expected hello, got {hello:?}");
+    }
+    let mut latencies = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut sent_at: Vec<Instant> = Vec::new();
+    let mut acked = Vec::new();
+    let send = |n: usize| {
+        Message::text(format!(
+            r#"{{"type":"send","id":"{n}","conversation_id":"{conversation}","client_msg_id":"b{n}-{}","body":"bench message {n}"}}"#,
+            uuid::Uuid::now_v7().simple()
+        ))
+    };
+    for _ in 0..in_flight {
+        sink.feed(send(sent_at.len())).await?;
+        sent_at.push(Instant::now());
+    }
+    sink.flush().await?;
+    while acked.len() < sent_at.len() {
+        let ack = next_frame(&mut stream).await?;
+        let ServerFrame::Ack { id: Some(id), seq, .. } = ack else {
+            bail!("expected an ack, got {ack:?}");
+        };
+        let n: usize = id.parse().context("an ack's id")?;
+        let at = sent_at.get(n).context("an ack for a send never made")?;
+        latencies.record(at.elapsed().as_micros().max(1) as u64)?;
+        acked.push(seq);
+        if Instant::now() < deadline {
+            sink.send(send(sent_at.len())).await?;
+            sent_at.push(Instant::now());
+        }
+    }
+    let _ = sink.close().await;
+    seqs.lock().await.entry(conversation).or_default().extend(acked);
+    Ok(latencies)
+}
+
+/// The next frame the server sends that is not about someone else's presence or typing.
+async fn next_frame(
+    stream: &mut futures_util::stream::SplitStream<super::client::Socket>,
+) -> anyhow::Result<ServerFrame> {
+    loop {
+        let frame = match stream.next().await {
+            Some(Ok(Message::Text(text))) => text,
+            Some(Ok(Message::Close(frame))) => bail!("closed by the server: {frame:?}"),
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => return Err(e.into()),
+            None => bail!("connection ended"),
+        };
+        match serde_json::from_str::<ServerFrame>(&frame).with_context(|| format!("a frame: {frame}"))? {
+            ServerFrame::Presence { .. } | ServerFrame::Typing { .. } => continue,
+            ServerFrame::Error { .. } => bail!("the server refused a send: {frame}"),
+            other => return Ok(other),
+        }
+    }
 }
