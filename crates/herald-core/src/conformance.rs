@@ -700,6 +700,19 @@ pub async fn messages(stores: &Stores) {
         None,
         "MessageStore::by_client_id found an unknown key"
     );
+    let keys = [
+        (conversation, sender.id, "client-4"),
+        (conversation, other_sender.id, "client-4"),
+        (neighbour, sender.id, "client-1"),
+        (conversation, sender.id, "client-unknown"),
+        (conversation, sender.id, "client-2"),
+    ];
+    assert_eq!(
+        ok(s.by_client_ids(&keys).await, "by_client_ids"),
+        vec![Some(stored[3].clone()), None, Some(elsewhere.clone()), None, Some(stored[1].clone())],
+        "MessageStore::by_client_ids must answer each key as by_client_id does, in the keys' order"
+    );
+    assert_eq!(ok(s.by_client_ids(&[]).await, "by_client_ids of none"), Vec::new(), "by_client_ids of no keys");
 
     // history forward and backward, with `from` and `limit`.
     let forward = |from: u64, limit: usize| s.history(conversation, from, Direction::Forward, limit);

@@ -12,7 +12,7 @@
 
 use crate::delivery::{Applied, Delivery, FeedDelivery, Outcome};
 use crate::log::{LogRecord, Op, PartitionHandler};
-use crate::store::{FeedAppend, FeedEvent, MessageStore, MessageWrite, Stores};
+use crate::store::{ClientKey, FeedAppend, FeedEvent, MessageStore, MessageWrite, Stores};
 use crate::{CoreError, CoreResult, now_millis};
 use async_trait::async_trait;
 use herald_proto::{ConversationId, Event, Message, MessageId, UserId};
@@ -141,6 +141,35 @@ impl Sequencer {
         })
     }
 
+    /// For each record, what the store holds under its idempotency key if it is a send: `Some(found)`, or
+    /// `None` when there is nothing to look up or the lookup failed (the record then looks itself up, and
+    /// fails on its own). One store call for the whole batch instead of one per message.
+    async fn stored_sends(&self, records: &[LogRecord]) -> Vec<Option<Option<Message>>> {
+        let keys: Vec<(usize, ClientKey<'_>)> = records
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| match &r.op {
+                Op::Send { client_msg_id, .. } => Some((i, (r.conversation, r.actor, client_msg_id.as_str()))),
+                _ => None,
+            })
+            .collect();
+        let mut stored = vec![None; records.len()];
+        if keys.is_empty() {
+            return stored;
+        }
+        let lookup: Vec<ClientKey<'_>> = keys.iter().map(|(_, key)| *key).collect();
+        match self.stores.messages.by_client_ids(&lookup).await {
+            Ok(found) if found.len() == keys.len() => {
+                for ((i, _), found) in keys.iter().zip(found) {
+                    stored[*i] = Some(found);
+                }
+            }
+            Ok(found) => tracing::error!(asked = keys.len(), got = found.len(), "by_client_ids answered wrongly"),
+            Err(e) => tracing::warn!(error = %e, "looking up a batch's idempotency keys failed"),
+        }
+        stored
+    }
+
     fn state(&self, partition: u32) -> &Mutex<PartitionState> {
         // The log only hands out partitions below the count it was built with.
         &self.partitions[partition as usize % self.partitions.len()]
@@ -168,12 +197,13 @@ impl PartitionHandler for Sequencer {
             state.clear();
         }
         let mut batch = Batch::new(&self.stores, &state.last_seq);
+        let mut stored = self.stored_sends(&records).await;
         let mut results = Vec::with_capacity(records.len());
         // Whether each record changed anything: a no-op (a retried send, deleting a tombstone, an
         // unchanged reaction) is answered but not announced.
         let mut changed = Vec::with_capacity(records.len());
-        for record in &records {
-            match batch.apply(record).await {
+        for (record, stored) in records.iter().zip(&mut stored) {
+            match batch.apply(record, stored.take()).await {
                 Ok((applied, did_change)) => {
                     results.push(Ok(applied));
                     changed.push(did_change);
@@ -368,8 +398,13 @@ impl<'a> Batch<'a> {
         message
     }
 
-    /// Applies one record to the batch; says what happened and whether anything changed.
-    async fn apply(&mut self, record: &LogRecord) -> Result<(Applied, bool), CoreError> {
+    /// Applies one record to the batch; says what happened and whether anything changed. `stored` is what
+    /// the store held under a send's idempotency key before this batch, when already looked up.
+    async fn apply(
+        &mut self,
+        record: &LogRecord,
+        stored: Option<Option<Message>>,
+    ) -> Result<(Applied, bool), CoreError> {
         let conversation = record.conversation;
         match &record.op {
             Op::Send { client_msg_id, body, reply_to, attachments } => {
@@ -377,7 +412,11 @@ impl<'a> Batch<'a> {
                 if let Some(&i) = self.by_client_id.get(&key) {
                     return Ok((Applied::Sent { message: self.writes[i].message().clone(), duplicate: true }, false));
                 }
-                if let Some(message) = self.messages().by_client_id(conversation, record.actor, client_msg_id).await? {
+                let stored = match stored {
+                    Some(stored) => stored,
+                    None => self.messages().by_client_id(conversation, record.actor, client_msg_id).await?,
+                };
+                if let Some(message) = stored {
                     return Ok((Applied::Sent { message, duplicate: true }, false));
                 }
                 let last = self.last_seq(conversation).await?;

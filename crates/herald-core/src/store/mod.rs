@@ -81,6 +81,9 @@ pub trait ConversationStore: Send + Sync + 'static {
 /// deletion) drops those references. The schema this implies maps onto Cassandra as
 /// `messages_by_conversation((conversation_id), seq)`, `message_ids((conversation_id, sender,
 /// client_msg_id)) -> seq` and `last_sent((conversation_id, sender)) -> seq`.
+/// A send's idempotency key: the conversation, the sender, and the sender's `client_msg_id`.
+pub type ClientKey<'a> = (ConversationId, UserId, &'a str);
+
 #[async_trait]
 pub trait MessageStore: Send + Sync + 'static {
     /// Applies the message writes and appends the feed entries they cause, all together or not at all (so
@@ -105,6 +108,16 @@ pub trait MessageStore: Send + Sync + 'static {
         sender: UserId,
         client_msg_id: &str,
     ) -> StoreResult<Option<Message>>;
+    /// [`MessageStore::by_client_id`] for many keys at once, answers in the keys' order: the sequencer asks
+    /// for a whole batch's sends with one call. The default asks one by one; a backend that can read many keys
+    /// in one go (one transaction, one query) should.
+    async fn by_client_ids(&self, keys: &[ClientKey<'_>]) -> StoreResult<Vec<Option<Message>>> {
+        let mut found = Vec::with_capacity(keys.len());
+        for &(conversation, sender, client_msg_id) in keys {
+            found.push(self.by_client_id(conversation, sender, client_msg_id).await?);
+        }
+        Ok(found)
+    }
     /// The highest seq `sender` has sent in the conversation, 0 if none. Maintained by `commit` in the same
     /// write, so it is exact: sending implies having read everything up to one's own message, and unread
     /// counts use it without a cursor write on the send path.

@@ -4,7 +4,7 @@ use crate::feed_buffer::{self, FeedBuffer};
 use crate::feed_codec;
 use crate::tables::{CLIENT_IDS, FEED, Id, LAST_SENT, MESSAGES};
 use async_trait::async_trait;
-use herald_core::store::{FeedAppend, FeedPage, MessageStore, MessageWrite, StoreResult};
+use herald_core::store::{ClientKey, FeedAppend, FeedPage, MessageStore, MessageWrite, StoreResult};
 use herald_proto::{ConversationId, Direction, MediaId, Message, UserId};
 use redb::{ReadableTable, WriteTransaction};
 use serde::Deserialize;
@@ -109,14 +109,32 @@ impl MessageStore for EmbeddedDb {
         sender: UserId,
         client_msg_id: &str,
     ) -> StoreResult<Option<Message>> {
+        Ok(self.by_client_ids(&[(conversation, sender, client_msg_id)]).await?.pop().flatten())
+    }
+
+    /// One read transaction for all of them: a transaction and two table opens per key were ~10 % of the
+    /// server on WebSocket sends.
+    async fn by_client_ids(&self, keys: &[ClientKey<'_>]) -> StoreResult<Vec<Option<Message>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
         self.read("select", "client_ids", |txn| {
             let ids = txn.open_table(CLIENT_IDS).map_err(backend)?;
-            let c = conversation.to_bytes();
-            let Some(seq) = ids.get((c, sender.to_bytes(), client_msg_id)).map_err(backend)? else {
-                return Ok(None);
-            };
-            let messages = txn.open_table(MESSAGES).map_err(backend)?;
-            messages.get((c, seq.value())).map_err(backend)?.map(|v| decode(v.value())).transpose()
+            let mut messages = None;
+            let mut found = Vec::with_capacity(keys.len());
+            for &(conversation, sender, client_msg_id) in keys {
+                let c = conversation.to_bytes();
+                let Some(seq) = ids.get((c, sender.to_bytes(), client_msg_id)).map_err(backend)? else {
+                    found.push(None);
+                    continue;
+                };
+                let messages = match &mut messages {
+                    Some(table) => table,
+                    None => messages.insert(txn.open_table(MESSAGES).map_err(backend)?),
+                };
+                found.push(messages.get((c, seq.value())).map_err(backend)?.map(|v| decode(v.value())).transpose()?);
+            }
+            Ok(found)
         })
     }
 
