@@ -37,6 +37,8 @@ fn bench(args: &[&str]) -> String {
 fn every_scenario_runs_and_checks_itself() {
     let out = bench(&["sends", "--users", "4", "--in-flight", "2", "--duration", "1"]);
     assert!(out.contains("scenario sends"), "{out}");
+    let out = bench(&["sends", "--over", "ws", "--users", "4", "--in-flight", "3", "--duration", "1"]);
+    assert!(out.contains("scenario sends over Ws"), "{out}");
     let out = bench(&["idle", "--connections", "50", "--hold", "1", "--processes", "2", "--source-ips", "2"]);
     assert!(out.contains("scenario idle"), "{out}");
     let out = bench(&["groups", "--rooms", "2", "--members", "4", "--rate", "40", "--duration", "1"]);
