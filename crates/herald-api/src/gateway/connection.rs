@@ -185,8 +185,9 @@ enum Wake {
     Alarm,
     /// The client sent something (or a message is buffered).
     Readable,
-    /// A request in flight finished (with a frame to send, or nothing to say).
-    Answer(Option<Box<ServerFrame>>),
+    /// Requests in flight finished: the frames they answer with (those with nothing to say add none), all
+    /// written together, so pipelined sends are acked with one write per batch instead of one per send.
+    Answers(Vec<OutFrame>),
     /// The outbox's items, or `None`: the connection was kicked.
     Outbox(Option<Vec<Outgoing>>),
 }
@@ -251,10 +252,26 @@ impl Session {
                 }
                 1 => {
                     if let Some(pending) = &mut self.in_flight {
-                        match pending.poll_next_unpin(cx) {
-                            Poll::Ready(Some(answer)) => return Poll::Ready(Wake::Answer(answer.map(Box::new))),
-                            Poll::Ready(None) => self.in_flight = None,
-                            Poll::Pending => {}
+                        let mut answers = Vec::new();
+                        let mut finished = 0;
+                        let exhausted = loop {
+                            match pending.poll_next_unpin(cx) {
+                                Poll::Ready(Some(answer)) => {
+                                    finished += 1;
+                                    answers.extend(answer.map(|frame| text(&frame)));
+                                    if finished == WRITE_BATCH {
+                                        break false;
+                                    }
+                                }
+                                Poll::Ready(None) => break true,
+                                Poll::Pending => break false,
+                            }
+                        };
+                        if exhausted {
+                            self.in_flight = None;
+                        }
+                        if finished > 0 {
+                            return Poll::Ready(Wake::Answers(answers));
                         }
                     }
                 }
@@ -274,8 +291,7 @@ impl Session {
         match wake {
             Wake::Alarm => self.on_alarm().await,
             Wake::Readable => self.on_readable().await,
-            Wake::Answer(Some(frame)) => write(&mut self.socket, &self.registration.outbox, vec![text(&frame)]).await,
-            Wake::Answer(None) => Ok(()),
+            Wake::Answers(frames) => write(&mut self.socket, &self.registration.outbox, frames).await,
             Wake::Outbox(Some(items)) => {
                 forward(
                     &mut self.socket,
