@@ -186,6 +186,7 @@ fn apply_commit(
     let mut client_ids = txn.open_table(CLIENT_IDS).map_err(backend)?;
     let mut last_sent = txn.open_table(LAST_SENT).map_err(backend)?;
     let (mut added_refs, mut dropped_refs) = (Vec::new(), Vec::new());
+    let mut newest_sent = std::collections::HashMap::new();
     for (insert, message, bytes) in encoded {
         let key = (message.conversation_id.to_bytes(), message.seq);
         let previous = messages.insert(key, bytes.as_slice()).map_err(backend)?;
@@ -214,11 +215,16 @@ fn apply_commit(
         if *insert {
             let id_key = (key.0, message.sender.to_bytes(), message.client_msg_id.as_str());
             client_ids.insert(id_key, message.seq).map_err(backend)?;
-            let sent_key = (key.0, message.sender.to_bytes());
-            let previous = last_sent.get(sent_key).map_err(backend)?.map_or(0, |v| v.value());
-            if message.seq > previous {
-                last_sent.insert(sent_key, message.seq).map_err(backend)?;
-            }
+            let newest = newest_sent.entry((key.0, message.sender.to_bytes())).or_insert(0);
+            *newest = (*newest).max(message.seq);
+        }
+    }
+    // Once per sender and conversation, not once per message: a group commit holds many messages of few
+    // senders.
+    for (sent_key, seq) in newest_sent {
+        let previous = last_sent.get(sent_key).map_err(backend)?.map_or(0, |v| v.value());
+        if seq > previous {
+            last_sent.insert(sent_key, seq).map_err(backend)?;
         }
     }
     media::apply_refs(txn, &added_refs, &dropped_refs)?;
