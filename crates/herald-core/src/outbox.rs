@@ -81,11 +81,7 @@ impl<T> Outbox<T> {
         if self.alarm.compare_exchange(at, RUNG, Ordering::AcqRel, Ordering::Acquire).is_err() {
             return false;
         }
-        // As in `kick`: taken under the reader's lock after the flag is set.
-        let waker = self.lock().waker.take();
-        if let Some(waker) = waker {
-            waker.wake();
-        }
+        self.wake_reader();
         true
     }
 
@@ -123,12 +119,7 @@ impl<T> Outbox<T> {
     /// Tells the connection to go; returns whether this call did it (the first reason wins).
     pub fn kick(&self, why: Kick) -> bool {
         let done = self.kicked.compare_exchange(0, why as u8, Ordering::AcqRel, Ordering::Acquire).is_ok();
-        // Taken under the lock the reader registers under, after setting the flag: a reader that checked
-        // the flag before it was set has registered its waker by now.
-        let waker = self.lock().waker.take();
-        if let Some(waker) = waker {
-            waker.wake();
-        }
+        self.wake_reader();
         done
     }
 
@@ -184,6 +175,15 @@ impl<T> Outbox<T> {
             queue.items = VecDeque::new();
         }
         Poll::Ready(true)
+    }
+
+    /// Wakes the reader after a flag it checks (kicked, the alarm) was set. The waker is taken under the lock
+    /// the reader registers under: a reader that checked the flag before it was set has registered by now.
+    fn wake_reader(&self) {
+        let waker = self.lock().waker.take();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Queue<T>> {

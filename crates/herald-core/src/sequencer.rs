@@ -145,23 +145,21 @@ impl Sequencer {
     /// `None` when there is nothing to look up or the lookup failed (the record then looks itself up, and
     /// fails on its own). One store call for the whole batch instead of one per message.
     async fn stored_sends(&self, records: &[LogRecord]) -> Vec<Option<Option<Message>>> {
-        let keys: Vec<(usize, ClientKey<'_>)> = records
-            .iter()
-            .enumerate()
-            .filter_map(|(i, r)| match &r.op {
-                Op::Send { client_msg_id, .. } => Some((i, (r.conversation, r.actor, client_msg_id.as_str()))),
-                _ => None,
-            })
-            .collect();
+        let (mut sends, mut keys): (Vec<usize>, Vec<ClientKey<'_>>) = (Vec::new(), Vec::new());
+        for (i, r) in records.iter().enumerate() {
+            if let Op::Send { client_msg_id, .. } = &r.op {
+                sends.push(i);
+                keys.push((r.conversation, r.actor, client_msg_id.as_str()));
+            }
+        }
         let mut stored = vec![None; records.len()];
         if keys.is_empty() {
             return stored;
         }
-        let lookup: Vec<ClientKey<'_>> = keys.iter().map(|(_, key)| *key).collect();
-        match self.stores.messages.by_client_ids(&lookup).await {
+        match self.stores.messages.by_client_ids(&keys).await {
             Ok(found) if found.len() == keys.len() => {
-                for ((i, _), found) in keys.iter().zip(found) {
-                    stored[*i] = Some(found);
+                for (i, found) in sends.into_iter().zip(found) {
+                    stored[i] = Some(found);
                 }
             }
             Ok(found) => tracing::error!(asked = keys.len(), got = found.len(), "by_client_ids answered wrongly"),

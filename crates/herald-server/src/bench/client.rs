@@ -127,7 +127,10 @@ pub async fn connect_live(ws_base: &str, token: &str) -> anyhow::Result<Socket> 
 }
 
 /// The next text frame (pings are answered by tungstenite as it reads).
-pub async fn next_text(socket: &mut Socket) -> anyhow::Result<String> {
+pub async fn next_text<S>(socket: &mut S) -> anyhow::Result<String>
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
     loop {
         match socket.next().await {
             Some(Ok(Message::Text(text))) => return Ok(text.to_string()),

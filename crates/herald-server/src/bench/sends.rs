@@ -2,7 +2,7 @@
 //! frames, answered by `ack` frames). Pairs of users in direct conversations, each user keeping `--in-flight`
 //! sends outstanding; reports acked sends per second and ack latency percentiles.
 
-use super::client::{connect, expect_json, register_users};
+use super::client::{connect, expect_json, next_text, register_users};
 use super::node::Target;
 use anyhow::{Context, bail};
 use futures_util::{SinkExt, StreamExt};
@@ -237,13 +237,7 @@ async fn next_frame(
     stream: &mut futures_util::stream::SplitStream<super::client::Socket>,
 ) -> anyhow::Result<ServerFrame> {
     loop {
-        let frame = match stream.next().await {
-            Some(Ok(Message::Text(text))) => text,
-            Some(Ok(Message::Close(frame))) => bail!("closed by the server: {frame:?}"),
-            Some(Ok(_)) => continue,
-            Some(Err(e)) => return Err(e.into()),
-            None => bail!("connection ended"),
-        };
+        let frame = next_text(stream).await?;
         match serde_json::from_str::<ServerFrame>(&frame).with_context(|| format!("a frame: {frame}"))? {
             ServerFrame::Presence { .. } | ServerFrame::Typing { .. } => continue,
             ServerFrame::Error { .. } => bail!("the server refused a send: {frame}"),
