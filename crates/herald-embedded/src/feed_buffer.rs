@@ -18,6 +18,7 @@
 //!   instead. A crash loses only the buffer, which that snapshot and the journal's replay rebuild.
 
 use crate::db::backend;
+use crate::feed_block;
 use crate::keys::IdSeq;
 use crate::tables::Id;
 use herald_core::store::StoreResult;
@@ -47,9 +48,9 @@ const BACKLOG_SHARE: usize = 16;
 /// Users whose newest feed position is remembered; past this many the memory starts over.
 const MAX_HEADS: usize = 1_000_000;
 
-/// Feed entries beyond the retention window are removed this many at a time: one range removal touches a
-/// user's oldest leaf once, instead of one removal per append. Reads never serve entries outside the window,
-/// so the ones waiting for removal are invisible.
+/// Feed entries beyond the retention window are removed when a user's position crosses a multiple of this:
+/// one range removal touches a user's oldest leaf once, instead of once per write. Reads never serve entries
+/// outside the window, so the ones waiting for removal are invisible.
 const PRUNE_EVERY: u64 = 64;
 
 /// One feed row: its position and its `feed_codec` bytes, shared: a row is copied out to readers, to the
@@ -245,23 +246,32 @@ impl State {
 
 fn newest_in_table(table: &Table<'_, IdSeq, &[u8]>, user: Id) -> StoreResult<u64> {
     Ok(match table.range((user, 0)..=(user, u64::MAX)).map_err(backend)?.next_back() {
-        Some(entry) => entry.map_err(backend)?.0.value().1,
+        Some(entry) => {
+            let (key, block) = entry.map_err(backend)?;
+            feed_block::last_position(key.value().1, block.value())?
+        }
         None => 0,
     })
 }
 
-/// Writes rows into the feed table and removes what falls out of the retention window.
+/// Writes rows into the feed table, a block per run of consecutive positions (`feed_block`), and removes the
+/// blocks that fall wholly out of the retention window.
 pub(crate) fn write(table: &mut Table<'_, IdSeq, &[u8]>, flush: &Flush, retention: u64) -> StoreResult<()> {
     for (user, rows) in flush {
-        let mut prune_to = 0;
-        for (pos, bytes) in rows {
-            table.insert((*user, *pos), &**bytes).map_err(backend)?;
-            if *pos > retention && pos.is_multiple_of(PRUNE_EVERY) {
-                prune_to = pos - retention;
-            }
+        for run in feed_block::runs(rows) {
+            table.insert((*user, run[0].0), feed_block::encode(run)?.as_slice()).map_err(backend)?;
         }
-        if prune_to > 0 {
-            table.retain_in((*user, 0)..=(*user, prune_to), |_, _| false).map_err(backend)?;
+        let (Some((first, _)), Some((newest, _))) = (rows.first(), rows.last()) else { continue };
+        // Only when this write crossed a multiple of PRUNE_EVERY, so the oldest leaf is touched that rarely.
+        if *newest > retention && newest / PRUNE_EVERY > first.saturating_sub(1) / PRUNE_EVERY {
+            let prune_to = newest - retention;
+            // A block reaching into the window stays whole (reads skip its older rows); one that cannot be
+            // decoded stays too, for the reader to report.
+            table
+                .retain_in((*user, 0)..=(*user, prune_to), |(_, first), block| {
+                    feed_block::last_position(first, block).map_or(true, |last| last > prune_to)
+                })
+                .map_err(backend)?;
         }
     }
     Ok(())

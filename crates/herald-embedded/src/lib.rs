@@ -10,6 +10,7 @@
 
 mod db;
 mod device_cache;
+mod feed_block;
 mod feed_buffer;
 mod feed_codec;
 mod feed_snapshot;

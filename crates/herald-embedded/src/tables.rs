@@ -1,7 +1,8 @@
 //! The redb tables. Ids are stored as their 16 bytes; records as JSON (readable with any redb tool, and
 //! the same serde types the rest of Herald uses), except feed rows, which use the compact binary layout of
-//! `feed_codec` because there is one per member for every message. The tables touched by every message or
-//! request are keyed by byte-ordered key types (`keys`); `migrate` moves an older database's rows into them.
+//! `feed_codec` (there is one per member for every message), a user's rows stored together in blocks
+//! (`feed_block`). The tables touched by every message or request are keyed by byte-ordered key types
+//! (`keys`); `migrate` moves an older database's rows into them.
 
 use crate::keys::{IdKey, IdPair, IdPairStr, IdSeq};
 use redb::TableDefinition;
@@ -27,8 +28,9 @@ pub const MESSAGES: TableDefinition<IdSeq, &[u8]> = TableDefinition::new("messag
 pub const CLIENT_IDS: TableDefinition<IdPairStr, u64> = TableDefinition::new("client_ids_v2");
 /// (conversation, sender) -> highest seq sent; "v2" as for `MESSAGES`
 pub const LAST_SENT: TableDefinition<IdPair, u64> = TableDefinition::new("last_sent_v2");
-/// (user, position) -> FeedEvent in `feed_codec`'s binary layout; "v2" as for `MESSAGES`
-pub const FEED: TableDefinition<IdSeq, &[u8]> = TableDefinition::new("feed_v2");
+/// (user, position of the block's first row) -> a block of the user's rows at consecutive positions
+/// (`feed_block`), each a FeedEvent in `feed_codec`'s binary layout; "v3": "feed_v2" held a row per entry
+pub const FEED: TableDefinition<IdSeq, &[u8]> = TableDefinition::new("feed_v3");
 /// (conversation, user, device) -> (delivered, read)
 pub const CURSORS: TableDefinition<(Id, Id, Id), (u64, u64)> = TableDefinition::new("cursors");
 

@@ -1,13 +1,18 @@
 use super::{commit_record, decode, encode, media};
 use crate::db::{EmbeddedDb, backend};
+use crate::feed_block;
 use crate::feed_buffer::{self, FeedBuffer};
 use crate::feed_codec;
+use crate::keys::IdSeq;
 use crate::tables::{CLIENT_IDS, FEED, Id, LAST_SENT, MESSAGES};
 use async_trait::async_trait;
 use herald_core::store::{ClientKey, FeedAppend, FeedPage, MessageStore, MessageWrite, StoreResult};
 use herald_proto::{ConversationId, Direction, MediaId, Message, UserId};
 use redb::{ReadableTable, WriteTransaction};
 use serde::Deserialize;
+
+/// A feed table entry as a range yields it: (user, first position) and the block.
+type BlockEntry<'a> = (redb::AccessGuard<'a, IdSeq>, redb::AccessGuard<'a, &'static [u8]>);
 
 /// The attachments of a stored message, read without decoding the rest of it.
 #[derive(Deserialize)]
@@ -52,29 +57,43 @@ impl MessageStore for EmbeddedDb {
         let buffered = self.feed_buffer.rows_of(&u);
         self.read("range", "feed", |txn| {
             let table = txn.open_table(FEED).map_err(backend)?;
+            // The first and last positions in the table: the first block's first row, the last block's last.
+            let span = |entry: Option<Result<BlockEntry<'_>, redb::StorageError>>| -> StoreResult<Option<(u64, u64)>> {
+                let Some(entry) = entry else { return Ok(None) };
+                let (key, block) = entry.map_err(backend)?;
+                let first = key.value().1;
+                Ok(Some((first, feed_block::last_position(first, block.value())?)))
+            };
             let mut all = table.range((u, 0)..=(u, u64::MAX)).map_err(backend)?;
-            let first_in_table = match all.next() {
-                Some(entry) => Some(entry.map_err(backend)?.0.value().1),
-                None => None,
-            };
-            let last_in_table = match all.next_back() {
-                Some(entry) => Some(entry.map_err(backend)?.0.value().1),
-                None => first_in_table,
-            };
-            let first = match (first_in_table, buffered.first()) {
+            let first_block = span(all.next())?;
+            let last_block = span(all.next_back())?.or(first_block);
+            let first = match (first_block.map(|(first, _)| first), buffered.first()) {
                 (Some(t), Some((b, _))) => Some(t.min(*b)),
                 (t, b) => t.or(b.map(|(p, _)| *p)),
             };
-            let last = last_in_table.unwrap_or(0).max(buffered.last().map_or(0, |(p, _)| *p));
-            // Rows older than the retention window may still be on disk (after the window was lowered):
-            // they do not count, so a device that far behind gets a resync, never a page with holes.
+            let last = last_block.map_or(0, |(_, last)| last).max(buffered.last().map_or(0, |(p, _)| *p));
+            // Rows older than the retention window may still be on disk (after the window was lowered, or in a
+            // block that reaches into it): they do not count, so a device that far behind gets a resync, never
+            // a page with holes.
             let floor = last.saturating_sub(retention) + 1;
             let oldest = first.map_or(last + 1, |f| f.max(floor));
             let start = after.saturating_add(1).max(oldest);
-            let mut from_table = Vec::new();
-            for entry in table.range((u, start)..=(u, u64::MAX)).map_err(backend)?.take(limit) {
-                let (key, value) = entry.map_err(backend)?;
-                from_table.push((key.value().1, value.value().into()));
+            // From the block holding `start` (the last one starting at or before it) onwards.
+            let begin = match table.range((u, 0)..=(u, start)).map_err(backend)?.next_back() {
+                Some(entry) => entry.map_err(backend)?.0.value().1,
+                None => start,
+            };
+            let mut from_table: Vec<feed_buffer::Row> = Vec::new();
+            'blocks: for entry in table.range((u, begin)..=(u, u64::MAX)).map_err(backend)? {
+                let (key, block) = entry.map_err(backend)?;
+                for (pos, row) in feed_block::decode(key.value().1, block.value())? {
+                    if from_table.len() >= limit {
+                        break 'blocks;
+                    }
+                    if pos >= start && from_table.last().is_none_or(|(p, _)| pos > *p) {
+                        from_table.push((pos, row.into()));
+                    }
+                }
             }
             let entries = feed_buffer::merge(from_table, buffered, start, limit)
                 .into_iter()
