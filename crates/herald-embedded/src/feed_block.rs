@@ -32,21 +32,33 @@ pub(crate) fn encode(run: &[Row]) -> StoreResult<Vec<u8>> {
 
 /// The rows of the block whose first row is at `first`, with their positions.
 pub(crate) fn decode(first: u64, block: &[u8]) -> StoreResult<Vec<(u64, &[u8])>> {
-    let mut rows = Vec::with_capacity(MAX_ROWS);
-    let mut rest = block;
-    while let Some((&len, tail)) = rest.split_first() {
-        let (row, tail) = tail
-            .split_at_checked(usize::from(len))
-            .ok_or_else(|| backend(format!("corrupt feed block of {} bytes", block.len())))?;
-        rows.push((first + rows.len() as u64, row));
-        rest = tail;
-    }
-    Ok(rows)
+    rows(first, block).collect()
 }
 
-/// The position of the block's last row (the block's first when it is empty, which no write makes).
+/// The position of the block's last row (the block's first when it is empty, which no write makes). Walks the
+/// lengths only: it is asked for on every feed read and every flush that prunes.
 pub(crate) fn last_position(first: u64, block: &[u8]) -> StoreResult<u64> {
-    Ok(first + (decode(first, block)?.len() as u64).saturating_sub(1))
+    let mut last = first;
+    for row in rows(first, block) {
+        last = row?.0;
+    }
+    Ok(last)
+}
+
+/// The rows one by one; a row cut short ends the block with an error.
+fn rows(first: u64, block: &[u8]) -> impl Iterator<Item = StoreResult<(u64, &[u8])>> {
+    let mut rest = Some(block);
+    let mut pos = first;
+    std::iter::from_fn(move || {
+        let (&len, tail) = rest?.split_first()?;
+        let Some((row, tail)) = tail.split_at_checked(usize::from(len)) else {
+            rest = None;
+            return Some(Err(backend(format!("corrupt feed block of {} bytes", block.len()))));
+        };
+        rest = Some(tail);
+        pos += 1;
+        Some(Ok((pos - 1, row)))
+    })
 }
 
 #[cfg(test)]
