@@ -17,7 +17,7 @@ pub(crate) const MAX_ROWS: usize = 64;
 
 /// The rows as blocks: runs of consecutive positions, at most [`MAX_ROWS`] each.
 pub(crate) fn runs(rows: &[Row]) -> impl Iterator<Item = &[Row]> {
-    rows.chunk_by(|a, b| b.0 == a.0 + 1).flat_map(|run| run.chunks(MAX_ROWS))
+    rows.chunk_by(|a, b| a.0.checked_add(1) == Some(b.0)).flat_map(|run| run.chunks(MAX_ROWS))
 }
 
 /// Encodes one run of consecutive rows (see [`runs`]).
@@ -56,8 +56,10 @@ fn rows(first: u64, block: &[u8]) -> impl Iterator<Item = StoreResult<(u64, &[u8
             return Some(Err(backend(format!("corrupt feed block of {} bytes", block.len()))));
         };
         rest = Some(tail);
-        pos += 1;
-        Some(Ok((pos - 1, row)))
+        let at = pos;
+        // Positions are the server's own, far below the limit; a damaged key must still not overflow.
+        pos = pos.saturating_add(1);
+        Some(Ok((at, row)))
     })
 }
 
