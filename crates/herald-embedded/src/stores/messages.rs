@@ -11,8 +11,11 @@ use herald_proto::{ConversationId, Direction, MediaId, Message, UserId};
 use redb::{ReadableTable, WriteTransaction};
 use serde::Deserialize;
 
-/// A feed table entry as a range yields it: (user, first position) and the block.
-type BlockEntry<'a> = (redb::AccessGuard<'a, IdSeq>, redb::AccessGuard<'a, &'static [u8]>);
+/// The positions of a feed block's first and last rows, from its table entry.
+fn block_span((key, block): (redb::AccessGuard<'_, IdSeq>, redb::AccessGuard<'_, &[u8]>)) -> StoreResult<(u64, u64)> {
+    let first = key.value().1;
+    Ok((first, feed_block::last_position(first, block.value())?))
+}
 
 /// The attachments of a stored message, read without decoding the rest of it.
 #[derive(Deserialize)]
@@ -58,15 +61,9 @@ impl MessageStore for EmbeddedDb {
         self.read("range", "feed", |txn| {
             let table = txn.open_table(FEED).map_err(backend)?;
             // The first and last positions in the table: the first block's first row, the last block's last.
-            let span = |entry: Option<Result<BlockEntry<'_>, redb::StorageError>>| -> StoreResult<Option<(u64, u64)>> {
-                let Some(entry) = entry else { return Ok(None) };
-                let (key, block) = entry.map_err(backend)?;
-                let first = key.value().1;
-                Ok(Some((first, feed_block::last_position(first, block.value())?)))
-            };
             let mut all = table.range((u, 0)..=(u, u64::MAX)).map_err(backend)?;
-            let first_block = span(all.next())?;
-            let last_block = span(all.next_back())?.or(first_block);
+            let first_block = all.next().transpose().map_err(backend)?.map(block_span).transpose()?;
+            let last_block = all.next_back().transpose().map_err(backend)?.map(block_span).transpose()?.or(first_block);
             let first = match (first_block.map(|(first, _)| first), buffered.first()) {
                 (Some(t), Some((b, _))) => Some(t.min(*b)),
                 (t, b) => t.or(b.map(|(p, _)| *p)),
