@@ -55,11 +55,22 @@ export function memoryStorage() {
   };
 }
 
-/** A client_msg_id: printable ASCII, no spaces, not starting with `~`, at most 64 characters. */
+/**
+ * A client_msg_id: a UUIDv7, as the Rust SDK makes them. Its first 48 bits are the time in milliseconds, so ids
+ * grow with time, which is what the server's idempotency keys are laid out for (random ids cost it more).
+ */
 export function newClientMsgId() {
   const b = new Uint8Array(16);
   globalThis.crypto.getRandomValues(b);
-  return 'w' + Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
+  let ms = Date.now();
+  for (let i = 5; i >= 0; i--) {
+    b[i] = ms % 256;
+    ms = Math.floor(ms / 256);
+  }
+  b[6] = (b[6] & 0x0f) | 0x70; // version 7
+  b[8] = (b[8] & 0x3f) | 0x80; // RFC 9562 variant
+  const h = Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
 }
 
 /** Waits `ms`, or rejects with `aborted` as soon as `signal` aborts. */

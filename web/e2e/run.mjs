@@ -20,7 +20,7 @@ import { createInterface } from 'node:readline';
 import { deflateSync } from 'node:zlib';
 import { chromium } from 'playwright-core';
 import WebSocket from 'ws';
-import { HeraldClient, backoffDelay, memoryStorage } from '../herald-client.js';
+import { HeraldClient, backoffDelay, memoryStorage, newClientMsgId } from '../herald-client.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const WEB = join(HERE, '..');
@@ -641,6 +641,18 @@ describe('two people chatting in browsers', () => {
 });
 
 describe('herald-client.js in Node', () => {
+  it('makes client_msg_ids that are UUIDv7s and grow with time', STEP, async () => {
+    const first = newClientMsgId();
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    const second = newClientMsgId();
+    for (const id of [first, second]) {
+      assert.match(id, /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/, id);
+      const ms = parseInt(id.replace(/-/g, '').slice(0, 12), 16);
+      assert.ok(Math.abs(ms - Date.now()) < 60_000, `${id} carries the time: ${new Date(ms).toISOString()}`);
+    }
+    assert.ok(first < second, `${first} sorts before ${second}`);
+  });
+
   it('backs off 1, 2, 4 … 30 s with jitter, and honours reconnect.after_ms', STEP, async () => {
     for (const [attempt, ceiling] of [[0, 1000], [1, 2000], [2, 4000], [3, 8000], [4, 16000], [5, 30000], [9, 30000], [60, 30000]]) {
       assert.equal(backoffDelay(attempt, () => 0), ceiling / 2, `attempt ${attempt}, least`);

@@ -21,7 +21,7 @@ macro_rules! byte_ordered {
     )*};
 }
 
-byte_ordered!(IdSeq, IdKey, IdPair, IdPairStr);
+byte_ordered!(IdSeq, IdKey, IdPair, IdPairStr, IdempotencyKey);
 
 /// `(id, number)`: a conversation's message by seq, a user's feed entry by position.
 #[derive(Debug)]
@@ -171,6 +171,49 @@ impl Value for IdPairStr {
     }
 }
 
+/// An idempotency key (conversation, sender, client_msg_id), stored client_msg_id first: the string's bytes,
+/// then the two ids' 32. The ids have a fixed width, so no two keys share their bytes; the order is the bytes'
+/// and not the triple's, which nothing needs (keys are only looked up whole). Why the string first: clients
+/// make time-ordered ids (UUIDv7, as the SDK and the web client do), so the keys a group commit writes, from
+/// every conversation and sender, sort next to each other at the tree's right edge: a few leaves are copied
+/// and split per commit instead of one per (conversation, sender).
+#[derive(Debug)]
+pub struct IdempotencyKey;
+
+impl Value for IdempotencyKey {
+    type SelfType<'a> = (Id, Id, &'a str);
+    type AsBytes<'a> = Vec<u8>;
+
+    fn fixed_width() -> Option<usize> {
+        None
+    }
+
+    fn from_bytes<'a>(data: &'a [u8]) -> (Id, Id, &'a str)
+    where
+        Self: 'a,
+    {
+        // Only `as_bytes` output is stored, so the string is valid UTF-8; anything else reads as empty.
+        let ids = data.len().saturating_sub(32);
+        let text = data.get(..ids).and_then(|b| std::str::from_utf8(b).ok()).unwrap_or("");
+        (id_at(data, ids), id_at(data, ids + 16), text)
+    }
+
+    fn as_bytes<'a, 'b: 'a>(value: &'a (Id, Id, &'b str)) -> Vec<u8>
+    where
+        Self: 'b,
+    {
+        let mut out = Vec::with_capacity(value.2.len() + 32);
+        out.extend_from_slice(value.2.as_bytes());
+        out.extend_from_slice(&value.0);
+        out.extend_from_slice(&value.1);
+        out
+    }
+
+    fn type_name() -> TypeName {
+        TypeName::new("herald::IdempotencyKey")
+    }
+}
+
 /// The id at `at` in a stored key (zeros if the key is too short, which redb never hands back).
 fn id_at(data: &[u8], at: usize) -> Id {
     let mut id = [0; 16];
@@ -220,12 +263,27 @@ mod tests {
         }
         for x in &triples {
             assert_eq!(IdPairStr::from_bytes(&IdPairStr::as_bytes(x)), *x);
+            assert_eq!(IdempotencyKey::from_bytes(&IdempotencyKey::as_bytes(x)), *x);
             for y in &triples {
                 let (bx, by) = (IdPairStr::as_bytes(x), IdPairStr::as_bytes(y));
                 assert_eq!(IdPairStr::compare(&bx, &by), x.cmp(y), "{x:?} vs {y:?}");
+                // Keys are only looked up whole: no two triples may share their bytes.
+                let (ix, iy) = (IdempotencyKey::as_bytes(x), IdempotencyKey::as_bytes(y));
+                assert_eq!(IdempotencyKey::compare(&ix, &iy) == Ordering::Equal, x == y, "{x:?} vs {y:?}");
                 let (px, py) = (IdPair::as_bytes(&(x.0, x.1)), IdPair::as_bytes(&(y.0, y.1)));
                 assert_eq!(IdPair::compare(&px, &py), (x.0, x.1).cmp(&(y.0, y.1)));
             }
         }
+    }
+
+    #[test]
+    fn idempotency_keys_sort_by_client_msg_id_first() {
+        // Time-ordered ids (UUIDv7, as the SDK makes them) of any conversation and sender sort by time, so a
+        // commit's keys go next to each other.
+        let earlier = "01938c2e-7a00-7000-8000-000000000001";
+        let later = "01938c2e-7a01-7000-8000-000000000000";
+        let key = |conversation: u8, sender: u8, id| IdempotencyKey::as_bytes(&([conversation; 16], [sender; 16], id));
+        assert_eq!(IdempotencyKey::compare(&key(0xff, 0xff, earlier), &key(0, 0, later)), Ordering::Less);
+        assert_eq!(IdempotencyKey::compare(&key(0, 1, earlier), &key(0, 2, earlier)), Ordering::Less);
     }
 }

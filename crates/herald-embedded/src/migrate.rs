@@ -5,7 +5,7 @@
 
 use crate::db::backend;
 use crate::feed_buffer::{self, Flush};
-use crate::keys::IdSeq;
+use crate::keys::{IdPairStr, IdSeq};
 use crate::tables::{self, Id};
 use herald_core::store::StoreResult;
 use redb::{Database, ReadableTable, TableDefinition, TableHandle};
@@ -18,6 +18,9 @@ const OLD_FEED: TableDefinition<(Id, u64), &[u8]> = TableDefinition::new("feed")
 const OLD_DEVICES: TableDefinition<Id, &[u8]> = TableDefinition::new("devices");
 const OLD_CLIENT_IDS: TableDefinition<(Id, Id, &str), u64> = TableDefinition::new("client_ids");
 const OLD_LAST_SENT: TableDefinition<(Id, Id), u64> = TableDefinition::new("last_sent");
+/// The idempotency keys ordered by conversation and sender first; their replacement stores client_msg_id first
+/// (`keys::IdempotencyKey`), the same rows.
+const ID_FIRST_CLIENT_IDS: TableDefinition<IdPairStr, u64> = TableDefinition::new("client_ids_v2");
 /// The feed with a row per entry; its replacement stores a user's consecutive rows as one block.
 const ROW_FEED: TableDefinition<IdSeq, &[u8]> = TableDefinition::new("feed_v2");
 
@@ -36,7 +39,7 @@ macro_rules! move_table {
                 }
             }
             $txn.delete_table($old).map_err(backend)?;
-            tracing::info!(from = $old.name(), to = $new.name(), "moved a table to byte-ordered keys");
+            tracing::info!(from = $old.name(), to = $new.name(), "moved a table to its current key layout");
         }
     };
 }
@@ -50,6 +53,7 @@ pub(crate) fn run(db: &Database) -> StoreResult<()> {
     move_table!(txn, names, moved, OLD_FEED, ROW_FEED);
     move_table!(txn, names, moved, OLD_DEVICES, tables::DEVICES);
     move_table!(txn, names, moved, OLD_CLIENT_IDS, tables::CLIENT_IDS);
+    move_table!(txn, names, moved, ID_FIRST_CLIENT_IDS, tables::CLIENT_IDS);
     move_table!(txn, names, moved, OLD_LAST_SENT, tables::LAST_SENT);
     if names.iter().any(|n| n == ROW_FEED.name() || n == OLD_FEED.name()) {
         moved += feed_into_blocks(&txn)?;
@@ -114,6 +118,8 @@ mod tests {
             let mut ids = txn.open_table(OLD_CLIENT_IDS).expect("old client ids");
             ids.insert((a, b, "c-1"), 1).expect("insert");
             ids.insert((a, b, "c-10"), 300).expect("insert");
+            let mut v2_ids = txn.open_table(ID_FIRST_CLIENT_IDS).expect("v2 client ids");
+            v2_ids.insert((b, a, "0190a"), 7).expect("insert");
             let mut last = txn.open_table(OLD_LAST_SENT).expect("old last sent");
             last.insert((a, b), 300).expect("insert");
         }
@@ -152,16 +158,23 @@ mod tests {
         assert_eq!(devices.get(b).expect("get").map(|v| v.value().to_vec()), Some(b"device".to_vec()));
         let ids = txn.open_table(tables::CLIENT_IDS).expect("new client ids");
         assert_eq!(ids.get((a, b, "c-10")).expect("get").map(|v| v.value()), Some(300));
-        let all: Vec<(String, u64)> = ids
+        assert_eq!(ids.get((b, a, "0190a")).expect("get").map(|v| v.value()), Some(7));
+        assert_eq!(
+            ids.get((b, a, "c-10")).expect("get").map(|v| v.value()),
+            None,
+            "keys stay per conversation and sender"
+        );
+        let mut all: Vec<(String, u64)> = ids
             .iter()
             .expect("iter")
             .map(|r| r.map(|(k, v)| (k.value().2.to_owned(), v.value())).expect("row"))
             .collect();
-        assert_eq!(all, vec![("c-1".to_owned(), 1), ("c-10".to_owned(), 300)]);
+        all.sort();
+        assert_eq!(all, vec![("0190a".to_owned(), 7), ("c-1".to_owned(), 1), ("c-10".to_owned(), 300)]);
         let last = txn.open_table(tables::LAST_SENT).expect("new last sent");
         assert_eq!(last.get((a, b)).expect("get").map(|v| v.value()), Some(300));
         let names: Vec<String> = txn.list_tables().expect("list").map(|t| t.name().to_owned()).collect();
-        let retired = ["messages", "feed", "feed_v2", "devices", "client_ids", "last_sent"];
+        let retired = ["messages", "feed", "feed_v2", "devices", "client_ids", "client_ids_v2", "last_sent"];
         assert!(!names.iter().any(|n| retired.contains(&n.as_str())), "old tables left: {names:?}");
     }
 }

@@ -4,7 +4,7 @@
 //! (`feed_block`). The tables touched by every message or request are keyed by byte-ordered key types
 //! (`keys`); `migrate` moves an older database's rows into them.
 
-use crate::keys::{IdKey, IdPair, IdPairStr, IdSeq};
+use crate::keys::{IdKey, IdPair, IdSeq, IdempotencyKey};
 use redb::TableDefinition;
 
 pub type Id = [u8; 16];
@@ -24,8 +24,9 @@ pub const MEMBERS: TableDefinition<(Id, Id), &[u8]> = TableDefinition::new("memb
 pub const MEMBERSHIPS: TableDefinition<(Id, Id), ()> = TableDefinition::new("memberships");
 /// (conversation, seq) -> Message; "v2": byte-ordered keys (the retired "messages" table is migrated)
 pub const MESSAGES: TableDefinition<IdSeq, &[u8]> = TableDefinition::new("messages_v2");
-/// (conversation, sender, client_msg_id) -> seq; "v2" as for `MESSAGES` (read and written for every message)
-pub const CLIENT_IDS: TableDefinition<IdPairStr, u64> = TableDefinition::new("client_ids_v2");
+/// (conversation, sender, client_msg_id) -> seq, read and written for every message; "v3": stored client_msg_id
+/// first (`IdempotencyKey`), "v2" held the ids first
+pub const CLIENT_IDS: TableDefinition<IdempotencyKey, u64> = TableDefinition::new("client_ids_v3");
 /// (conversation, sender) -> highest seq sent; "v2" as for `MESSAGES`
 pub const LAST_SENT: TableDefinition<IdPair, u64> = TableDefinition::new("last_sent_v2");
 /// (user, position of the block's first row) -> a block of the user's rows at consecutive positions

@@ -191,7 +191,8 @@ impl Fleet {
                             let t = clock.elapsed().as_micros() as u64;
                             let id = format!("s{n}-{}", sender.sent);
                             let frame = format!(
-                                r#"{{"type":"send","id":"{id}","conversation_id":"{conversation}","client_msg_id":"{id}","body":"t{t}"}}"#
+                                r#"{{"type":"send","id":"{id}","conversation_id":"{conversation}","client_msg_id":"{}","body":"t{t}"}}"#,
+                                uuid::Uuid::now_v7()
                             );
                             sender.sink.feed(Message::text(frame)).await?;
                             sender.sent += 1;

@@ -1,6 +1,7 @@
 //! `sends`: durable acked sends, over REST (a request per message) or over each user's WebSocket (`send`
 //! frames, answered by `ack` frames). Pairs of users in direct conversations, each user keeping `--in-flight`
-//! sends outstanding; reports acked sends per second and ack latency percentiles.
+//! sends outstanding; reports acked sends per second and ack latency percentiles. Every client_msg_id is a
+//! UUIDv7, as the SDK makes them (time-ordered ids are what the store's idempotency keys are laid out for).
 
 use super::client::{connect, expect_json, next_text, register_users};
 use super::node::Target;
@@ -109,9 +110,9 @@ pub async fn run(target: &Target, args: &SendsArgs) -> anyhow::Result<SendsRepor
     for (token, conversation) in plan {
         match args.over {
             Transport::Rest => {
-                for lane in 0..args.in_flight {
+                for _ in 0..args.in_flight {
                     let (http, base, token, seqs) = (http.clone(), base.clone(), token.clone(), seqs.clone());
-                    tasks.push(tokio::spawn(rest_lane(http, base, token, conversation, lane, deadline, seqs)));
+                    tasks.push(tokio::spawn(rest_lane(http, base, token, conversation, deadline, seqs)));
                 }
             }
             Transport::Ws => {
@@ -156,7 +157,6 @@ async fn rest_lane(
     base: String,
     token: String,
     conversation: ConversationId,
-    lane: usize,
     deadline: Instant,
     seqs: Seqs,
 ) -> anyhow::Result<Histogram<u64>> {
@@ -164,7 +164,7 @@ async fn rest_lane(
     let mut n = 0u64;
     while Instant::now() < deadline {
         let body = SendMessage {
-            client_msg_id: format!("{lane}-{n}-{}", uuid::Uuid::now_v7().simple()),
+            client_msg_id: uuid::Uuid::now_v7().to_string(),
             body: format!("bench message {n}"),
             reply_to: None,
             attachments: Vec::new(),
@@ -204,8 +204,8 @@ async fn ws_user(
     let mut acked = Vec::new();
     let send = |n: usize| {
         Message::text(format!(
-            r#"{{"type":"send","id":"{n}","conversation_id":"{conversation}","client_msg_id":"b{n}-{}","body":"bench message {n}"}}"#,
-            uuid::Uuid::now_v7().simple()
+            r#"{{"type":"send","id":"{n}","conversation_id":"{conversation}","client_msg_id":"{}","body":"bench message {n}"}}"#,
+            uuid::Uuid::now_v7()
         ))
     };
     for _ in 0..in_flight {
