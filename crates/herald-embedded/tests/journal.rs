@@ -123,6 +123,40 @@ async fn acknowledged_commits_come_back_from_the_journal_after_a_crash() {
 }
 
 #[tokio::test]
+async fn a_refused_commit_leaves_nothing_in_the_journal() {
+    // A group commit whose jobs fail must leave none of its records in the journal: replayed after a crash,
+    // they would store what every caller was told was not stored, and the one that failed would fail again and
+    // keep the database from opening.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (live, crashed) = (dir.path().join("live"), dir.path().join("crashed"));
+    let db = EmbeddedDb::open_with(&live, options()).expect("open");
+    let stores = db.stores();
+    let w = write_three_commits(&stores).await;
+    let journal_len = || std::fs::metadata(live.join("herald.journal")).expect("journal").len();
+    let before = journal_len();
+    // Seq 4 exists: the store refuses the whole commit, the new seq 6 with it.
+    let clash = [
+        MessageWrite::Insert(message(w.conversation, w.alice, 6, "new")),
+        MessageWrite::Insert(message(w.conversation, w.bob, 4, "again")),
+    ];
+    let feed = [FeedAppend { user: w.bob, event: FeedEvent::Message { conversation: w.conversation, seq: 6 } }];
+    assert!(stores.messages.commit_with_feed(&clash, &feed).await.is_err(), "a used seq is refused");
+    assert_eq!(journal_len(), before, "the refused commit's record is not in the journal");
+    assert_eq!(history(&stores, w.conversation).await.len(), 5);
+
+    // The next commit goes on from where the journal was, and a crash brings back exactly what was acknowledged.
+    let next = message(w.conversation, w.alice, 6, "after the refusal");
+    stores.messages.commit_with_feed(&[MessageWrite::Insert(next)], &feed).await.expect("a good commit");
+    crash_copy(&live, &crashed, true);
+    let recovered = EmbeddedDb::open_with(&crashed, options()).expect("open after the crash");
+    assert_eq!(recovered.replayed_at_open(), 4, "the three commits and the one after the refusal");
+    let messages = history(&recovered.stores(), w.conversation).await;
+    let bodies: Vec<&str> = messages.iter().map(|m| m.body.as_str()).collect();
+    assert_eq!(bodies, ["message 1", "edited", "message 3", "message 4", "message 5", "after the refusal"]);
+    db.close().await.expect("close");
+}
+
+#[tokio::test]
 async fn without_the_journal_a_crash_loses_the_unchecked_commits() {
     // The other half of the proof: the database file alone does not hold them, so the test above passes
     // because of the journal and not because redb synced after all.
