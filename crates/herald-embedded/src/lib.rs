@@ -17,6 +17,7 @@ mod feed_snapshot;
 mod journal;
 mod keys;
 mod log;
+mod message_codec;
 mod migrate;
 mod stores;
 mod tables;

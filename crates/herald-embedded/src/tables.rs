@@ -1,7 +1,8 @@
 //! The redb tables. Ids are stored as their 16 bytes; records as JSON (readable with any redb tool, and
-//! the same serde types the rest of Herald uses), except feed rows, which use the compact binary layout of
-//! `feed_codec` (there is one per member for every message), a user's rows stored together in blocks
-//! (`feed_block`). The tables touched by every message or request are keyed by byte-ordered key types
+//! the same serde types the rest of Herald uses), except the two written for every message: feed rows use the
+//! compact binary layout of `feed_codec` (there is one per member for every message), a user's rows stored
+//! together in blocks (`feed_block`), and messages the layout of `message_codec` (binary for the fields every
+//! message has, JSON for the rare ones). The tables touched by every message or request are keyed by byte-ordered key types
 //! (`keys`); `migrate` moves an older database's rows into them.
 
 use crate::keys::{IdKey, IdPair, IdSeq, IdempotencyKey};
@@ -22,7 +23,8 @@ pub const DIRECT_PAIRS: TableDefinition<(Id, Id), Id> = TableDefinition::new("di
 pub const MEMBERS: TableDefinition<(Id, Id), &[u8]> = TableDefinition::new("members");
 /// (user, conversation)
 pub const MEMBERSHIPS: TableDefinition<(Id, Id), ()> = TableDefinition::new("memberships");
-/// (conversation, seq) -> Message; "v2": byte-ordered keys (the retired "messages" table is migrated)
+/// (conversation, seq) -> Message in `message_codec`'s layout (or JSON, as earlier versions wrote it); "v2":
+/// byte-ordered keys (the retired "messages" table is migrated)
 pub const MESSAGES: TableDefinition<IdSeq, &[u8]> = TableDefinition::new("messages_v2");
 /// (conversation, sender, client_msg_id) -> seq, read and written for every message; "v3": stored client_msg_id
 /// first (`IdempotencyKey`), "v2" held the ids first

@@ -1,4 +1,4 @@
-//! The journal record of a message commit: the messages as stored (JSON) and the feed rows, in a binary
+//! The journal record of a message commit: the messages as stored (`message_codec`) and the feed rows, in a binary
 //! frame. Integers big-endian:
 //!
 //! `kind (1) = 1 | writes u32 | (insert u8, len u32, message)* | feed u32 | (user (16), len u8, row)*`

@@ -1,15 +1,15 @@
-use super::{commit_record, decode, encode, media};
+use super::{commit_record, media};
 use crate::db::{EmbeddedDb, backend};
 use crate::feed_block;
 use crate::feed_buffer::{self, FeedBuffer};
 use crate::feed_codec;
 use crate::keys::IdSeq;
+use crate::message_codec;
 use crate::tables::{CLIENT_IDS, FEED, Id, LAST_SENT, MESSAGES};
 use async_trait::async_trait;
 use herald_core::store::{ClientKey, FeedAppend, FeedPage, MessageStore, MessageWrite, StoreResult};
-use herald_proto::{ConversationId, Direction, MediaId, Message, UserId};
+use herald_proto::{ConversationId, Direction, Message, UserId};
 use redb::{ReadableTable, WriteTransaction};
-use serde::Deserialize;
 
 /// The positions of a feed block's first and last rows, from its table entry.
 fn block_span((key, block): (redb::AccessGuard<'_, IdSeq>, redb::AccessGuard<'_, &[u8]>)) -> StoreResult<(u64, u64)> {
@@ -17,23 +17,12 @@ fn block_span((key, block): (redb::AccessGuard<'_, IdSeq>, redb::AccessGuard<'_,
     Ok((first, feed_block::last_position(first, block.value())?))
 }
 
-/// The attachments of a stored message, read without decoding the rest of it.
-#[derive(Deserialize)]
-struct Attached {
-    #[serde(default)]
-    attachments: Vec<AttachedMedia>,
-}
-
-#[derive(Deserialize)]
-struct AttachedMedia {
-    media_id: MediaId,
-}
-
-/// Whether a stored message may have attachments: the field is left out when empty, and inside a JSON
-/// string its quotes would be escaped, so its absence is proof enough to skip decoding.
-fn may_attach(json: &[u8]) -> bool {
+/// Whether a stored message may have attachments: the field is left out when empty (in a JSON row, and in the
+/// JSON of a `message_codec` row's rare fields), so its absence is proof enough to skip decoding. (A body that
+/// contains the same bytes only costs a decode.)
+fn may_attach(row: &[u8]) -> bool {
     const FIELD: &[u8] = b"\"attachments\":";
-    json.windows(FIELD.len()).any(|w| w == FIELD)
+    row.windows(FIELD.len()).any(|w| w == FIELD)
 }
 
 #[async_trait]
@@ -41,7 +30,9 @@ impl MessageStore for EmbeddedDb {
     async fn commit_with_feed(&self, writes: &[MessageWrite], feed: &[FeedAppend]) -> StoreResult<Vec<u64>> {
         let encoded = writes
             .iter()
-            .map(|w| Ok((matches!(w, MessageWrite::Insert(_)), w.message().clone(), encode(w.message())?)))
+            .map(|w| {
+                Ok((matches!(w, MessageWrite::Insert(_)), w.message().clone(), message_codec::encode(w.message())?))
+            })
             .collect::<StoreResult<Vec<_>>>()?;
         let feed: Vec<(Id, Vec<u8>)> = feed.iter().map(|f| (f.user.to_bytes(), feed_codec::encode(&f.event))).collect();
         let record = commit_record::encode(&encoded, &feed)?;
@@ -115,7 +106,11 @@ impl MessageStore for EmbeddedDb {
     async fn message(&self, conversation: ConversationId, seq: u64) -> StoreResult<Option<Message>> {
         self.read("select", "messages", |txn| {
             let table = txn.open_table(MESSAGES).map_err(backend)?;
-            table.get((conversation.to_bytes(), seq)).map_err(backend)?.map(|v| decode(v.value())).transpose()
+            table
+                .get((conversation.to_bytes(), seq))
+                .map_err(backend)?
+                .map(|v| message_codec::decode(v.value()))
+                .transpose()
         })
     }
 
@@ -148,7 +143,13 @@ impl MessageStore for EmbeddedDb {
                     Some(table) => table,
                     None => messages.insert(txn.open_table(MESSAGES).map_err(backend)?),
                 };
-                found.push(messages.get((c, seq.value())).map_err(backend)?.map(|v| decode(v.value())).transpose()?);
+                found.push(
+                    messages
+                        .get((c, seq.value()))
+                        .map_err(backend)?
+                        .map(|v| message_codec::decode(v.value()))
+                        .transpose()?,
+                );
             }
             Ok(found)
         })
@@ -175,12 +176,12 @@ impl MessageStore for EmbeddedDb {
             match direction {
                 Direction::Forward => {
                     for entry in table.range((c, from)..=(c, u64::MAX)).map_err(backend)?.take(limit) {
-                        out.push(decode(entry.map_err(backend)?.1.value())?);
+                        out.push(message_codec::decode(entry.map_err(backend)?.1.value())?);
                     }
                 }
                 Direction::Backward => {
                     for entry in table.range((c, 0)..=(c, from)).map_err(backend)?.rev().take(limit) {
-                        out.push(decode(entry.map_err(backend)?.1.value())?);
+                        out.push(message_codec::decode(entry.map_err(backend)?.1.value())?);
                     }
                 }
             }
@@ -218,7 +219,7 @@ fn apply_commit(
         }
         // Only a previous version that can have attachments is decoded (most messages have none).
         let before = match previous {
-            Some(old) if may_attach(old.value()) => decode::<Attached>(old.value())?.attachments,
+            Some(old) if may_attach(old.value()) => message_codec::decode(old.value())?.attachments,
             _ => Vec::new(),
         };
         let after = &message.attachments;
@@ -255,7 +256,7 @@ pub(super) fn replay(txn: &WriteTransaction, record: &[u8], buffer: &FeedBuffer)
     let (writes, feed) = commit_record::decode(record)?;
     let encoded = writes
         .into_iter()
-        .map(|(insert, bytes)| Ok((insert, decode::<Message>(&bytes)?, bytes)))
+        .map(|(insert, bytes)| Ok((insert, message_codec::decode(&bytes)?, bytes)))
         .collect::<StoreResult<Vec<_>>>()?;
     apply_commit(txn, &encoded, &feed, buffer).map(|_| ())
 }
