@@ -134,7 +134,8 @@ impl Value for IdPair {
 }
 
 /// Two ids and a string (conversation, sender, client_msg_id): the ids' 32 bytes, then the string's. The
-/// ids have a fixed width, so the bytes sort as the triple does (a string before its extensions).
+/// ids have a fixed width, so the bytes sort as the triple does (a string before its extensions). The key of the
+/// retired `client_ids_v2`, read only by `migrate` (see [`IdempotencyKey`]).
 #[derive(Debug)]
 pub struct IdPairStr;
 

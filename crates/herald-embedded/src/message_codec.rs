@@ -24,6 +24,8 @@ use std::collections::{BTreeMap, BTreeSet};
 const FORMAT: u8 = 1;
 /// `flags`: the message is a tombstone.
 const DELETED: u8 = 1;
+/// The bytes of a row besides its strings and rare fields.
+const FIXED: usize = 1 + 16 + 8 + 16 * 3 + 8 + 1 + 2 + 4;
 
 type Reactions = BTreeMap<String, BTreeSet<UserId>>;
 
@@ -69,7 +71,7 @@ pub fn encode(message: &Message) -> StoreResult<Vec<u8>> {
     let client_msg_id = u16::try_from(message.client_msg_id.len())
         .map_err(|_| backend(format!("client_msg_id of {} bytes is too long to store", message.client_msg_id.len())))?;
     let body = u32::try_from(message.body.len()).map_err(|_| backend("message body too long to store"))?;
-    let mut out = Vec::with_capacity(104 + message.client_msg_id.len() + message.body.len());
+    let mut out = Vec::with_capacity(FIXED + message.client_msg_id.len() + message.body.len());
     out.push(FORMAT);
     out.extend_from_slice(&message.conversation_id.to_bytes());
     out.extend_from_slice(&message.seq.to_be_bytes());
