@@ -139,39 +139,6 @@ impl Value for IdPair {
 #[derive(Debug)]
 pub struct IdPairStr;
 
-impl Value for IdPairStr {
-    type SelfType<'a> = (Id, Id, &'a str);
-    type AsBytes<'a> = Vec<u8>;
-
-    fn fixed_width() -> Option<usize> {
-        None
-    }
-
-    fn from_bytes<'a>(data: &'a [u8]) -> (Id, Id, &'a str)
-    where
-        Self: 'a,
-    {
-        // Only `as_bytes` output is stored, so the string is valid UTF-8; anything else reads as empty.
-        let text = data.get(32..).and_then(|b| std::str::from_utf8(b).ok()).unwrap_or("");
-        (id_at(data, 0), id_at(data, 16), text)
-    }
-
-    fn as_bytes<'a, 'b: 'a>(value: &'a (Id, Id, &'b str)) -> Vec<u8>
-    where
-        Self: 'b,
-    {
-        let mut out = Vec::with_capacity(32 + value.2.len());
-        out.extend_from_slice(&value.0);
-        out.extend_from_slice(&value.1);
-        out.extend_from_slice(value.2.as_bytes());
-        out
-    }
-
-    fn type_name() -> TypeName {
-        TypeName::new("herald::IdPairStr")
-    }
-}
-
 /// An idempotency key (conversation, sender, client_msg_id), stored client_msg_id first: the string's bytes,
 /// then the two ids' 32. The ids have a fixed width, so no two keys share their bytes; the order is the bytes'
 /// and not the triple's, which nothing needs (keys are only looked up whole). Why the string first: clients
@@ -181,38 +148,73 @@ impl Value for IdPairStr {
 #[derive(Debug)]
 pub struct IdempotencyKey;
 
-impl Value for IdempotencyKey {
-    type SelfType<'a> = (Id, Id, &'a str);
-    type AsBytes<'a> = Vec<u8>;
+/// Where the string of a (conversation, sender, client_msg_id) key goes: after the ids or before them.
+#[derive(Clone, Copy)]
+enum Layout {
+    IdsFirst,
+    TextFirst,
+}
 
-    fn fixed_width() -> Option<usize> {
-        None
-    }
+/// The `Value` of a key type holding (conversation, sender, client_msg_id) in one of the two layouts.
+macro_rules! id_pair_and_str {
+    ($key:ty, $layout:expr, $name:literal) => {
+        impl Value for $key {
+            type SelfType<'a> = (Id, Id, &'a str);
+            type AsBytes<'a> = Vec<u8>;
 
-    fn from_bytes<'a>(data: &'a [u8]) -> (Id, Id, &'a str)
-    where
-        Self: 'a,
-    {
-        // Only `as_bytes` output is stored, so the string is valid UTF-8; anything else reads as empty.
-        let ids = data.len().saturating_sub(32);
-        let text = data.get(..ids).and_then(|b| std::str::from_utf8(b).ok()).unwrap_or("");
-        (id_at(data, ids), id_at(data, ids + 16), text)
-    }
+            fn fixed_width() -> Option<usize> {
+                None
+            }
 
-    fn as_bytes<'a, 'b: 'a>(value: &'a (Id, Id, &'b str)) -> Vec<u8>
-    where
-        Self: 'b,
-    {
-        let mut out = Vec::with_capacity(value.2.len() + 32);
-        out.extend_from_slice(value.2.as_bytes());
-        out.extend_from_slice(&value.0);
-        out.extend_from_slice(&value.1);
-        out
-    }
+            fn from_bytes<'a>(data: &'a [u8]) -> (Id, Id, &'a str)
+            where
+                Self: 'a,
+            {
+                triple_from_bytes(data, $layout)
+            }
 
-    fn type_name() -> TypeName {
-        TypeName::new("herald::IdempotencyKey")
+            fn as_bytes<'a, 'b: 'a>(value: &'a (Id, Id, &'b str)) -> Vec<u8>
+            where
+                Self: 'b,
+            {
+                triple_as_bytes(value, $layout)
+            }
+
+            fn type_name() -> TypeName {
+                TypeName::new($name)
+            }
+        }
+    };
+}
+
+id_pair_and_str!(IdPairStr, Layout::IdsFirst, "herald::IdPairStr");
+id_pair_and_str!(IdempotencyKey, Layout::TextFirst, "herald::IdempotencyKey");
+
+fn triple_from_bytes(data: &[u8], layout: Layout) -> (Id, Id, &str) {
+    let (ids, text) = match layout {
+        Layout::IdsFirst => (0, data.get(32..)),
+        Layout::TextFirst => {
+            let ids = data.len().saturating_sub(32);
+            (ids, data.get(..ids))
+        }
+    };
+    // Only `as_bytes` output is stored, so the string is valid UTF-8; anything else reads as empty.
+    let text = text.and_then(|b| std::str::from_utf8(b).ok()).unwrap_or("");
+    (id_at(data, ids), id_at(data, ids + 16), text)
+}
+
+fn triple_as_bytes(value: &(Id, Id, &str), layout: Layout) -> Vec<u8> {
+    let text = value.2.as_bytes();
+    let mut out = Vec::with_capacity(32 + text.len());
+    if let Layout::TextFirst = layout {
+        out.extend_from_slice(text);
     }
+    out.extend_from_slice(&value.0);
+    out.extend_from_slice(&value.1);
+    if let Layout::IdsFirst = layout {
+        out.extend_from_slice(text);
+    }
+    out
 }
 
 /// The id at `at` in a stored key (zeros if the key is too short, which redb never hands back).
