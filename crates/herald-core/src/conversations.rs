@@ -28,6 +28,16 @@ impl Conversations {
         Self { stores, limits, submitter, membership: TtlCache::new("membership", cache_ttl, 200_000) }
     }
 
+    /// What the membership cache holds.
+    pub fn footprint(&self) -> crate::footprint::Footprint {
+        self.membership.footprint()
+    }
+
+    /// Gives back what the membership cache holds past its TTL.
+    pub fn purge_expired(&self) {
+        self.membership.purge_expired();
+    }
+
     /// Records a change as a notice in the conversation, so every member's devices (and a departed
     /// member's) learn of it in order. The change itself is already stored: a failure here is logged, not
     /// reported, since retrying the change would now conflict.

@@ -101,6 +101,18 @@ impl Waiters {
         self.len() == 0
     }
 
+    /// What the waiting requests hold: one entry per request in flight, which the gateway's and the HTTP
+    /// server's own limits bound (`bound` is theirs to state, passed in).
+    pub fn footprint(&self, bound: usize) -> crate::footprint::Footprint {
+        let pending = self.lock();
+        crate::footprint::Footprint {
+            structure: "waiting_requests",
+            entries: pending.len(),
+            bytes: crate::footprint::hash_map_bytes(&pending),
+            bound,
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, oneshot::Sender<Result<Applied, CoreError>>>> {
         // A poisoned map only means a panic elsewhere while holding it; the map itself stays valid.
         self.pending.lock().unwrap_or_else(|p| p.into_inner())

@@ -9,6 +9,7 @@
 use crate::auth::Principal;
 use crate::cache::TtlCache;
 use crate::delivery::{FeedDelivery, FeedSink};
+use crate::footprint::{self, Footprint};
 use crate::outbox::{Kick, Outbox, PushError};
 use crate::store::Stores;
 use crate::{CoreResult, now_millis};
@@ -56,6 +57,19 @@ struct Connection {
     device: DeviceId,
     outbox: Arc<Outbox<Outgoing>>,
 }
+
+/// Users whose presence is remembered (online, or offline with when they were last seen). Past this many,
+/// the offline users' entries are forgotten: they read as offline with no last-seen time until they next
+/// connect. Online users are bounded by connections, not by this.
+const MAX_PRESENCE_ENTRIES: usize = 1_000_000;
+
+/// The most bytes of user ids each of the hub's caches (contacts, member lists) holds. Without it, each
+/// member of a 1,000-member group who came online cached a 1,000-user contact set (about 32 KB) for a minute:
+/// 100,000 entries of that would be 3 GB.
+const MAX_CACHED_USER_ID_BYTES: usize = 64 * 1024 * 1024;
+
+/// Typing states remembered (to coalesce repeats); past this many, the expired ones go, then all.
+const MAX_TYPING_ENTRIES: usize = 100_000;
 
 #[derive(Default)]
 struct Presence {
@@ -108,8 +122,20 @@ impl Hub {
             connections: Mutex::new(HashMap::new()),
             presence: Mutex::new(HashMap::new()),
             typing: Mutex::new(HashMap::new()),
-            contacts: TtlCache::new("presence_contacts", Duration::from_secs(60), 100_000),
-            members: TtlCache::new("typing_members", Duration::from_secs(5), 100_000),
+            contacts: TtlCache::weighed(
+                "presence_contacts",
+                Duration::from_secs(60),
+                100_000,
+                MAX_CACHED_USER_ID_BYTES,
+                |set| set.capacity() * (size_of::<UserId>() + 1),
+            ),
+            members: TtlCache::weighed(
+                "typing_members",
+                Duration::from_secs(5),
+                100_000,
+                MAX_CACHED_USER_ID_BYTES,
+                |list| list.capacity() * size_of::<UserId>(),
+            ),
             slow: metrics::counter!("websocket_slow_consumer_disconnects_total"),
             epoch: Instant::now(),
             this: this.clone(),
@@ -118,6 +144,46 @@ impl Hub {
 
     pub fn config(&self) -> &HubConfig {
         &self.config
+    }
+
+    /// Gives back what the caches hold past their TTL.
+    pub fn purge_expired(&self) {
+        self.contacts.purge_expired();
+        self.members.purge_expired();
+    }
+
+    /// What the hub holds; `max_connections` is what bounds the connection registry (the process's limit
+    /// on open files, in practice).
+    pub fn footprints(&self, max_connections: usize) -> Vec<Footprint> {
+        let connections = {
+            let connections = lock(&self.connections);
+            let devices: usize = connections.values().map(Vec::capacity).sum();
+            Footprint {
+                structure: "hub_connections",
+                entries: connections.len(),
+                bytes: footprint::hash_map_bytes(&connections) + devices * size_of::<Connection>(),
+                bound: max_connections,
+            }
+        };
+        let presence = {
+            let presence = lock(&self.presence);
+            Footprint {
+                structure: "hub_presence",
+                entries: presence.len(),
+                bytes: footprint::hash_map_bytes(&presence),
+                bound: MAX_PRESENCE_ENTRIES,
+            }
+        };
+        let typing = {
+            let typing = lock(&self.typing);
+            Footprint {
+                structure: "hub_typing",
+                entries: typing.len(),
+                bytes: footprint::hash_map_bytes(&typing),
+                bound: MAX_TYPING_ENTRIES,
+            }
+        };
+        vec![connections, presence, typing, self.contacts.footprint(), self.members.footprint()]
     }
 
     /// Registers a connection of `principal` (a user on a device); the user is online from now on.
@@ -131,7 +197,7 @@ impl Hub {
         metrics::gauge!("websocket_connections_total").increment(1.0);
         let changed = {
             let mut presence = lock(&self.presence);
-            let p = presence.entry(user).or_default();
+            let p = presence_entry(&mut presence, user);
             p.connections += 1;
             if p.connections == 1 {
                 p.status = Some(PresenceStatus::Online);
@@ -159,7 +225,7 @@ impl Hub {
         metrics::gauge!("websocket_connections_total").decrement(1.0);
         let changed = {
             let mut presence = lock(&self.presence);
-            let p = presence.entry(user).or_default();
+            let p = presence_entry(&mut presence, user);
             p.connections = p.connections.saturating_sub(1);
             if p.connections == 0 {
                 p.status = Some(PresenceStatus::Offline);
@@ -245,7 +311,7 @@ impl Hub {
     pub fn set_status(&self, user: UserId, status: PresenceStatus) {
         let changed = {
             let mut presence = lock(&self.presence);
-            let p = presence.entry(user).or_default();
+            let p = presence_entry(&mut presence, user);
             if p.connections > 0 && p.status != Some(status) && status != PresenceStatus::Offline {
                 p.status = Some(status);
                 true
@@ -263,7 +329,7 @@ impl Hub {
     fn presence_changed(&self, user: UserId) {
         {
             let mut presence = lock(&self.presence);
-            let p = presence.entry(user).or_default();
+            let p = presence_entry(&mut presence, user);
             if p.pending {
                 return;
             }
@@ -312,9 +378,13 @@ impl Hub {
             {
                 return Ok(());
             }
-            if typing.len() > 100_000 {
+            if typing.len() >= MAX_TYPING_ENTRIES {
                 let keep = self.config.typing_ttl;
                 typing.retain(|_, (at, _)| now.duration_since(*at) < keep);
+                if typing.len() >= MAX_TYPING_ENTRIES {
+                    // Only repeats go out uncoalesced for a moment.
+                    typing.clear();
+                }
             }
             typing.insert((user, conversation), (now, active));
         }
@@ -378,6 +448,14 @@ impl FeedSink for Hub {
 }
 
 /// What others see of a user's presence: `last_seen` only while offline.
+/// `user`'s presence entry, made if missing; making one in a full table forgets the offline users first.
+fn presence_entry(presence: &mut HashMap<UserId, Presence>, user: UserId) -> &mut Presence {
+    if presence.len() >= MAX_PRESENCE_ENTRIES && !presence.contains_key(&user) {
+        presence.retain(|_, p| p.connections > 0 || p.pending);
+    }
+    presence.entry(user).or_default()
+}
+
 fn info_of(user: UserId, p: Option<&Presence>) -> PresenceInfo {
     let status = p.and_then(|p| p.status).unwrap_or(PresenceStatus::Offline);
     let last_seen = if status == PresenceStatus::Offline { p.and_then(|p| p.last_seen) } else { None };

@@ -9,6 +9,7 @@
 //! - [`accounts`], [`conversations`], [`messaging`]: the services, each checking who may do what.
 //! - [`media`]: who may see an upload and what a message attaching one carries.
 //! - [`auth`], [`limits`], [`cache`]: tokens and passwords, limits and rate limits, the L1 cache.
+//! - [`footprint`]: what each in-memory structure holds, against its bound, as gauges.
 //!
 //! Nothing here knows a backend: `herald-embedded` (and later the cluster crates) implement the traits.
 
@@ -20,6 +21,7 @@ pub mod conformance;
 pub mod conversations;
 pub mod delivery;
 mod error;
+pub mod footprint;
 pub mod hub;
 pub mod limits;
 pub mod log;

@@ -4,6 +4,7 @@ use crate::CoreError;
 use governor::{Quota, RateLimiter, clock::DefaultClock, state::keyed::DefaultKeyedStateStore};
 use herald_proto::UserId;
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The configured limits, as the services need them.
 #[derive(Clone, Debug)]
@@ -36,25 +37,48 @@ impl Default for Limits {
     }
 }
 
+/// Buckets kept before idle ones are forgotten early (the server's upkeep forgets them every minute).
+const MAX_RATE_BUCKETS: usize = 1_000_000;
+/// How many checks pass between looks at the bucket count (counting visits every shard of the map).
+const COUNT_EVERY: u64 = 1024;
+
 /// A token bucket per user.
 pub struct SendRateLimiter {
     inner: RateLimiter<UserId, DefaultKeyedStateStore<UserId>, DefaultClock>,
+    checks: AtomicU64,
 }
 
 impl SendRateLimiter {
     pub fn new(limits: &Limits) -> Self {
         let rate = NonZeroU32::new(limits.sends_per_second).unwrap_or(NonZeroU32::MIN);
         let burst = NonZeroU32::new(limits.send_burst.max(limits.sends_per_second)).unwrap_or(rate);
-        Self { inner: RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)) }
+        Self { inner: RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)), checks: AtomicU64::new(0) }
     }
 
     /// Takes one token for `user` or says how long to wait.
     pub fn check(&self, user: UserId) -> Result<(), CoreError> {
         use governor::clock::Clock;
+        if self.checks.fetch_add(1, Ordering::Relaxed).is_multiple_of(COUNT_EVERY)
+            && self.inner.len() > MAX_RATE_BUCKETS
+        {
+            self.inner.retain_recent();
+        }
         self.inner.check_key(&user).map_err(|not_until| {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
             CoreError::RateLimited { retry_after_ms: wait.as_millis().max(1) as u64 }
         })
+    }
+
+    /// One bucket per user who sent since the last [`SendRateLimiter::shrink`].
+    pub fn footprint(&self) -> crate::footprint::Footprint {
+        let entries = self.inner.len();
+        crate::footprint::Footprint {
+            structure: "send_rate_buckets",
+            entries,
+            // A bucket is the user id and one 8-byte state in a sharded map.
+            bytes: entries * (size_of::<UserId>() + 8 + 8),
+            bound: MAX_RATE_BUCKETS,
+        }
     }
 
     /// Forgets idle users' buckets, so memory tracks active users only.

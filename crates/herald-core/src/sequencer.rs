@@ -11,6 +11,7 @@
 //! same commit: the feed is what a reconnecting device resumes from, so it must never miss a stored message.
 
 use crate::delivery::{Applied, Delivery, FeedDelivery, Outcome};
+use crate::footprint::{self, Footprint};
 use crate::log::{LogRecord, Op, PartitionHandler};
 use crate::store::{ClientKey, FeedAppend, FeedEvent, MessageStore, MessageWrite, Stores};
 use crate::{CoreError, CoreResult, now_millis};
@@ -23,6 +24,9 @@ use tokio::sync::Mutex;
 
 /// Above this many cached conversations a partition forgets its cache (it is re-read on demand).
 const MAX_CACHED_CONVERSATIONS: usize = 100_000;
+/// ... and above this many user ids in its cached member lists (a few big groups weigh more than many
+/// small conversations): 16 bytes each, so at most 16 MiB per partition.
+const MAX_CACHED_MEMBER_IDS: usize = 1_000_000;
 
 #[derive(Clone, Debug)]
 pub struct SequencerConfig {
@@ -53,6 +57,8 @@ struct PartitionState {
     members: HashMap<ConversationId, (Instant, Arc<Vec<UserId>>)>,
     /// The positions last announced per member, so an unchanged receipt is not announced again.
     announced: HashMap<(ConversationId, UserId), (u64, u64)>,
+    /// User ids in all of `members`' lists.
+    member_ids: usize,
 }
 
 impl PartitionState {
@@ -60,6 +66,21 @@ impl PartitionState {
         self.last_seq.clear();
         self.members.clear();
         self.announced.clear();
+        self.member_ids = 0;
+    }
+
+    fn cache_members(&mut self, conversation: ConversationId, members: Arc<Vec<UserId>>) {
+        self.member_ids += members.len();
+        if let Some((_, old)) = self.members.insert(conversation, (Instant::now(), members)) {
+            self.member_ids -= old.len();
+        }
+    }
+
+    fn over_bounds(&self) -> bool {
+        self.last_seq.len() > MAX_CACHED_CONVERSATIONS
+            || self.members.len() > MAX_CACHED_CONVERSATIONS
+            || self.announced.len() > MAX_CACHED_CONVERSATIONS
+            || self.member_ids > MAX_CACHED_MEMBER_IDS
     }
 }
 
@@ -88,7 +109,7 @@ impl Sequencer {
         }
         let members: Arc<Vec<UserId>> =
             Arc::new(self.stores.conversations.members(conversation).await?.into_iter().map(|m| m.user_id).collect());
-        state.members.insert(conversation, (Instant::now(), members.clone()));
+        state.cache_members(conversation, members.clone());
         Ok(members)
     }
 
@@ -168,6 +189,47 @@ impl Sequencer {
         stored
     }
 
+    /// What the partitions' caches hold, all partitions together.
+    pub async fn footprints(&self) -> Vec<Footprint> {
+        let partitions = self.partitions.len();
+        let mut last_seq = Footprint {
+            structure: "sequencer_last_seq",
+            entries: 0,
+            bytes: 0,
+            bound: MAX_CACHED_CONVERSATIONS * partitions,
+        };
+        let mut members = Footprint {
+            structure: "sequencer_members",
+            entries: 0,
+            bytes: 0,
+            bound: MAX_CACHED_CONVERSATIONS * partitions,
+        };
+        let mut member_ids = Footprint {
+            structure: "sequencer_member_ids",
+            entries: 0,
+            bytes: 0,
+            bound: MAX_CACHED_MEMBER_IDS * partitions,
+        };
+        let mut announced = Footprint {
+            structure: "sequencer_receipts",
+            entries: 0,
+            bytes: 0,
+            bound: MAX_CACHED_CONVERSATIONS * partitions,
+        };
+        for partition in &self.partitions {
+            let state = partition.lock().await;
+            last_seq.entries += state.last_seq.len();
+            last_seq.bytes += footprint::hash_map_bytes(&state.last_seq);
+            members.entries += state.members.len();
+            members.bytes += footprint::hash_map_bytes(&state.members);
+            member_ids.entries += state.member_ids;
+            member_ids.bytes += state.member_ids * size_of::<UserId>();
+            announced.entries += state.announced.len();
+            announced.bytes += footprint::hash_map_bytes(&state.announced);
+        }
+        vec![last_seq, members, member_ids, announced]
+    }
+
     fn state(&self, partition: u32) -> &Mutex<PartitionState> {
         // The log only hands out partitions below the count it was built with.
         &self.partitions[partition as usize % self.partitions.len()]
@@ -188,10 +250,7 @@ impl PartitionHandler for Sequencer {
         let started = Instant::now();
         let count = records.len();
         let mut state = self.state(partition).lock().await;
-        if state.last_seq.len() > MAX_CACHED_CONVERSATIONS
-            || state.members.len() > MAX_CACHED_CONVERSATIONS
-            || state.announced.len() > MAX_CACHED_CONVERSATIONS
-        {
+        if state.over_bounds() {
             state.clear();
         }
         let mut batch = Batch::new(&self.stores, &state.last_seq);

@@ -146,6 +146,13 @@ impl EmbeddedDb {
         self.replayed
     }
 
+    /// What the database keeps in memory besides redb's page cache (bounded by `Options::cache_bytes`).
+    pub fn footprints(&self) -> Vec<herald_core::footprint::Footprint> {
+        let mut all = self.feed_buffer.footprints().to_vec();
+        all.push(self.device_cache.footprint());
+        all
+    }
+
     /// The five stores, all backed by this database.
     pub fn stores(self: &Arc<Self>) -> Stores {
         Stores {

@@ -11,6 +11,7 @@
 //! generation and puts nothing. A revoked device is therefore refused from the moment `delete_device`
 //! returns, as without the cache.
 
+use herald_core::footprint::{self, Footprint};
 use herald_core::store::Device;
 use herald_proto::DeviceId;
 use std::collections::HashMap;
@@ -37,6 +38,18 @@ impl DeviceCache {
 
     pub(crate) fn get(&self, id: DeviceId) -> Option<Device> {
         self.lock().devices.get(&id).cloned()
+    }
+
+    /// What the cache holds.
+    pub(crate) fn footprint(&self) -> Footprint {
+        let state = self.lock();
+        Footprint {
+            structure: "device_cache",
+            entries: state.devices.len(),
+            bytes: footprint::hash_map_bytes(&state.devices)
+                + state.devices.values().map(|d| d.name.capacity()).sum::<usize>(),
+            bound: MAX_DEVICES,
+        }
     }
 
     /// Taken before a reader opens its snapshot.

@@ -21,6 +21,7 @@ use crate::db::backend;
 use crate::feed_block;
 use crate::keys::IdSeq;
 use crate::tables::Id;
+use herald_core::footprint::{self, Footprint};
 use herald_core::store::StoreResult;
 use redb::{ReadableTable, Table};
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -75,6 +76,8 @@ pub(crate) struct State {
     /// Committed rows not yet in the table, per user, oldest first.
     buffered: HashMap<Id, Vec<Row>>,
     buffered_rows: usize,
+    /// The encoded bytes of the buffered rows.
+    buffered_bytes: usize,
     /// Users in the order their buffers became non-empty, with when and the position of the row that did
     /// it: what [`FLUSH_AGE`] looks at. An entry whose row is no longer the user's oldest buffered one is
     /// stale (the user was flushed for having enough rows since) and is skipped.
@@ -153,8 +156,16 @@ impl FeedBuffer {
             let Some(newest) = rows.last().map(|(p, _)| *p) else { continue };
             if let Some(buffered) = state.buffered.get_mut(user) {
                 let before = buffered.len();
-                buffered.retain(|(p, _)| *p > newest);
+                let mut freed = 0;
+                buffered.retain(|(p, row)| {
+                    let keep = *p > newest;
+                    if !keep {
+                        freed += row.len();
+                    }
+                    keep
+                });
                 state.buffered_rows -= before - buffered.len();
+                state.buffered_bytes -= freed;
                 if buffered.is_empty() {
                     state.buffered.remove(user);
                 }
@@ -162,6 +173,7 @@ impl FeedBuffer {
         }
         let now = Instant::now();
         for (user, row) in std::mem::take(&mut state.staged) {
+            let row_len = row.1.len();
             let rows = state.buffered.entry(user).or_default();
             if rows.is_empty() {
                 state.aging.push_back((user, now, row.0));
@@ -171,8 +183,35 @@ impl FeedBuffer {
                 state.ready.push_back(user);
             }
             state.buffered_rows += 1;
+            state.buffered_bytes += row_len;
         }
         metrics::gauge!("embedded_feed_buffered_rows").set(state.buffered_rows as f64);
+    }
+
+    /// What the buffer holds: the users' newest positions, and the rows waiting for the table.
+    pub(crate) fn footprints(&self) -> [Footprint; 2] {
+        let state = self.lock();
+        let rows: usize = state.buffered.values().map(Vec::capacity).sum();
+        [
+            Footprint {
+                structure: "feed_heads",
+                entries: state.heads.len(),
+                bytes: footprint::hash_map_bytes(&state.heads),
+                bound: MAX_HEADS,
+            },
+            Footprint {
+                structure: "feed_buffered_rows",
+                entries: state.buffered_rows,
+                // Each row's bytes sit behind an `Arc` (two counters) in a user's vector.
+                bytes: footprint::hash_map_bytes(&state.buffered)
+                    + rows * size_of::<Row>()
+                    + state.buffered_bytes
+                    + state.buffered_rows * 16
+                    + state.aging.capacity() * size_of::<(Id, Instant, u64)>()
+                    + state.ready.capacity() * size_of::<Id>(),
+                bound: MAX_BUFFERED_ROWS,
+            },
+        ]
     }
 
     /// The transaction did not commit: its staged rows never happened, and the remembered positions may

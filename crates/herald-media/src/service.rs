@@ -24,6 +24,8 @@ use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
 const MAX_FILENAME_CHARS: usize = 255;
+/// Contents whose access time waits for the next sweep to be written.
+const MAX_PENDING_ACCESSES: usize = 100_000;
 
 pub struct Media {
     pub(crate) stores: Stores,
@@ -80,6 +82,18 @@ impl Media {
             accesses: Mutex::default(),
             tasks: TaskTracker::new(),
         }))
+    }
+
+    /// What the media service holds in memory between sweeps.
+    pub fn footprint(&self) -> herald_core::footprint::Footprint {
+        let accesses = self.accesses.lock().unwrap_or_else(|p| p.into_inner());
+        herald_core::footprint::Footprint {
+            structure: "media_accesses",
+            entries: accesses.len(),
+            // Content hashes are 64 hex characters.
+            bytes: herald_core::footprint::hash_map_bytes(&accesses) + accesses.len() * 64,
+            bound: MAX_PENDING_ACCESSES,
+        }
     }
 
     pub fn options(&self) -> &MediaOptions {
@@ -266,7 +280,14 @@ impl Media {
         };
         let content = self.stores.media.content(&hash).await?.ok_or_else(gone)?;
         let stored = content.variants.get(variant).cloned().ok_or_else(|| CoreError::not_found("no such variant"))?;
-        self.accesses.lock().unwrap_or_else(|p| p.into_inner()).insert(hash.clone(), now_millis());
+        {
+            let mut accesses = self.accesses.lock().unwrap_or_else(|p| p.into_inner());
+            // Past the bound, contents first served since the last sweep keep their older access time (they
+            // may move to cold storage a sweep early); the ones already noted stay current.
+            if accesses.len() < MAX_PENDING_ACCESSES || accesses.contains_key(&hash) {
+                accesses.insert(hash.clone(), now_millis());
+            }
+        }
         Ok(Servable {
             variant: stored,
             tier: content.tier,

@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod config;
+mod housekeeping;
 pub mod media_config;
 mod metrics_setup;
 mod secret;

@@ -7,7 +7,7 @@
 //! runs until they are done), all within the grace period; then drain the log and close the store.
 
 use crate::config::Config;
-use crate::{metrics_setup, secret};
+use crate::{housekeeping, metrics_setup, secret};
 use anyhow::Context;
 use herald_api::gateway::Gateway;
 use herald_api::{AppState, Readiness};
@@ -93,8 +93,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         ..SequencerConfig::default()
     };
     let sequencer = Arc::new(Sequencer::new(stores.clone(), delivery, log.partitions(), sequencer_config));
-    log.start(sequencer);
-    let submitter = Arc::new(Submitter::new(log.clone(), waiters, Duration::from_millis(config.log.apply_timeout_ms)));
+    log.start(sequencer.clone());
+    let submitter =
+        Arc::new(Submitter::new(log.clone(), waiters.clone(), Duration::from_millis(config.log.apply_timeout_ms)));
 
     let auth = &config.auth;
     let passwords = Passwords::new(&PasswordCost {
@@ -119,7 +120,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 
     let media = herald_media::Media::new(
         stores.clone(),
-        conversations,
+        conversations.clone(),
         config.media.options(data_dir),
         config.media.backends(data_dir).context("opening media storage")?,
         &media_url_key(&jwt_secret),
@@ -150,7 +151,16 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let head_timeout = Duration::from_millis(config.gateway.handshake_timeout_ms);
     let stop = CancellationToken::new();
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
-    let upkeep = tokio::spawn(upkeep(messaging));
+    let upkeep = tokio::spawn(housekeeping::run(housekeeping::Holders {
+        db: db.clone(),
+        hub: hub.clone(),
+        sequencer,
+        conversations,
+        messaging,
+        waiters,
+        media: media.clone(),
+        max_in_flight: config.gateway.max_in_flight,
+    }));
     let alarms = tokio::spawn(herald_api::gateway::ring_alarms(hub.clone(), gateway.config.alarm_tick()));
     let sweeper = tokio::spawn(media.clone().run_sweeper(stop.clone().cancelled_owned()));
     let task = tokio::spawn({
@@ -226,13 +236,4 @@ fn media_url_key(jwt_secret: &[u8]) -> Vec<u8> {
     hasher.update(b"herald media url key v1\n");
     hasher.update(jwt_secret);
     hasher.finalize().to_vec()
-}
-
-/// Periodic housekeeping: forget idle users' rate-limit buckets.
-async fn upkeep(messaging: Arc<Messaging>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(60));
-    loop {
-        tick.tick().await;
-        messaging.rate_limiter().shrink();
-    }
 }

@@ -1,0 +1,83 @@
+//! A node's periodic housekeeping: forgetting idle users' rate-limit buckets and expired cache entries, and
+//! publishing what each in-memory structure holds (`memory_entries`, `memory_bytes`, `memory_entries_bound` by structure; see
+//! `herald_core::footprint`).
+
+use herald_core::conversations::Conversations;
+use herald_core::delivery::Waiters;
+use herald_core::footprint::{self, Footprint};
+use herald_core::hub::Hub;
+use herald_core::messaging::Messaging;
+use herald_core::sequencer::Sequencer;
+use herald_embedded::EmbeddedDb;
+use herald_media::Media;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often the footprints are published.
+const FOOTPRINT_INTERVAL: Duration = Duration::from_secs(10);
+/// How often idle users' rate-limit buckets are forgotten.
+const SHRINK_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Everything that holds per-user, per-conversation or per-row state in memory.
+pub struct Holders {
+    pub db: Arc<EmbeddedDb>,
+    pub hub: Arc<Hub>,
+    pub sequencer: Arc<Sequencer>,
+    pub conversations: Arc<Conversations>,
+    pub messaging: Arc<Messaging>,
+    pub waiters: Arc<Waiters>,
+    pub media: Arc<Media>,
+    /// Requests one connection may have waiting at once.
+    pub max_in_flight: usize,
+}
+
+impl Holders {
+    /// Every structure's footprint, now.
+    pub async fn footprints(&self) -> Vec<Footprint> {
+        let connections = max_open_files();
+        let mut all = self.db.footprints();
+        all.extend(self.hub.footprints(connections));
+        all.extend(self.sequencer.footprints().await);
+        all.push(self.conversations.footprint());
+        all.push(self.messaging.rate_limiter().footprint());
+        all.push(self.waiters.footprint(connections.saturating_mul(self.max_in_flight)));
+        all.push(self.media.footprint());
+        all
+    }
+}
+
+/// Runs until aborted; publishes the footprints at once, so the gauges exist from the first scrape.
+pub async fn run(holders: Holders) {
+    let mut footprints = tokio::time::interval(FOOTPRINT_INTERVAL);
+    let mut shrink = tokio::time::interval(SHRINK_INTERVAL);
+    shrink.tick().await;
+    loop {
+        tokio::select! {
+            _ = footprints.tick() => {
+                holders.hub.purge_expired();
+                holders.conversations.purge_expired();
+                footprint::publish(&holders.footprints().await);
+            }
+            _ = shrink.tick() => holders.messaging.rate_limiter().shrink(),
+        }
+    }
+}
+
+/// The process's limit on open files: what bounds its connections. Unknown (0) off Linux.
+fn max_open_files() -> usize {
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .and_then(|line| line.split_whitespace().nth(3))
+        .and_then(|soft| soft.parse().ok())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_open_files_limit_is_read() {
+        assert!(super::max_open_files() > 0);
+    }
+}
