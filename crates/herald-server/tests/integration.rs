@@ -15,6 +15,7 @@ mod integration {
     mod durability;
     mod gateway;
     mod media;
+    mod memory;
     mod messages;
     mod ops;
 }

@@ -130,6 +130,22 @@ pub fn line(title: &str, x_label: &str, y_label: &str, points: &[(f64, f64)]) ->
     frame(title, &body)
 }
 
+/// Several lines over one x axis, one panel each, stacked under one title.
+pub fn stack(title: &str, x_label: &str, panels: &[(&str, Vec<(f64, f64)>)]) -> String {
+    let height = H * panels.len().max(1) as f64;
+    let mut out = format!(
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{height}" viewBox="0 0 {W} {height}">
+<rect width="100%" height="100%" fill="#fff"/>
+"##
+    );
+    for (i, (y_label, points)) in panels.iter().enumerate() {
+        let panel_title = if i == 0 { title.to_owned() } else { String::new() };
+        let _ = write!(out, r##"<svg y="{}">{}</svg>"##, H * i as f64, line(&panel_title, x_label, y_label, points));
+    }
+    out.push_str("</svg>\n");
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,6 +156,8 @@ mod tests {
         assert!(b.starts_with("<svg") && b.contains("p99") && b.contains("12"));
         let l = line("saturate", "deliveries/s", "p99 ms", &[(1000.0, 2.0), (2000.0, 5.0)]);
         assert!(l.contains("<polyline") && l.matches("<circle").count() == 2);
+        let s = stack("soak", "minutes", &[("RSS", vec![(1.0, 30.0)]), ("fds", vec![(1.0, 1000.0)])]);
+        assert!(s.starts_with("<svg") && s.matches("<polyline").count() == 2 && s.contains("fds"));
         assert_eq!(ceiling(7.3), 10.0);
         assert_eq!(ceiling(0.0), 1.0);
     }

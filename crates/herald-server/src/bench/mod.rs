@@ -13,6 +13,7 @@ mod media;
 mod node;
 mod saturate;
 mod sends;
+mod soak;
 mod storm;
 
 use std::path::PathBuf;
@@ -53,6 +54,8 @@ pub enum Scenario {
     Media(media::MediaArgs),
     /// All connections drop at once and reconnect at once: time until all resumed, nothing lost.
     Storm(storm::StormArgs),
+    /// Groups traffic for minutes: server memory, open descriptors and p99 sampled each interval.
+    Soak(soak::SoakArgs),
     /// A helper process of `idle --processes`: holds the connections of the tokens it is given.
     #[command(hide = true)]
     Hold(idle::HoldArgs),
@@ -98,6 +101,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
         Scenario::Storm(a) => {
             let r = storm::run(&target, a).await?;
+            println!("{}", r.table());
+            (serde_json::to_value(&r)?, Some(r.chart()))
+        }
+        Scenario::Soak(a) => {
+            let r = soak::run(&target, a).await?;
             println!("{}", r.table());
             (serde_json::to_value(&r)?, Some(r.chart()))
         }

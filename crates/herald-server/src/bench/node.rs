@@ -69,6 +69,12 @@ impl Target {
         Some(kb * 1024)
     }
 
+    /// The server's open file descriptors, when it is our child.
+    pub fn open_fds(&self) -> Option<u64> {
+        let (child, _) = self.child.as_ref()?;
+        Some(std::fs::read_dir(format!("/proc/{}/fd", child.id())).ok()?.count() as u64)
+    }
+
     /// CPU seconds (user + system) the server has used, when it is our child.
     pub fn cpu_seconds(&self) -> Option<f64> {
         let (child, _) = self.child.as_ref()?;

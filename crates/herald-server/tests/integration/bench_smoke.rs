@@ -63,6 +63,8 @@ fn every_scenario_runs_and_checks_itself() {
     assert!(out.contains("scenario saturate"), "{out}");
     let out = bench(&["storm", "--connections", "20", "--missed", "2"]);
     assert!(out.contains("scenario storm"), "{out}");
+    let out = bench(&["soak", "--rooms", "2", "--members", "3", "--rate", "20", "--duration", "2", "--interval", "1"]);
+    assert!(out.contains("scenario soak") && out.contains("open fds"), "{out}");
     let out = bench(&[
         "media",
         "--images",

@@ -1,0 +1,139 @@
+//! `soak`: groups traffic for a set time, sampled every interval: the server's resident memory and open
+//! descriptors beside deliveries per second and latency, so a leak shows as a slope after the warm-up.
+
+use super::fleet::Fleet;
+use super::node::Target;
+use anyhow::bail;
+use std::time::Instant;
+
+#[derive(clap::Args, Debug)]
+pub struct SoakArgs {
+    #[arg(long, default_value_t = 20)]
+    pub rooms: usize,
+    /// Members per room, each with its own connection.
+    #[arg(long, default_value_t = 50)]
+    pub members: usize,
+    /// Messages per second, all rooms together.
+    #[arg(long, default_value_t = 1000)]
+    pub rate: u64,
+    /// Seconds to send for.
+    #[arg(long, default_value_t = 1800)]
+    pub duration: u64,
+    /// Seconds between samples.
+    #[arg(long, default_value_t = 60)]
+    pub interval: u64,
+}
+
+/// One interval of the run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Sample {
+    /// Minutes since sending started, at the end of this interval.
+    pub minute: f64,
+    pub deliveries: u64,
+    pub deliveries_per_second: f64,
+    pub latency_ms_p50: f64,
+    pub latency_ms_p99: f64,
+    pub latency_ms_max: f64,
+    /// The server's resident memory at the end of the interval (when it is the bench's child).
+    pub rss_mb: Option<f64>,
+    /// The server's open file descriptors at the end of the interval (when it is the bench's child).
+    pub open_fds: Option<u64>,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct SoakReport {
+    pub rooms: usize,
+    pub members: usize,
+    pub rate: u64,
+    /// Resident memory once every member is connected, before the first message.
+    pub rss_mb_connected: Option<f64>,
+    pub samples: Vec<Sample>,
+}
+
+impl SoakReport {
+    /// How much resident memory grew over the samples after the first (the warm-up), in MB.
+    pub fn growth_after_warmup_mb(&self) -> Option<f64> {
+        let first = self.samples.first()?.rss_mb?;
+        let last = self.samples.last()?.rss_mb?;
+        Some(last - first)
+    }
+
+    pub fn table(&self) -> String {
+        let mut out = format!(
+            "scenario soak: {} rooms x {} members, {} msg/s\n\
+             | minute | deliveries/s | p50 ms | p99 ms | max ms | server RSS MB | open fds |\n\
+             |---|---|---|---|---|---|---|\n",
+            self.rooms, self.members, self.rate
+        );
+        let mb = |v: Option<f64>| v.map_or("n/a".into(), |v| format!("{v:.1}"));
+        out.push_str(&format!("| connected | | | | | {} | |\n", mb(self.rss_mb_connected)));
+        for s in &self.samples {
+            out.push_str(&format!(
+                "| {:.1} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} |\n",
+                s.minute,
+                s.deliveries_per_second,
+                s.latency_ms_p50,
+                s.latency_ms_p99,
+                s.latency_ms_max,
+                mb(s.rss_mb),
+                s.open_fds.map_or("n/a".into(), |n| n.to_string())
+            ));
+        }
+        if let Some(growth) = self.growth_after_warmup_mb() {
+            out.push_str(&format!("RSS growth after the first interval (warm-up): {growth:+.1} MB\n"));
+        }
+        out
+    }
+
+    pub fn chart(&self) -> String {
+        let series = |f: &dyn Fn(&Sample) -> Option<f64>| -> Vec<(f64, f64)> {
+            self.samples.iter().filter_map(|s| f(s).map(|v| (s.minute, v))).collect()
+        };
+        super::chart::stack(
+            &format!("soak: {} rooms x {} members, {} msg/s", self.rooms, self.members, self.rate),
+            "minutes",
+            &[
+                ("server RSS, MB", series(&|s| s.rss_mb)),
+                ("open fds", series(&|s| s.open_fds.map(|n| n as f64))),
+                ("send to receive p99, ms", series(&|s| Some(s.latency_ms_p99))),
+            ],
+        )
+    }
+}
+
+pub async fn run(target: &Target, args: &SoakArgs) -> anyhow::Result<SoakReport> {
+    if args.interval == 0 || args.duration < args.interval {
+        bail!("need --interval >= 1 and --duration >= --interval");
+    }
+    let mut fleet = Fleet::assemble(target, args.rooms, args.members, 1).await?;
+    let mb = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+    let rss_mb_connected = target.rss_bytes().map(mb);
+    let intervals = args.duration.div_ceil(args.interval);
+    eprintln!("sending {} msg/s for {} s, sampling every {} s ...", args.rate, args.duration, args.interval);
+    let started = Instant::now();
+    let mut samples = Vec::with_capacity(intervals as usize);
+    for _ in 0..intervals {
+        let phase = fleet.phase(target, args.rate, args.interval).await?;
+        let sample = Sample {
+            minute: started.elapsed().as_secs_f64() / 60.0,
+            deliveries: phase.deliveries,
+            deliveries_per_second: phase.deliveries_per_second,
+            latency_ms_p50: phase.latency_ms_p50,
+            latency_ms_p99: phase.latency_ms_p99,
+            latency_ms_max: phase.latency_ms_max,
+            rss_mb: target.rss_bytes().map(mb),
+            open_fds: target.open_fds(),
+        };
+        eprintln!(
+            "{:.1} min: {:.0} deliveries/s, p99 {:.2} ms, RSS {} MB, {} fds",
+            sample.minute,
+            sample.deliveries_per_second,
+            sample.latency_ms_p99,
+            sample.rss_mb.map_or("n/a".into(), |v| format!("{v:.1}")),
+            sample.open_fds.map_or("n/a".into(), |n| n.to_string())
+        );
+        samples.push(sample);
+    }
+    fleet.finish().await?;
+    Ok(SoakReport { rooms: args.rooms, members: args.members, rate: args.rate, rss_mb_connected, samples })
+}
