@@ -1,6 +1,8 @@
 //! Herald's one configuration struct. Layered: built-in defaults, then a TOML file, then `HERALD_*`
 //! environment variables (`HERALD_SERVER__LISTEN=0.0.0.0:8080`, `HERALD_LIMITS__MAX_GROUP_MEMBERS=5000`:
-//! section and field joined by a double underscore), then command-line flags. Unknown keys are errors.
+//! section and field joined by a double underscore), then command-line flags. Unknown keys in the file are
+//! errors (a typo there is the operator's); `HERALD_*` variables that name no setting are skipped with a
+//! warning, since the environment is shared with other tools (a deploy script's own `HERALD_RELEASE`, say).
 //! `herald.example.toml` at the repository root shows every field with its default; a test keeps it in sync.
 
 use serde::{Deserialize, Serialize};
@@ -230,7 +232,10 @@ impl Config {
             }
             builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
         }
-        let env: HashMap<String, String> = env.into_iter().filter(|(k, _)| k.starts_with("HERALD_")).collect();
+        let (env, ignored) = settings_in(env);
+        for name in ignored {
+            tracing::warn!(variable = %name, "ignoring an environment variable that names no Herald setting");
+        }
         builder = builder.add_source(
             config::Environment::with_prefix("HERALD")
                 .prefix_separator("_")
@@ -241,6 +246,26 @@ impl Config {
         let config: Config =
             builder.build().and_then(|c| c.try_deserialize()).map_err(|e| ConfigError(e.to_string()))?;
         Ok(config)
+    }
+
+    /// The dotted paths of every setting, e.g. `limits.max_group_members` or `media.storage.bucket`.
+    fn setting_paths() -> Vec<String> {
+        fn walk(prefix: &str, value: &serde_json::Value, out: &mut Vec<String>) {
+            match value {
+                serde_json::Value::Object(fields) => {
+                    for (key, value) in fields {
+                        let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+                        walk(&path, value, out);
+                    }
+                }
+                _ => out.push(prefix.to_owned()),
+            }
+        }
+        let mut paths = Vec::new();
+        if let Ok(defaults) = serde_json::to_value(Config::default()) {
+            walk("", &defaults, &mut paths);
+        }
+        paths
     }
 
     /// Checks every value before anything is bound or opened.
@@ -358,6 +383,24 @@ impl Config {
     }
 }
 
+/// Splits the `HERALD_*` variables among `env` into those that name a setting (`HERALD_SECTION__FIELD`, in
+/// any case) and the names of those that do not. Other variables are left out.
+fn settings_in(env: impl IntoIterator<Item = (String, String)>) -> (HashMap<String, String>, Vec<String>) {
+    let known = Config::setting_paths();
+    let mut settings = HashMap::new();
+    let mut ignored = Vec::new();
+    for (name, value) in env {
+        let Some(rest) = name.strip_prefix("HERALD_") else { continue };
+        if known.contains(&rest.to_lowercase().replace("__", ".")) {
+            settings.insert(name, value);
+        } else {
+            ignored.push(name);
+        }
+    }
+    ignored.sort();
+    (settings, ignored)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -373,12 +416,24 @@ mod tests {
     }
 
     #[test]
-    fn environment_overrides_and_unknown_keys_fail() {
+    fn environment_overrides_and_unrelated_variables_are_skipped() {
         let c =
             Config::load(None, env(&[("HERALD_LIMITS__MAX_GROUP_MEMBERS", "5000"), ("PATH", "/bin")])).expect("loads");
         assert_eq!(c.limits.max_group_members, 5000);
-        let err = Config::load(None, env(&[("HERALD_LIMITS__NOPE", "1")])).expect_err("unknown key");
-        assert!(err.to_string().contains("nope"), "{err}");
+        // A deploy script's own variables, a typo'd field, a section alone: skipped (with a warning), not fatal.
+        let shared = env(&[
+            ("HERALD_RELEASE", "2026.12"),
+            ("HERALD_LIMITS__NOPE", "1"),
+            ("HERALD_SERVER", "x"),
+            ("herald_gateway__queue_depth", "7"),
+            ("HERALD_GATEWAY__QUEUE_DEPTH", "512"),
+            ("HERALD_MEDIA__STORAGE__KIND", "local"),
+        ]);
+        let c = Config::load(None, shared.clone()).expect("an unrelated HERALD_ variable does not stop the start");
+        assert_eq!(c.gateway.queue_depth, 512);
+        let (kept, ignored) = settings_in(shared);
+        assert_eq!(kept.len(), 2, "{kept:?}");
+        assert_eq!(ignored, ["HERALD_LIMITS__NOPE", "HERALD_RELEASE", "HERALD_SERVER"]);
         let err = Config::load(None, env(&[("HERALD_SERVER__LISTEN", "not-an-address")])).expect_err("bad value");
         assert!(err.to_string().contains("listen") || err.to_string().contains("address"), "{err}");
     }
