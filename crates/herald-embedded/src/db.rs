@@ -313,7 +313,7 @@ fn recover(db: &Database, dir: &Path, feed_retention: u64) -> StoreResult<(Journ
         let feed = FeedBuffer::default();
         // The feed rows the last durable commit left buffered, then what the journal holds after it.
         if snapshot != 0 {
-            let rows = feed_snapshot::decode(&feed_snapshot::read(dir, snapshot)?)?;
+            let rows = feed_snapshot::load(dir, snapshot)?;
             let mut state = feed.lock();
             for (user, row) in rows {
                 state.stage_at(user, row);

@@ -83,9 +83,22 @@ pub(crate) fn write(dir: &Path, n: u64, bytes: &[u8]) -> io::Result<()> {
 }
 
 /// Snapshot `n`'s bytes; an error if it is missing (the database relies on it).
-pub(crate) fn read(dir: &Path, n: u64) -> StoreResult<Vec<u8>> {
+fn read(dir: &Path, n: u64) -> StoreResult<Vec<u8>> {
     let p = path(dir, n);
     std::fs::read(&p).map_err(|e| backend(format!("the database needs {}: {e}", p.display())))
+}
+
+/// Snapshot `n`'s rows; an error naming the file if it is missing or damaged (the database relies on it, and
+/// serving the feeds without its rows would leave silent gaps).
+pub(crate) fn load(dir: &Path, n: u64) -> StoreResult<Vec<(Id, Row)>> {
+    decode(&read(dir, n)?).map_err(|_| {
+        backend(format!(
+            "{} is damaged (its checksum or layout is wrong): the buffered feed rows the database relies on \
+             cannot be read back, and the server will not serve feeds with holes in them; restore the data \
+             directory from a backup",
+            path(dir, n).display()
+        ))
+    })
 }
 
 /// Removes every snapshot file but `keep` (best effort: one left behind is removed next time).
@@ -132,5 +145,17 @@ mod tests {
         assert_eq!(read(dir.path(), 4).expect("read"), b"four");
         remove_others(dir.path(), 0);
         assert!(read(dir.path(), 4).is_err());
+    }
+
+    #[test]
+    fn a_damaged_snapshot_is_named_in_the_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut bytes = encode(&[([1; 16], (7, vec![1, 2, 3].into()))]).expect("encode");
+        write(dir.path(), 5, &bytes).expect("write");
+        assert_eq!(load(dir.path(), 5).expect("load").len(), 1);
+        bytes[20] ^= 0x10;
+        write(dir.path(), 5, &bytes).expect("write");
+        let error = load(dir.path(), 5).expect_err("damaged").to_string();
+        assert!(error.contains("herald.feed.5") && error.contains("damaged"), "{error}");
     }
 }

@@ -21,6 +21,8 @@ use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+/// The journal's file name in the data directory.
+pub(crate) const FILE: &str = "herald.journal";
 const HEADER: usize = 16;
 /// A record larger than this is taken as garbage (a commit is at most a few thousand writes).
 const MAX_RECORD: usize = 256 * 1024 * 1024;
@@ -37,11 +39,127 @@ pub(crate) struct Journal {
     last_lsn: u64,
 }
 
+/// Intact records that follow a damaged one: acknowledged writes a silent cut would lose.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JournalDamage {
+    pub path: PathBuf,
+    /// Where the first unreadable byte is: everything from here on is past the damage.
+    pub offset: u64,
+    /// Intact records after the damage that the database does not hold yet.
+    pub following: u64,
+    /// Their LSNs, first and last.
+    pub first_lsn: u64,
+    pub last_lsn: u64,
+}
+
+impl std::fmt::Display for JournalDamage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the journal {} is damaged at byte {}, and {} intact record(s) follow the damage (LSNs {} to {}): they \
+             may hold acknowledged messages. Nothing was changed. Restore the data directory from a backup, or run \
+             `herald journal truncate --data-dir {}` to cut the journal at the damage (it lists what that drops)",
+            self.path.display(),
+            self.offset,
+            self.following,
+            self.first_lsn,
+            self.last_lsn,
+            self.path.parent().map_or_else(|| ".".into(), |d| d.display().to_string()),
+        )
+    }
+}
+
+/// What reading a journal found.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Scan {
+    /// The records after the database's applied LSN, in order, each with its offset.
+    pub pending: Vec<(u64, Record)>,
+    /// Where the intact sequence ends.
+    pub end: u64,
+    /// The LSN of the last intact record (or the applied LSN, if greater).
+    pub last_lsn: u64,
+    /// Bytes after `end` that are neither intact records nor leftovers: a record torn by a crash in
+    /// mid-append (never acknowledged), cut off at the next append.
+    pub torn: u64,
+    /// Intact records after damage, if any: the journal cannot be used as it is.
+    pub damage: Option<(u64, u64, u64, u64)>,
+}
+
+/// Reads the journal's bytes: the intact sequence of records from the start, then what lies after it.
+/// After the last record of the sequence may come (a) nothing, (b) leftovers of records from before the
+/// last truncation (older LSNs, which the database holds), (c) a record torn by a crash, or (d) damage
+/// with newer intact records after it: acknowledged writes that replaying only the sequence would lose.
+pub(crate) fn scan(bytes: &[u8], applied: u64) -> Result<Scan, String> {
+    let mut pending = Vec::new();
+    let mut expected: Option<u64> = None;
+    let mut offset = 0;
+    while let Some((lsn, payload, next)) = record_at(bytes, offset) {
+        // The first record sets the sequence (it may start at or before `applied`); later ones must
+        // follow it without a hole.
+        if expected.is_some_and(|e| lsn != e) {
+            break;
+        }
+        expected = Some(lsn + 1);
+        if lsn > applied {
+            if lsn != applied + 1 + pending.len() as u64 {
+                return Err(format!("record {lsn} follows the database's last applied record {applied} with a gap"));
+            }
+            pending.push((offset as u64, (lsn, payload.to_vec())));
+        }
+        offset = next;
+    }
+    let last_lsn = expected.map_or(applied, |e| (e - 1).max(applied));
+    // Anything intact and newer than what the database and the sequence hold, anywhere after the end?
+    let mut damage: Option<(u64, u64, u64, u64)> = None;
+    let mut at = offset;
+    while at + HEADER <= bytes.len() {
+        match newer_record_at(bytes, at, last_lsn) {
+            Some((lsn, next)) => {
+                let d = damage.get_or_insert((offset as u64, 0, lsn, lsn));
+                d.1 += 1;
+                d.2 = d.2.min(lsn);
+                d.3 = d.3.max(lsn);
+                at = next;
+            }
+            None => at += 1,
+        }
+    }
+    let torn =
+        if damage.is_none() && !leftovers_only(bytes, offset, last_lsn) { (bytes.len() - offset) as u64 } else { 0 };
+    Ok(Scan { pending: pending.into_iter().collect(), end: offset as u64, last_lsn, torn, damage })
+}
+
+/// An intact record at `offset` with an LSN above `above` (and not absurdly far above: a record takes at
+/// least a header, which keeps random bytes from passing as one before their CRC is even computed).
+fn newer_record_at(bytes: &[u8], offset: usize, above: u64) -> Option<(u64, usize)> {
+    let header = bytes.get(offset..offset + HEADER)?;
+    let lsn = u64::from_le_bytes(header[8..16].try_into().ok()?);
+    let most = above.saturating_add((bytes.len() / HEADER) as u64 + 1);
+    if lsn <= above || lsn > most {
+        return None;
+    }
+    record_at(bytes, offset).map(|(lsn, _, next)| (lsn, next))
+}
+
+/// Whether the bytes from `offset` on are only whole records the database already holds (left over from
+/// before a truncation that a crash undid), so nothing was torn.
+fn leftovers_only(bytes: &[u8], mut offset: usize, last_lsn: u64) -> bool {
+    while offset < bytes.len() {
+        match record_at(bytes, offset) {
+            Some((lsn, _, next)) if lsn <= last_lsn => offset = next,
+            _ => return false,
+        }
+    }
+    true
+}
+
 impl Journal {
     /// Opens (or creates) the journal and returns the records after `applied`, in LSN order: what redb
-    /// lost, to be applied again before anything else is written.
+    /// lost, to be applied again before anything else is written. Intact records after a damaged one are an
+    /// error ([`JournalDamage`] in its text): replaying only those before it would lose acknowledged writes in
+    /// silence. A torn last record (a crash in mid-append) is cut off with a warning.
     pub fn open(dir: &Path, applied: u64) -> io::Result<(Journal, Vec<Record>)> {
-        let path = dir.join("herald.journal");
+        let path = dir.join(FILE);
         let created = !path.exists();
         let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path)?;
         if created {
@@ -50,33 +168,22 @@ impl Journal {
         }
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
-        let mut pending = Vec::new();
-        let mut expected: Option<u64> = None;
-        let mut offset = 0;
-        while let Some((lsn, payload, next)) = record_at(&bytes, offset) {
-            // The first record sets the sequence (it may start at or before `applied`); later ones must
-            // follow it without a hole, or they are leftovers from before a truncation.
-            if expected.is_some_and(|e| lsn != e) {
-                break;
-            }
-            expected = Some(lsn + 1);
-            if lsn > applied {
-                if lsn != applied + 1 + pending.len() as u64 {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!(
-                            "{}: record {lsn} follows the database's last applied record {applied} with a gap",
-                            path.display()
-                        ),
-                    ));
-                }
-                pending.push((lsn, payload.to_vec()));
-            }
-            offset = next;
+        let scan = scan(&bytes, applied)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display())))?;
+        if let Some((offset, following, first_lsn, last_lsn)) = scan.damage {
+            let damage = JournalDamage { path: path.clone(), offset, following, first_lsn, last_lsn };
+            return Err(io::Error::new(io::ErrorKind::InvalidData, damage.to_string()));
         }
-        let last_lsn = applied + pending.len() as u64;
-        let journal = Journal { file, path, len: offset as u64, last_lsn };
-        Ok((journal, pending))
+        if scan.torn > 0 {
+            tracing::warn!(
+                path = %path.display(),
+                offset = scan.end,
+                bytes = scan.torn,
+                "the journal ends in a torn record (a crash in mid-write, never acknowledged): cut off"
+            );
+        }
+        let journal = Journal { file, path, len: scan.end, last_lsn: scan.last_lsn };
+        Ok((journal, scan.pending.into_iter().map(|(_, record)| record).collect()))
     }
 
     /// The LSN the next appended record gets.
@@ -224,6 +331,71 @@ mod tests {
         drop(journal);
         // The journal starts at 6 but the database says 4 was the last applied: 5 is lost.
         assert!(Journal::open(dir.path(), 4).is_err());
+    }
+
+    /// Three records of 100 bytes each (116 with the header) from LSN 1, and the journal's path.
+    fn three_records(dir: &Path) -> PathBuf {
+        let (mut journal, _) = reopen(dir, 0);
+        journal.append(&[vec![1; 100], vec![2; 100], vec![3; 100]]).expect("journal test");
+        journal.path().to_path_buf()
+    }
+
+    #[test]
+    fn intact_records_after_damage_refuse_the_journal() {
+        let dir = tempfile::tempdir().expect("journal test");
+        let path = three_records(dir.path());
+        let mut bytes = std::fs::read(&path).expect("journal test");
+        // One flipped byte in the first record's payload: records 2 and 3 are intact after it.
+        bytes[50] ^= 0x01;
+        std::fs::write(&path, &bytes).expect("journal test");
+        let error = Journal::open(dir.path(), 0).err().expect("damage refused").to_string();
+        assert!(error.contains("damaged at byte 0") && error.contains("2 intact record(s)"), "{error}");
+        assert!(error.contains("LSNs 2 to 3") && error.contains("herald journal truncate"), "{error}");
+        // Nothing was changed: the bytes are as they were.
+        assert_eq!(std::fs::read(&path).expect("journal test"), bytes);
+        // The database already holding all three makes the damage harmless: nothing newer is at stake.
+        let (_, pending) = reopen(dir.path(), 3);
+        assert!(pending.is_empty());
+    }
+
+    #[test]
+    fn damage_to_a_length_or_a_missing_record_is_found_too() {
+        let dir = tempfile::tempdir().expect("journal test");
+        let path = three_records(dir.path());
+        let good = std::fs::read(&path).expect("journal test");
+        // The second record's length made huge: the reader cannot find the third by walking.
+        let mut bytes = good.clone();
+        bytes[116 + 3] = 0x7f;
+        let long = scan(&bytes, 0).expect("scan");
+        assert_eq!(long.pending.len(), 1);
+        assert_eq!(long.damage, Some((116, 1, 3, 3)));
+        // The second record cut out entirely: 3 follows 1 with a hole.
+        let mut holed = good[..116].to_vec();
+        holed.extend_from_slice(&good[232..]);
+        assert_eq!(scan(&holed, 0).expect("scan").damage, Some((116, 1, 3, 3)));
+    }
+
+    #[test]
+    fn a_torn_last_record_is_cut_and_leftovers_are_not_torn() {
+        let dir = tempfile::tempdir().expect("journal test");
+        let path = three_records(dir.path());
+        let good = std::fs::read(&path).expect("journal test");
+        let scan_of = |bytes: &[u8], applied| scan(bytes, applied).expect("scan");
+        let torn = scan_of(&good[..good.len() - 7], 0);
+        assert_eq!((torn.pending.len(), torn.end, torn.torn, torn.damage), (2, 232, 109, None));
+        // A flipped byte in the last record: nothing intact follows, so it counts as torn.
+        let mut flipped = good.clone();
+        flipped[300] ^= 0x20;
+        let last = scan_of(&flipped, 0);
+        assert_eq!((last.pending.len(), last.torn, last.damage), (2, 116, None));
+        // Records the database holds, after a newer one (a truncation a crash undid): neither torn nor damage.
+        let other = tempfile::tempdir().expect("journal test");
+        let (mut newer, _) = reopen(other.path(), 3);
+        newer.append(&[vec![4; 100]]).expect("journal test");
+        let mut leftovers = good.clone();
+        leftovers[..116].copy_from_slice(&std::fs::read(newer.path()).expect("journal test"));
+        let after_truncation = scan_of(&leftovers, 3);
+        assert_eq!((after_truncation.pending.len(), after_truncation.torn, after_truncation.damage), (1, 0, None));
     }
 
     #[test]

@@ -19,8 +19,11 @@ mod keys;
 mod log;
 mod message_codec;
 mod migrate;
+mod repair;
 mod stores;
 mod tables;
 
 pub use db::{EmbeddedDb, Options};
+pub use journal::JournalDamage;
 pub use log::InProcessLog;
+pub use repair::{JournalReport, check_journal, truncate_journal};

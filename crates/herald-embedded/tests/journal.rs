@@ -305,3 +305,104 @@ async fn conversation_writes_come_back_from_the_journal_after_a_crash() {
     without.close().await.expect("close");
     db.close().await.expect("close");
 }
+
+/// The offsets of the records in a journal file (each `len u32 | crc u32 | lsn u64 | payload`).
+fn record_offsets(bytes: &[u8]) -> Vec<usize> {
+    let mut offsets = Vec::new();
+    let mut at = 0;
+    while at + 16 <= bytes.len() {
+        offsets.push(at);
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("four bytes")) as usize;
+        at += 16 + len;
+    }
+    offsets
+}
+
+#[tokio::test]
+async fn a_damaged_journal_with_intact_records_after_the_damage_refuses_to_open_until_an_operator_cuts_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (live, crashed) = (dir.path().join("live"), dir.path().join("crashed"));
+    let db = EmbeddedDb::open_with(&live, options()).expect("open");
+    let w = write_three_commits(&db.stores()).await;
+    crash_copy(&live, &crashed, true);
+    db.close().await.expect("close");
+
+    // One byte flipped in the second of the three records: the first is intact before it, the third after.
+    let journal = crashed.join("herald.journal");
+    let mut bytes = std::fs::read(&journal).expect("journal");
+    let offsets = record_offsets(&bytes);
+    assert_eq!(offsets.len(), 3);
+    bytes[offsets[1] + 20] ^= 0x04;
+    std::fs::write(&journal, &bytes).expect("damage");
+
+    let error = EmbeddedDb::open_with(&crashed, options()).err().expect("a damaged journal is refused").to_string();
+    assert!(error.contains(&journal.display().to_string()), "names the file: {error}");
+    assert!(error.contains(&format!("damaged at byte {}", offsets[1])), "names the offset: {error}");
+    assert!(error.contains("1 intact record(s)"), "says what follows: {error}");
+    assert_eq!(std::fs::read(&journal).expect("journal"), bytes, "refusing changed nothing");
+
+    let report = herald_embedded::check_journal(&crashed).expect("check");
+    assert_eq!(report.replayable, 1);
+    let damage = report.damage.expect("damage reported");
+    assert_eq!((damage.offset, damage.following), (offsets[1] as u64, 1));
+
+    // The operator decides to cut: the first commit comes back, the two after the damage are dropped.
+    let cut = herald_embedded::truncate_journal(&crashed).expect("truncate").expect("there was damage to cut");
+    assert_eq!(cut.damage.map(|d| d.following), Some(1));
+    assert_eq!(std::fs::metadata(&journal).expect("journal").len(), offsets[1] as u64);
+    assert!(herald_embedded::truncate_journal(&crashed).expect("truncate again").is_none(), "nothing more to cut");
+    let recovered = EmbeddedDb::open_with(&crashed, options()).expect("opens once cut");
+    assert_eq!(recovered.replayed_at_open(), 1);
+    assert_eq!(history(&recovered.stores(), w.conversation).await.len(), 2, "the first commit's two messages");
+    recovered.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn a_torn_last_record_is_cut_off_and_the_rest_replayed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (live, crashed) = (dir.path().join("live"), dir.path().join("crashed"));
+    let db = EmbeddedDb::open_with(&live, options()).expect("open");
+    let w = write_three_commits(&db.stores()).await;
+    crash_copy(&live, &crashed, true);
+    db.close().await.expect("close");
+    // The crash came in the middle of the third append (which was never acknowledged).
+    let journal = crashed.join("herald.journal");
+    let len = std::fs::metadata(&journal).expect("journal").len();
+    std::fs::OpenOptions::new().write(true).open(&journal).expect("journal").set_len(len - 5).expect("tear");
+    let recovered = EmbeddedDb::open_with(&crashed, options()).expect("a torn tail is no reason to refuse");
+    assert_eq!(recovered.replayed_at_open(), 2);
+    let bodies: Vec<String> = history(&recovered.stores(), w.conversation).await.into_iter().map(|m| m.body).collect();
+    assert_eq!(bodies, ["message 1", "message 2", "message 3", "message 4", "message 5"], "the edit was torn");
+    recovered.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn a_damaged_feed_snapshot_is_named_and_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (live, crashed) = (dir.path().join("live"), dir.path().join("crashed"));
+    let db: Arc<EmbeddedDb> =
+        EmbeddedDb::open_with(&live, Options { checkpoint_interval: Duration::from_millis(50), ..Options::default() })
+            .expect("open");
+    write_three_commits(&db.stores()).await;
+    let snapshot_in = |dir: &Path| {
+        std::fs::read_dir(dir)
+            .expect("list")
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("herald.feed.")))
+    };
+    let mut waited = Duration::ZERO;
+    while std::fs::metadata(live.join("herald.journal")).expect("journal").len() > 0 || snapshot_in(&live).is_none() {
+        assert!(waited < Duration::from_secs(10), "no checkpoint with a feed snapshot within 10 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        waited += Duration::from_millis(20);
+    }
+    crash_copy(&live, &crashed, true);
+    db.close().await.expect("close");
+    let copy = snapshot_in(&crashed).expect("the copy has the snapshot its database names");
+    let mut bytes = std::fs::read(&copy).expect("snapshot");
+    bytes[6] ^= 0x01;
+    std::fs::write(&copy, &bytes).expect("damage");
+    let error = EmbeddedDb::open_with(&crashed, options()).err().expect("refused").to_string();
+    assert!(error.contains(&copy.display().to_string()) && error.contains("damaged"), "{error}");
+}

@@ -41,10 +41,34 @@ enum Command {
     Bench(herald_server::bench::BenchArgs),
     /// Chat in the terminal: a line-based client (log in, /list, /dm USER, /open N, type to send).
     Chat(chat::ChatArgs),
+    /// Look at or cut the write-ahead journal of a stopped node (see docs/operations.md).
+    Journal {
+        #[command(subcommand)]
+        action: JournalAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum JournalAction {
+    /// Say what the journal holds and whether it is damaged; changes nothing (exit 1 when damaged).
+    Check {
+        /// Data directory [default: ./herald-data]
+        #[arg(long, default_value = "herald-data")]
+        data_dir: PathBuf,
+    },
+    /// Cut a damaged journal at the damage, dropping the records after it, and list what was dropped.
+    Truncate {
+        /// Data directory [default: ./herald-data]
+        #[arg(long, default_value = "herald-data")]
+        data_dir: PathBuf,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Command::Journal { action } = &cli.command {
+        journal(action);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
@@ -54,8 +78,52 @@ fn main() -> anyhow::Result<()> {
             Command::Serve { listen, data_dir, config } => serve(listen, data_dir, config).await,
             Command::Bench(args) => herald_server::bench::run(args).await,
             Command::Chat(args) => chat::run(args).await,
+            Command::Journal { .. } => Ok(()),
         }
     })
+}
+
+/// `herald journal check|truncate`: prints the report and exits (1: damaged and not cut, 2: could not read).
+fn journal(action: &JournalAction) -> ! {
+    let code = match action {
+        JournalAction::Check { data_dir } => match herald_embedded::check_journal(data_dir) {
+            Ok(report) => {
+                println!("{report}");
+                i32::from(report.damage.is_some())
+            }
+            Err(e) => {
+                eprintln!("herald: {e}");
+                2
+            }
+        },
+        JournalAction::Truncate { data_dir } => match herald_embedded::truncate_journal(data_dir) {
+            Ok(None) => {
+                println!("the journal is not damaged: nothing was changed");
+                0
+            }
+            Ok(Some(report)) => {
+                if let Some(d) = &report.damage {
+                    println!(
+                        "cut {} at byte {}: dropped {} byte(s) holding {} intact record(s) (LSNs {} to {}) that \
+                         followed the damage; the {} record(s) before it are replayed at the next start",
+                        d.path.display(),
+                        d.offset,
+                        report.bytes - d.offset,
+                        d.following,
+                        d.first_lsn,
+                        d.last_lsn,
+                        report.replayable
+                    );
+                }
+                0
+            }
+            Err(e) => {
+                eprintln!("herald: {e}");
+                2
+            }
+        },
+    };
+    std::process::exit(code)
 }
 
 async fn serve(listen: Option<SocketAddr>, data_dir: Option<PathBuf>, file: Option<PathBuf>) -> anyhow::Result<()> {
