@@ -43,27 +43,35 @@ struct Node {
     startup_log: Vec<String>,
 }
 
+/// `herald serve` on `dir`'s data directory with the tests' settings plus `extra` (TOML).
+fn serve_command(dir: &std::path::Path, extra: &str) -> Command {
+    let config = dir.join("test.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[auth]\njwt_secret = \"{JWT_SECRET}\"\nargon2_memory_kib = 256\nargon2_iterations = 1\n\
+             [limits]\nsends_per_second = 100000\nsend_burst = 100000\n{extra}"
+        ),
+    )
+    .expect("config");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
+    command
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .env("RUST_LOG", "warn");
+    command
+}
+
 impl Node {
     fn start(dir: &std::path::Path) -> Node {
-        let config = dir.join("test.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[auth]\njwt_secret = \"{JWT_SECRET}\"\nargon2_memory_kib = 256\nargon2_iterations = 1\n\
-                 [limits]\nsends_per_second = 100000\nsend_burst = 100000\n"
-            ),
-        )
-        .expect("config");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-            .arg(&config)
-            .arg("--data-dir")
-            .arg(dir.join("data"))
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn herald");
+        Self::start_with(dir, "")
+    }
+
+    fn start_with(dir: &std::path::Path, extra: &str) -> Node {
+        let mut child =
+            serve_command(dir, extra).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("spawn herald");
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
         let mut startup_log = Vec::new();
@@ -309,4 +317,83 @@ async fn kill_9_then_a_websocket_client_resumes_with_nothing_acked_lost() {
     for (seq, id) in &acked {
         assert!(have.contains(seq), "acked message {id} (seq {seq}) missing after kill -9 and resume");
     }
+}
+
+/// A flipped byte in the journal of a node killed mid-traffic, with acknowledged records after it: the node
+/// refuses to start (naming the file and the offset) instead of serving without them, `herald journal check`
+/// says so, and only an explicit `herald journal truncate` lets it start, with everything before the damage.
+#[tokio::test]
+async fn a_damaged_journal_stops_the_start_until_an_operator_cuts_it() {
+    // No checkpoint during the test: every acknowledged send stays in the journal until the kill.
+    const NO_CHECKPOINT: &str = "[storage]\ncheckpoint_interval_ms = 600000\n";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut node = Node::start_with(dir.path(), NO_CHECKPOINT);
+    let http = reqwest::Client::new();
+    let (alice, _bob, c) = direct_pair(&http, &node.base).await;
+    for n in 0..40 {
+        let ack: serde_json::Value = http
+            .post(format!("{}/api/v1/conversations/{c}/messages", node.base))
+            .bearer_auth(&alice)
+            .json(&json!({"client_msg_id": format!("m{n}"), "body": format!("message {n}")}))
+            .send()
+            .await
+            .expect("send")
+            .json()
+            .await
+            .expect("ack");
+        assert_eq!(ack["seq"].as_u64(), Some(n + 1));
+    }
+    node.kill_9();
+
+    // Flip a byte inside a record in the middle of the journal.
+    let journal = dir.path().join("data").join("herald.journal");
+    let mut bytes = std::fs::read(&journal).expect("journal");
+    let mut offsets = Vec::new();
+    let mut at = 0;
+    while at + 16 <= bytes.len() {
+        offsets.push(at);
+        at += 16 + u32::from_le_bytes(bytes[at..at + 4].try_into().expect("length")) as usize;
+    }
+    assert!(offsets.len() >= 20, "the acknowledged sends are in the journal: {} records", offsets.len());
+    let damaged = offsets[offsets.len() / 2];
+    bytes[damaged + 20] ^= 0x08;
+    std::fs::write(&journal, &bytes).expect("damage the journal");
+
+    let refused = serve_command(dir.path(), NO_CHECKPOINT).output().expect("run herald serve");
+    let said = format!("{}{}", String::from_utf8_lossy(&refused.stdout), String::from_utf8_lossy(&refused.stderr));
+    assert!(!refused.status.success(), "a damaged journal with acked records after it must stop the start: {said}");
+    assert!(said.contains("herald.journal") && said.contains(&format!("damaged at byte {damaged}")), "{said}");
+    assert_eq!(std::fs::read(&journal).expect("journal"), bytes, "refusing changed nothing");
+
+    let journal_command = |action: &str| {
+        Command::new(env!("CARGO_BIN_EXE_herald"))
+            .args(["journal", action, "--data-dir"])
+            .arg(dir.path().join("data"))
+            .output()
+            .expect("run herald journal")
+    };
+    let check = journal_command("check");
+    let report = String::from_utf8_lossy(&check.stdout).to_string();
+    assert_eq!(check.status.code(), Some(1), "{report}");
+    assert!(report.contains("DAMAGED"), "{report}");
+    let cut = journal_command("truncate");
+    let dropped = String::from_utf8_lossy(&cut.stdout).to_string();
+    assert!(cut.status.success() && dropped.contains(&format!("at byte {damaged}")), "{dropped}");
+    assert_eq!(journal_command("check").status.code(), Some(0), "nothing damaged is left");
+
+    // It starts, with the messages before the damage, dense from 1, and goes on from there.
+    let node = Node::start_with(dir.path(), NO_CHECKPOINT);
+    let page: serde_json::Value = http
+        .get(format!("{}/api/v1/conversations/{c}/messages?from=1&limit=100", node.base))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .expect("history")
+        .json()
+        .await
+        .expect("json");
+    let seqs: Vec<u64> =
+        page["messages"].as_array().expect("messages").iter().map(|m| m["seq"].as_u64().expect("seq")).collect();
+    assert!(!seqs.is_empty() && seqs.len() < 40, "the records before the damage only: {seqs:?}");
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
 }
