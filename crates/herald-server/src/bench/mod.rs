@@ -3,6 +3,7 @@
 //! otherwise. By default each run starts its own server as a child process (so its memory and CPU can be
 //! read from /proc), or targets `--server URL`.
 
+mod calibration;
 mod chart;
 mod client;
 mod direct;
@@ -66,8 +67,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if let Scenario::Hold(a) = &args.scenario {
         return idle::hold(a).await;
     }
+    let calibration = calibration::Calibration::measure();
+    println!("{}", calibration.line());
     let target = node::Target::start(args.server.as_deref()).await?;
-    let (report, chart): (serde_json::Value, Option<String>) = match &args.scenario {
+    let (mut report, chart): (serde_json::Value, Option<String>) = match &args.scenario {
         Scenario::Sends(a) => {
             let r = sends::run(&target, a).await?;
             println!("{}", r.table());
@@ -110,6 +113,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             (serde_json::to_value(&r)?, Some(r.chart()))
         }
     };
+    if let Some(fields) = report.as_object_mut() {
+        fields.insert("calibration".into(), serde_json::to_value(&calibration)?);
+    }
     if let (Some(path), Some(svg)) = (&args.chart, chart) {
         std::fs::write(path, svg)?;
     }
