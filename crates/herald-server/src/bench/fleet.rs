@@ -18,10 +18,26 @@ use std::sync::{Arc, Mutex};
 
 /// How often a sender wakes to send what is due.
 const TICK_MS: u64 = 10;
+/// How often a member that only listens says it is still there.
+const KEEP_ALIVE: Duration = Duration::from_secs(240);
 use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
+
+/// The traffic of `groups` and `soak`: rooms of members, each member on its own connection, and one sender
+/// per room.
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct Traffic {
+    #[arg(long, default_value_t = 20)]
+    pub rooms: usize,
+    /// Members per room, each with its own connection.
+    #[arg(long, default_value_t = 50)]
+    pub members: usize,
+    /// Messages per second, all rooms together.
+    #[arg(long, default_value_t = 1000)]
+    pub rate: u64,
+}
 
 /// What one member's reader has seen.
 struct Seen {
@@ -139,6 +155,8 @@ impl Fleet {
             let room = i / members;
             if i % members < senders_per_room {
                 fleet.senders.push(Sender { room, sink, sent: 0 });
+            } else {
+                tokio::spawn(keep_alive(sink, stop.clone()));
             }
             let seen = Arc::new(Seen {
                 latencies: Mutex::new(histogram()?),
@@ -279,6 +297,22 @@ impl Fleet {
             let _ = sender.sink.close().await;
         }
         Ok(())
+    }
+}
+
+/// A member that only listens still sends a `ping` now and then, as the protocol asks of a client that may stay
+/// silent for the idle timeout (10 minutes): runs longer than that (`soak`) would otherwise lose every listener.
+async fn keep_alive(mut sink: SplitSink<Socket, Message>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + KEEP_ALIVE, KEEP_ALIVE);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if sink.send(Message::text(r#"{"type":"ping","id":"keep-alive"}"#)).await.is_err() {
+                    return;
+                }
+            }
+            () = stop.cancelled() => return,
+        }
     }
 }
 

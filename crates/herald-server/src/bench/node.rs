@@ -86,10 +86,20 @@ impl Target {
         Some(ticks as f64 / 100.0)
     }
 
-    pub async fn stop(self) {
-        if let Some((mut child, _dir)) = self.child {
+    pub async fn stop(mut self) {
+        if let Some((mut child, _dir)) = self.child.take() {
             let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
             let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+        }
+    }
+}
+
+/// A run that fails (a lost delivery, a closed connection) never reaches `stop`: its server must not outlive it.
+impl Drop for Target {
+    fn drop(&mut self) {
+        if let Some((child, _dir)) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 }
