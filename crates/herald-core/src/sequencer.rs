@@ -192,30 +192,16 @@ impl Sequencer {
     /// What the partitions' caches hold, all partitions together.
     pub async fn footprints(&self) -> Vec<Footprint> {
         let partitions = self.partitions.len();
-        let mut last_seq = Footprint {
-            structure: "sequencer_last_seq",
+        let empty = |structure, bound_per_partition: usize| Footprint {
+            structure,
             entries: 0,
             bytes: 0,
-            bound: MAX_CACHED_CONVERSATIONS * partitions,
+            bound: bound_per_partition * partitions,
         };
-        let mut members = Footprint {
-            structure: "sequencer_members",
-            entries: 0,
-            bytes: 0,
-            bound: MAX_CACHED_CONVERSATIONS * partitions,
-        };
-        let mut member_ids = Footprint {
-            structure: "sequencer_member_ids",
-            entries: 0,
-            bytes: 0,
-            bound: MAX_CACHED_MEMBER_IDS * partitions,
-        };
-        let mut announced = Footprint {
-            structure: "sequencer_receipts",
-            entries: 0,
-            bytes: 0,
-            bound: MAX_CACHED_CONVERSATIONS * partitions,
-        };
+        let mut last_seq = empty("sequencer_last_seq", MAX_CACHED_CONVERSATIONS);
+        let mut members = empty("sequencer_members", MAX_CACHED_CONVERSATIONS);
+        let mut member_ids = empty("sequencer_member_ids", MAX_CACHED_MEMBER_IDS);
+        let mut announced = empty("sequencer_receipts", MAX_CACHED_CONVERSATIONS);
         for partition in &self.partitions {
             let state = partition.lock().await;
             last_seq.entries += state.last_seq.len();

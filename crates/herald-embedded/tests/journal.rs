@@ -306,6 +306,16 @@ async fn conversation_writes_come_back_from_the_journal_after_a_crash() {
     db.close().await.expect("close");
 }
 
+/// Three acknowledged commits, then what a crash leaves of them in `dir/crashed` (the live database closed).
+async fn crashed_after_three_commits(dir: &Path) -> (std::path::PathBuf, Written) {
+    let (live, crashed) = (dir.join("live"), dir.join("crashed"));
+    let db = EmbeddedDb::open_with(&live, options()).expect("open");
+    let written = write_three_commits(&db.stores()).await;
+    crash_copy(&live, &crashed, true);
+    db.close().await.expect("close");
+    (crashed, written)
+}
+
 /// The offsets of the records in a journal file (each `len u32 | crc u32 | lsn u64 | payload`).
 fn record_offsets(bytes: &[u8]) -> Vec<usize> {
     let mut offsets = Vec::new();
@@ -321,11 +331,7 @@ fn record_offsets(bytes: &[u8]) -> Vec<usize> {
 #[tokio::test]
 async fn a_damaged_journal_with_intact_records_after_the_damage_refuses_to_open_until_an_operator_cuts_it() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (live, crashed) = (dir.path().join("live"), dir.path().join("crashed"));
-    let db = EmbeddedDb::open_with(&live, options()).expect("open");
-    let w = write_three_commits(&db.stores()).await;
-    crash_copy(&live, &crashed, true);
-    db.close().await.expect("close");
+    let (crashed, w) = crashed_after_three_commits(dir.path()).await;
 
     // One byte flipped in the second of the three records: the first is intact before it, the third after.
     let journal = crashed.join("herald.journal");
@@ -360,11 +366,7 @@ async fn a_damaged_journal_with_intact_records_after_the_damage_refuses_to_open_
 #[tokio::test]
 async fn a_torn_last_record_is_cut_off_and_the_rest_replayed() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (live, crashed) = (dir.path().join("live"), dir.path().join("crashed"));
-    let db = EmbeddedDb::open_with(&live, options()).expect("open");
-    let w = write_three_commits(&db.stores()).await;
-    crash_copy(&live, &crashed, true);
-    db.close().await.expect("close");
+    let (crashed, w) = crashed_after_three_commits(dir.path()).await;
     // The crash came in the middle of the third append (which was never acknowledged).
     let journal = crashed.join("herald.journal");
     let len = std::fs::metadata(&journal).expect("journal").len();

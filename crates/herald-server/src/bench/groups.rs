@@ -1,19 +1,13 @@
 //! `groups`: R rooms of M members, everyone connected over WebSockets, one sender per room at a combined
 //! target rate: deliveries per second and send-to-receive latency, every delivery checked.
 
-use super::fleet::{Fleet, Phase};
+use super::fleet::{Fleet, Phase, Traffic};
 use super::node::Target;
 
 #[derive(clap::Args, Debug)]
 pub struct GroupsArgs {
-    #[arg(long, default_value_t = 20)]
-    pub rooms: usize,
-    /// Members per room, each with its own connection.
-    #[arg(long, default_value_t = 50)]
-    pub members: usize,
-    /// Messages per second, all rooms together.
-    #[arg(long, default_value_t = 1000)]
-    pub rate: u64,
+    #[command(flatten)]
+    pub traffic: Traffic,
     /// Seconds to send for.
     #[arg(long, default_value_t = 10)]
     pub duration: u64,
@@ -49,11 +43,12 @@ impl GroupsReport {
 }
 
 pub async fn run(target: &Target, args: &GroupsArgs) -> anyhow::Result<GroupsReport> {
-    let mut fleet = Fleet::assemble(target, args.rooms, args.members, 1).await?;
-    eprintln!("sending {} msg/s for {} s ...", args.rate, args.duration);
-    let phase = fleet.phase(target, args.rate, args.duration).await?;
+    let Traffic { rooms, members, rate } = args.traffic;
+    let mut fleet = Fleet::assemble(target, rooms, members, 1).await?;
+    eprintln!("sending {rate} msg/s for {} s ...", args.duration);
+    let phase = fleet.phase(target, rate, args.duration).await?;
     fleet.finish().await?;
-    Ok(GroupsReport { rooms: args.rooms, members: args.members, phase })
+    Ok(GroupsReport { rooms, members, phase })
 }
 
 /// One row per phase.

@@ -1,21 +1,15 @@
 //! `soak`: groups traffic for a set time, sampled every interval: the server's resident memory and open
 //! descriptors beside deliveries per second and latency, so a leak shows as a slope after the warm-up.
 
-use super::fleet::Fleet;
+use super::fleet::{Fleet, Traffic};
 use super::node::Target;
 use anyhow::bail;
 use std::time::Instant;
 
 #[derive(clap::Args, Debug)]
 pub struct SoakArgs {
-    #[arg(long, default_value_t = 20)]
-    pub rooms: usize,
-    /// Members per room, each with its own connection.
-    #[arg(long, default_value_t = 50)]
-    pub members: usize,
-    /// Messages per second, all rooms together.
-    #[arg(long, default_value_t = 1000)]
-    pub rate: u64,
+    #[command(flatten)]
+    pub traffic: Traffic,
     /// Seconds to send for.
     #[arg(long, default_value_t = 1800)]
     pub duration: u64,
@@ -105,15 +99,16 @@ pub async fn run(target: &Target, args: &SoakArgs) -> anyhow::Result<SoakReport>
     if args.interval == 0 || args.duration < args.interval {
         bail!("need --interval >= 1 and --duration >= --interval");
     }
-    let mut fleet = Fleet::assemble(target, args.rooms, args.members, 1).await?;
+    let Traffic { rooms, members, rate } = args.traffic;
+    let mut fleet = Fleet::assemble(target, rooms, members, 1).await?;
     let mb = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
     let rss_mb_connected = target.rss_bytes().map(mb);
     let intervals = args.duration.div_ceil(args.interval);
-    eprintln!("sending {} msg/s for {} s, sampling every {} s ...", args.rate, args.duration, args.interval);
+    eprintln!("sending {rate} msg/s for {} s, sampling every {} s ...", args.duration, args.interval);
     let started = Instant::now();
     let mut samples = Vec::with_capacity(intervals as usize);
     for _ in 0..intervals {
-        let phase = fleet.phase(target, args.rate, args.interval).await?;
+        let phase = fleet.phase(target, rate, args.interval).await?;
         let sample = Sample {
             minute: started.elapsed().as_secs_f64() / 60.0,
             deliveries: phase.deliveries,
@@ -135,5 +130,5 @@ pub async fn run(target: &Target, args: &SoakArgs) -> anyhow::Result<SoakReport>
         samples.push(sample);
     }
     fleet.finish().await?;
-    Ok(SoakReport { rooms: args.rooms, members: args.members, rate: args.rate, rss_mb_connected, samples })
+    Ok(SoakReport { rooms, members, rate, rss_mb_connected, samples })
 }
