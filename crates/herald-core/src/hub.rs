@@ -2,9 +2,10 @@
 //! typing indicators and presence. In a cluster the registry part moves to Redis (user -> nodes) and
 //! deliveries cross nodes; the per-node part stays as it is.
 //!
-//! Every connection has a bounded outbox. A connection whose outbox is full is kicked instead of being
-//! allowed to grow memory or slow the sender: it reconnects and resumes from its feed position, losing
-//! nothing.
+//! Every connection has a bounded outbox. A connection whose outbox is full of feed events is kicked instead
+//! of being allowed to grow memory or slow the sender: it reconnects and resumes from its feed position,
+//! losing nothing. Typing and presence frames never kick: they are dropped once an outbox is half full (a
+//! presence storm in a big group must not disconnect the group).
 
 use crate::auth::Principal;
 use crate::cache::TtlCache;
@@ -92,6 +93,8 @@ pub struct Hub {
     members: TtlCache<ConversationId, Arc<Vec<UserId>>>,
     /// Looked up once: fan-out may touch it for every delivery.
     slow: metrics::Counter,
+    /// Typing and presence frames dropped because a connection's outbox was half full.
+    ephemeral_dropped: metrics::Counter,
     /// Zero of [`Hub::now_ms`], the clock of the connections' alarms.
     epoch: Instant,
     this: Weak<Hub>,
@@ -137,6 +140,7 @@ impl Hub {
                 |list| list.capacity() * size_of::<UserId>(),
             ),
             slow: metrics::counter!("websocket_slow_consumer_disconnects_total"),
+            ephemeral_dropped: metrics::counter!("websocket_ephemeral_dropped_total"),
             epoch: Instant::now(),
             this: this.clone(),
         })
@@ -251,13 +255,22 @@ impl Hub {
     }
 
     /// Sends `item` to every connection of `users`. A connection whose queue is full is kicked.
+    /// Offers an ephemeral frame (typing, presence) to the users' connections: dropped, never kicking, where
+    /// an outbox is half full (see [`Outbox::offer`]).
     fn send_to(&self, users: impl IntoIterator<Item = UserId>, item: impl Fn() -> Outgoing) {
         let connections = lock(&self.connections);
+        let mut dropped = 0;
         for user in users {
             let Some(list) = connections.get(&user) else { continue };
             for c in list {
-                self.push(c, item());
+                if !c.outbox.offer(item()) {
+                    dropped += 1;
+                }
             }
+        }
+        drop(connections);
+        if dropped > 0 {
+            self.ephemeral_dropped.increment(dropped);
         }
     }
 

@@ -116,6 +116,27 @@ impl<T> Outbox<T> {
         Ok(())
     }
 
+    /// Queues an ephemeral item (typing, presence) while the outbox is less than half full, and drops it
+    /// otherwise; returns whether it went in. Never kicks: a connection that falls behind loses indicators the
+    /// next change or a `presence_query` brings back, not its life. The second half of the outbox is left to
+    /// the durable feed events, the only ones that count towards the slow-consumer limit.
+    pub fn offer(&self, item: T) -> bool {
+        if self.is_kicked() {
+            return false;
+        }
+        let mut queue = self.lock();
+        if queue.items.len() >= self.depth / 2 {
+            return false;
+        }
+        queue.items.push_back(item);
+        let waker = queue.waker.take();
+        drop(queue);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        true
+    }
+
     /// Tells the connection to go; returns whether this call did it (the first reason wins).
     pub fn kick(&self, why: Kick) -> bool {
         let done = self.kicked.compare_exchange(0, why as u8, Ordering::AcqRel, Ordering::Acquire).is_ok();
@@ -214,6 +235,25 @@ mod tests {
         let mut got = Vec::new();
         assert!(!outbox.recv_many(&mut got, 10).await, "a kicked outbox reports it");
         assert!(got.is_empty());
+    }
+
+    #[tokio::test]
+    async fn ephemeral_items_are_dropped_past_half_and_never_kick() {
+        let outbox = Outbox::new(4);
+        assert!(outbox.offer(1));
+        assert!(outbox.offer(2));
+        assert!(!outbox.offer(3), "half full: an ephemeral item is dropped");
+        assert!(!outbox.is_kicked(), "dropping never kicks");
+        assert_eq!(outbox.push(10), Ok(()), "the second half is the durable events'");
+        assert_eq!(outbox.push(11), Ok(()));
+        assert_eq!(outbox.push(12), Err(PushError::Full { newly_kicked: true }), "durable events still kick when full");
+        assert!(!outbox.offer(4));
+        let fresh = Outbox::new(4);
+        assert!(fresh.offer(1) && fresh.offer(2));
+        let mut got = Vec::new();
+        assert!(fresh.recv_many(&mut got, 10).await);
+        assert_eq!(got, [1, 2]);
+        assert!(fresh.offer(3), "room again once the reader caught up");
     }
 
     #[tokio::test]
