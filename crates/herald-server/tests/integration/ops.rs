@@ -55,23 +55,49 @@ fn example_config_is_in_sync() {
 #[test]
 fn a_bad_setting_stops_start_up_with_a_message_naming_it() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let run = |env: (&str, &str)| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(dir.path())
-            .env(env.0, env.1)
-            .output()
-            .expect("run herald")
+    let serve = |env: (&str, &str), config: Option<&std::path::Path>| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_herald"));
+        command.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"]).arg(dir.path()).env(env.0, env.1);
+        if let Some(config) = config {
+            command.arg("--config").arg(config);
+        }
+        command
     };
-    let out = run(("HERALD_LOG__PARTITIONS", "0"));
+    let out = serve(("HERALD_LOG__PARTITIONS", "0"), None).output().expect("run herald");
     assert_eq!(out.status.code(), Some(2));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("log.partitions"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = run(("HERALD_SERVER__NO_SUCH_THING", "1"));
+    // A typo in the file is the operator's and stops the start.
+    let file = dir.path().join("typo.toml");
+    std::fs::write(&file, "[server]\nno_such_thing = 1\n").expect("config");
+    let out = serve(("RUST_LOG", "warn"), Some(&file)).output().expect("run herald");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no_such_thing"), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(!dir.path().join("herald.redb").exists(), "nothing opened before validation");
+
+    // The environment is shared with other tools: a HERALD_ variable that names no setting is skipped with a
+    // warning, and the node starts.
+    let mut child = serve(("HERALD_RELEASE", "2026.12"), None)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn herald");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut before_listening = Vec::new();
+    for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+        let line = line.expect("read stdout");
+        if line.contains("herald listening on") {
+            break;
+        }
+        before_listening.push(line);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        before_listening.iter().any(|l| l.contains("HERALD_RELEASE") && l.contains("names no Herald setting")),
+        "{before_listening:?}"
+    );
 }
