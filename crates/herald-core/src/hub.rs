@@ -254,7 +254,6 @@ impl Hub {
         lock(&self.connections).values().map(Vec::len).sum()
     }
 
-    /// Sends `item` to every connection of `users`. A connection whose queue is full is kicked.
     /// Offers an ephemeral frame (typing, presence) to the users' connections: dropped, never kicking, where
     /// an outbox is half full (see [`Outbox::offer`]).
     fn send_to(&self, users: impl IntoIterator<Item = UserId>, item: impl Fn() -> Outgoing) {

@@ -72,8 +72,8 @@ impl std::fmt::Display for JournalDamage {
 /// What reading a journal found.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Scan {
-    /// The records after the database's applied LSN, in order, each with its offset.
-    pub pending: Vec<(u64, Record)>,
+    /// The records after the database's applied LSN, in order.
+    pub pending: Vec<Record>,
     /// Where the intact sequence ends.
     pub end: u64,
     /// The LSN of the last intact record (or the applied LSN, if greater).
@@ -82,14 +82,14 @@ pub(crate) struct Scan {
     /// mid-append (never acknowledged), cut off at the next append.
     pub torn: u64,
     /// Intact records after damage, if any: the journal cannot be used as it is.
-    pub damage: Option<(u64, u64, u64, u64)>,
+    pub damage: Option<JournalDamage>,
 }
 
 /// Reads the journal's bytes: the intact sequence of records from the start, then what lies after it.
 /// After the last record of the sequence may come (a) nothing, (b) leftovers of records from before the
 /// last truncation (older LSNs, which the database holds), (c) a record torn by a crash, or (d) damage
 /// with newer intact records after it: acknowledged writes that replaying only the sequence would lose.
-pub(crate) fn scan(bytes: &[u8], applied: u64) -> Result<Scan, String> {
+pub(crate) fn scan(path: &Path, bytes: &[u8], applied: u64) -> Result<Scan, String> {
     let mut pending = Vec::new();
     let mut expected: Option<u64> = None;
     let mut offset = 0;
@@ -104,21 +104,27 @@ pub(crate) fn scan(bytes: &[u8], applied: u64) -> Result<Scan, String> {
             if lsn != applied + 1 + pending.len() as u64 {
                 return Err(format!("record {lsn} follows the database's last applied record {applied} with a gap"));
             }
-            pending.push((offset as u64, (lsn, payload.to_vec())));
+            pending.push((lsn, payload.to_vec()));
         }
         offset = next;
     }
     let last_lsn = expected.map_or(applied, |e| (e - 1).max(applied));
     // Anything intact and newer than what the database and the sequence hold, anywhere after the end?
-    let mut damage: Option<(u64, u64, u64, u64)> = None;
+    let mut damage: Option<JournalDamage> = None;
     let mut at = offset;
     while at + HEADER <= bytes.len() {
         match newer_record_at(bytes, at, last_lsn) {
             Some((lsn, next)) => {
-                let d = damage.get_or_insert((offset as u64, 0, lsn, lsn));
-                d.1 += 1;
-                d.2 = d.2.min(lsn);
-                d.3 = d.3.max(lsn);
+                let d = damage.get_or_insert_with(|| JournalDamage {
+                    path: path.to_path_buf(),
+                    offset: offset as u64,
+                    following: 0,
+                    first_lsn: lsn,
+                    last_lsn: lsn,
+                });
+                d.following += 1;
+                d.first_lsn = d.first_lsn.min(lsn);
+                d.last_lsn = d.last_lsn.max(lsn);
                 at = next;
             }
             None => at += 1,
@@ -126,7 +132,7 @@ pub(crate) fn scan(bytes: &[u8], applied: u64) -> Result<Scan, String> {
     }
     let torn =
         if damage.is_none() && !leftovers_only(bytes, offset, last_lsn) { (bytes.len() - offset) as u64 } else { 0 };
-    Ok(Scan { pending: pending.into_iter().collect(), end: offset as u64, last_lsn, torn, damage })
+    Ok(Scan { pending, end: offset as u64, last_lsn, torn, damage })
 }
 
 /// An intact record at `offset` with an LSN above `above` (and not absurdly far above: a record takes at
@@ -168,10 +174,9 @@ impl Journal {
         }
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
-        let scan = scan(&bytes, applied)
+        let scan = scan(&path, &bytes, applied)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display())))?;
-        if let Some((offset, following, first_lsn, last_lsn)) = scan.damage {
-            let damage = JournalDamage { path: path.clone(), offset, following, first_lsn, last_lsn };
+        if let Some(damage) = scan.damage {
             return Err(io::Error::new(io::ErrorKind::InvalidData, damage.to_string()));
         }
         if scan.torn > 0 {
@@ -183,7 +188,7 @@ impl Journal {
             );
         }
         let journal = Journal { file, path, len: scan.end, last_lsn: scan.last_lsn };
-        Ok((journal, scan.pending.into_iter().map(|(_, record)| record).collect()))
+        Ok((journal, scan.pending))
     }
 
     /// The LSN the next appended record gets.
@@ -366,13 +371,14 @@ mod tests {
         // The second record's length made huge: the reader cannot find the third by walking.
         let mut bytes = good.clone();
         bytes[116 + 3] = 0x7f;
-        let long = scan(&bytes, 0).expect("scan");
+        let found = |scan: Scan| scan.damage.map(|d| (d.offset, d.following, d.first_lsn, d.last_lsn));
+        let long = scan(&path, &bytes, 0).expect("scan");
         assert_eq!(long.pending.len(), 1);
-        assert_eq!(long.damage, Some((116, 1, 3, 3)));
+        assert_eq!(found(long), Some((116, 1, 3, 3)));
         // The second record cut out entirely: 3 follows 1 with a hole.
         let mut holed = good[..116].to_vec();
         holed.extend_from_slice(&good[232..]);
-        assert_eq!(scan(&holed, 0).expect("scan").damage, Some((116, 1, 3, 3)));
+        assert_eq!(found(scan(&path, &holed, 0).expect("scan")), Some((116, 1, 3, 3)));
     }
 
     #[test]
@@ -380,7 +386,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("journal test");
         let path = three_records(dir.path());
         let good = std::fs::read(&path).expect("journal test");
-        let scan_of = |bytes: &[u8], applied| scan(bytes, applied).expect("scan");
+        let scan_of = |bytes: &[u8], applied| scan(&path, bytes, applied).expect("scan");
         let torn = scan_of(&good[..good.len() - 7], 0);
         assert_eq!((torn.pending.len(), torn.end, torn.torn, torn.damage), (2, 232, 109, None));
         // A flipped byte in the last record: nothing intact follows, so it counts as torn.

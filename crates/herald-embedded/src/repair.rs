@@ -56,21 +56,14 @@ pub fn check_journal(dir: &Path) -> Result<JournalReport, String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => return Err(format!("read {}: {e}", path.display())),
     };
-    let scan = journal::scan(&bytes, applied).map_err(|e| format!("{}: {e}", path.display()))?;
-    let damage = scan.damage.map(|(offset, following, first_lsn, last_lsn)| JournalDamage {
-        path: path.clone(),
-        offset,
-        following,
-        first_lsn,
-        last_lsn,
-    });
+    let scan = journal::scan(&path, &bytes, applied).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(JournalReport {
         path,
         bytes: bytes.len() as u64,
         applied,
         replayable: scan.pending.len() as u64,
         torn: scan.torn,
-        damage,
+        damage: scan.damage,
     })
 }
 
