@@ -261,9 +261,12 @@ impl Config {
                 _ => out.push(prefix.to_owned()),
             }
         }
+        // Every optional setting given a value, so that none is left out of the serialised form.
+        let mut every = Config::default();
+        every.auth.jwt_secret = Some(String::new());
         let mut paths = Vec::new();
-        if let Ok(defaults) = serde_json::to_value(Config::default()) {
-            walk("", &defaults, &mut paths);
+        if let Ok(every) = serde_json::to_value(every) {
+            walk("", &every, &mut paths);
         }
         paths
     }
@@ -428,11 +431,13 @@ mod tests {
             ("herald_gateway__queue_depth", "7"),
             ("HERALD_GATEWAY__QUEUE_DEPTH", "512"),
             ("HERALD_MEDIA__STORAGE__KIND", "local"),
+            ("HERALD_AUTH__JWT_SECRET", "a secret of at least thirty-two bytes"),
         ]);
         let c = Config::load(None, shared.clone()).expect("an unrelated HERALD_ variable does not stop the start");
         assert_eq!(c.gateway.queue_depth, 512);
         let (kept, ignored) = settings_in(shared);
-        assert_eq!(kept.len(), 2, "{kept:?}");
+        assert_eq!(kept.len(), 3, "{kept:?}");
+        assert_eq!(c.auth.jwt_secret.as_deref(), Some("a secret of at least thirty-two bytes"), "an optional setting");
         assert_eq!(ignored, ["HERALD_LIMITS__NOPE", "HERALD_RELEASE", "HERALD_SERVER"]);
         let err = Config::load(None, env(&[("HERALD_SERVER__LISTEN", "not-an-address")])).expect_err("bad value");
         assert!(err.to_string().contains("listen") || err.to_string().contains("address"), "{err}");
