@@ -40,6 +40,9 @@ pub struct HubConfig {
     pub typing_ttl: Duration,
     /// A user's repeated "typing" in one conversation is forwarded at most once per this interval.
     pub typing_interval: Duration,
+    /// Presence changes are announced to the members of a user's conversations up to this size: one change
+    /// costs at most this many recipients per conversation, not the size of every group the user is in.
+    pub presence_fanout_max_members: usize,
 }
 
 impl Default for HubConfig {
@@ -49,6 +52,7 @@ impl Default for HubConfig {
             presence_coalesce: Duration::from_secs(1),
             typing_ttl: Duration::from_secs(6),
             typing_interval: Duration::from_secs(2),
+            presence_fanout_max_members: 100,
         }
     }
 }
@@ -88,7 +92,8 @@ pub struct Hub {
     connections: Mutex<HashMap<UserId, Vec<Connection>>>,
     presence: Mutex<HashMap<UserId, Presence>>,
     typing: Mutex<HashMap<(UserId, ConversationId), (Instant, bool)>>,
-    /// Users who share a conversation with a user: who may see its presence.
+    /// Who hears a user's presence changes: the members of its conversations up to
+    /// [`HubConfig::presence_fanout_max_members`].
     contacts: TtlCache<UserId, Arc<HashSet<UserId>>>,
     members: TtlCache<ConversationId, Arc<Vec<UserId>>>,
     /// Looked up once: fan-out may touch it for every delivery.
@@ -372,11 +377,23 @@ impl Hub {
         });
     }
 
-    /// The presence of those of `users` who share a conversation with `asker` (the others are left out).
+    /// The presence of those of `users` who share a conversation with `asker`, of any size (the others are
+    /// left out): how a member of a big group, which announces nothing, learns who is there.
     pub async fn presence_of(&self, asker: UserId, users: &[UserId]) -> CoreResult<Vec<PresenceInfo>> {
-        let contacts = self.contacts_of(asker).await?;
+        let mut unseen: HashSet<UserId> = users.iter().copied().filter(|u| *u != asker).collect();
+        let mut visible = HashSet::new();
+        for (conversation, _) in self.stores.conversations.memberships(asker).await? {
+            if unseen.is_empty() {
+                break;
+            }
+            for member in self.members_of(conversation).await?.iter() {
+                if unseen.remove(member) {
+                    visible.insert(*member);
+                }
+            }
+        }
         let presence = lock(&self.presence);
-        Ok(users.iter().filter(|u| contacts.contains(u)).map(|u| info_of(*u, presence.get(u))).collect())
+        Ok(users.iter().filter(|u| visible.contains(u)).map(|u| info_of(*u, presence.get(u))).collect())
     }
 
     /// Forwards a typing change to the other members' connections, coalescing repeats.
@@ -427,7 +444,10 @@ impl Hub {
         }
         let mut contacts = HashSet::new();
         for (conversation, _) in self.stores.conversations.memberships(user).await? {
-            contacts.extend(self.members_of(conversation).await?.iter().copied());
+            let members = self.members_of(conversation).await?;
+            if members.len() <= self.config.presence_fanout_max_members {
+                contacts.extend(members.iter().copied());
+            }
         }
         contacts.remove(&user);
         let contacts = Arc::new(contacts);

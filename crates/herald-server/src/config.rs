@@ -144,6 +144,9 @@ pub struct GatewayConfig {
     pub typing_ttl_ms: u64,
     /// Receipts reach every member only in conversations up to this size (else only the reader's devices).
     pub receipt_fanout_max_members: usize,
+    /// A user's presence changes are announced to the members of its conversations up to this size (direct
+    /// ones always); members of bigger groups ask with `presence_query`.
+    pub presence_fanout_max_members: usize,
 }
 
 impl Default for GatewayConfig {
@@ -162,6 +165,7 @@ impl Default for GatewayConfig {
             presence_coalesce_ms: 1000,
             typing_ttl_ms: 6000,
             receipt_fanout_max_members: 100,
+            presence_fanout_max_members: 100,
         }
     }
 }
@@ -325,6 +329,7 @@ impl Config {
         check(w.max_frame_bytes >= 1024, "gateway.max_frame_bytes", "must be at least 1024")?;
         check(w.presence_coalesce_ms >= 1, "gateway.presence_coalesce_ms", "must be at least 1")?;
         check(w.typing_ttl_ms >= 100, "gateway.typing_ttl_ms", "must be at least 100")?;
+        check(w.presence_fanout_max_members >= 2, "gateway.presence_fanout_max_members", "must be at least 2")?;
         // A connection with its in-flight limit reached stops reading (and so stops seeing pongs) until a
         // request completes; a request may take up to the apply timeout.
         check(
@@ -370,6 +375,7 @@ impl Config {
             presence_coalesce: Duration::from_millis(w.presence_coalesce_ms),
             typing_ttl: Duration::from_millis(w.typing_ttl_ms),
             typing_interval: Duration::from_millis(w.typing_ttl_ms / 3),
+            presence_fanout_max_members: w.presence_fanout_max_members,
         }
     }
 

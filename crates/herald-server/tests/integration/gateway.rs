@@ -126,6 +126,56 @@ async fn typing_and_presence_reach_exactly_the_right_users() {
     assert_eq!(answer["users"], json!([{"user_id": alice.id(), "status": "online"}]));
 }
 
+/// Presence is announced within direct conversations and groups up to `gateway.presence_fanout_max_members`;
+/// members of bigger groups are not told of every arrival (a storm in a big group), they ask.
+#[tokio::test]
+async fn presence_is_announced_in_small_conversations_and_asked_for_in_big_ones() {
+    let app = spawn_app_with(|c| {
+        c.gateway.presence_coalesce_ms = 50;
+        c.gateway.presence_fanout_max_members = 3;
+    })
+    .await;
+    let (alice, bob, carol, dave) = (
+        app.register("alice").await,
+        app.register("bob").await,
+        app.register("carol").await,
+        app.register("dave").await,
+    );
+    app.group(&alice, &[&bob, &carol, &dave]).await;
+    let (mut a, _) = Ws::connect_synced(&app, &alice, 0).await;
+    let (mut c, _) = Ws::connect_synced(&app, &carol, 0).await;
+    // Carol and Alice share only the four-member group: over the limit, so neither is told of the other.
+    let (_b, _) = Ws::connect_synced(&app, &bob, 0).await;
+    a.assert_none("presence", Duration::from_millis(300)).await;
+    c.assert_none("presence", Duration::from_millis(10)).await;
+
+    // Asking works for anyone who shares a conversation, of any size; Dave never connected.
+    a.send(json!({"type": "presence_query", "id": "q", "user_ids": [bob.id(), carol.id(), dave.id()]})).await;
+    let answer = a.expect("presence").await;
+    assert_eq!(answer["id"], "q");
+    let statuses: Vec<(Value, Value)> = answer["users"]
+        .as_array()
+        .expect("users")
+        .iter()
+        .map(|u| (u["user_id"].clone(), u["status"].clone()))
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            (json!(bob.id()), json!("online")),
+            (json!(carol.id()), json!("online")),
+            (json!(dave.id()), json!("offline"))
+        ]
+    );
+
+    // A direct conversation is always announced.
+    app.direct(&dave, &alice).await;
+    let (_d, _) = Ws::connect_synced(&app, &dave, 0).await;
+    let online = a.expect("presence").await;
+    assert_eq!(online["users"][0], json!({"user_id": dave.id(), "status": "online"}));
+    c.assert_none("presence", Duration::from_millis(300)).await;
+}
+
 /// Receipts reach the other members and the reader's other devices; unread counts agree everywhere.
 #[tokio::test]
 async fn receipts_and_unread_counts_agree_across_devices() {
