@@ -104,13 +104,7 @@ impl Waiters {
     /// What the waiting requests hold: one entry per request in flight, which the gateway's and the HTTP
     /// server's own limits bound (`bound` is theirs to state, passed in).
     pub fn footprint(&self, bound: usize) -> crate::footprint::Footprint {
-        let pending = self.lock();
-        crate::footprint::Footprint {
-            structure: "waiting_requests",
-            entries: pending.len(),
-            bytes: crate::footprint::hash_map_bytes(&pending),
-            bound,
-        }
+        crate::footprint::Footprint::of_map("waiting_requests", &self.lock(), bound)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, oneshot::Sender<Result<Applied, CoreError>>>> {

@@ -22,6 +22,13 @@ pub struct Footprint {
     pub bound: usize,
 }
 
+impl Footprint {
+    /// A hash map's footprint: its entries, and its table's bytes (see [`hash_map_bytes`]).
+    pub fn of_map<K, V, S>(structure: &'static str, map: &HashMap<K, V, S>, bound: usize) -> Footprint {
+        Footprint { structure, entries: map.len(), bytes: hash_map_bytes(map), bound }
+    }
+}
+
 /// Sets `memory_entries`, `memory_bytes` and `memory_entries_bound`, labelled by structure.
 pub fn publish(footprints: &[Footprint]) {
     for f in footprints {

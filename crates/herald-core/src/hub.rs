@@ -174,24 +174,8 @@ impl Hub {
                 bound: max_connections,
             }
         };
-        let presence = {
-            let presence = lock(&self.presence);
-            Footprint {
-                structure: "hub_presence",
-                entries: presence.len(),
-                bytes: footprint::hash_map_bytes(&presence),
-                bound: MAX_PRESENCE_ENTRIES,
-            }
-        };
-        let typing = {
-            let typing = lock(&self.typing);
-            Footprint {
-                structure: "hub_typing",
-                entries: typing.len(),
-                bytes: footprint::hash_map_bytes(&typing),
-                bound: MAX_TYPING_ENTRIES,
-            }
-        };
+        let presence = Footprint::of_map("hub_presence", &lock(&self.presence), MAX_PRESENCE_ENTRIES);
+        let typing = Footprint::of_map("hub_typing", &lock(&self.typing), MAX_TYPING_ENTRIES);
         vec![connections, presence, typing, self.contacts.footprint(), self.members.footprint()]
     }
 

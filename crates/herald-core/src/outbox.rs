@@ -101,18 +101,13 @@ impl<T> Outbox<T> {
         if self.is_kicked() {
             return Err(PushError::Full { newly_kicked: false });
         }
-        let mut queue = self.lock();
+        let queue = self.lock();
         if queue.items.len() >= self.depth {
             drop(queue);
             let newly_kicked = self.kick(Kick::TooSlow);
             return Err(PushError::Full { newly_kicked });
         }
-        queue.items.push_back(item);
-        let waker = queue.waker.take();
-        drop(queue);
-        if let Some(waker) = waker {
-            waker.wake();
-        }
+        Self::enqueue(queue, item);
         Ok(())
     }
 
@@ -124,17 +119,22 @@ impl<T> Outbox<T> {
         if self.is_kicked() {
             return false;
         }
-        let mut queue = self.lock();
+        let queue = self.lock();
         if queue.items.len() >= self.depth / 2 {
             return false;
         }
+        Self::enqueue(queue, item);
+        true
+    }
+
+    /// Adds an item that was allowed in and wakes the reader (outside the lock).
+    fn enqueue(mut queue: std::sync::MutexGuard<'_, Queue<T>>, item: T) {
         queue.items.push_back(item);
         let waker = queue.waker.take();
         drop(queue);
         if let Some(waker) = waker {
             waker.wake();
         }
-        true
     }
 
     /// Tells the connection to go; returns whether this call did it (the first reason wins).

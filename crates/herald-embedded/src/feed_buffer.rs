@@ -193,12 +193,7 @@ impl FeedBuffer {
         let state = self.lock();
         let rows: usize = state.buffered.values().map(Vec::capacity).sum();
         [
-            Footprint {
-                structure: "feed_heads",
-                entries: state.heads.len(),
-                bytes: footprint::hash_map_bytes(&state.heads),
-                bound: MAX_HEADS,
-            },
+            Footprint::of_map("feed_heads", &state.heads, MAX_HEADS),
             Footprint {
                 structure: "feed_buffered_rows",
                 entries: state.buffered_rows,
