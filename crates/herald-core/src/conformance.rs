@@ -26,6 +26,7 @@ pub async fn run_all(stores: Stores) {
     users(&stores).await;
     conversations(&stores).await;
     messages(&stores).await;
+    feeds(&stores).await;
     cursors(&stores).await;
     media(&stores).await;
 }
@@ -852,11 +853,151 @@ pub async fn messages(stores: &Stores) {
     assert_eq!(ok(s.last_seq(conversation).await, "last_seq after refusal"), 6, "{refused_update}");
     assert_eq!(ok(forward(1, 100).await, "history after refusals"), stored, "MessageStore::history after refusals");
 
+    // An Insert that would skip a seq is refused: seqs are dense, so a writer that is not at the
+    // conversation's last seq (a second owner during a rebalance) cannot store anything.
+    let mut skipping = message(conversation, 8, sender.id, device.id);
+    skipping.client_msg_id = "client-skipping".into();
+    expect_refused(
+        s.commit(&[MessageWrite::Insert(skipping.clone())]).await,
+        "MessageStore::commit of an Insert that skips a seq (8 while the last is 6)",
+    );
+    expect_refused(
+        s.commit(&[
+            MessageWrite::Insert(seventh.clone()),
+            MessageWrite::Insert(message(conversation, 9, sender.id, device.id)),
+        ])
+        .await,
+        "MessageStore::commit of Inserts with a gap between them (7 and 9)",
+    );
+    assert_eq!(
+        ok(s.message(conversation, 7).await, "message after refusal"),
+        None,
+        "MessageStore::commit refused Inserts with a gap but stored one of them"
+    );
+
     // The store still takes valid commits after refusing some.
     ok(s.commit(&[MessageWrite::Insert(seventh.clone())]).await, "commit after refusals");
     stored.push(seventh);
     assert_eq!(ok(s.last_seq(conversation).await, "last_seq"), 7, "MessageStore::commit after refusals: last_seq");
     assert_eq!(ok(forward(1, 100).await, "history"), stored, "MessageStore::commit after refusals: history");
+
+    // Writers racing for the next seq (two owners of one conversation for a moment): at most one stores it
+    // (a backend may refuse them all when they share one transaction, as the embedded one does: its single
+    // sequencer never races), nothing is stored twice or skipped, and a loser that re-reads the last seq
+    // can go on.
+    let racers: Vec<_> = (0..RACERS)
+        .map(|i| {
+            let s = s.clone();
+            let mut candidate = message(conversation, 8, sender.id, device.id);
+            candidate.client_msg_id = format!("client-racer-{i}");
+            tokio::spawn(async move { (s.commit(&[MessageWrite::Insert(candidate.clone())]).await, candidate) })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for racer in racers {
+        let (result, candidate) = racer.await.expect("a racing commit task panicked");
+        if result.is_ok() {
+            winners.push(candidate);
+        }
+    }
+    assert!(winners.len() <= 1, "MessageStore::commit: {} of {RACERS} racing writers stored seq 8", winners.len());
+    let last = ok(s.last_seq(conversation).await, "last_seq after a race");
+    assert_eq!(last, 7 + winners.len() as u64, "MessageStore::commit after a race: last_seq");
+    assert_eq!(
+        ok(s.message(conversation, 8).await, "message after a race"),
+        winners.pop(),
+        "MessageStore::commit after a race: seq 8 is not the winner's message"
+    );
+    let mut next = message(conversation, last + 1, sender.id, device.id);
+    next.client_msg_id = "client-after-the-race".into();
+    ok(s.commit(&[MessageWrite::Insert(next.clone())]).await, "commit at last + 1 after a race");
+    assert_eq!(ok(s.last_seq(conversation).await, "last_seq"), last + 1, "MessageStore::commit after a race");
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Feeds (MessageStore::commit_with_feed and MessageStore::feed)
+// ---------------------------------------------------------------------------------------------------------
+
+/// Dense per-user positions given in commit order, pages after a position, all three kinds of entry, and a
+/// refused commit that appends nothing.
+pub async fn feeds(stores: &Stores) {
+    use crate::store::{FeedAppend, FeedEvent};
+    let s = &stores.messages;
+    let (alice, device) = create_user_with_device(stores).await;
+    let bob = create_user(stores).await;
+    let conversation = create_group_of(stores, alice.id).await.id;
+
+    let empty = ok(s.feed(bob.id, 0, 10).await, "feed of a user with none");
+    assert!(empty.entries.is_empty(), "MessageStore::feed of a new user must be empty");
+    assert_eq!((empty.oldest, empty.last), (1, 0), "MessageStore::feed of a new user: oldest 1 (last + 1), last 0");
+
+    let entry = |user: &User, event: FeedEvent| FeedAppend { user: user.id, event };
+    let sent = |seq| FeedEvent::Message { conversation, seq };
+    let first = message(conversation, 1, alice.id, device.id);
+    let positions = ok(
+        s.commit_with_feed(&[MessageWrite::Insert(first.clone())], &[entry(&alice, sent(1)), entry(&bob, sent(1))])
+            .await,
+        "commit_with_feed",
+    );
+    assert_eq!(positions, vec![1, 1], "MessageStore::commit_with_feed: each user's first entry is at position 1");
+
+    let receipt = FeedEvent::Receipt { conversation, user: bob.id, delivered: 1, read: 1 };
+    let updated = FeedEvent::MessageUpdated { conversation, seq: 1 };
+    let mut edited = first.clone();
+    edited.body = "edited".into();
+    let second = message(conversation, 2, bob.id, device.id);
+    let positions = ok(
+        s.commit_with_feed(
+            &[MessageWrite::Update(edited), MessageWrite::Insert(second)],
+            &[
+                entry(&alice, receipt.clone()),
+                entry(&bob, updated.clone()),
+                entry(&alice, updated.clone()),
+                entry(&bob, sent(2)),
+                entry(&alice, sent(2)),
+            ],
+        )
+        .await,
+        "commit_with_feed",
+    );
+    assert_eq!(
+        positions,
+        vec![2, 2, 3, 3, 4],
+        "MessageStore::commit_with_feed: positions must be dense per user, in the order of the entries"
+    );
+
+    // A refused commit (seq 2 again) appends nothing: the next positions follow on without a hole.
+    expect_refused(
+        s.commit_with_feed(
+            &[MessageWrite::Insert(message(conversation, 2, alice.id, device.id))],
+            &[entry(&alice, sent(2)), entry(&bob, sent(2))],
+        )
+        .await,
+        "MessageStore::commit_with_feed of a used seq",
+    );
+    let positions =
+        ok(s.commit_with_feed(&[], &[entry(&bob, receipt.clone())]).await, "commit_with_feed of entries only");
+    assert_eq!(positions, vec![4], "MessageStore::commit_with_feed: a refused commit used up feed positions");
+
+    let page = ok(s.feed(alice.id, 0, 100).await, "feed");
+    assert_eq!(
+        page.entries,
+        vec![(1, sent(1)), (2, receipt.clone()), (3, updated.clone()), (4, sent(2))],
+        "MessageStore::feed must return every entry, in position order, as appended"
+    );
+    assert_eq!((page.oldest, page.last), (1, 4), "MessageStore::feed: oldest and last of alice's feed");
+    let page = ok(s.feed(bob.id, 1, 2).await, "feed after 1, limit 2");
+    assert_eq!(
+        page.entries,
+        vec![(2, updated), (3, sent(2))],
+        "MessageStore::feed must start after `after` and stop at `limit`"
+    );
+    assert_eq!((page.oldest, page.last), (1, 4), "MessageStore::feed: oldest and last of bob's feed");
+    let page = ok(s.feed(bob.id, 4, 10).await, "feed after the last");
+    assert!(page.entries.is_empty(), "MessageStore::feed after the last position must be empty");
+    assert_eq!(page.last, 4, "MessageStore::feed after the last position must still say where the feed ends");
+    let page = ok(s.feed(bob.id, u64::MAX, 10).await, "feed after u64::MAX");
+    assert!(page.entries.is_empty(), "MessageStore::feed after u64::MAX must be empty");
 }
 
 // ---------------------------------------------------------------------------------------------------------

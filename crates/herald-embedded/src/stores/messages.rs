@@ -204,8 +204,26 @@ fn apply_commit(
     let mut last_sent = txn.open_table(LAST_SENT).map_err(backend)?;
     let (mut added_refs, mut dropped_refs) = (Vec::new(), Vec::new());
     let mut newest_sent = std::collections::HashMap::new();
+    // The seq each conversation inserted last in this commit, so a run of inserts checks its predecessor once.
+    let mut inserted_last: std::collections::HashMap<Id, u64> = std::collections::HashMap::new();
     for (insert, message, bytes) in encoded {
         let key = (message.conversation_id.to_bytes(), message.seq);
+        // Seqs are dense: an insert must follow a stored seq (a writer that is behind, or ahead, is refused).
+        if *insert && inserted_last.get(&key.0) != Some(&message.seq.wrapping_sub(1)) {
+            let follows = message.seq == 1
+                || (message.seq > 1 && messages.get((key.0, message.seq - 1)).map_err(backend)?.is_some());
+            if !follows {
+                return Err(backend(format!(
+                    "message {}/{} would skip a seq: {} is not stored",
+                    message.conversation_id,
+                    message.seq,
+                    message.seq.saturating_sub(1)
+                )));
+            }
+        }
+        if *insert {
+            inserted_last.insert(key.0, message.seq);
+        }
         let previous = messages.insert(key, bytes.as_slice()).map_err(backend)?;
         // The sequencer is the only writer of a conversation; a seq used twice, or an update of a missing
         // message, means that guarantee broke, and the whole commit is refused.
