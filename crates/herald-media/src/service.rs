@@ -129,21 +129,25 @@ impl Media {
             created_at: now,
             updated_at: now,
         };
-        // The file first: a record without one would be an upload nobody can fill.
-        self.uploads.create(record.id).await.map_err(internal)?;
+        // The record first: the sweeper removes partial files whose upload the store does not hold as
+        // pending, so a file made before its record could be swept away in between.
         match self.stores.media.create_upload(&record, self.options.quota_bytes).await {
             Ok(()) => {}
             Err(StoreError::LimitExceeded(_)) => {
-                self.uploads.discard(record.id).await;
                 return Err(CoreError::new(
                     ErrorCode::QuotaExceeded,
                     format!("this upload would pass your quota of {} bytes", self.options.quota_bytes),
                 ));
             }
-            Err(e) => {
-                self.uploads.discard(record.id).await;
-                return Err(e.into());
+            Err(e) => return Err(e.into()),
+        }
+        if let Err(e) = self.uploads.create(record.id).await {
+            // An upload nobody could fill: released at once rather than left for the garbage collector.
+            let detail = "the server could not store the upload's bytes";
+            if let Err(store) = self.stores.media.reject(record.id, RejectReason::Failed, Some(detail)).await {
+                tracing::warn!(error = %store, media = %record.id, "media: rejecting an upload without a file failed");
             }
+            return Err(internal(e));
         }
         metrics::counter!("media_uploads_total", "result" => "created").increment(1);
         Ok(self.describe(&record, None, 0))
