@@ -1,0 +1,207 @@
+//! The connections: one pool for the primary and one per replica, each call timed, bounded by the statement
+//! timeout and recorded in `database_query_duration_ms{query_type,table}`.
+//!
+//! Every statement is sent unnamed with its parameter types (`query_typed`): one round trip, and nothing
+//! prepared on the server that a transaction-mode PgBouncer could hand to another client.
+
+use crate::settings::{PoolSettings, Settings};
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use herald_core::store::{StoreError, StoreResult};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use tokio_postgres::error::SqlState;
+
+/// Whether a read may be answered by a replica, which can lag the primary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Freshness {
+    /// A guarantee depends on it (idempotency, last seq, device checks, feed resume): the primary only.
+    Fresh,
+    /// History pages, conversation lists, look-ups: a replica if one answers, else the primary.
+    MayLag,
+}
+
+pub(crate) struct Pools {
+    primary: Pool,
+    replicas: Vec<Pool>,
+    next_replica: AtomicUsize,
+    timeout: Duration,
+    settings: PoolSettings,
+}
+
+impl Pools {
+    pub(crate) fn new(settings: &Settings) -> StoreResult<Self> {
+        let pool = &settings.pool;
+        Ok(Self {
+            primary: build(&settings.url, pool)?,
+            replicas: settings.replica_urls.iter().map(|url| build(url, pool)).collect::<StoreResult<_>>()?,
+            next_replica: AtomicUsize::new(0),
+            timeout: Duration::from_millis(pool.statement_timeout_ms),
+            settings: pool.clone(),
+        })
+    }
+
+    /// Opens `min_idle` connections to the primary (so the first requests do not pay for them) and checks that
+    /// it answers.
+    pub(crate) async fn warm_up(&self) -> StoreResult<()> {
+        let mut held = Vec::new();
+        for _ in 0..self.settings.min_idle.clamp(1, self.settings.max_size) {
+            held.push(self.connect(&self.primary).await?);
+        }
+        Ok(())
+    }
+
+    /// A connection to the primary, for the caller's own transaction (migrations, the group committer).
+    pub(crate) async fn primary(&self) -> StoreResult<Object> {
+        self.connect(&self.primary).await
+    }
+
+    async fn connect(&self, pool: &Pool) -> StoreResult<Object> {
+        pool.get().await.map_err(|e| StoreError::Backend(format!("no database connection: {e}")))
+    }
+
+    /// Runs `f` on a connection chosen by `freshness`, within the statement timeout, and records its duration.
+    /// A read that may lag goes to a replica first and falls back to the primary when the replica fails.
+    pub(crate) async fn read<T, F>(
+        &self,
+        query_type: &'static str,
+        table: &'static str,
+        freshness: Freshness,
+        f: impl Fn(Object) -> F,
+    ) -> StoreResult<T>
+    where
+        F: Future<Output = StoreResult<T>> + Send,
+    {
+        let started = Instant::now();
+        let result = async {
+            if freshness == Freshness::MayLag && !self.replicas.is_empty() {
+                let i = self.next_replica.fetch_add(1, Ordering::Relaxed) % self.replicas.len();
+                let attempt = tokio::time::timeout(self.timeout, async {
+                    let client = self.connect(&self.replicas[i]).await?;
+                    f(client).await
+                })
+                .await;
+                match attempt {
+                    Ok(Ok(value)) => return Ok(value),
+                    Ok(Err(StoreError::Backend(e))) => {
+                        tracing::debug!(replica = i, error = %e, "replica read failed; reading from the primary")
+                    }
+                    Ok(Err(answer)) => return Err(answer),
+                    Err(_) => tracing::debug!(replica = i, "replica read timed out; reading from the primary"),
+                }
+                metrics::counter!("database_replica_fallbacks_total").increment(1);
+            }
+            self.bounded(async {
+                let client = self.connect(&self.primary).await?;
+                f(client).await
+            })
+            .await
+        }
+        .await;
+        record(query_type, table, started);
+        result
+    }
+
+    /// Runs `f` (usually one transaction) on a primary connection within the statement timeout, and records
+    /// its duration.
+    pub(crate) async fn write<T>(
+        &self,
+        query_type: &'static str,
+        table: &'static str,
+        f: impl AsyncFnOnce(&mut Object) -> StoreResult<T>,
+    ) -> StoreResult<T> {
+        let started = Instant::now();
+        let result = self
+            .bounded(async {
+                let mut client = self.connect(&self.primary).await?;
+                f(&mut client).await
+            })
+            .await;
+        record(query_type, table, started);
+        result
+    }
+
+    async fn bounded<T>(&self, f: impl Future<Output = StoreResult<T>>) -> StoreResult<T> {
+        tokio::time::timeout(self.timeout, f).await.unwrap_or_else(|_| {
+            Err(StoreError::Backend(format!("the database did not answer within {} ms", self.timeout.as_millis())))
+        })
+    }
+
+    /// Closes connections idle past the idle timeout, keeping `min_idle`, and exports the pools' gauges.
+    pub(crate) fn upkeep(&self) {
+        let idle = Duration::from_secs(self.settings.idle_timeout_secs);
+        for (name, pool) in
+            std::iter::once(("primary", &self.primary)).chain(self.replicas.iter().map(|p| ("replica", p)))
+        {
+            let status = pool.status();
+            let mut closable = status.size.saturating_sub(self.settings.min_idle);
+            pool.retain(|_, metrics| {
+                if closable > 0 && metrics.last_used() > idle {
+                    closable -= 1;
+                    return false;
+                }
+                true
+            });
+            let status = pool.status();
+            let in_use = status.size - status.available;
+            metrics::gauge!("database_pool_connections", "pool" => name, "state" => "in_use").set(in_use as f64);
+            metrics::gauge!("database_pool_connections", "pool" => name, "state" => "idle")
+                .set(status.available as f64);
+            metrics::gauge!("database_pool_waiting", "pool" => name).set(status.waiting as f64);
+        }
+    }
+}
+
+fn build(url: &str, settings: &PoolSettings) -> StoreResult<Pool> {
+    let mut config: tokio_postgres::Config =
+        url.parse().map_err(|e| StoreError::Backend(format!("the PostgreSQL URL does not parse: {e}")))?;
+    config.connect_timeout(Duration::from_millis(settings.connect_timeout_ms));
+    config.application_name("herald");
+    if settings.startup_statement_timeout {
+        config.options(format!("-c statement_timeout={}", settings.statement_timeout_ms));
+    }
+    let manager =
+        Manager::from_config(config, tokio_postgres::NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+    Pool::builder(manager)
+        .max_size(settings.max_size.max(1))
+        .runtime(Runtime::Tokio1)
+        .create_timeout(Some(Duration::from_millis(settings.connect_timeout_ms)))
+        .wait_timeout(Some(Duration::from_millis(settings.statement_timeout_ms)))
+        .build()
+        .map_err(|e| StoreError::Backend(format!("building the PostgreSQL pool: {e}")))
+}
+
+fn record(query_type: &'static str, table: &'static str, started: Instant) {
+    metrics::histogram!("database_query_duration_ms", "query_type" => query_type, "table" => table)
+        .record(started.elapsed().as_secs_f64() * 1000.0);
+}
+
+/// A PostgreSQL error as a store error: a unique violation is a conflict about the data, anything else is
+/// the engine failing.
+pub(crate) fn pg(e: tokio_postgres::Error) -> StoreError {
+    match e.code() {
+        Some(code) if *code == SqlState::UNIQUE_VIOLATION => StoreError::Conflict(describe(&e)),
+        _ => StoreError::Backend(describe(&e)),
+    }
+}
+
+fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("postgres: {} ({})", db.message(), db.code().code()),
+        None => format!("postgres: {e}"),
+    }
+}
+
+/// A value the store cannot represent (a count past `i64::MAX`, a corrupt row).
+pub(crate) fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+/// A u64 position or seq as PostgreSQL's `bigint`; values past `i64::MAX` are clamped (they mean "to the end").
+pub(crate) fn big(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// A `bigint` read back as u64 (the store never writes negatives).
+pub(crate) fn unsigned(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}

@@ -1,0 +1,183 @@
+//! Users and their devices.
+
+use crate::PostgresDb;
+use crate::db::{Freshness, backend, pg};
+use async_trait::async_trait;
+use herald_core::store::{Device, StoreError, StoreResult, User, UserStore};
+use herald_proto::{DeviceId, UserId};
+use tokio_postgres::Row;
+use tokio_postgres::types::Type;
+
+const DEVICE_COLUMNS: &str = "id, user_id, name, created_at, refresh_hash, refresh_expires_at, previous_refresh_hash";
+
+fn user(row: &Row) -> User {
+    User { id: UserId(row.get(0)), username: row.get(1), password_hash: row.get(2), created_at: row.get(3) }
+}
+
+fn hash(bytes: Vec<u8>) -> StoreResult<[u8; 32]> {
+    bytes.try_into().map_err(|_| backend("corrupt device row: a refresh hash is not 32 bytes"))
+}
+
+fn device(row: &Row) -> StoreResult<Device> {
+    Ok(Device {
+        id: DeviceId(row.get(0)),
+        user_id: UserId(row.get(1)),
+        name: row.get(2),
+        created_at: row.get(3),
+        refresh_hash: hash(row.get(4))?,
+        refresh_expires_at: row.get(5),
+        previous_refresh_hash: row.get::<_, Option<Vec<u8>>>(6).map(hash).transpose()?,
+    })
+}
+
+#[async_trait]
+impl UserStore for PostgresDb {
+    async fn create_user(&self, user: &User) -> StoreResult<()> {
+        let inserted = self
+            .pools
+            .write("insert", "users", async |client| {
+                client
+                    .execute_typed(
+                        "INSERT INTO users (id, username, password_hash, created_at) VALUES ($1, $2, $3, $4)
+                         ON CONFLICT (username) DO NOTHING",
+                        &[
+                            (&user.id.0, Type::UUID),
+                            (&user.username, Type::TEXT),
+                            (&user.password_hash, Type::TEXT),
+                            (&user.created_at, Type::INT8),
+                        ],
+                    )
+                    .await
+                    .map_err(pg)
+            })
+            .await?;
+        if inserted == 0 {
+            return Err(StoreError::Conflict("username is taken".into()));
+        }
+        Ok(())
+    }
+
+    async fn user(&self, id: UserId) -> StoreResult<Option<User>> {
+        self.pools
+            .read("select", "users", Freshness::MayLag, |client| async move {
+                let row = client
+                    .query_typed_opt(
+                        "SELECT id, username, password_hash, created_at FROM users WHERE id = $1",
+                        &[(&id.0, Type::UUID)],
+                    )
+                    .await
+                    .map_err(pg)?;
+                Ok(row.as_ref().map(user))
+            })
+            .await
+    }
+
+    /// Fresh: a login just after registering must find the account.
+    async fn user_by_name(&self, username: &str) -> StoreResult<Option<User>> {
+        self.pools
+            .read("select", "users", Freshness::Fresh, |client| async move {
+                let row = client
+                    .query_typed_opt(
+                        "SELECT id, username, password_hash, created_at FROM users WHERE username = $1",
+                        &[(&username, Type::TEXT)],
+                    )
+                    .await
+                    .map_err(pg)?;
+                Ok(row.as_ref().map(user))
+            })
+            .await
+    }
+
+    async fn create_device(&self, device: &Device) -> StoreResult<()> {
+        let previous = device.previous_refresh_hash.map(|h| h.to_vec());
+        self.pools
+            .write("insert", "devices", async |client| {
+                client
+                    .execute_typed(
+                        &format!("INSERT INTO devices ({DEVICE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"),
+                        &[
+                            (&device.id.0, Type::UUID),
+                            (&device.user_id.0, Type::UUID),
+                            (&device.name, Type::TEXT),
+                            (&device.created_at, Type::INT8),
+                            (&device.refresh_hash.as_slice(), Type::BYTEA),
+                            (&device.refresh_expires_at, Type::INT8),
+                            (&previous, Type::BYTEA),
+                        ],
+                    )
+                    .await
+                    .map_err(pg)
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// Fresh: authentication depends on it (a revoked device must stop working everywhere).
+    async fn device(&self, id: DeviceId) -> StoreResult<Option<Device>> {
+        self.pools
+            .read("select", "devices", Freshness::Fresh, |client| async move {
+                let row = client
+                    .query_typed_opt(
+                        &format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE id = $1"),
+                        &[(&id.0, Type::UUID)],
+                    )
+                    .await
+                    .map_err(pg)?;
+                row.as_ref().map(device).transpose()
+            })
+            .await
+    }
+
+    async fn devices_of(&self, user: UserId) -> StoreResult<Vec<Device>> {
+        self.pools
+            .read("select", "devices", Freshness::Fresh, |client| async move {
+                let rows = client
+                    .query_typed(
+                        &format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE user_id = $1 ORDER BY created_at, id"),
+                        &[(&user.0, Type::UUID)],
+                    )
+                    .await
+                    .map_err(pg)?;
+                rows.iter().map(device).collect()
+            })
+            .await
+    }
+
+    async fn rotate_refresh(
+        &self,
+        id: DeviceId,
+        expected: [u8; 32],
+        new: [u8; 32],
+        new_expires_at: i64,
+    ) -> StoreResult<bool> {
+        let changed = self
+            .pools
+            .write("update", "devices", async |client| {
+                client
+                    .execute_typed(
+                        "UPDATE devices SET refresh_hash = $3, refresh_expires_at = $4, previous_refresh_hash = $2
+                          WHERE id = $1 AND refresh_hash = $2",
+                        &[
+                            (&id.0, Type::UUID),
+                            (&expected.as_slice(), Type::BYTEA),
+                            (&new.as_slice(), Type::BYTEA),
+                            (&new_expires_at, Type::INT8),
+                        ],
+                    )
+                    .await
+                    .map_err(pg)
+            })
+            .await?;
+        Ok(changed == 1)
+    }
+
+    async fn delete_device(&self, id: DeviceId) -> StoreResult<bool> {
+        let deleted = self
+            .pools
+            .write("delete", "devices", async |client| {
+                client.execute_typed("DELETE FROM devices WHERE id = $1", &[(&id.0, Type::UUID)]).await.map_err(pg)
+            })
+            .await?;
+        Ok(deleted == 1)
+    }
+}
