@@ -96,6 +96,11 @@ pub struct CacheConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
+    /// Where the stores live: `embedded` (a database in `server.data_dir`, nothing to install) or `postgres`
+    /// (every store in PostgreSQL, `[storage.postgres]`, for nodes that share no disk).
+    pub backend: StorageBackend,
+    /// The PostgreSQL backend: `url` of the primary, `replica_urls`, the `pool`, `message_retention_days`.
+    pub postgres: herald_postgres::Settings,
     /// Page cache of the embedded database, in MiB. It also holds the pages written since the last
     /// checkpoint, so it bounds how much a checkpoint writes out while the writer waits: a bigger cache
     /// serves more reads itself (the rest come from the OS page cache) but makes checkpoint pauses longer.
@@ -111,7 +116,27 @@ pub struct StorageConfig {
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        Self { cache_mb: 16, feed_retention: 10_000, checkpoint_interval_ms: 5000 }
+        Self {
+            backend: StorageBackend::Embedded,
+            postgres: herald_postgres::Settings::default(),
+            cache_mb: 16,
+            feed_retention: 10_000,
+            checkpoint_interval_ms: 5000,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StorageBackend {
+    Embedded,
+    Postgres,
+}
+
+impl StorageConfig {
+    /// The PostgreSQL settings with the node-wide ones filled in.
+    pub fn postgres_settings(&self) -> herald_postgres::Settings {
+        herald_postgres::Settings { feed_retention: self.feed_retention, ..self.postgres.clone() }
     }
 }
 
@@ -245,6 +270,8 @@ impl Config {
                 .prefix_separator("_")
                 .separator("__")
                 .try_parsing(true)
+                .list_separator(",")
+                .with_list_parse_key("storage.postgres.replica_urls")
                 .source(Some(env)),
         );
         let config: Config =
@@ -313,6 +340,22 @@ impl Config {
         check(self.cache.l1_ttl_secs >= 1, "cache.l1_ttl_secs", "must be at least 1")?;
         check((1..=1 << 20).contains(&self.storage.cache_mb), "storage.cache_mb", "must be between 1 and 1048576")?;
         check(self.storage.feed_retention >= 100, "storage.feed_retention", "must be at least 100")?;
+        if self.storage.backend == StorageBackend::Postgres {
+            let pg = &self.storage.postgres;
+            check(!pg.url.is_empty(), "storage.postgres.url", "must be set when storage.backend is postgres")?;
+            check(pg.pool.max_size >= 1, "storage.postgres.pool.max_size", "must be at least 1")?;
+            check(
+                pg.pool.min_idle <= pg.pool.max_size,
+                "storage.postgres.pool.min_idle",
+                "must be at most storage.postgres.pool.max_size",
+            )?;
+            check(pg.pool.connect_timeout_ms >= 1, "storage.postgres.pool.connect_timeout_ms", "must be at least 1")?;
+            check(
+                pg.pool.statement_timeout_ms >= 1,
+                "storage.postgres.pool.statement_timeout_ms",
+                "must be at least 1",
+            )?;
+        }
         check(
             (10..=600_000).contains(&self.storage.checkpoint_interval_ms),
             "storage.checkpoint_interval_ms",

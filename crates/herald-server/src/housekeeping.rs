@@ -2,13 +2,13 @@
 //! publishing what each in-memory structure holds (`memory_entries`, `memory_bytes`, `memory_entries_bound` by structure; see
 //! `herald_core::footprint`).
 
+use crate::storage::Storage;
 use herald_core::conversations::Conversations;
 use herald_core::delivery::Waiters;
 use herald_core::footprint::{self, Footprint};
 use herald_core::hub::Hub;
 use herald_core::messaging::Messaging;
 use herald_core::sequencer::Sequencer;
-use herald_embedded::EmbeddedDb;
 use herald_media::Media;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +20,7 @@ const SHRINK_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Everything that holds per-user, per-conversation or per-row state in memory.
 pub struct Holders {
-    pub db: Arc<EmbeddedDb>,
+    pub db: Arc<Storage>,
     pub hub: Arc<Hub>,
     pub sequencer: Arc<Sequencer>,
     pub conversations: Arc<Conversations>,

@@ -9,3 +9,4 @@ pub mod media_config;
 mod metrics_setup;
 mod secret;
 pub mod server;
+pub mod storage;

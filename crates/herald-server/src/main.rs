@@ -41,6 +41,13 @@ enum Command {
     Bench(herald_server::bench::BenchArgs),
     /// Chat in the terminal: a line-based client (log in, /list, /dm USER, /open N, type to send).
     Chat(chat::ChatArgs),
+    /// Apply the PostgreSQL schema migrations this build has and the database lacks, then exit (nodes also
+    /// apply them at start; this is for operators who run them as a separate step).
+    Migrate {
+        /// TOML configuration file with `[storage.postgres]` (HERALD_STORAGE__POSTGRES__URL works too)
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Look at or cut the write-ahead journal of a stopped node (see docs/operations.md).
     Journal {
         #[command(subcommand)]
@@ -78,6 +85,7 @@ fn main() -> anyhow::Result<()> {
             Command::Serve { listen, data_dir, config } => serve(listen, data_dir, config).await,
             Command::Bench(args) => herald_server::bench::run(args).await,
             Command::Chat(args) => chat::run(args).await,
+            Command::Migrate { config } => migrate(config).await,
             Command::Journal { .. } => Ok(()),
         }
     })
@@ -124,6 +132,26 @@ fn journal(action: &JournalAction) -> ! {
         },
     };
     std::process::exit(code)
+}
+
+async fn migrate(file: Option<PathBuf>) -> anyhow::Result<()> {
+    let config = match Config::load(file.as_deref(), std::env::vars()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("herald: {e}");
+            std::process::exit(2);
+        }
+    };
+    let settings = config.storage.postgres_settings();
+    let db = herald_postgres::PostgresDb::connect(&settings).await.context("connecting to PostgreSQL")?;
+    let migrated = db.migrate().await.context("migrating")?;
+    db.close().await;
+    if migrated.from == migrated.to {
+        println!("the schema is up to date (version {})", migrated.to);
+    } else {
+        println!("migrated the schema from version {} to {}", migrated.from, migrated.to);
+    }
+    Ok(())
 }
 
 async fn serve(listen: Option<SocketAddr>, data_dir: Option<PathBuf>, file: Option<PathBuf>) -> anyhow::Result<()> {

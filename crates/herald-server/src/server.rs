@@ -1,12 +1,13 @@
 //! Start-up and shutdown of one Herald node.
 //!
-//! Start: validate the config, open the embedded store, start the log's partition owners, build the
+//! Start: validate the config, open the store (embedded or PostgreSQL), start the log's partition owners, build the
 //! services, bind, serve. Shutdown (SIGTERM/SIGINT or [`Running::shutdown`]): mark the node not ready,
 //! send WebSocket clients elsewhere (each answers what it has in flight, then gets a jittered reconnect
 //! hint), stop accepting HTTP and let in-flight requests finish (their records are still applied: the log
 //! runs until they are done), all within the grace period; then drain the log and close the store.
 
 use crate::config::Config;
+use crate::storage::Storage;
 use crate::{housekeeping, metrics_setup, secret};
 use anyhow::Context;
 use herald_api::gateway::Gateway;
@@ -21,7 +22,7 @@ use herald_core::log::MessageLog;
 use herald_core::messaging::Messaging;
 use herald_core::sequencer::{Sequencer, SequencerConfig};
 use herald_core::submit::Submitter;
-use herald_embedded::{EmbeddedDb, InProcessLog, Options};
+use herald_embedded::InProcessLog;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,19 +69,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     std::fs::create_dir_all(data_dir).with_context(|| format!("creating data dir {}", data_dir.display()))?;
     let jwt_secret = secret::load_or_create(config.auth.jwt_secret.as_deref(), data_dir)?;
 
-    let options = Options {
-        cache_bytes: config.storage.cache_mb * 1024 * 1024,
-        feed_retention: config.storage.feed_retention,
-        checkpoint_interval: Duration::from_millis(config.storage.checkpoint_interval_ms),
-    };
-    let db = EmbeddedDb::open_with(data_dir, options)
-        .with_context(|| format!("opening the store in {}", data_dir.display()))?;
-    if db.replayed_at_open() > 0 {
-        tracing::warn!(
-            records = db.replayed_at_open(),
-            "the previous run stopped before its last checkpoint: replayed its journal"
-        );
-    }
+    let db = Arc::new(Storage::open(&config).await?);
     let stores = db.stores();
     let limits = config.core_limits();
 
@@ -206,7 +195,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             .await;
             match closed {
                 Ok(Ok(())) => tracing::info!("shut down cleanly"),
-                Ok(Err(e)) => tracing::error!(error = %e, "final flush failed"),
+                Ok(Err(e)) => tracing::error!(error = %e, "closing the store failed"),
                 Err(_) => tracing::error!("the log and the store did not close in time"),
             }
             Ok(())

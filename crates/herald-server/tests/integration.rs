@@ -1,4 +1,5 @@
-//! Herald's integration tests: real servers on 127.0.0.1:0 with embedded storage in temp dirs, driven over
+//! Herald's integration tests: real servers on 127.0.0.1:0 with embedded storage in temp dirs (or, with
+//! `HERALD_TEST_BACKEND=postgres`, each in a fresh PostgreSQL database), driven over
 //! real HTTP. One test binary (modules below) keeps link time down.
 
 mod integration {

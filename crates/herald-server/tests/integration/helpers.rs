@@ -1,7 +1,8 @@
 //! Starting servers and talking to them.
 
+use herald_postgres::testing::TestDatabase;
 use herald_proto::{ConversationId, Session, UserId};
-use herald_server::config::Config;
+use herald_server::config::{Config, StorageBackend};
 use herald_server::server::{self, Running};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -26,6 +27,25 @@ pub struct TestApp {
     running: Option<Running>,
     /// Keeps the data dir alive across restarts.
     pub dir: Arc<tempfile::TempDir>,
+    /// The PostgreSQL database of this app when the suite runs on that backend, dropped with the app.
+    database: Option<Arc<TestDatabase>>,
+}
+
+/// Which backend the suite runs on: `HERALD_TEST_BACKEND=postgres` puts every test app's stores in a fresh
+/// PostgreSQL database (see `herald_postgres::testing`); anything else, or nothing, uses the embedded one.
+pub fn postgres_backend() -> bool {
+    std::env::var("HERALD_TEST_BACKEND").is_ok_and(|b| b == "postgres")
+}
+
+/// A fresh database for `config` when the suite runs on PostgreSQL.
+pub async fn use_test_backend(config: &mut Config) -> Option<Arc<TestDatabase>> {
+    if !postgres_backend() {
+        return None;
+    }
+    let database = TestDatabase::create().await;
+    config.storage.backend = StorageBackend::Postgres;
+    config.storage.postgres = database.settings();
+    Some(Arc::new(database))
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -35,11 +55,12 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
     let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
     let mut config = test_config(dir.path());
+    let database = use_test_backend(&mut config).await;
     tweak(&mut config);
-    start(config, dir).await
+    start(config, dir, database).await
 }
 
-async fn start(config: Config, dir: Arc<tempfile::TempDir>) -> TestApp {
+async fn start(config: Config, dir: Arc<tempfile::TempDir>, database: Option<Arc<TestDatabase>>) -> TestApp {
     let running = server::start(config.clone()).await.expect("server starts");
     TestApp {
         base: format!("http://{}", running.addr),
@@ -47,6 +68,7 @@ async fn start(config: Config, dir: Arc<tempfile::TempDir>) -> TestApp {
         config,
         running: Some(running),
         dir,
+        database,
     }
 }
 
@@ -78,7 +100,7 @@ impl TestApp {
         if let Some(running) = self.running.take() {
             running.shutdown().await.expect("clean shutdown");
         }
-        start(self.config.clone(), self.dir.clone()).await
+        start(self.config.clone(), self.dir.clone(), self.database.clone()).await
     }
 
     pub async fn shutdown(mut self) {
