@@ -155,13 +155,7 @@ impl EmbeddedDb {
 
     /// The five stores, all backed by this database.
     pub fn stores(self: &Arc<Self>) -> Stores {
-        Stores {
-            users: self.clone(),
-            conversations: self.clone(),
-            messages: self.clone(),
-            cursors: self.clone(),
-            media: self.clone(),
-        }
+        Stores::of(self)
     }
 
     /// Makes every earlier write durable, including the cheap non-durable cursor writes.

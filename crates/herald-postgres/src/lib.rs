@@ -78,13 +78,7 @@ impl PostgresDb {
 
     /// The five stores over this database.
     pub fn stores(self: &Arc<Self>) -> Stores {
-        Stores {
-            users: self.clone(),
-            conversations: self.clone(),
-            messages: self.clone(),
-            cursors: self.clone(),
-            media: self.clone(),
-        }
+        Stores::of(self)
     }
 
     /// Waits for commits in flight; afterwards every store call fails.

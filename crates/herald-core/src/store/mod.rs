@@ -163,6 +163,24 @@ impl Stores {
     }
 }
 
+/// A backend that implements all five stores with one type (both of Herald's do).
+pub trait Backend: UserStore + ConversationStore + MessageStore + CursorStore + MediaStore {}
+
+impl<T: UserStore + ConversationStore + MessageStore + CursorStore + MediaStore> Backend for T {}
+
+impl Stores {
+    /// The five stores, all backed by `backend`.
+    pub fn of<B: Backend>(backend: &std::sync::Arc<B>) -> Stores {
+        Stores {
+            users: backend.clone(),
+            conversations: backend.clone(),
+            messages: backend.clone(),
+            cursors: backend.clone(),
+            media: backend.clone(),
+        }
+    }
+}
+
 /// All the stores of one backend, as the services use them.
 #[derive(Clone)]
 pub struct Stores {
