@@ -4,7 +4,7 @@
 //! One task takes whatever commits are waiting and applies them together, so a busy node pays one round trip
 //! per statement and one fsync per batch, not per message. A batch that is refused (a seq already taken by
 //! another writer, a duplicate idempotency key) is retried one commit at a time, so only the offending
-//! caller gets the refusal.
+//! caller gets the refusal (a failure of the engine itself fails the whole batch at once).
 //!
 //! The transaction of a batch:
 //! 1. lock the heads of the conversations it inserts into (in id order) and check that each conversation's
@@ -115,7 +115,9 @@ async fn commit_batch(pools: &Pools, feed_retention: u64, batch: Vec<Request>) {
                 let _ = request.reply.send(Ok(mine));
             }
         }
-        Err(e) if batch.len() == 1 => {
+        // Only a refusal (an answer about one commit's data) is worth retrying commit by commit; the engine
+        // failing would fail each of them again, one timeout after another.
+        Err(e) if batch.len() == 1 || !matches!(e, StoreError::Conflict(_)) => {
             for request in batch {
                 let _ = request.reply.send(Err(e.clone()));
             }

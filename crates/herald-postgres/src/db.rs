@@ -60,7 +60,8 @@ impl Pools {
     }
 
     /// Runs `f` on a connection chosen by `freshness`, within the statement timeout, and records its duration.
-    /// A read that may lag goes to a replica first and falls back to the primary when the replica fails.
+    /// A read that may lag goes to a replica first, for at most half the timeout, and falls back to the primary
+    /// for the rest when the replica fails: the whole read stays within one timeout.
     pub(crate) async fn read<T, F>(
         &self,
         query_type: &'static str,
@@ -72,10 +73,11 @@ impl Pools {
         F: Future<Output = StoreResult<T>> + Send,
     {
         let started = Instant::now();
+        let deadline = tokio::time::Instant::now() + self.timeout;
         let result = async {
             if freshness == Freshness::MayLag && !self.replicas.is_empty() {
                 let i = self.next_replica.fetch_add(1, Ordering::Relaxed) % self.replicas.len();
-                let attempt = tokio::time::timeout(self.timeout, async {
+                let attempt = tokio::time::timeout(self.timeout / 2, async {
                     let client = self.connect(&self.replicas[i]).await?;
                     f(client).await
                 })
@@ -90,7 +92,7 @@ impl Pools {
                 }
                 metrics::counter!("database_replica_fallbacks_total").increment(1);
             }
-            self.bounded(async {
+            self.bounded_until(deadline, async {
                 let client = self.connect(&self.primary).await?;
                 f(client).await
             })
@@ -121,7 +123,15 @@ impl Pools {
     }
 
     async fn bounded<T>(&self, f: impl Future<Output = StoreResult<T>>) -> StoreResult<T> {
-        tokio::time::timeout(self.timeout, f).await.unwrap_or_else(|_| {
+        self.bounded_until(tokio::time::Instant::now() + self.timeout, f).await
+    }
+
+    async fn bounded_until<T>(
+        &self,
+        deadline: tokio::time::Instant,
+        f: impl Future<Output = StoreResult<T>>,
+    ) -> StoreResult<T> {
+        tokio::time::timeout_at(deadline, f).await.unwrap_or_else(|_| {
             Err(StoreError::Backend(format!("the database did not answer within {} ms", self.timeout.as_millis())))
         })
     }

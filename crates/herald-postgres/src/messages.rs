@@ -106,15 +106,6 @@ impl MessageStore for PostgresDb {
             .await
     }
 
-    async fn by_client_id(
-        &self,
-        conversation: ConversationId,
-        sender: UserId,
-        client_msg_id: &str,
-    ) -> StoreResult<Option<Message>> {
-        Ok(self.by_client_ids(&[(conversation, sender, client_msg_id)]).await?.pop().flatten())
-    }
-
     /// Fresh: a retried send must find its first attempt. One statement for all the keys.
     async fn by_client_ids(&self, keys: &[ClientKey<'_>]) -> StoreResult<Vec<Option<Message>>> {
         if keys.is_empty() {

@@ -107,17 +107,12 @@ pub trait MessageStore: Send + Sync + 'static {
         conversation: ConversationId,
         sender: UserId,
         client_msg_id: &str,
-    ) -> StoreResult<Option<Message>>;
-    /// [`MessageStore::by_client_id`] for many keys at once, answers in the keys' order: the sequencer asks
-    /// for a whole batch's sends with one call. The default asks one by one; a backend that can read many keys
-    /// in one go (one transaction, one query) should.
-    async fn by_client_ids(&self, keys: &[ClientKey<'_>]) -> StoreResult<Vec<Option<Message>>> {
-        let mut found = Vec::with_capacity(keys.len());
-        for &(conversation, sender, client_msg_id) in keys {
-            found.push(self.by_client_id(conversation, sender, client_msg_id).await?);
-        }
-        Ok(found)
+    ) -> StoreResult<Option<Message>> {
+        Ok(self.by_client_ids(&[(conversation, sender, client_msg_id)]).await?.pop().flatten())
     }
+    /// [`MessageStore::by_client_id`] for many keys at once, answers in the keys' order: the sequencer asks
+    /// for a whole batch's sends with one call, so a backend reads them in one go (one transaction, one query).
+    async fn by_client_ids(&self, keys: &[ClientKey<'_>]) -> StoreResult<Vec<Option<Message>>>;
     /// The highest seq `sender` has sent in the conversation, 0 if none. Maintained by `commit` in the same
     /// write, so it is exact: sending implies having read everything up to one's own message, and unread
     /// counts use it without a cursor write on the send path.

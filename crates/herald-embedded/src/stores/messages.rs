@@ -114,15 +114,6 @@ impl MessageStore for EmbeddedDb {
         })
     }
 
-    async fn by_client_id(
-        &self,
-        conversation: ConversationId,
-        sender: UserId,
-        client_msg_id: &str,
-    ) -> StoreResult<Option<Message>> {
-        Ok(self.by_client_ids(&[(conversation, sender, client_msg_id)]).await?.pop().flatten())
-    }
-
     /// One read transaction for all of them: a transaction and two table opens per key were ~10 % of the
     /// server on WebSocket sends.
     async fn by_client_ids(&self, keys: &[ClientKey<'_>]) -> StoreResult<Vec<Option<Message>>> {
