@@ -52,6 +52,10 @@ impl From<StoreError> for CoreError {
         match e {
             StoreError::Conflict(m) => CoreError::conflict(m),
             StoreError::LimitExceeded(m) => CoreError::new(ErrorCode::LimitExceeded, m),
+            StoreError::Unavailable(m) => {
+                tracing::warn!(detail = %m, "the store is unavailable");
+                CoreError::unavailable("storage is unavailable for the moment; retry shortly")
+            }
             StoreError::Backend(m) => CoreError::Internal(m),
         }
     }

@@ -15,14 +15,18 @@ pub use records::{CursorUpdate, Device, FeedAppend, FeedEvent, FeedPage, Message
 use async_trait::async_trait;
 use herald_proto::{Conversation, ConversationId, DeviceCursor, DeviceId, Direction, Member, Message, Role, UserId};
 
-/// A store failure. `Conflict` and `LimitExceeded` are answers about the data; `Backend` is the engine
-/// failing and is never shown to clients.
+/// A store failure. `Conflict` and `LimitExceeded` are answers about the data; `Unavailable` is the engine
+/// out of reach for now (down, restarting, not answering within the timeout: a write's outcome is then
+/// unknown, and a retry with the same idempotency key settles it); `Backend` is the engine failing otherwise.
+/// The detail of the last two is never shown to clients.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
     LimitExceeded(String),
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
     #[error("store backend: {0}")]
     Backend(String),
 }
