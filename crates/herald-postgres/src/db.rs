@@ -7,7 +7,7 @@
 use crate::settings::{PoolSettings, Settings};
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use herald_core::store::{StoreError, StoreResult};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio_postgres::error::SqlState;
 
@@ -20,9 +20,16 @@ pub(crate) enum Freshness {
     MayLag,
 }
 
+/// A streaming replica, and whether it is close enough behind the primary to serve reads (see
+/// [`Pools::check_replicas`]).
+struct Replica {
+    pool: Pool,
+    usable: AtomicBool,
+}
+
 pub(crate) struct Pools {
     primary: Pool,
-    replicas: Vec<Pool>,
+    replicas: Vec<Replica>,
     next_replica: AtomicUsize,
     timeout: Duration,
     settings: PoolSettings,
@@ -33,7 +40,11 @@ impl Pools {
         let pool = &settings.pool;
         Ok(Self {
             primary: build(&settings.url, pool)?,
-            replicas: settings.replica_urls.iter().map(|url| build(url, pool)).collect::<StoreResult<_>>()?,
+            replicas: settings
+                .replica_urls
+                .iter()
+                .map(|url| Ok(Replica { pool: build(url, pool)?, usable: AtomicBool::new(false) }))
+                .collect::<StoreResult<_>>()?,
             next_replica: AtomicUsize::new(0),
             timeout: Duration::from_millis(pool.statement_timeout_ms),
             settings: pool.clone(),
@@ -56,7 +67,7 @@ impl Pools {
     }
 
     async fn connect(&self, pool: &Pool) -> StoreResult<Object> {
-        pool.get().await.map_err(|e| StoreError::Backend(format!("no database connection: {e}")))
+        pool.get().await.map_err(|e| StoreError::Unavailable(format!("no database connection: {e}")))
     }
 
     /// Runs `f` on a connection chosen by `freshness`, within the statement timeout, and records its duration.
@@ -75,16 +86,17 @@ impl Pools {
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + self.timeout;
         let result = async {
-            if freshness == Freshness::MayLag && !self.replicas.is_empty() {
-                let i = self.next_replica.fetch_add(1, Ordering::Relaxed) % self.replicas.len();
+            if freshness == Freshness::MayLag
+                && let Some(i) = self.pick_replica()
+            {
                 let attempt = tokio::time::timeout(self.timeout / 2, async {
-                    let client = self.connect(&self.replicas[i]).await?;
+                    let client = self.connect(&self.replicas[i].pool).await?;
                     f(client).await
                 })
                 .await;
                 match attempt {
                     Ok(Ok(value)) => return Ok(value),
-                    Ok(Err(StoreError::Backend(e))) => {
+                    Ok(Err(StoreError::Backend(e) | StoreError::Unavailable(e))) => {
                         tracing::debug!(replica = i, error = %e, "replica read failed; reading from the primary")
                     }
                     Ok(Err(answer)) => return Err(answer),
@@ -122,6 +134,53 @@ impl Pools {
         result
     }
 
+    /// The next usable replica, round robin; `None` when none is.
+    fn pick_replica(&self) -> Option<usize> {
+        let n = self.replicas.len();
+        let start = self.next_replica.fetch_add(1, Ordering::Relaxed);
+        (0..n).map(|k| (start + k) % n).find(|&i| self.replicas[i].usable.load(Ordering::Relaxed))
+    }
+
+    /// Marks each replica usable when it has replayed at least as far as the primary had written at the
+    /// previous check (`behind_at`, the primary's position then): a replica is then at most about two check
+    /// intervals behind. A replica that is paused, stopped, unreachable or further behind is skipped until it
+    /// catches up. Returns the primary's position now, for the next check.
+    pub(crate) async fn check_replicas(&self, behind_at: Option<u64>) -> StoreResult<u64> {
+        let deadline = Duration::from_millis(self.settings.connect_timeout_ms);
+        let position = |pool, sql| self.wal_position(pool, sql);
+        let primary = tokio::time::timeout(deadline, position(&self.primary, "SELECT pg_current_wal_lsn()::text"))
+            .await
+            .map_err(|_| backend("the primary did not say its WAL position in time"))??
+            .unwrap_or(0);
+        let needed = behind_at.unwrap_or(primary);
+        for (i, replica) in self.replicas.iter().enumerate() {
+            // NULL when the server is not in recovery: a primary named as a replica is never behind.
+            let replayed =
+                tokio::time::timeout(deadline, position(&replica.pool, "SELECT pg_last_wal_replay_lsn()::text")).await;
+            let usable = match replayed {
+                Ok(Ok(Some(lsn))) => lsn >= needed,
+                Ok(Ok(None)) => true,
+                Ok(Err(_)) | Err(_) => false,
+            };
+            if replica.usable.swap(usable, Ordering::Relaxed) != usable {
+                tracing::info!(replica = i, usable, "a replica's use for reads changed");
+            }
+            metrics::gauge!("database_replica_usable", "replica" => i.to_string()).set(f64::from(u8::from(usable)));
+        }
+        Ok(primary)
+    }
+
+    /// A server's WAL position from `sql`, `None` when it answers NULL.
+    async fn wal_position(&self, pool: &Pool, sql: &'static str) -> StoreResult<Option<u64>> {
+        let client = self.connect(pool).await?;
+        let row = client.query_typed_one(sql, &[]).await.map_err(pg)?;
+        row.get::<_, Option<String>>(0).map(|lsn| parse_lsn(&lsn)).transpose()
+    }
+
+    pub(crate) fn has_replicas(&self) -> bool {
+        !self.replicas.is_empty()
+    }
+
     async fn bounded<T>(&self, f: impl Future<Output = StoreResult<T>>) -> StoreResult<T> {
         self.bounded_until(tokio::time::Instant::now() + self.timeout, f).await
     }
@@ -132,7 +191,7 @@ impl Pools {
         f: impl Future<Output = StoreResult<T>>,
     ) -> StoreResult<T> {
         tokio::time::timeout_at(deadline, f).await.unwrap_or_else(|_| {
-            Err(StoreError::Backend(format!("the database did not answer within {} ms", self.timeout.as_millis())))
+            Err(StoreError::Unavailable(format!("the database did not answer within {} ms", self.timeout.as_millis())))
         })
     }
 
@@ -140,7 +199,7 @@ impl Pools {
     pub(crate) fn upkeep(&self) {
         let idle = Duration::from_secs(self.settings.idle_timeout_secs);
         for (name, pool) in
-            std::iter::once(("primary", &self.primary)).chain(self.replicas.iter().map(|p| ("replica", p)))
+            std::iter::once(("primary", &self.primary)).chain(self.replicas.iter().map(|r| ("replica", &r.pool)))
         {
             let status = pool.status();
             let mut closable = status.size.saturating_sub(self.settings.min_idle);
@@ -185,12 +244,24 @@ fn record(query_type: &'static str, table: &'static str, started: Instant) {
         .record(started.elapsed().as_secs_f64() * 1000.0);
 }
 
-/// A PostgreSQL error as a store error: a unique violation is a conflict about the data, anything else is
-/// the engine failing.
+/// A PostgreSQL error as a store error: a unique violation is a conflict about the data; a lost connection, a
+/// server shutting down or starting, a cancelled (timed out) statement is the engine out of reach for now;
+/// anything else is the engine failing.
 pub(crate) fn pg(e: tokio_postgres::Error) -> StoreError {
+    let out_of_reach =
+        [SqlState::ADMIN_SHUTDOWN, SqlState::CRASH_SHUTDOWN, SqlState::CANNOT_CONNECT_NOW, SqlState::QUERY_CANCELED];
     match e.code() {
         Some(code) if *code == SqlState::UNIQUE_VIOLATION => StoreError::Conflict(describe(&e)),
-        _ => StoreError::Backend(describe(&e)),
+        // Class 08: connection exceptions.
+        Some(code) if code.code().starts_with("08") || out_of_reach.contains(code) => {
+            StoreError::Unavailable(describe(&e))
+        }
+        Some(_) => StoreError::Backend(describe(&e)),
+        // No SQLSTATE: the connection itself failed (closed, reset, I/O), or a value did not convert.
+        None if e.is_closed() || std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>()) => {
+            StoreError::Unavailable(describe(&e))
+        }
+        None => StoreError::Backend(describe(&e)),
     }
 }
 
@@ -199,6 +270,13 @@ fn describe(e: &tokio_postgres::Error) -> String {
         Some(db) => format!("postgres: {} ({})", db.message(), db.code().code()),
         None => format!("postgres: {e}"),
     }
+}
+
+/// A WAL position as PostgreSQL prints it (`16/B374D848`) as one number.
+fn parse_lsn(text: &str) -> StoreResult<u64> {
+    let (high, low) = text.split_once('/').ok_or_else(|| backend(format!("not a WAL position: {text}")))?;
+    let part = |p: &str| u64::from_str_radix(p, 16).map_err(|_| backend(format!("not a WAL position: {text}")));
+    Ok((part(high)? << 32) | part(low)?)
 }
 
 /// A value the store cannot represent (a count past `i64::MAX`, a corrupt row).
@@ -214,4 +292,17 @@ pub(crate) fn big(value: u64) -> i64 {
 /// A `bigint` read back as u64 (the store never writes negatives).
 pub(crate) fn unsigned(value: i64) -> u64 {
     u64::try_from(value).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_lsn;
+
+    #[test]
+    fn wal_positions_parse_and_order() {
+        assert_eq!(parse_lsn("0/0").ok(), Some(0));
+        assert_eq!(parse_lsn("16/B374D848").ok(), Some((0x16 << 32) | 0xB374_D848));
+        assert!(parse_lsn("1/FFFFFFFF").ok() < parse_lsn("2/0").ok());
+        assert!(parse_lsn("garbage").is_err() && parse_lsn("1/xyz").is_err());
+    }
 }

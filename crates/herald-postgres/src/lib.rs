@@ -40,11 +40,27 @@ pub struct PostgresDb {
 
 impl PostgresDb {
     /// Connects, applies pending migrations, creates the current time partitions and starts the upkeep task
-    /// (which ends when the last handle is dropped or [`PostgresDb::close`] is called).
+    /// and, with replicas, the task that checks their lag (both end when the last handle is dropped).
     pub async fn open(settings: &Settings) -> StoreResult<Arc<Self>> {
         let db = Self::connect(settings).await?;
         db.migrate().await?;
         partitions::ensure(&db.pools, herald_core::now_millis()).await?;
+        if db.pools.has_replicas() {
+            let every = Duration::from_millis((settings.replica_max_lag_ms / 2).max(50));
+            let weak = Arc::downgrade(&db);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                let mut behind_at = None;
+                loop {
+                    tick.tick().await;
+                    let Some(db) = weak.upgrade() else { return };
+                    match db.pools.check_replicas(behind_at).await {
+                        Ok(position) => behind_at = Some(position),
+                        Err(e) => tracing::warn!(error = %e, "checking the replicas' lag failed"),
+                    }
+                }
+            });
+        }
         let weak = Arc::downgrade(&db);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(UPKEEP_INTERVAL);

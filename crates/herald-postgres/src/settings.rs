@@ -10,6 +10,9 @@ pub struct Settings {
     pub url: String,
     /// Streaming replicas for reads that tolerate lag; empty for none.
     pub replica_urls: Vec<String>,
+    /// How far behind the primary a replica may be and still serve reads; checked by comparing WAL positions
+    /// every half of this, so a paused or stopped replica stops serving within about this long.
+    pub replica_max_lag_ms: u64,
     /// One pool per server (the primary and each replica).
     pub pool: PoolSettings,
     /// Feed entries kept per user (the newest ones); older positions answer with a resync. Not read from
@@ -25,6 +28,7 @@ impl Default for Settings {
         Self {
             url: "postgres://postgres@127.0.0.1:5432/herald".into(),
             replica_urls: Vec::new(),
+            replica_max_lag_ms: 1_000,
             pool: PoolSettings::default(),
             feed_retention: 100_000,
             message_retention_days: 0,

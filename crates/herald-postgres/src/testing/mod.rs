@@ -1,5 +1,10 @@
 //! A fresh database for each test run, on the PostgreSQL server that `HERALD_TEST_POSTGRES_URL` names
-//! (default: the machine's, `postgres://postgres@127.0.0.1:5432/postgres`), dropped when the handle goes.
+//! (default: the machine's, `postgres://postgres@127.0.0.1:5432/postgres`), dropped when the handle goes; and
+//! servers of a test's own ([`OwnServer`]: a primary, a streaming replica) for the tests that stop them.
+
+mod server;
+
+pub use server::OwnServer;
 
 use crate::Settings;
 use std::time::Duration;
