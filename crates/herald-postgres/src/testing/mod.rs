@@ -4,7 +4,7 @@
 
 mod server;
 
-pub use server::OwnServer;
+pub use server::{OwnServer, give_to_postgres, is_root};
 
 use crate::Settings;
 use std::time::Duration;

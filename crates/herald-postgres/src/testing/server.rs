@@ -134,7 +134,8 @@ fn bin_dir() -> PathBuf {
     })
 }
 
-fn is_root() -> bool {
+/// Whether this process runs as root (then PostgreSQL and PgBouncer must run as `postgres`).
+pub fn is_root() -> bool {
     Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
@@ -150,11 +151,11 @@ fn as_postgres(command: &Command) -> Command {
     wrapped
 }
 
-/// As root, hands the directory to `postgres` (who runs the server).
-fn give_to_postgres(dir: &Path) {
+/// As root, hands `path` (and all below it) to `postgres`, who runs the servers.
+pub fn give_to_postgres(path: &Path) {
     if is_root() {
-        let status = Command::new("chown").arg("postgres:postgres").arg(dir).status().expect("chown");
-        assert!(status.success(), "chown postgres {}", dir.display());
+        let status = Command::new("chown").args(["-R", "postgres:postgres"]).arg(path).status().expect("chown");
+        assert!(status.success(), "chown postgres {}", path.display());
     }
 }
 
