@@ -106,4 +106,38 @@ mod tests {
         assert_eq!(bucket(i64::MAX), i32::MAX);
         assert_eq!(bucket(i64::MIN), i32::MIN);
     }
+
+    /// Old messages go a whole window at a time, newer ones stay, and the conversation's seqs go on.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn expired_windows_are_dropped_whole_and_seqs_go_on() {
+        use herald_core::conformance;
+        use herald_core::store::MessageWrite;
+        use herald_proto::{ConversationId, DeviceId, Direction, UserId};
+
+        const DAY_MS: i64 = 24 * 60 * 60 * 1000;
+        let database = crate::testing::TestDatabase::create().await;
+        let db = crate::PostgresDb::open(&database.settings()).await.expect("open");
+        let stores = db.stores();
+        let now = herald_core::now_millis();
+        let old = now - 200 * DAY_MS;
+        ensure(&db.pools, old).await.expect("the partitions of an old window");
+        let (conversation, sender, device) = (ConversationId::new(), UserId::new(), DeviceId::new());
+        for seq in 1..=5 {
+            let mut message = conformance::message(conversation, seq, sender, device);
+            message.sent_at = if seq <= 3 { old } else { now };
+            stores.messages.commit(&[MessageWrite::Insert(message)]).await.expect("commit");
+        }
+        assert!(existing(&db.pools).await.expect("partitions").contains(&bucket(old)));
+
+        drop_expired(&db.pools, now, 90).await.expect("drop expired windows");
+        let left = existing(&db.pools).await.expect("partitions");
+        assert!(!left.contains(&bucket(old)), "the expired window's table is still there: {left:?}");
+        assert!(left.contains(&bucket(now)), "the current window's table was dropped: {left:?}");
+        let history = stores.messages.history(conversation, 1, Direction::Forward, 10).await.expect("history");
+        assert_eq!(history.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![4, 5], "only the expired messages go");
+        assert_eq!(stores.messages.last_seq(conversation).await.expect("last_seq"), 5);
+        let sixth = conformance::message(conversation, 6, sender, device);
+        stores.messages.commit(&[MessageWrite::Insert(sixth)]).await.expect("the conversation goes on at 6");
+        db.close().await;
+    }
 }
