@@ -1,9 +1,34 @@
 //! A seconds-long run of every benchmark scenario, for correctness only (each scenario fails on a lost,
 //! doubled or misordered message). Timing is never asserted here: that is what BENCHMARKS.md is for.
 
+use super::helpers::postgres_backend;
+use herald_postgres::testing::TestDatabase;
 use std::process::Command;
 
-fn bench(args: &[&str]) -> String {
+/// Runs `herald bench`; on the suite's PostgreSQL pass, its servers keep their stores in one fresh database.
+struct Bench {
+    env: Vec<(&'static str, String)>,
+    _database: Option<TestDatabase>,
+}
+
+impl Bench {
+    fn new() -> Self {
+        if !postgres_backend() {
+            return Self { env: Vec::new(), _database: None };
+        }
+        let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+        let database = runtime.block_on(TestDatabase::create());
+        let env =
+            vec![("HERALD_STORAGE__BACKEND", "postgres".to_owned()), ("HERALD_STORAGE__POSTGRES__URL", database.url())];
+        Self { env, _database: Some(database) }
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        bench(args, &self.env)
+    }
+}
+
+fn bench(args: &[&str], env: &[(&str, String)]) -> String {
     let dir = tempfile::tempdir().expect("tempdir");
     let json = dir.path().join("report.json");
     let chart = dir.path().join("chart.svg");
@@ -15,6 +40,7 @@ fn bench(args: &[&str]) -> String {
         .arg("--chart")
         .arg(&chart)
         .env("RUST_LOG", "warn")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .output()
         .expect("run herald bench");
     let stdout = String::from_utf8_lossy(&output.stdout).to_string();
@@ -36,17 +62,18 @@ fn bench(args: &[&str]) -> String {
 
 #[test]
 fn every_scenario_runs_and_checks_itself() {
-    let out = bench(&["sends", "--users", "4", "--in-flight", "2", "--duration", "1"]);
+    let b = Bench::new();
+    let out = b.run(&["sends", "--users", "4", "--in-flight", "2", "--duration", "1"]);
     assert!(out.contains("scenario sends"), "{out}");
-    let out = bench(&["sends", "--over", "ws", "--users", "4", "--in-flight", "3", "--duration", "1"]);
+    let out = b.run(&["sends", "--over", "ws", "--users", "4", "--in-flight", "3", "--duration", "1"]);
     assert!(out.contains("scenario sends over Ws"), "{out}");
-    let out = bench(&["idle", "--connections", "50", "--hold", "1", "--processes", "2", "--source-ips", "2"]);
+    let out = b.run(&["idle", "--connections", "50", "--hold", "1", "--processes", "2", "--source-ips", "2"]);
     assert!(out.contains("scenario idle"), "{out}");
-    let out = bench(&["groups", "--rooms", "2", "--members", "4", "--rate", "40", "--duration", "1"]);
+    let out = b.run(&["groups", "--rooms", "2", "--members", "4", "--rate", "40", "--duration", "1"]);
     assert!(out.contains("scenario groups"), "{out}");
-    let out = bench(&["direct", "--pairs", "4", "--rate", "40", "--duration", "1"]);
+    let out = b.run(&["direct", "--pairs", "4", "--rate", "40", "--duration", "1"]);
     assert!(out.contains("scenario direct"), "{out}");
-    let out = bench(&[
+    let out = b.run(&[
         "saturate",
         "--rooms",
         "2",
@@ -62,11 +89,11 @@ fn every_scenario_runs_and_checks_itself() {
         "0.001",
     ]);
     assert!(out.contains("scenario saturate"), "{out}");
-    let out = bench(&["storm", "--connections", "20", "--missed", "2"]);
+    let out = b.run(&["storm", "--connections", "20", "--missed", "2"]);
     assert!(out.contains("scenario storm"), "{out}");
-    let out = bench(&["soak", "--rooms", "2", "--members", "3", "--rate", "20", "--duration", "2", "--interval", "1"]);
+    let out = b.run(&["soak", "--rooms", "2", "--members", "3", "--rate", "20", "--duration", "2", "--interval", "1"]);
     assert!(out.contains("scenario soak") && out.contains("open fds"), "{out}");
-    let out = bench(&[
+    let out = b.run(&[
         "media",
         "--images",
         "2",
