@@ -45,6 +45,8 @@ impl PostgresDb {
         let db = Self::connect(settings).await?;
         db.migrate().await?;
         partitions::ensure(&db.pools, herald_core::now_millis()).await?;
+        // The pool gauges exist from the first scrape.
+        db.pools.upkeep();
         if db.pools.has_replicas() {
             let every = Duration::from_millis((settings.replica_max_lag_ms / 2).max(50));
             let weak = Arc::downgrade(&db);
