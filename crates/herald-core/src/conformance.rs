@@ -1136,8 +1136,8 @@ pub async fn cursors(stores: &Stores) {
 // MediaStore
 // ---------------------------------------------------------------------------------------------------------
 
-/// A pending upload of `size` declared bytes.
-fn upload(owner: UserId, size: u64, created_at: Millis) -> MediaRecord {
+/// A pending upload of `size` declared bytes (for the backends' own tests too).
+pub fn upload(owner: UserId, size: u64, created_at: Millis) -> MediaRecord {
     MediaRecord {
         id: MediaId::new(),
         owner,
@@ -1159,8 +1159,9 @@ fn fresh_hash() -> String {
     format!("{}{}", MediaId::new().0.simple(), MediaId::new().0.simple())
 }
 
-/// A stored content of `size` bytes, hot, last accessed at `at`; `refs` is the store's to set.
-fn content_of(hash: &str, size: u64, at: Millis) -> ContentRecord {
+/// A stored content of `size` bytes, hot, last accessed at `at`; `refs` is the store's to set (for the
+/// backends' own tests too).
+pub fn content_of(hash: &str, size: u64, at: Millis) -> ContentRecord {
     let original = StoredVariant {
         key: format!("{hash}/original"),
         content_type: "image/png".into(),

@@ -1,63 +1,12 @@
-//! The media part of the store conformance suite against the PostgreSQL backend, and the media invariants
-//! under racing writers (which the suite's sequential checks cannot reach).
+//! The media invariants under racing writers, which the conformance suite's sequential checks cannot reach.
 
-use herald_core::conformance;
+use herald_core::conformance::{content_of, upload};
 use herald_core::now_millis;
-use herald_core::store::{ContentRecord, MediaRecord, MediaStore, StoreError, StoredVariant, Tier};
+use herald_core::store::{MediaStore, StoreError};
 use herald_postgres::PostgresDb;
 use herald_postgres::testing::TestDatabase;
-use herald_proto::{MediaId, MediaState, Millis, UserId};
-use std::collections::BTreeMap;
+use herald_proto::{MediaId, UserId};
 use std::sync::Arc;
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn media_conforms() {
-    let database = TestDatabase::create().await;
-    let db = PostgresDb::open(&database.settings()).await.expect("open");
-    conformance::media(&db.stores()).await;
-    conformance::media(&db.stores()).await;
-    db.close().await;
-}
-
-fn upload(owner: UserId, size: u64, at: Millis) -> MediaRecord {
-    MediaRecord {
-        id: MediaId::new(),
-        owner,
-        state: MediaState::Pending,
-        reason: None,
-        detail: None,
-        declared_size: size,
-        filename: None,
-        claimed_type: None,
-        content_type: None,
-        content_hash: None,
-        created_at: at,
-        updated_at: at,
-    }
-}
-
-fn content_of(hash: &str, size: u64, at: Millis) -> ContentRecord {
-    let original = StoredVariant {
-        key: format!("{hash}/original"),
-        content_type: "image/png".into(),
-        size,
-        width: None,
-        height: None,
-    };
-    ContentRecord {
-        hash: hash.to_owned(),
-        content_type: "image/png".into(),
-        size,
-        width: None,
-        height: None,
-        duration_ms: None,
-        variants: BTreeMap::from([("original".to_owned(), original)]),
-        tier: Tier::Hot,
-        refs: 0,
-        created_at: at,
-        last_access: at,
-    }
-}
 
 /// Checks the whole database against the invariants of `MediaStore`: usage is the sum of what uploads are
 /// charged, refs the number of ready uploads, every ready upload has its content, no taken-down hash is stored.
