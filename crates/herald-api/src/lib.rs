@@ -12,5 +12,6 @@ pub mod serve;
 mod state;
 mod web;
 
+pub use routes::internal::ForwardEndpoint;
 pub use routes::router;
 pub use state::{AppState, Readiness};

@@ -29,4 +29,6 @@ pub struct AppState {
     pub media: Arc<herald_media::Media>,
     /// Usernames allowed to use the admin endpoints.
     pub admins: Arc<std::collections::HashSet<String>>,
+    /// In a cluster: where other nodes forward records whose partition this node owns.
+    pub forward: Option<crate::routes::internal::ForwardEndpoint>,
 }

@@ -20,6 +20,9 @@ pub struct TtlCache<K, V> {
     state: Mutex<State<K, V>>,
     hits: AtomicU64,
     misses: AtomicU64,
+    /// Bumped by every invalidation, so a value read from the store before an invalidation is not cached
+    /// after it ([`TtlCache::insert_unless_invalidated`]).
+    generation: AtomicU64,
     /// Registered once: looking a labelled metric up on every get would cost more than the cache saves.
     hit_rate_gauge: metrics::Gauge,
 }
@@ -70,6 +73,7 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
             state: Mutex::new(State { entries: HashMap::new(), value_bytes: 0 }),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
             hit_rate_gauge: metrics::gauge!("cache_hit_rate", "cache_layer" => "l1", "cache" => name),
         }
     }
@@ -92,16 +96,20 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
     }
 
     pub fn insert(&self, key: K, value: V) {
-        let weight = (self.weigh)(&value);
         let mut state = self.lock();
-        Self::remove(&mut state, &key);
+        self.insert_locked(&mut state, key, value);
+    }
+
+    fn insert_locked(&self, state: &mut State<K, V>, key: K, value: V) {
+        let weight = (self.weigh)(&value);
+        Self::remove(state, &key);
         let full = |state: &State<K, V>| {
             state.entries.len() >= self.capacity || state.value_bytes.saturating_add(weight) > self.max_value_bytes
         };
-        if full(&state) {
+        if full(state) {
             // Drop expired entries first; if that frees too little, start over (cheap, and rare at a sane size).
             state.retain_live(self.ttl);
-            if full(&state) {
+            if full(state) {
                 state.entries.clear();
                 state.value_bytes = 0;
             }
@@ -114,7 +122,32 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
     }
 
     pub fn invalidate(&self, key: &K) {
-        Self::remove(&mut self.lock(), key);
+        let mut state = self.lock();
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        Self::remove(&mut state, key);
+    }
+
+    /// Forgets every entry.
+    pub fn clear(&self) {
+        let mut state = self.lock();
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        state.entries.clear();
+        state.value_bytes = 0;
+    }
+
+    /// The invalidation count now: take it before reading the value from its source.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Caches a value read from its source after [`TtlCache::generation`] returned `generation`, unless an
+    /// invalidation came in meanwhile (the value may predate the change it announced).
+    pub fn insert_unless_invalidated(&self, generation: u64, key: K, value: V) {
+        // Checked under the lock that invalidations take, so one cannot slip in between.
+        let mut state = self.lock();
+        if self.generation.load(Ordering::Acquire) == generation {
+            self.insert_locked(&mut state, key, value);
+        }
     }
 
     /// Drops the expired entries, so what a burst cached is given back within a TTL (and the next sweep)

@@ -3,6 +3,7 @@
 
 use crate::auth::Principal;
 use crate::cache::TtlCache;
+use crate::changes::{Change, ChangeBus, ChangeListener};
 use crate::limits::Limits;
 use crate::log::Op;
 use crate::store::{StoreError, Stores};
@@ -21,11 +22,35 @@ pub struct Conversations {
     limits: Limits,
     submitter: Arc<Submitter>,
     membership: TtlCache<(ConversationId, UserId), Option<Member>>,
+    /// In a cluster: the other nodes, told of membership changes before they are acknowledged.
+    changes: std::sync::OnceLock<Arc<dyn ChangeBus>>,
 }
 
 impl Conversations {
     pub fn new(stores: Stores, limits: Limits, submitter: Arc<Submitter>, cache_ttl: Duration) -> Self {
-        Self { stores, limits, submitter, membership: TtlCache::new("membership", cache_ttl, 200_000) }
+        Self {
+            stores,
+            limits,
+            submitter,
+            membership: TtlCache::new("membership", cache_ttl, 200_000),
+            changes: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Sets the bus that carries membership changes to the other nodes of a cluster (once, at start).
+    pub fn set_change_bus(&self, bus: Arc<dyn ChangeBus>) {
+        if self.changes.set(bus).is_err() {
+            tracing::warn!("change bus set twice; keeping the first");
+        }
+    }
+
+    /// A membership changed (already stored): forget it here, and on every other node before the change is
+    /// acknowledged to the client.
+    async fn member_changed(&self, conversation: ConversationId, user: UserId) {
+        self.membership.invalidate(&(conversation, user));
+        if let Some(bus) = self.changes.get() {
+            bus.announce(Change::Membership { conversation, user }).await;
+        }
     }
 
     /// What the membership cache holds.
@@ -53,8 +78,9 @@ impl Conversations {
         let member = match self.membership.get(&key) {
             Some(cached) => cached,
             None => {
+                let generation = self.membership.generation();
                 let fresh = self.stores.conversations.member(id, principal.user).await?;
-                self.membership.insert(key, fresh.clone());
+                self.membership.insert_unless_invalidated(generation, key, fresh.clone());
                 fresh
             }
         };
@@ -75,7 +101,7 @@ impl Conversations {
             created_at: now_millis(),
         };
         let conversation = self.stores.conversations.get_or_create_direct(&candidate, principal.user, peer).await?;
-        self.invalidate_all(conversation.id, &[principal.user, peer]);
+        self.invalidate_all(conversation.id, &[principal.user, peer]).await;
         let created = conversation.id == candidate.id;
         Ok((self.details_of(conversation).await?, created))
     }
@@ -148,7 +174,7 @@ impl Conversations {
                 other => other.into(),
             },
         )?;
-        self.membership.invalidate(&(id, user));
+        self.member_changed(id, user).await;
         self.notice(principal, id, SystemEvent::MemberAdded { user_id: user }).await;
         Ok(member)
     }
@@ -173,7 +199,7 @@ impl Conversations {
         if !self.stores.conversations.remove_member(id, user).await? {
             return Err(CoreError::not_found("not a member"));
         }
-        self.membership.invalidate(&(id, user));
+        self.member_changed(id, user).await;
         let event = if user == principal.user {
             SystemEvent::MemberLeft { user_id: user }
         } else {
@@ -185,7 +211,7 @@ impl Conversations {
             let successor = members.iter().find(|m| m.role == Role::Admin).or(members.first());
             if let Some(next) = successor {
                 self.stores.conversations.set_role(id, next.user_id, Role::Owner).await?;
-                self.membership.invalidate(&(id, next.user_id));
+                self.member_changed(id, next.user_id).await;
                 self.notice(principal, id, SystemEvent::RoleChanged { user_id: next.user_id, role: Role::Owner }).await;
             }
         }
@@ -209,11 +235,11 @@ impl Conversations {
         let target =
             self.stores.conversations.member(id, user).await?.ok_or_else(|| CoreError::not_found("not a member"))?;
         self.stores.conversations.set_role(id, user, role).await?;
-        self.membership.invalidate(&(id, user));
+        self.member_changed(id, user).await;
         self.notice(principal, id, SystemEvent::RoleChanged { user_id: user, role }).await;
         if role == Role::Owner {
             self.stores.conversations.set_role(id, principal.user, Role::Admin).await?;
-            self.membership.invalidate(&(id, principal.user));
+            self.member_changed(id, principal.user).await;
             self.notice(principal, id, SystemEvent::RoleChanged { user_id: principal.user, role: Role::Admin }).await;
         }
         Ok(Member { role, ..target })
@@ -320,9 +346,9 @@ impl Conversations {
         Ok(title.to_owned())
     }
 
-    fn invalidate_all(&self, id: ConversationId, users: &[UserId]) {
+    async fn invalidate_all(&self, id: ConversationId, users: &[UserId]) {
         for user in users {
-            self.membership.invalidate(&(id, *user));
+            self.member_changed(id, *user).await;
         }
     }
 }
@@ -335,4 +361,16 @@ fn parse_list_cursor(cursor: &str) -> CoreResult<(Millis, ConversationId)> {
     let bad = || CoreError::invalid("malformed cursor");
     let (at, id) = cursor.split_once('_').ok_or_else(bad)?;
     Ok((at.parse().map_err(|_| bad())?, id.parse().map_err(|_| bad())?))
+}
+
+impl ChangeListener for Conversations {
+    fn apply(&self, change: &Change) {
+        match *change {
+            Change::Membership { conversation, user } => self.membership.invalidate(&(conversation, user)),
+        }
+    }
+
+    fn forget_all(&self) {
+        self.membership.clear();
+    }
 }

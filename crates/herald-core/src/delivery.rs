@@ -11,7 +11,8 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 /// What happened to one log record.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "applied", rename_all = "snake_case")]
 pub enum Applied {
     /// A new message (a membership notice too), or the stored one for a retried send.
     Sent {

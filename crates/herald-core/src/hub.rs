@@ -28,6 +28,9 @@ pub enum Outgoing {
     Event { pos: u64, event: Arc<str>, sent_at: Option<Millis> },
     /// A complete frame shared by every recipient (typing, presence).
     Frame(Bytes),
+    /// Feed events may have been lost on their way to this node (its link to the other nodes broke): read
+    /// the feed from the position delivered so far and send what is missing.
+    CatchUp,
 }
 
 #[derive(Clone, Debug)]
@@ -102,7 +105,16 @@ pub struct Hub {
     ephemeral_dropped: metrics::Counter,
     /// Zero of [`Hub::now_ms`], the clock of the connections' alarms.
     epoch: Instant,
+    /// In a cluster, the connection registry: told when a user comes to this node and leaves it.
+    listener: std::sync::OnceLock<Arc<dyn ConnectionListener>>,
     this: Weak<Hub>,
+}
+
+/// Hears when a user's first connection on this node opens and its last one closes: the cluster's registry
+/// of which nodes hold which users. Called in order for each user, from the connection's task.
+pub trait ConnectionListener: Send + Sync + 'static {
+    fn first_connected(&self, user: UserId);
+    fn last_disconnected(&self, user: UserId);
 }
 
 /// A registered connection. Dropping it unregisters the connection (and may make the user offline).
@@ -147,8 +159,16 @@ impl Hub {
             slow: metrics::counter!("websocket_slow_consumer_disconnects_total"),
             ephemeral_dropped: metrics::counter!("websocket_ephemeral_dropped_total"),
             epoch: Instant::now(),
+            listener: std::sync::OnceLock::new(),
             this: this.clone(),
         })
+    }
+
+    /// Sets the connection registry (once, before connections arrive).
+    pub fn set_listener(&self, listener: Arc<dyn ConnectionListener>) {
+        if self.listener.set(listener).is_err() {
+            tracing::warn!("hub connection listener set twice; keeping the first");
+        }
     }
 
     pub fn config(&self) -> &HubConfig {
@@ -186,7 +206,15 @@ impl Hub {
         let outbox = Arc::new(Outbox::new(self.config.queue_depth));
         // Most users have one device connected: room for one, not the four a first push would reserve.
         let connection = Connection { id, device, outbox: outbox.clone() };
-        lock(&self.connections).entry(user).or_insert_with(|| Vec::with_capacity(1)).push(connection);
+        let first = {
+            let mut connections = lock(&self.connections);
+            let list = connections.entry(user).or_insert_with(|| Vec::with_capacity(1));
+            list.push(connection);
+            list.len() == 1
+        };
+        if first && let Some(listener) = self.listener.get() {
+            listener.first_connected(user);
+        }
         metrics::gauge!("websocket_connections_total").increment(1.0);
         let changed = {
             let mut presence = lock(&self.presence);
@@ -206,14 +234,22 @@ impl Hub {
     }
 
     fn unregister(&self, user: UserId, id: u64) {
-        {
+        let last = {
             let mut connections = lock(&self.connections);
-            if let Some(list) = connections.get_mut(&user) {
-                list.retain(|c| c.id != id);
-                if list.is_empty() {
-                    connections.remove(&user);
+            match connections.get_mut(&user) {
+                Some(list) => {
+                    list.retain(|c| c.id != id);
+                    let last = list.is_empty();
+                    if last {
+                        connections.remove(&user);
+                    }
+                    last
                 }
+                None => false,
             }
+        };
+        if last && let Some(listener) = self.listener.get() {
+            listener.last_disconnected(user);
         }
         metrics::gauge!("websocket_connections_total").decrement(1.0);
         let changed = {
@@ -267,6 +303,36 @@ impl Hub {
         if let Err(PushError::Full { newly_kicked: true }) = c.outbox.push(item) {
             self.slow.increment(1);
         }
+    }
+
+    /// Makes every connection read its feed from where it is and send whatever it missed (see
+    /// [`Outgoing::CatchUp`]). A connection too far behind to take it is kicked and resumes on reconnect.
+    pub fn catch_up_all(&self) {
+        for list in lock(&self.connections).values() {
+            for c in list {
+                self.push(c, Outgoing::CatchUp);
+            }
+        }
+    }
+
+    /// Makes `user`'s connections on this node read what they missed from the feed (see
+    /// [`Outgoing::CatchUp`]).
+    pub fn catch_up(&self, user: UserId) {
+        if let Some(list) = lock(&self.connections).get(&user) {
+            for c in list {
+                self.push(c, Outgoing::CatchUp);
+            }
+        }
+    }
+
+    /// Offers a typing or presence frame that another node produced to the users' connections here.
+    pub fn offer_frame(&self, users: impl IntoIterator<Item = UserId>, frame: Bytes) {
+        self.send_to(users, || Outgoing::Frame(frame.clone()));
+    }
+
+    /// The users with a connection on this node.
+    pub fn connected_users(&self) -> Vec<UserId> {
+        lock(&self.connections).keys().copied().collect()
     }
 
     /// Closes every connection of a device that was logged out or revoked.

@@ -4,30 +4,36 @@
 //!
 //! # Layout
 //! - [`store`]: the store traits and the records only the server sees (password hashes, refresh hashes).
-//! - [`log`]: the partitioned log seam; [`sequencer`] is the partition owner behind it.
+//! - [`log`]: the partitioned log seam; [`owners`] runs the partitions this node owns, [`sequencer`] is what
+//!   processes their records.
 //! - [`delivery`]: where applied operations go: the sender's waiting request now, connections later.
 //! - [`accounts`], [`conversations`], [`messaging`]: the services, each checking who may do what.
 //! - [`media`]: who may see an upload and what a message attaching one carries.
 //! - [`auth`], [`limits`], [`cache`]: tokens and passwords, limits and rate limits, the L1 cache.
 //! - [`footprint`]: what each in-memory structure holds, against its bound, as gauges.
+//! - [`ring`]: the consistent-hash ring that places partitions and users on nodes.
 //!
 //! Nothing here knows a backend: `herald-embedded` (and later the cluster crates) implement the traits.
 
 pub mod accounts;
 pub mod auth;
 pub mod cache;
+pub mod changes;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod conversations;
 pub mod delivery;
 mod error;
 pub mod footprint;
+pub mod forward;
 pub mod hub;
 pub mod limits;
 pub mod log;
 pub mod media;
 pub mod messaging;
 pub mod outbox;
+pub mod owners;
+pub mod ring;
 pub mod sequencer;
 pub mod store;
 pub mod submit;

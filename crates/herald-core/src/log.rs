@@ -68,6 +68,9 @@ pub enum LogError {
     Closed,
     #[error("log backend: {0}")]
     Backend(String),
+    /// A record forwarded here for a partition this node no longer owns: the sender routes it again.
+    #[error("this node does not own the partition")]
+    NotOwner,
 }
 
 /// What owns partitions: the log calls it as ownership moves and for each batch of records.
@@ -88,6 +91,11 @@ pub trait MessageLog: Send + Sync + 'static {
     fn partitions(&self) -> u32;
     /// Appends a record to the partition of its conversation. Returns once the log has accepted it.
     async fn append(&self, record: LogRecord) -> Result<(), LogError>;
+    /// Appends a record another node forwarded because this node owns its partition: to this node's own
+    /// partition only, never forwarded again ([`LogError::NotOwner`] if ownership moved meanwhile).
+    async fn append_here(&self, record: LogRecord) -> Result<(), LogError> {
+        self.append(record).await
+    }
     /// Starts consuming with `handler` as this node's partition owner.
     fn start(&self, handler: Arc<dyn PartitionHandler>);
     /// Stops accepting appends, lets the owners finish what was accepted, and returns when they have.

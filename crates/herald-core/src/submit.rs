@@ -10,6 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
 
+/// A forwarded record's partition is not owned here (any more).
+#[derive(Debug)]
+pub struct NotOwner;
+
 pub struct Submitter {
     log: Arc<dyn MessageLog>,
     waiters: Arc<Waiters>,
@@ -34,9 +38,27 @@ impl Submitter {
                 return Err(CoreError::unavailable("the server is shutting down; retry on another node"));
             }
             Ok(Err(LogError::Backend(m))) => return Err(CoreError::Internal(m)),
+            Ok(Err(LogError::NotOwner)) => {
+                return Err(CoreError::unavailable("the conversation is moving between nodes; retry shortly"));
+            }
             Err(_) => return Err(CoreError::unavailable("the log is overloaded; retry with the same client_msg_id")),
         }
         wait.wait(self.timeout.saturating_sub(started.elapsed())).await
+    }
+
+    /// Applies a record that another node forwarded here because this node owns its partition, exactly as a
+    /// request of its own: the outcome is what the forwarding node's client gets. `Err(NotOwner)` when the
+    /// partition moved on meanwhile (nothing was appended; the forwarding node routes the record again).
+    pub async fn apply_forwarded(&self, record: LogRecord) -> Result<CoreResult<Applied>, NotOwner> {
+        let started = tokio::time::Instant::now();
+        let wait = self.waiters.register(record.request_id);
+        match tokio::time::timeout(self.timeout, self.log.append_here(record)).await {
+            Ok(Ok(())) => Ok(wait.wait(self.timeout.saturating_sub(started.elapsed())).await),
+            Ok(Err(LogError::NotOwner)) => Err(NotOwner),
+            Ok(Err(LogError::Closed)) => Err(NotOwner),
+            Ok(Err(LogError::Backend(m))) => Ok(Err(CoreError::Internal(m))),
+            Err(_) => Ok(Err(CoreError::unavailable("the log is overloaded; retry with the same client_msg_id"))),
+        }
     }
 
     /// Submits an operation whose outcome is a message (edit, delete, react, notices).

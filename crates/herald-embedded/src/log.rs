@@ -1,108 +1,48 @@
-//! The in-process partitioned log: a bounded queue and a task per partition. It keeps the cluster's shape
-//! (records keyed by conversation, one owner per partition, batches handed to the owner in order) without
-//! the durability of Kafka: it does not need it, because nothing is acknowledged to a client before the
-//! owner has committed it to the durable store. A record lost in a crash was never acked, and the client's
-//! retry with the same `client_msg_id` is idempotent.
+//! The in-process partitioned log: every partition owned by this node from start to shutdown, each a bounded
+//! queue and an owner task ([`LocalOwners`]). It keeps the cluster's shape (records keyed by conversation, one
+//! owner per partition, batches handed to the owner in order) without the durability of Kafka: it does not
+//! need it, because nothing is acknowledged to a client before the owner has committed it to the durable
+//! store. A record lost in a crash was never acked, and the client's retry with the same `client_msg_id` is
+//! idempotent.
 
 use async_trait::async_trait;
-use herald_core::log::{LogError, LogRecord, MessageLog, PartitionHandler, partition_of};
+use herald_core::log::{LogError, LogRecord, MessageLog, PartitionHandler};
+use herald_core::owners::{LocalAppendError, LocalOwners};
 use std::sync::Arc;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 pub struct InProcessLog {
-    senders: Vec<mpsc::Sender<LogRecord>>,
-    receivers: Mutex<Option<Vec<mpsc::Receiver<LogRecord>>>>,
-    max_batch: usize,
-    closed: AtomicBool,
-    stop: CancellationToken,
-    tasks: TaskTracker,
+    owners: LocalOwners,
 }
 
 impl InProcessLog {
     /// `partitions` queues of `queue_depth` records each; an owner takes at most `max_batch` at a time.
     pub fn new(partitions: u32, queue_depth: usize, max_batch: usize) -> Self {
-        let (senders, receivers) = (0..partitions.max(1)).map(|_| mpsc::channel(queue_depth.max(1))).unzip();
-        Self {
-            senders,
-            receivers: Mutex::new(Some(receivers)),
-            max_batch: max_batch.max(1),
-            closed: AtomicBool::new(false),
-            stop: CancellationToken::new(),
-            tasks: TaskTracker::new(),
-        }
+        Self { owners: LocalOwners::new(partitions, queue_depth, max_batch) }
     }
 }
 
 #[async_trait]
 impl MessageLog for InProcessLog {
     fn partitions(&self) -> u32 {
-        self.senders.len() as u32
+        self.owners.partitions()
     }
 
     async fn append(&self, record: LogRecord) -> Result<(), LogError> {
-        if self.closed.load(Ordering::Acquire) {
-            return Err(LogError::Closed);
+        match self.owners.append(record).await {
+            Ok(()) => Ok(()),
+            // Every partition is owned until shutdown: a refusal means the log is closing.
+            Err(LocalAppendError::Closed | LocalAppendError::NotOwned(_)) => Err(LogError::Closed),
         }
-        let partition = partition_of(record.conversation, self.partitions()) as usize;
-        // A full queue makes the caller wait: backpressure instead of unbounded memory.
-        self.senders[partition].send(record).await.map_err(|_| LogError::Closed)
     }
 
     fn start(&self, handler: Arc<dyn PartitionHandler>) {
-        let receivers = self.receivers.lock().unwrap_or_else(|p| p.into_inner()).take();
-        let Some(receivers) = receivers else {
-            tracing::warn!("in-process log started twice; ignoring");
-            return;
-        };
-        for (partition, rx) in receivers.into_iter().enumerate() {
-            let owner =
-                PartitionOwner { partition: partition as u32, rx, handler: handler.clone(), max_batch: self.max_batch };
-            self.tasks.spawn(owner.run(self.stop.clone()));
+        self.owners.set_handler(handler);
+        for partition in 0..self.owners.partitions() {
+            self.owners.own(partition);
         }
-        self.tasks.close();
     }
 
     async fn shutdown(&self) {
-        self.closed.store(true, Ordering::Release);
-        self.stop.cancel();
-        self.tasks.wait().await;
-    }
-}
-
-struct PartitionOwner {
-    partition: u32,
-    rx: mpsc::Receiver<LogRecord>,
-    handler: Arc<dyn PartitionHandler>,
-    max_batch: usize,
-}
-
-impl PartitionOwner {
-    async fn run(mut self, stop: CancellationToken) {
-        self.handler.assigned(self.partition).await;
-        let mut batch = Vec::with_capacity(self.max_batch);
-        loop {
-            tokio::select! {
-                biased;
-                n = self.rx.recv_many(&mut batch, self.max_batch) => {
-                    if n == 0 {
-                        break;
-                    }
-                    self.handler.process(self.partition, std::mem::take(&mut batch)).await;
-                }
-                () = stop.cancelled() => {
-                    // Refuse new records, then finish every record already accepted.
-                    self.rx.close();
-                    while self.rx.recv_many(&mut batch, self.max_batch).await > 0 {
-                        self.handler.process(self.partition, std::mem::take(&mut batch)).await;
-                    }
-                    break;
-                }
-            }
-        }
-        self.handler.revoked(self.partition).await;
+        self.owners.shutdown().await;
     }
 }

@@ -22,6 +22,35 @@ pub struct Config {
     pub storage: StorageConfig,
     pub gateway: GatewayConfig,
     pub media: crate::media_config::MediaConfig,
+    pub cluster: ClusterConfig,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// Redis of the cluster's control plane (docs/cluster.md): one `redis://host:port` of a single instance,
+    /// or nodes of a Redis Cluster (with `redis_cluster = true`). Empty: this node runs alone. A cluster needs
+    /// `storage.backend = "postgres"` and the same `auth.jwt_secret` on every node.
+    pub redis_urls: Vec<String>,
+    /// `redis_urls` name nodes of a Redis Cluster.
+    pub redis_cluster: bool,
+    /// This node's HTTP base URL as the other nodes reach it, e.g. `http://10.0.0.5:8080`. Empty: `http://`
+    /// and the address bound (which must then not be a wildcard such as 0.0.0.0).
+    pub advertise_url: String,
+    /// Prefix of every Redis key and channel, so several Herald clusters can share one Redis.
+    pub key_prefix: String,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self { redis_urls: Vec::new(), redis_cluster: false, advertise_url: String::new(), key_prefix: "herald".into() }
+    }
+}
+
+impl ClusterConfig {
+    pub fn enabled(&self) -> bool {
+        !self.redis_urls.is_empty()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -272,6 +301,7 @@ impl Config {
                 .try_parsing(true)
                 .list_separator(",")
                 .with_list_parse_key("storage.postgres.replica_urls")
+                .with_list_parse_key("cluster.redis_urls")
                 .source(Some(env)),
         );
         let config: Config =
@@ -309,6 +339,41 @@ impl Config {
         }
         let (s, a, l, g) = (&self.server, &self.auth, &self.limits, &self.log);
         check(!s.data_dir.as_os_str().is_empty(), "server.data_dir", "must not be empty")?;
+        let c = &self.cluster;
+        if c.enabled() {
+            check(
+                self.storage.backend == StorageBackend::Postgres,
+                "cluster.redis_urls",
+                "needs storage.backend = \"postgres\" (nodes of a cluster share their stores)",
+            )?;
+            check(
+                a.jwt_secret.is_some(),
+                "cluster.redis_urls",
+                "needs auth.jwt_secret, the same on every node (tokens and node-to-node requests use it)",
+            )?;
+            check(
+                c.redis_urls.iter().all(|u| u.starts_with("redis://") || u.starts_with("rediss://")),
+                "cluster.redis_urls",
+                "must be redis:// (or rediss://) URLs",
+            )?;
+            check(
+                !c.advertise_url.is_empty() || !s.listen.ip().is_unspecified(),
+                "cluster.advertise_url",
+                "must be set when server.listen is a wildcard address (how do the other nodes reach this one?)",
+            )?;
+            check(
+                c.advertise_url.is_empty()
+                    || c.advertise_url.starts_with("http://")
+                    || c.advertise_url.starts_with("https://"),
+                "cluster.advertise_url",
+                "must be an http:// or https:// URL",
+            )?;
+            check(
+                !c.key_prefix.is_empty() && !c.key_prefix.contains(['{', '}']),
+                "cluster.key_prefix",
+                "must be non-empty, without braces",
+            )?;
+        }
         check(s.shutdown_grace_secs <= 3600, "server.shutdown_grace_secs", "must be at most 3600")?;
         check(s.max_body_bytes >= 1024, "server.max_body_bytes", "must be at least 1024")?;
         if let Some(secret) = &a.jwt_secret {

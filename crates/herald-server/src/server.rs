@@ -16,13 +16,14 @@ use herald_core::Services;
 use herald_core::accounts::Accounts;
 use herald_core::auth::{PasswordCost, Passwords, Tokens};
 use herald_core::conversations::Conversations;
-use herald_core::delivery::{LocalDelivery, Waiters};
+use herald_core::delivery::{Delivery, LocalDelivery, Waiters};
 use herald_core::hub::Hub;
 use herald_core::log::MessageLog;
 use herald_core::messaging::Messaging;
 use herald_core::sequencer::{Sequencer, SequencerConfig};
 use herald_core::submit::Submitter;
 use herald_embedded::InProcessLog;
+use herald_redis::{Cluster, LogShape};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -73,10 +74,31 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let stores = db.stores();
     let limits = config.core_limits();
 
+    // Bound early: a cluster node announces the address it is reached at.
+    let listener = bind(config.server.listen).with_context(|| format!("binding {}", config.server.listen))?;
+    let addr = listener.local_addr()?;
+
     let hub = Hub::new(stores.clone(), config.hub());
     let waiters = Arc::new(Waiters::default());
-    let delivery = Arc::new(LocalDelivery::new(waiters.clone(), Some(hub.clone())));
-    let log = Arc::new(InProcessLog::new(config.log.partitions, config.log.queue_depth, config.log.max_batch));
+    let (log, delivery, cluster): (Arc<dyn MessageLog>, Arc<dyn Delivery>, Option<Joined>) = if config.cluster.enabled()
+    {
+        let (cluster, parts) = Cluster::start(
+            cluster_settings(&config, addr, &jwt_secret),
+            hub.clone(),
+            waiters.clone(),
+            LogShape {
+                partitions: config.log.partitions,
+                queue_depth: config.log.queue_depth,
+                max_batch: config.log.max_batch,
+            },
+        )
+        .await
+        .context("joining the cluster (cluster.redis_urls)")?;
+        (parts.log, parts.delivery, Some(Joined { cluster, changes: parts.changes }))
+    } else {
+        let log = InProcessLog::new(config.log.partitions, config.log.queue_depth, config.log.max_batch);
+        (Arc::new(log), Arc::new(LocalDelivery::new(waiters.clone(), Some(hub.clone()))), None)
+    };
     let sequencer_config = SequencerConfig {
         receipt_fanout_max_members: config.gateway.receipt_fanout_max_members,
         ..SequencerConfig::default()
@@ -104,6 +126,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         submitter.clone(),
         Duration::from_secs(config.cache.l1_ttl_secs),
     ));
+    if let Some(joined) = &cluster {
+        conversations.set_change_bus(joined.changes.clone());
+        joined.cluster.add_listener(conversations.clone());
+    }
+    let forward = cluster.as_ref().map(|_| herald_api::ForwardEndpoint {
+        submitter: submitter.clone(),
+        token: herald_core::forward::cluster_token(&jwt_secret).into(),
+    });
     let messaging = Arc::new(Messaging::new(stores.clone(), conversations.clone(), submitter, limits));
     let services = Services { accounts, conversations: conversations.clone(), messaging: messaging.clone() };
 
@@ -131,11 +161,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         gateway: gateway.clone(),
         media: media.clone(),
         admins,
+        forward,
     };
     let router = herald_api::router(state, config.server.max_body_bytes);
-
-    let listener = bind(config.server.listen).with_context(|| format!("binding {}", config.server.listen))?;
-    let addr = listener.local_addr()?;
 
     let head_timeout = Duration::from_millis(config.gateway.handshake_timeout_ms);
     let stop = CancellationToken::new();
@@ -162,6 +190,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             // Not ready first, so load balancers stop sending; then send WebSocket clients elsewhere
             // (each answers what it has in flight, then gets a jittered reconnect hint), then stop HTTP.
             readiness.set(false);
+            if let Some(joined) = &cluster {
+                // Hand the partitions to the other nodes while this one still answers what is on its way.
+                joined.cluster.drain().await;
+            }
             tracing::info!("shutting down: draining WebSocket connections, then in-flight requests");
             // WebSockets and HTTP share the grace period; the log and the store are closed in any case,
             // so whatever was acknowledged is on disk when the process exits.
@@ -190,6 +222,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             }
             let closed = tokio::time::timeout(STORE_CLOSE_TIMEOUT, async {
                 log.shutdown().await;
+                if let Some(joined) = &cluster {
+                    joined.cluster.leave().await;
+                }
                 db.close().await
             })
             .await;
@@ -203,6 +238,22 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     });
     tracing::info!(%addr, "herald listening");
     Ok(Running { addr, stop, task })
+}
+
+/// This node's place in a cluster.
+struct Joined {
+    cluster: Arc<Cluster>,
+    changes: Arc<dyn herald_core::changes::ChangeBus>,
+}
+
+fn cluster_settings(config: &Config, addr: SocketAddr, jwt_secret: &[u8]) -> herald_redis::Settings {
+    let c = &config.cluster;
+    let advertise = if c.advertise_url.is_empty() { format!("http://{addr}") } else { c.advertise_url.clone() };
+    let mut settings =
+        herald_redis::Settings::new(c.redis_urls.clone(), c.redis_cluster, advertise, jwt_secret.to_vec());
+    settings.key_prefix = c.key_prefix.clone();
+    settings.forward_timeout = Duration::from_millis(config.log.apply_timeout_ms);
+    settings
 }
 
 /// Pending connections the kernel may queue for us (it caps this at `net.core.somaxconn`). tokio's default

@@ -11,6 +11,7 @@ mod integration {
     mod authorization;
     mod bad_input;
     mod bench_smoke;
+    mod cluster;
     mod config;
     mod conversations;
     mod durability;

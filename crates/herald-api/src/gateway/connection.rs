@@ -409,6 +409,11 @@ async fn forward(
         match item {
             // Encoded by `hub::encode` from a `ServerFrame`: JSON, so UTF-8.
             Outgoing::Frame(bytes) => out.push(OutFrame::Text(bytes)),
+            Outgoing::CatchUp => {
+                let Some(at) = *delivered else { continue };
+                write(socket, outbox, std::mem::take(&mut out)).await?;
+                *delivered = Box::pin(catch_up(socket, state, outbox, me, at)).await?;
+            }
             Outgoing::Event { pos, event, sent_at } => {
                 let Some(at) = *delivered else { continue };
                 if pos <= at {

@@ -3,6 +3,7 @@
 mod accounts;
 mod conversations;
 mod health;
+pub mod internal;
 mod media;
 mod messages;
 
@@ -54,6 +55,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
+        .route(herald_core::forward::FORWARD_PATH, post(internal::forward))
         .merge(crate::web::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

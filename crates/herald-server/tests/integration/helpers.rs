@@ -60,7 +60,8 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
     start(config, dir, database).await
 }
 
-async fn start(config: Config, dir: Arc<tempfile::TempDir>, database: Option<Arc<TestDatabase>>) -> TestApp {
+/// Starts a node of `config` (its data dir `dir`; `database` dropped with the last app holding it).
+pub async fn start(config: Config, dir: Arc<tempfile::TempDir>, database: Option<Arc<TestDatabase>>) -> TestApp {
     let running = server::start(config.clone()).await.expect("server starts");
     TestApp {
         base: format!("http://{}", running.addr),

@@ -1,0 +1,99 @@
+//! What nodes say to each other over Redis pub/sub: each node listens on a channel of its own (sharded
+//! pub/sub, SSUBSCRIBE/SPUBLISH, so on a Redis Cluster a message touches one shard, not all of them).
+//! Pub/sub keeps nothing: a message published while the listener is disconnected is lost. Every kind of
+//! message here is therefore either repaired (feed events: the receiving node catches its connections up
+//! from the feed after a reconnect or a lag, and the sending node tells everyone to catch up after it failed
+//! to publish) or harmless to lose (typing, presence), or waited for (membership changes, acknowledged).
+
+use crate::keys::Keys;
+use fred::prelude::*;
+use herald_core::changes::Change;
+use herald_core::delivery::FeedDelivery;
+use herald_proto::{ConversationId, Millis, UserId};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use uuid::Uuid;
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Envelope {
+    /// Feed events for users with a connection on the receiving node.
+    Feed {
+        items: Vec<WireFeed>,
+    },
+    /// Events for the receiving node may have been lost: catch every connection up from the feed.
+    CatchUp,
+    /// Apply a change to the caches, then answer `ChangeApplied` to `from`.
+    Change {
+        id: Uuid,
+        from: String,
+        change: Change,
+    },
+    ChangeApplied {
+        id: Uuid,
+        node: String,
+    },
+    /// A typing or presence frame for these users' connections.
+    Frame {
+        users: Vec<UserId>,
+        frame: String,
+    },
+}
+
+/// A [`FeedDelivery`] on the wire.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WireFeed {
+    pub user: UserId,
+    pub conversation: ConversationId,
+    pub pos: u64,
+    pub event: String,
+    pub sent_at: Option<Millis>,
+    pub notice: bool,
+}
+
+impl From<&FeedDelivery> for WireFeed {
+    fn from(d: &FeedDelivery) -> Self {
+        Self {
+            user: d.user,
+            conversation: d.conversation,
+            pos: d.pos,
+            event: d.event.to_string(),
+            sent_at: d.sent_at,
+            notice: d.notice,
+        }
+    }
+}
+
+impl From<WireFeed> for FeedDelivery {
+    fn from(w: WireFeed) -> Self {
+        Self {
+            user: w.user,
+            conversation: w.conversation,
+            pos: w.pos,
+            event: Arc::from(w.event),
+            sent_at: w.sent_at,
+            notice: w.notice,
+        }
+    }
+}
+
+/// Publishing to other nodes' channels.
+#[derive(Clone)]
+pub struct Bus {
+    client: Client,
+    keys: Keys,
+}
+
+impl Bus {
+    pub fn new(client: Client, keys: Keys) -> Self {
+        Self { client, keys }
+    }
+
+    /// Publishes to `node`'s channel; returns whether someone was listening.
+    pub async fn send(&self, node: &str, envelope: &Envelope) -> Result<bool, Error> {
+        let json = serde_json::to_string(envelope).map_err(|e| Error::new(ErrorKind::Parse, e.to_string()))?;
+        let listeners: i64 = self.client.spublish(self.keys.node_channel(node), json).await?;
+        metrics::counter!("cluster_bus_messages_total", "direction" => "sent").increment(1);
+        Ok(listeners > 0)
+    }
+}

@@ -1,0 +1,158 @@
+//! Cross-node delivery. The sequencer's results are handed to this node's waiters and connections at once
+//! (as on one node), and queued for a publisher task that looks up which other nodes hold each recipient
+//! (the connection registry) and publishes each node its share. The sequencer never waits on Redis: when
+//! the queue is full or Redis fails, the events are dropped here and, once Redis answers again, every node
+//! is told to catch its connections up from the feed (where the events are, stored before any delivery).
+
+use crate::bus::{Bus, Envelope, WireFeed};
+use crate::registry::Registry;
+use crate::view::View;
+use async_trait::async_trait;
+use herald_core::delivery::{Delivery, FeedDelivery, LocalDelivery, Outcome};
+use herald_proto::UserId;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio::sync::mpsc;
+
+/// Batches of feed events waiting for the publisher.
+const QUEUE: usize = 4_096;
+/// Feed events the publisher looks up and publishes together.
+const MAX_MERGED: usize = 4_096;
+
+pub struct ClusterDelivery {
+    local: LocalDelivery,
+    tx: mpsc::Sender<Vec<FeedDelivery>>,
+    lost: Arc<AtomicBool>,
+}
+
+impl ClusterDelivery {
+    pub fn start(local: LocalDelivery, node: String, bus: Bus, registry: Arc<Registry>, view: Arc<View>) -> Self {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let lost = Arc::new(AtomicBool::new(false));
+        tokio::spawn(Publisher { node, bus, registry, view, rx, lost: lost.clone() }.run());
+        Self { local, tx, lost }
+    }
+}
+
+#[async_trait]
+impl Delivery for ClusterDelivery {
+    async fn publish(&self, outcomes: Vec<Outcome>, feed: Vec<FeedDelivery>) {
+        if !feed.is_empty() && self.tx.try_send(feed.clone()).is_err() {
+            self.lost.store(true, Ordering::Release);
+            metrics::counter!("cluster_feed_dropped_total").increment(feed.len() as u64);
+        }
+        self.local.publish(outcomes, feed).await;
+    }
+}
+
+struct Publisher {
+    node: String,
+    bus: Bus,
+    registry: Arc<Registry>,
+    view: Arc<View>,
+    rx: mpsc::Receiver<Vec<FeedDelivery>>,
+    lost: Arc<AtomicBool>,
+}
+
+impl Publisher {
+    async fn run(mut self) {
+        let mut batches = Vec::new();
+        // Without new traffic, dropped events would wait for the next publish to be repaired: retry each second.
+        let mut repair = tokio::time::interval(std::time::Duration::from_secs(1));
+        repair.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                n = self.rx.recv_many(&mut batches, 64) => {
+                    if n == 0 {
+                        return;
+                    }
+                    let mut feed: Vec<FeedDelivery> = Vec::new();
+                    for batch in batches.drain(..) {
+                        feed.extend(batch);
+                        if feed.len() >= MAX_MERGED {
+                            self.publish(std::mem::take(&mut feed)).await;
+                        }
+                    }
+                    self.publish(feed).await;
+                }
+                _ = repair.tick() => self.repair().await,
+            }
+        }
+    }
+
+    async fn publish(&self, feed: Vec<FeedDelivery>) {
+        if feed.is_empty() {
+            return;
+        }
+        if self.route(&feed).await {
+            self.repair().await;
+        } else {
+            self.lost.store(true, Ordering::Release);
+            metrics::counter!("cluster_feed_dropped_total").increment(feed.len() as u64);
+        }
+    }
+
+    /// If events were dropped, asks every other node to catch its connections up from the feed.
+    async fn repair(&self) {
+        if !self.lost.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        for node in self.view.live_ids() {
+            if node != self.node
+                && let Err(e) = self.bus.send(&node, &Envelope::CatchUp).await
+            {
+                tracing::debug!(error = %e, "could not ask a node to catch up; retrying");
+                self.lost.store(true, Ordering::Release);
+                return;
+            }
+        }
+    }
+
+    /// Sends each live node the events of the users it holds; false if Redis failed.
+    async fn route(&self, feed: &[FeedDelivery]) -> bool {
+        let mut users: Vec<UserId> = feed.iter().map(|d| d.user).collect();
+        users.sort_unstable();
+        users.dedup();
+        let nodes = match self.registry.nodes_of(&users).await {
+            Ok(nodes) => nodes,
+            Err(e) => {
+                tracing::debug!(error = %e, "connection registry lookup failed");
+                return false;
+            }
+        };
+        let mut where_: HashMap<UserId, Vec<&str>> = HashMap::new();
+        let mut stale = Vec::new();
+        for (user, holders) in users.iter().zip(&nodes) {
+            for node in holders {
+                if node == &self.node {
+                    continue;
+                }
+                if self.view.is_dead(node) {
+                    stale.push((*user, node.clone()));
+                } else {
+                    where_.entry(*user).or_default().push(node);
+                }
+            }
+        }
+        if !stale.is_empty()
+            && let Err(e) = self.registry.forget(stale).await
+        {
+            tracing::debug!(error = %e, "could not remove dead nodes from the registry");
+        }
+        let mut per_node: HashMap<&str, Vec<WireFeed>> = HashMap::new();
+        for d in feed {
+            for node in where_.get(&d.user).into_iter().flatten() {
+                per_node.entry(node).or_default().push(WireFeed::from(d));
+            }
+        }
+        let mut ok = true;
+        for (node, items) in per_node {
+            if let Err(e) = self.bus.send(node, &Envelope::Feed { items }).await {
+                tracing::debug!(%node, error = %e, "could not publish feed events");
+                ok = false;
+            }
+        }
+        ok
+    }
+}

@@ -1,0 +1,236 @@
+//! Two nodes sharing one PostgreSQL database and one Redis (a single instance, or a 3-master Redis Cluster
+//! with replicas), started by the test: users spread over the nodes chat live, in one order; a removed
+//! member is shut out on the other node as soon as the removal is acknowledged; Redis dying under load loses
+//! nothing.
+
+use super::helpers::{self, TestApp, User};
+use super::ws::{Ws, message_seqs, positions};
+use herald_postgres::testing::TestDatabase;
+use herald_proto::ConversationId;
+use herald_redis::testing::{OwnRedis, OwnRedisCluster};
+use herald_server::config::{Config, StorageBackend};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Two nodes on one database and the given Redis.
+async fn two_nodes(redis_urls: Vec<String>, redis_cluster: bool) -> (TestApp, TestApp) {
+    let database = Arc::new(TestDatabase::create().await);
+    let prefix = helpers::unique_name("herald");
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
+        let mut config: Config = helpers::test_config(dir.path());
+        config.storage.backend = StorageBackend::Postgres;
+        config.storage.postgres = database.settings();
+        config.cluster.redis_urls = redis_urls.clone();
+        config.cluster.redis_cluster = redis_cluster;
+        config.cluster.key_prefix = prefix.clone();
+        config.log.partitions = 8;
+        nodes.push(helpers::start(config, dir, Some(database.clone())).await);
+    }
+    let b = nodes.pop().expect("node b");
+    let a = nodes.pop().expect("node a");
+    (a, b)
+}
+
+/// Sends over REST, retrying `unavailable` with the same client_msg_id (what a client does while leases
+/// settle or Redis is away); returns the seq.
+async fn send(app: &TestApp, user: &User, conversation: ConversationId, client_msg_id: &str) -> u64 {
+    for _ in 0..100 {
+        let (status, ack) = app
+            .post(
+                &format!("/api/v1/conversations/{conversation}/messages"),
+                user.token(),
+                json!({"client_msg_id": client_msg_id, "body": client_msg_id}),
+            )
+            .await;
+        match status {
+            StatusCode::CREATED | StatusCode::OK => return ack["seq"].as_u64().expect("seq"),
+            StatusCode::SERVICE_UNAVAILABLE => tokio::time::sleep(Duration::from_millis(100)).await,
+            other => panic!("send {client_msg_id}: {other} {ack}"),
+        }
+    }
+    panic!("send {client_msg_id}: still unavailable after 100 tries");
+}
+
+/// Message events read from `ws` until each of `targets` (conversation, last seq) has been reached, in the
+/// order they arrived (other frames skipped).
+async fn events_until(ws: &mut Ws, targets: &[(ConversationId, u64)]) -> Vec<Value> {
+    let mut out = Vec::new();
+    let reached = |out: &[Value]| targets.iter().all(|(c, last)| message_seqs(out, *c).last() == Some(last));
+    while !reached(&out) {
+        let frame = ws.next().await.expect("an event");
+        if frame["type"] == "event" && frame["event"]["kind"] == "message" {
+            out.push(frame);
+        }
+    }
+    out
+}
+
+async fn chat_across_nodes(a: TestApp, b: TestApp) {
+    let alice = a.register("alice").await;
+    let bob = b.register("bob").await;
+    let carol = a.register("carol").await;
+    let direct = a.direct(&alice, &bob).await;
+    let group = b.group(&bob, &[&alice, &carol]).await;
+    // Alice on both nodes (two devices), Bob on B, Carol on A.
+    let alice_b = b.login(&alice).await;
+    let (mut alice_on_a, _) = Ws::connect_synced(&a, &alice, 0).await;
+    let (mut alice_on_b, _) = Ws::connect_synced(&b, &alice_b, 0).await;
+    let (mut bob_on_b, _) = Ws::connect_synced(&b, &bob, 0).await;
+    let (mut carol_on_a, _) = Ws::connect_synced(&a, &carol, 0).await;
+
+    // Both conversations get sends through both nodes, so one of them is always not the partition's owner.
+    let rounds = 20;
+    for i in 0..rounds {
+        assert_eq!(send(&a, &alice, direct, &format!("d-a-{i}")).await, 2 * i + 1);
+        assert_eq!(send(&b, &bob, direct, &format!("d-b-{i}")).await, 2 * i + 2);
+        send(&b, &bob, group, &format!("g-b-{i}")).await;
+        send(&a, &carol, group, &format!("g-c-{i}")).await;
+    }
+    let direct_last = 2 * rounds;
+    let group_last = b.last_seq(&bob, group).await;
+    let mut seen = Vec::new();
+    for (ws, in_direct) in
+        [(&mut alice_on_a, true), (&mut alice_on_b, true), (&mut bob_on_b, true), (&mut carol_on_a, false)]
+    {
+        let mut targets = vec![(group, group_last)];
+        if in_direct {
+            targets.push((direct, direct_last));
+        }
+        let events = events_until(ws, &targets).await;
+        if in_direct {
+            assert_eq!(message_seqs(&events, direct), (1..=direct_last).collect::<Vec<_>>(), "direct: live, in order");
+        }
+        let group_seqs = message_seqs(&events, group);
+        assert_eq!(group_seqs, (1..=group_last).collect::<Vec<_>>(), "group: every seq once, in order");
+        seen.push(events);
+    }
+    // Every member saw the same messages under the same seqs.
+    let bodies = |events: &[Value]| -> Vec<(u64, String)> {
+        events
+            .iter()
+            .filter(|e| e["event"]["message"]["conversation_id"] == json!(group))
+            .map(|e| (e["event"]["message"]["seq"].as_u64().expect("seq"), e["event"]["message"]["body"].to_string()))
+            .collect()
+    };
+    for events in &seen[1..] {
+        assert_eq!(bodies(events), bodies(&seen[0]), "one order for every member");
+    }
+    // Each device's positions are dense too (nothing skipped on the way between nodes).
+    let p = positions(&seen[3]);
+    assert!(p.windows(2).all(|w| w[1] > w[0]), "positions grow: {p:?}");
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_nodes_on_one_redis_chat_live_in_one_order() {
+    let redis = OwnRedis::start().await;
+    let (a, b) = two_nodes(vec![redis.url()], false).await;
+    chat_across_nodes(a, b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_nodes_on_a_redis_cluster_chat_live_in_one_order() {
+    let redis = OwnRedisCluster::start().await;
+    let (a, b) = two_nodes(redis.urls(), true).await;
+    chat_across_nodes(a, b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_removed_on_one_node_is_shut_out_on_the_other_at_once() {
+    let redis = OwnRedis::start().await;
+    let (a, b) = two_nodes(vec![redis.url()], false).await;
+    let owner = a.register("owner").await;
+    let member = b.register("member").await;
+    let group = a.group(&owner, &[&member]).await;
+    send(&a, &owner, group, "before").await;
+    // The member reads on B, which caches the membership there.
+    let history = format!("/api/v1/conversations/{group}/messages");
+    for _ in 0..3 {
+        let (status, body) = b.get(&history, member.token()).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let (status, body) = a
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/conversations/{group}/members/{}", member.id()),
+            Some(owner.token()),
+            None,
+        )
+        .await;
+    assert!(status.is_success(), "remove: {status} {body}");
+    // Acknowledged on A: B refuses at once, not after the cache's TTL (60 s).
+    let (status, body) = b.get(&history, member.token()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "a removed member reads no more on the other node: {body}");
+    let (status, body) =
+        b.post(&history, member.token(), json!({"client_msg_id": "after", "body": "still here?"})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "nor sends: {body}");
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// Alice writes to a group of Bob (on B) and Carol (on A) through both nodes while `outage` takes Redis (or
+/// part of it) away at the 20th message and brings it back after the 40th, the last: every send is stored
+/// (retried with the same client_msg_id while it answers `unavailable`), and both end with every message
+/// once, in order. Whichever node owns the group, one of them is on the other node, and nothing is sent after
+/// Redis is back: what was lost in transit reaches them only by the catch-up that follows a reconnect.
+async fn chat_through_an_outage<F: AsyncFnMut(u64)>(a: TestApp, b: TestApp, mut outage: F) {
+    let alice = a.register("alice").await;
+    let alice_b = b.login(&alice).await;
+    let bob = b.register("bob").await;
+    let carol = a.register("carol").await;
+    let group = a.group(&alice, &[&bob, &carol]).await;
+    let (mut bob_on_b, _) = Ws::connect_synced(&b, &bob, 0).await;
+    let (mut carol_on_a, _) = Ws::connect_synced(&a, &carol, 0).await;
+    let first = a.last_seq(&alice, group).await + 1;
+    let total = 40u64;
+    for i in 0..total {
+        outage(i).await;
+        let (app, user) = if i % 2 == 0 { (&a, &alice) } else { (&b, &alice_b) };
+        assert_eq!(send(app, user, group, &format!("m-{i}")).await, first + i);
+    }
+    outage(total).await;
+    let last = first + total - 1;
+    for ws in [&mut bob_on_b, &mut carol_on_a] {
+        let events = events_until(ws, &[(group, last)]).await;
+        assert_eq!(message_seqs(&events, group), (1..=last).collect::<Vec<_>>());
+    }
+    let history = a.all_messages(&alice, group).await;
+    assert_eq!(history.len() as u64, last, "every acknowledged message stored once");
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_killed_under_load_loses_nothing_and_delivery_resumes() {
+    let redis = std::sync::Arc::new(tokio::sync::Mutex::new(OwnRedis::start().await));
+    let url = redis.lock().await.url();
+    let (a, b) = two_nodes(vec![url], false).await;
+    chat_through_an_outage(a, b, async |i| match i {
+        20 => redis.lock().await.kill(),
+        40 => redis.lock().await.restart().await,
+        _ => {}
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_redis_cluster_master_killed_under_load_loses_nothing() {
+    let redis = std::sync::Arc::new(tokio::sync::Mutex::new(OwnRedisCluster::start().await));
+    let urls = redis.lock().await.urls();
+    let (a, b) = two_nodes(urls, true).await;
+    chat_through_an_outage(a, b, async |i| match i {
+        20 => {
+            redis.lock().await.kill_master(0).await;
+        }
+        40 => {
+            redis.lock().await.wait_healthy(Duration::from_secs(30)).await;
+        }
+        _ => {}
+    })
+    .await;
+}
