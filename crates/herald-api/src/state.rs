@@ -29,6 +29,7 @@ pub struct AppState {
     pub media: Arc<herald_media::Media>,
     /// Usernames allowed to use the admin endpoints.
     pub admins: Arc<std::collections::HashSet<String>>,
-    /// In a cluster: where other nodes forward records whose partition this node owns.
-    pub forward: Option<crate::routes::internal::ForwardEndpoint>,
+    /// In a cluster: where other nodes forward records whose partition this node owns (behind an `Arc`: every
+    /// connection task holds the state, and its size is every idle connection's cost).
+    pub forward: Option<Arc<crate::routes::internal::ForwardEndpoint>>,
 }

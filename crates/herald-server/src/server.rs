@@ -130,9 +130,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         conversations.set_change_bus(joined.changes.clone());
         joined.cluster.add_listener(conversations.clone());
     }
-    let forward = cluster.as_ref().map(|_| herald_api::ForwardEndpoint {
-        submitter: submitter.clone(),
-        token: herald_core::forward::cluster_token(&jwt_secret).into(),
+    let forward = cluster.as_ref().map(|_| {
+        Arc::new(herald_api::ForwardEndpoint {
+            submitter: submitter.clone(),
+            token: herald_core::forward::cluster_token(&jwt_secret).into(),
+        })
     });
     let messaging = Arc::new(Messaging::new(stores.clone(), conversations.clone(), submitter, limits));
     let services = Services { accounts, conversations: conversations.clone(), messaging: messaging.clone() };

@@ -409,25 +409,23 @@ async fn forward(
         match item {
             // Encoded by `hub::encode` from a `ServerFrame`: JSON, so UTF-8.
             Outgoing::Frame(bytes) => out.push(OutFrame::Text(bytes)),
-            Outgoing::CatchUp => {
+            // One catch-up call site for both cases: each await point here grows every idle connection.
+            Outgoing::CatchUp | Outgoing::Event { .. } => {
                 let Some(at) = *delivered else { continue };
+                if let Outgoing::Event { pos, event, sent_at } = item {
+                    if pos <= at {
+                        continue;
+                    }
+                    if pos == at + 1 {
+                        out.push(OutFrame::Text(event_frame(pos, &event)));
+                        written += 1;
+                        sent_ats.extend(sent_at);
+                        *delivered = Some(pos);
+                        continue;
+                    }
+                }
                 write(socket, outbox, std::mem::take(&mut out)).await?;
                 *delivered = Box::pin(catch_up(socket, state, outbox, me, at)).await?;
-            }
-            Outgoing::Event { pos, event, sent_at } => {
-                let Some(at) = *delivered else { continue };
-                if pos <= at {
-                    continue;
-                }
-                if pos == at + 1 {
-                    out.push(OutFrame::Text(event_frame(pos, &event)));
-                    written += 1;
-                    sent_ats.extend(sent_at);
-                    *delivered = Some(pos);
-                } else {
-                    write(socket, outbox, std::mem::take(&mut out)).await?;
-                    *delivered = Box::pin(catch_up(socket, state, outbox, me, at)).await?;
-                }
             }
         }
     }
