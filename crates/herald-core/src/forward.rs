@@ -9,7 +9,7 @@ use herald_proto::ErrorCode;
 use serde::{Deserialize, Serialize};
 
 /// Where a node accepts forwarded records (POST, a `LogRecord` as JSON, `authorization: Bearer <token>`).
-/// Not for clients: a load balancer in front of the nodes should not route it (deploy/nginx does not).
+/// Not for clients: a load balancer in front of the nodes must not route it.
 pub const FORWARD_PATH: &str = "/internal/v1/forward";
 
 /// The answer to a forwarded record: the outcome, as the owner's sequencer produced it.

@@ -111,7 +111,8 @@ pub struct Hub {
 }
 
 /// Hears when a user's first connection on this node opens and its last one closes: the cluster's registry
-/// of which nodes hold which users. Called in order for each user, from the connection's task.
+/// of which nodes hold which users. Called in order for each user, under the hub's connection lock: it must
+/// only queue the change, never wait.
 pub trait ConnectionListener: Send + Sync + 'static {
     fn first_connected(&self, user: UserId);
     fn last_disconnected(&self, user: UserId);
@@ -206,14 +207,16 @@ impl Hub {
         let outbox = Arc::new(Outbox::new(self.config.queue_depth));
         // Most users have one device connected: room for one, not the four a first push would reserve.
         let connection = Connection { id, device, outbox: outbox.clone() };
-        let first = {
+        {
             let mut connections = lock(&self.connections);
             let list = connections.entry(user).or_insert_with(|| Vec::with_capacity(1));
             list.push(connection);
-            list.len() == 1
-        };
-        if first && let Some(listener) = self.listener.get() {
-            listener.first_connected(user);
+            // Told under the lock, so a user's arrivals and departures reach the listener in their order.
+            if list.len() == 1
+                && let Some(listener) = self.listener.get()
+            {
+                listener.first_connected(user);
+            }
         }
         metrics::gauge!("websocket_connections_total").increment(1.0);
         let changed = {
@@ -234,22 +237,17 @@ impl Hub {
     }
 
     fn unregister(&self, user: UserId, id: u64) {
-        let last = {
+        {
             let mut connections = lock(&self.connections);
-            match connections.get_mut(&user) {
-                Some(list) => {
-                    list.retain(|c| c.id != id);
-                    let last = list.is_empty();
-                    if last {
-                        connections.remove(&user);
+            if let Some(list) = connections.get_mut(&user) {
+                list.retain(|c| c.id != id);
+                if list.is_empty() {
+                    connections.remove(&user);
+                    if let Some(listener) = self.listener.get() {
+                        listener.last_disconnected(user);
                     }
-                    last
                 }
-                None => false,
             }
-        };
-        if last && let Some(listener) = self.listener.get() {
-            listener.last_disconnected(user);
         }
         metrics::gauge!("websocket_connections_total").decrement(1.0);
         let changed = {
@@ -323,11 +321,6 @@ impl Hub {
                 self.push(c, Outgoing::CatchUp);
             }
         }
-    }
-
-    /// Offers a typing or presence frame that another node produced to the users' connections here.
-    pub fn offer_frame(&self, users: impl IntoIterator<Item = UserId>, frame: Bytes) {
-        self.send_to(users, || Outgoing::Frame(frame.clone()));
     }
 
     /// The users with a connection on this node.

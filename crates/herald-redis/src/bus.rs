@@ -3,7 +3,7 @@
 //! Pub/sub keeps nothing: a message published while the listener is disconnected is lost. Every kind of
 //! message here is therefore either repaired (feed events: the receiving node catches its connections up
 //! from the feed after a reconnect or a lag, and the sending node tells everyone to catch up after it failed
-//! to publish) or harmless to lose (typing, presence), or waited for (membership changes, acknowledged).
+//! to publish) or waited for (membership changes, acknowledged).
 
 use crate::keys::Keys;
 use fred::prelude::*;
@@ -32,11 +32,6 @@ pub enum Envelope {
     ChangeApplied {
         id: Uuid,
         node: String,
-    },
-    /// A typing or presence frame for these users' connections.
-    Frame {
-        users: Vec<UserId>,
-        frame: String,
     },
 }
 

@@ -322,8 +322,7 @@ impl Cluster {
         tracing::debug!(partition, "handed a partition over");
     }
 
-    /// The node's subscription: feed events, catch-up requests, membership changes and frames from other
-    /// nodes; and what to do when messages may have been lost (a reconnect, a lag).
+    /// The node's subscription: feed events, catch-up requests and membership changes from other nodes; and what to do when messages may have been lost (a reconnect, a lag).
     async fn listen(self: Arc<Self>) {
         let mut messages = self.subscriber.message_rx();
         let mut reconnects = self.subscriber.reconnect_rx();
@@ -392,7 +391,6 @@ impl Cluster {
                 });
             }
             Envelope::ChangeApplied { id, node } => self.changes.applied(id, &node),
-            Envelope::Frame { users, frame } => self.hub.offer_frame(users, bytes::Bytes::from(frame)),
         }
     }
 }

@@ -1,5 +1,5 @@
 //! Node-to-node endpoints, for nodes of one cluster only (bearer token from the shared secret). Not part
-//! of the client API: load balancers should not route `/internal` (deploy/nginx answers it with 404).
+//! of the client API: a load balancer in front of the nodes must not route `/internal`.
 
 use crate::AppState;
 use axum::Json;

@@ -39,13 +39,7 @@ async fn two_nodes(redis_urls: Vec<String>, redis_cluster: bool) -> (TestApp, Te
 /// settle or Redis is away); returns the seq.
 async fn send(app: &TestApp, user: &User, conversation: ConversationId, client_msg_id: &str) -> u64 {
     for _ in 0..100 {
-        let (status, ack) = app
-            .post(
-                &format!("/api/v1/conversations/{conversation}/messages"),
-                user.token(),
-                json!({"client_msg_id": client_msg_id, "body": client_msg_id}),
-            )
-            .await;
+        let (status, ack) = app.post_message(user, conversation, client_msg_id, client_msg_id).await;
         match status {
             StatusCode::CREATED | StatusCode::OK => return ack["seq"].as_u64().expect("seq"),
             StatusCode::SERVICE_UNAVAILABLE => tokio::time::sleep(Duration::from_millis(100)).await,

@@ -196,15 +196,25 @@ impl TestApp {
         (g, std::iter::once(owner).chain(others).collect())
     }
 
+    /// Posts a message; returns the status and the answer.
+    pub async fn post_message(
+        &self,
+        user: &User,
+        conversation: ConversationId,
+        client_msg_id: &str,
+        body: &str,
+    ) -> (StatusCode, Value) {
+        self.post(
+            &format!("/api/v1/conversations/{conversation}/messages"),
+            user.token(),
+            json!({"client_msg_id": client_msg_id, "body": body}),
+        )
+        .await
+    }
+
     /// Sends and expects a fresh ack; returns its seq.
     pub async fn send(&self, user: &User, conversation: ConversationId, client_msg_id: &str, body: &str) -> u64 {
-        let (status, ack) = self
-            .post(
-                &format!("/api/v1/conversations/{conversation}/messages"),
-                user.token(),
-                json!({"client_msg_id": client_msg_id, "body": body}),
-            )
-            .await;
+        let (status, ack) = self.post_message(user, conversation, client_msg_id, body).await;
         assert_eq!(status, StatusCode::CREATED, "send: {ack}");
         ack["seq"].as_u64().expect("seq")
     }
