@@ -1,6 +1,6 @@
 //! This node's live connections: who is connected (user -> devices), fan-out of feed events to them,
-//! typing indicators and presence. In a cluster the registry part moves to Redis (user -> nodes) and
-//! deliveries cross nodes; the per-node part stays as it is.
+//! typing indicators and presence. In a cluster the [`Peers`] know who is connected where and decide when
+//! a user's presence changed over all nodes; typing and presence frames go to the other nodes through them.
 //!
 //! Every connection has a bounded outbox. A connection whose outbox is full of feed events is kicked instead
 //! of being allowed to grow memory or slow the sender: it reconnects and resumes from its feed position,
@@ -12,6 +12,7 @@ use crate::cache::TtlCache;
 use crate::delivery::{FeedDelivery, FeedSink};
 use crate::footprint::{self, Footprint};
 use crate::outbox::{Kick, Outbox, PushError};
+use crate::peers::Peers;
 use crate::store::Stores;
 use crate::{CoreResult, now_millis};
 use bytes::Bytes;
@@ -105,17 +106,10 @@ pub struct Hub {
     ephemeral_dropped: metrics::Counter,
     /// Zero of [`Hub::now_ms`], the clock of the connections' alarms.
     epoch: Instant,
-    /// In a cluster, the connection registry: told when a user comes to this node and leaves it.
-    listener: std::sync::OnceLock<Arc<dyn ConnectionListener>>,
+    /// In a cluster, the other nodes: told when a user comes to this node and leaves it, and asked for
+    /// presence.
+    peers: std::sync::OnceLock<Arc<dyn Peers>>,
     this: Weak<Hub>,
-}
-
-/// Hears when a user's first connection on this node opens and its last one closes: the cluster's registry
-/// of which nodes hold which users. Called in order for each user, under the hub's connection lock: it must
-/// only queue the change, never wait.
-pub trait ConnectionListener: Send + Sync + 'static {
-    fn first_connected(&self, user: UserId);
-    fn last_disconnected(&self, user: UserId);
 }
 
 /// A registered connection. Dropping it unregisters the connection (and may make the user offline).
@@ -160,15 +154,15 @@ impl Hub {
             slow: metrics::counter!("websocket_slow_consumer_disconnects_total"),
             ephemeral_dropped: metrics::counter!("websocket_ephemeral_dropped_total"),
             epoch: Instant::now(),
-            listener: std::sync::OnceLock::new(),
+            peers: std::sync::OnceLock::new(),
             this: this.clone(),
         })
     }
 
-    /// Sets the connection registry (once, before connections arrive).
-    pub fn set_listener(&self, listener: Arc<dyn ConnectionListener>) {
-        if self.listener.set(listener).is_err() {
-            tracing::warn!("hub connection listener set twice; keeping the first");
+    /// Joins a cluster (once, before connections arrive).
+    pub fn set_peers(&self, peers: Arc<dyn Peers>) {
+        if self.peers.set(peers).is_err() {
+            tracing::warn!("hub peers set twice; keeping the first");
         }
     }
 
@@ -211,11 +205,11 @@ impl Hub {
             let mut connections = lock(&self.connections);
             let list = connections.entry(user).or_insert_with(|| Vec::with_capacity(1));
             list.push(connection);
-            // Told under the lock, so a user's arrivals and departures reach the listener in their order.
+            // Told under the lock, so a user's arrivals and departures reach the peers in their order.
             if list.len() == 1
-                && let Some(listener) = self.listener.get()
+                && let Some(peers) = self.peers.get()
             {
-                listener.first_connected(user);
+                peers.first_connected(user);
             }
         }
         metrics::gauge!("websocket_connections_total").increment(1.0);
@@ -230,7 +224,8 @@ impl Hub {
                 false
             }
         };
-        if changed {
+        // In a cluster the peers say when the user came online (it may be connected elsewhere already).
+        if changed && self.peers.get().is_none() {
             self.presence_changed(user);
         }
         Registration { hub: self.clone(), principal, id, outbox }
@@ -243,8 +238,8 @@ impl Hub {
                 list.retain(|c| c.id != id);
                 if list.is_empty() {
                     connections.remove(&user);
-                    if let Some(listener) = self.listener.get() {
-                        listener.last_disconnected(user);
+                    if let Some(peers) = self.peers.get() {
+                        peers.last_disconnected(user);
                     }
                 }
             }
@@ -262,7 +257,7 @@ impl Hub {
                 false
             }
         };
-        if changed {
+        if changed && self.peers.get().is_none() {
             self.presence_changed(user);
         }
     }
@@ -277,8 +272,21 @@ impl Hub {
         lock(&self.connections).values().map(Vec::len).sum()
     }
 
-    /// Offers an ephemeral frame (typing, presence) to the users' connections: dropped, never kicking, where
-    /// an outbox is half full (see [`Outbox::offer`]).
+    /// Offers an ephemeral frame (typing, presence) to `users`' connections here and, in a cluster, on the
+    /// other nodes.
+    fn offer_everywhere(&self, users: Vec<UserId>, frame: Bytes) {
+        self.offer(users.iter().copied(), &frame);
+        if let Some(peers) = self.peers.get() {
+            peers.offer_elsewhere(users, frame);
+        }
+    }
+
+    /// Offers an ephemeral frame (typing, presence) to the users' connections on this node: dropped, never
+    /// kicking, where an outbox is half full (see [`Outbox::offer`]).
+    pub fn offer(&self, users: impl IntoIterator<Item = UserId>, frame: &Bytes) {
+        self.send_to(users, || Outgoing::Frame(frame.clone()));
+    }
+
     fn send_to(&self, users: impl IntoIterator<Item = UserId>, item: impl Fn() -> Outgoing) {
         let connections = lock(&self.connections);
         let mut dropped = 0;
@@ -380,13 +388,19 @@ impl Hub {
             }
         };
         if changed {
-            self.presence_changed(user);
+            match self.peers.get() {
+                Some(peers) => peers.status_set(user, status),
+                None => self.presence_changed(user),
+            }
         }
     }
 
     /// Schedules one announcement of `user`'s presence after the coalescing window: however often it flaps
-    /// meanwhile, its contacts hear at most one change per window, with the final state.
-    fn presence_changed(&self, user: UserId) {
+    /// meanwhile, its contacts hear at most one change per window, with the final state. In a cluster the
+    /// peers call this when the user's presence changed over all nodes, and the state announced is the
+    /// cluster's at the end of the window (not compared with what this node announced before: the user may
+    /// have come and gone on other nodes since).
+    pub fn presence_changed(&self, user: UserId) {
         {
             let mut presence = lock(&self.presence);
             let p = presence_entry(&mut presence, user);
@@ -399,25 +413,33 @@ impl Hub {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
         runtime.spawn(async move {
             tokio::time::sleep(hub.config.presence_coalesce).await;
-            let info = {
+            let local = {
                 let mut presence = lock(&hub.presence);
                 let Some(p) = presence.get_mut(&user) else { return };
                 p.pending = false;
-                if p.status == p.announced {
+                if hub.peers.get().is_none() && p.status == p.announced {
                     return;
                 }
                 p.announced = p.status;
                 info_of(user, Some(p))
             };
-            match hub.contacts_of(user).await {
-                Ok(contacts) => {
-                    let frame = encode(&ServerFrame::Presence { id: None, users: vec![info] });
-                    metrics::counter!("presence_announcements_total").increment(1);
-                    hub.send_to(contacts.iter().copied().filter(|u| *u != user), || Outgoing::Frame(frame.clone()));
-                }
-                Err(e) => tracing::warn!(error = %e, "could not compute presence recipients"),
+            if let Err(e) = hub.announce(user, local).await {
+                tracing::warn!(error = %e, "could not announce a presence change");
             }
         });
+    }
+
+    /// Tells `user`'s contacts its presence: `local` on one node, the cluster's in a cluster.
+    async fn announce(&self, user: UserId, local: PresenceInfo) -> CoreResult<()> {
+        let info = match self.peers.get() {
+            Some(peers) => peers.presence(&[user]).await?.pop().unwrap_or(local),
+            None => local,
+        };
+        let contacts = self.contacts_of(user).await?;
+        let frame = encode(&ServerFrame::Presence { id: None, users: vec![info] });
+        metrics::counter!("presence_announcements_total").increment(1);
+        self.offer_everywhere(contacts.iter().copied().filter(|u| *u != user).collect(), frame);
+        Ok(())
     }
 
     /// The presence of those of `users` who share a conversation with `asker`, of any size (the others are
@@ -435,8 +457,12 @@ impl Hub {
                 }
             }
         }
+        let visible: Vec<UserId> = users.iter().copied().filter(|u| visible.contains(u)).collect();
+        if let Some(peers) = self.peers.get() {
+            return peers.presence(&visible).await;
+        }
         let presence = lock(&self.presence);
-        Ok(users.iter().filter(|u| visible.contains(u)).map(|u| info_of(*u, presence.get(u))).collect())
+        Ok(visible.iter().map(|u| info_of(*u, presence.get(u))).collect())
     }
 
     /// Forwards a typing change to the other members' connections, coalescing repeats.
@@ -467,7 +493,7 @@ impl Hub {
             active,
             ttl_ms: self.config.typing_ttl.as_millis() as u64,
         });
-        self.send_to(members.iter().copied().filter(|u| *u != user), || Outgoing::Frame(frame.clone()));
+        self.offer_everywhere(members.iter().copied().filter(|u| *u != user).collect(), frame);
         Ok(())
     }
 

@@ -33,6 +33,7 @@ pub mod media;
 pub mod messaging;
 pub mod outbox;
 pub mod owners;
+pub mod peers;
 pub mod ring;
 pub mod sequencer;
 pub mod store;

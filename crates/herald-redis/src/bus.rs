@@ -3,7 +3,8 @@
 //! Pub/sub keeps nothing: a message published while the listener is disconnected is lost. Every kind of
 //! message here is therefore either repaired (feed events: the receiving node catches its connections up
 //! from the feed after a reconnect or a lag, and the sending node tells everyone to catch up after it failed
-//! to publish) or waited for (membership changes, acknowledged).
+//! to publish) or waited for (membership changes, acknowledged), or ephemeral (typing and presence frames,
+//! superseded by the next one).
 
 use crate::keys::Keys;
 use fred::prelude::*;
@@ -21,6 +22,10 @@ pub enum Envelope {
     Feed {
         items: Vec<WireFeed>,
     },
+    /// Ephemeral frames (presence, typing) for users with a connection on the receiving node; never repaired.
+    Ephemeral {
+        items: Vec<WireFrame>,
+    },
     /// Events for the receiving node may have been lost: catch every connection up from the feed.
     CatchUp,
     /// Apply a change to the caches, then answer `ChangeApplied` to `from`.
@@ -33,6 +38,13 @@ pub enum Envelope {
         id: Uuid,
         node: String,
     },
+}
+
+/// One ephemeral frame (JSON text) and the users it is for.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WireFrame {
+    pub users: Vec<UserId>,
+    pub frame: String,
 }
 
 /// A [`FeedDelivery`] on the wire.

@@ -3,11 +3,13 @@
 //! (the connection registry) and publishes each node its share. The sequencer never waits on Redis: when
 //! the queue is full or Redis fails, the events are dropped here and, once Redis answers again, every node
 //! is told to catch its connections up from the feed (where the events are, stored before any delivery).
+//! Ephemeral frames (presence, typing) take the same way and are dropped, not repaired, when it is blocked.
 
-use crate::bus::{Bus, Envelope, WireFeed};
+use crate::bus::{Bus, Envelope, WireFeed, WireFrame};
 use crate::registry::Registry;
 use crate::view::View;
 use async_trait::async_trait;
+use bytes::Bytes;
 use herald_core::delivery::{Delivery, FeedDelivery, LocalDelivery, Outcome};
 use herald_proto::UserId;
 use std::collections::HashMap;
@@ -15,14 +17,20 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::mpsc;
 
-/// Batches of feed events waiting for the publisher.
+/// Batches of feed events and ephemeral frames waiting for the publisher.
 const QUEUE: usize = 4_096;
 /// Feed events the publisher looks up and publishes together.
 const MAX_MERGED: usize = 4_096;
 
+/// What the publisher sends on.
+enum Outbound {
+    Feed(Vec<FeedDelivery>),
+    Ephemeral { users: Vec<UserId>, frame: Bytes },
+}
+
 pub struct ClusterDelivery {
     local: LocalDelivery,
-    tx: mpsc::Sender<Vec<FeedDelivery>>,
+    tx: mpsc::Sender<Outbound>,
     lost: Arc<AtomicBool>,
 }
 
@@ -33,12 +41,20 @@ impl ClusterDelivery {
         tokio::spawn(Publisher { node, bus, registry, view, rx, lost: lost.clone() }.run());
         Self { local, tx, lost }
     }
+
+    /// Sends an ephemeral frame to the other nodes holding connections of `users`; dropped if the way is
+    /// blocked.
+    pub fn offer_elsewhere(&self, users: Vec<UserId>, frame: Bytes) {
+        if !users.is_empty() && self.tx.try_send(Outbound::Ephemeral { users, frame }).is_err() {
+            metrics::counter!("cluster_ephemeral_dropped_total").increment(1);
+        }
+    }
 }
 
 #[async_trait]
 impl Delivery for ClusterDelivery {
     async fn publish(&self, outcomes: Vec<Outcome>, feed: Vec<FeedDelivery>) {
-        if !feed.is_empty() && self.tx.try_send(feed.clone()).is_err() {
+        if !feed.is_empty() && self.tx.try_send(Outbound::Feed(feed.clone())).is_err() {
             self.lost.store(true, Ordering::Release);
             metrics::counter!("cluster_feed_dropped_total").increment(feed.len() as u64);
         }
@@ -51,7 +67,7 @@ struct Publisher {
     bus: Bus,
     registry: Arc<Registry>,
     view: Arc<View>,
-    rx: mpsc::Receiver<Vec<FeedDelivery>>,
+    rx: mpsc::Receiver<Outbound>,
     lost: Arc<AtomicBool>,
 }
 
@@ -68,13 +84,18 @@ impl Publisher {
                         return;
                     }
                     let mut feed: Vec<FeedDelivery> = Vec::new();
+                    let mut frames = Vec::new();
                     for batch in batches.drain(..) {
-                        feed.extend(batch);
+                        match batch {
+                            Outbound::Feed(batch) => feed.extend(batch),
+                            Outbound::Ephemeral { users, frame } => frames.push((users, frame)),
+                        }
                         if feed.len() >= MAX_MERGED {
                             self.publish(std::mem::take(&mut feed)).await;
                         }
                     }
                     self.publish(feed).await;
+                    self.offer(frames).await;
                 }
                 _ = repair.tick() => self.repair().await,
             }
@@ -111,35 +132,7 @@ impl Publisher {
 
     /// Sends each live node the events of the users it holds; false if Redis failed.
     async fn route(&self, feed: &[FeedDelivery]) -> bool {
-        let mut users: Vec<UserId> = feed.iter().map(|d| d.user).collect();
-        users.sort_unstable();
-        users.dedup();
-        let nodes = match self.registry.nodes_of(&users).await {
-            Ok(nodes) => nodes,
-            Err(e) => {
-                tracing::debug!(error = %e, "connection registry lookup failed");
-                return false;
-            }
-        };
-        let mut where_: HashMap<UserId, Vec<&str>> = HashMap::new();
-        let mut stale = Vec::new();
-        for (user, holders) in users.iter().zip(&nodes) {
-            for node in holders {
-                if node == &self.node {
-                    continue;
-                }
-                if self.view.is_dead(node) {
-                    stale.push((*user, node.clone()));
-                } else {
-                    where_.entry(*user).or_default().push(node);
-                }
-            }
-        }
-        if !stale.is_empty()
-            && let Err(e) = self.registry.forget(stale).await
-        {
-            tracing::debug!(error = %e, "could not remove dead nodes from the registry");
-        }
+        let Some(where_) = self.locate(feed.iter().map(|d| d.user)).await else { return false };
         let mut per_node: HashMap<&str, Vec<WireFeed>> = HashMap::new();
         for d in feed {
             for node in where_.get(&d.user).into_iter().flatten() {
@@ -154,5 +147,70 @@ impl Publisher {
             }
         }
         ok
+    }
+
+    /// Sends each live node the ephemeral frames of the users it holds, each node's share in one message.
+    async fn offer(&self, frames: Vec<(Vec<UserId>, Bytes)>) {
+        if frames.is_empty() {
+            return;
+        }
+        let Some(where_) = self.locate(frames.iter().flat_map(|(users, _)| users.iter().copied())).await else {
+            metrics::counter!("cluster_ephemeral_dropped_total").increment(frames.len() as u64);
+            return;
+        };
+        let mut per_node: HashMap<&str, Vec<WireFrame>> = HashMap::new();
+        for (users, frame) in &frames {
+            let mut shares: HashMap<&str, Vec<UserId>> = HashMap::new();
+            for user in users {
+                for node in where_.get(user).into_iter().flatten() {
+                    shares.entry(node).or_default().push(*user);
+                }
+            }
+            let frame = String::from_utf8_lossy(frame).into_owned();
+            for (node, users) in shares {
+                per_node.entry(node).or_default().push(WireFrame { users, frame: frame.clone() });
+            }
+        }
+        for (node, items) in per_node {
+            if let Err(e) = self.bus.send(node, &Envelope::Ephemeral { items }).await {
+                tracing::debug!(%node, error = %e, "could not publish ephemeral frames");
+                metrics::counter!("cluster_ephemeral_dropped_total").increment(1);
+            }
+        }
+    }
+
+    /// The other live nodes holding each of `users` (one pipelined lookup; entries naming dead nodes are
+    /// removed on the way); None if Redis failed.
+    async fn locate(&self, users: impl Iterator<Item = UserId>) -> Option<HashMap<UserId, Vec<String>>> {
+        let mut users: Vec<UserId> = users.collect();
+        users.sort_unstable();
+        users.dedup();
+        let nodes = match self.registry.nodes_of(&users).await {
+            Ok(nodes) => nodes,
+            Err(e) => {
+                tracing::debug!(error = %e, "connection registry lookup failed");
+                return None;
+            }
+        };
+        let mut where_: HashMap<UserId, Vec<String>> = HashMap::new();
+        let mut stale = Vec::new();
+        for (user, holders) in users.iter().zip(nodes) {
+            for node in holders {
+                if node == self.node {
+                    continue;
+                }
+                if self.view.is_dead(&node) {
+                    stale.push((*user, node));
+                } else {
+                    where_.entry(*user).or_default().push(node);
+                }
+            }
+        }
+        if !stale.is_empty()
+            && let Err(e) = self.registry.forget(stale).await
+        {
+            tracing::debug!(error = %e, "could not remove dead nodes from the registry");
+        }
+        Some(where_)
     }
 }

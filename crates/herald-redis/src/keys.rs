@@ -29,6 +29,22 @@ impl Keys {
         format!("{}:{{u:{user}}}", self.prefix)
     }
 
+    /// Hash: `user`'s explicit status and when it was last connected (beside its set of nodes, in its slot).
+    pub fn user_presence(&self, user: UserId) -> String {
+        format!("{}:{{u:{user}}}:p", self.prefix)
+    }
+
+    /// Set: the users with a connection on `node` (so the others can clean up after it if it dies).
+    pub fn node_users(&self, node: &str) -> String {
+        format!("{}:{{n:{node}}}:users", self.prefix)
+    }
+
+    /// String: set when other nodes swept `node`'s users (it was taken for dead), for the node to find if
+    /// it only stalled.
+    pub fn node_swept(&self, node: &str) -> String {
+        format!("{}:{{n:{node}}}:swept", self.prefix)
+    }
+
     /// The (sharded) channel a node listens on.
     pub fn node_channel(&self, node: &str) -> String {
         format!("{}:{{n:{node}}}", self.prefix)

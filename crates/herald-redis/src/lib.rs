@@ -7,8 +7,10 @@
 //! - [`nodes`]: the node registry; [`leases`]: one owner per log partition; [`view`]: what this node knows of
 //!   both, refreshed each tick.
 //! - [`log`]: the log seam on leases (records for partitions held elsewhere are forwarded over HTTP).
-//! - [`registry`]: user -> nodes; [`delivery`]: feed events to the nodes holding their users; [`bus`]: the
-//!   messages nodes exchange; [`changes`]: membership changes told to every node before they are acknowledged.
+//! - [`registry`]: user -> nodes (and node -> users); [`presence`]: a user's presence beside it;
+//!   [`delivery`]: feed events and ephemeral frames to the nodes holding their users; [`peers`]: all of it as
+//!   the hub sees it; [`bus`]: the messages nodes exchange; [`changes`]: membership changes told to every
+//!   node before they are acknowledged.
 //! - [`Cluster`] (here) wires them and runs the node's tick and its subscription.
 
 pub mod bus;
@@ -19,6 +21,8 @@ pub mod keys;
 pub mod leases;
 pub mod log;
 pub mod nodes;
+pub mod peers;
+pub mod presence;
 pub mod registry;
 pub mod settings;
 #[cfg(feature = "testing")]
@@ -41,6 +45,7 @@ use herald_core::ring::Ring;
 use keys::Keys;
 use leases::Leases;
 use nodes::{NodeInfo, Nodes};
+use peers::RedisPeers;
 use registry::Registry;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -103,8 +108,9 @@ impl Cluster {
         let subscriber = connect::subscriber(&settings).await?;
         let view = Arc::new(View::default());
         let bus = Bus::new(client.clone(), keys.clone());
-        let registry = Registry::start(client.clone(), keys.clone(), node.clone(), hub.clone());
-        hub.set_listener(registry.clone());
+        // A stalled node finds the mark of its sweep for as long as dead nodes are remembered (see `nodes`).
+        let swept_ttl = settings.node_ttl * 100;
+        let registry = Registry::start(client.clone(), keys.clone(), node.clone(), hub.clone(), swept_ttl);
         let owners = Arc::new(LocalOwners::new(shape.partitions, shape.queue_depth, shape.max_batch));
         let nodes = Arc::new(Nodes::new(client.clone(), &keys, settings.node_ttl));
         let changes =
@@ -119,13 +125,14 @@ impl Cluster {
             settings.forward_timeout,
         );
         let local: Arc<dyn FeedSink> = hub.clone();
-        let delivery = ClusterDelivery::start(
+        let delivery = Arc::new(ClusterDelivery::start(
             LocalDelivery::new(waiters, Some(local)),
             node.clone(),
             bus.clone(),
             registry.clone(),
             view.clone(),
-        );
+        ));
+        hub.set_peers(Arc::new(RedisPeers { registry: registry.clone(), delivery: delivery.clone() }));
         let cluster = Arc::new(Self {
             nodes,
             leases: Leases::new(client.clone(), keys.clone(), node.clone(), settings.lease_ttl, shape.partitions),
@@ -151,7 +158,7 @@ impl Cluster {
         cluster.tick().await;
         tokio::spawn(cluster.clone().ticks());
         tracing::info!(node = %cluster.node, "joined the cluster");
-        let parts = Parts { log: Arc::new(log), delivery: Arc::new(delivery), changes };
+        let parts = Parts { log: Arc::new(log), delivery, changes };
         Ok((cluster, parts))
     }
 
@@ -190,6 +197,11 @@ impl Cluster {
             if let Err(e) = self.leases.release(partition).await {
                 tracing::debug!(partition, error = %e, "could not release a lease; it lapses by itself");
             }
+        }
+        // Its connections are closed by now: take it out of the registry (the nodes would only sweep it if
+        // it died, and its announcement goes now).
+        if let Err(e) = self.registry.sweep(&self.node, &self.hub).await {
+            tracing::debug!(error = %e, "could not remove the node's connections from the registry");
         }
         if let Err(e) = self.nodes.leave(&self.node).await {
             tracing::debug!(error = %e, "could not remove the node's announcement; it lapses by itself");
@@ -238,8 +250,9 @@ impl Cluster {
         let ring = Ring::new(live.values().map(|n| (n.id.as_str(), n.draining)));
         let desired: Vec<Option<String>> =
             (0..self.owners.partitions()).map(|p| ring.owner_of_u32(p).map(str::to_owned)).collect();
-        self.view.set_nodes(live, dead);
+        self.view.set_nodes(live, dead.clone());
         metrics::gauge!("cluster_nodes_live").set(self.view.live_ids().len() as f64);
+        self.sweep(&dead).await;
 
         let owned = self.owners.owned();
         match self.leases.renew(&owned).await {
@@ -291,10 +304,27 @@ impl Cluster {
             }
         }
         metrics::gauge!("cluster_partitions_owned").set(self.owners.owned().len() as f64);
+        match self.registry.was_swept().await {
+            Ok(true) => {
+                tracing::warn!("this node was taken for dead and its connections swept; writing them again");
+                self.registry.queue_reassert();
+            }
+            Ok(false) => {}
+            Err(e) => tracing::debug!(error = %e, "cannot check for a sweep this tick"),
+        }
         if self.registry.is_dirty() {
             match self.registry.reassert(&self.hub).await {
                 Ok(()) => self.hub.catch_up_all(),
                 Err(e) => tracing::debug!(error = %e, "cannot rewrite the connection registry this tick"),
+            }
+        }
+    }
+
+    /// Removes the connections of dead nodes from the registry, announcing the users who went offline.
+    async fn sweep(&self, dead: &std::collections::HashSet<String>) {
+        for node in dead {
+            if let Err(e) = self.registry.sweep(node, &self.hub).await {
+                tracing::debug!(%node, error = %e, "could not sweep a dead node's connections this tick");
             }
         }
     }
@@ -376,6 +406,11 @@ impl Cluster {
             Envelope::Feed { items } => {
                 let feed: Vec<FeedDelivery> = items.into_iter().map(FeedDelivery::from).collect();
                 self.hub.deliver(feed);
+            }
+            Envelope::Ephemeral { items } => {
+                for item in items {
+                    self.hub.offer(item.users, &bytes::Bytes::from(item.frame));
+                }
             }
             Envelope::CatchUp => self.hub.catch_up_all(),
             Envelope::Change { id, from, change } => {

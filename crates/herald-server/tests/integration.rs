@@ -15,7 +15,7 @@ mod integration {
     mod config;
     mod conversations;
     mod durability;
-    mod gateway;
+    pub mod gateway;
     mod media;
     mod memory;
     mod messages;

@@ -3,11 +3,12 @@
 //! member is shut out on the other node as soon as the removal is acknowledged; Redis dying under load loses
 //! nothing.
 
+use super::gateway::typing_and_presence_on;
 use super::helpers::{self, TestApp, User};
 use super::ws::{Ws, message_seqs, positions};
 use herald_postgres::testing::TestDatabase;
 use herald_proto::ConversationId;
-use herald_redis::testing::{OwnRedis, OwnRedisCluster};
+use herald_redis::testing::{OwnRedis, OwnRedisCluster, redis_cli};
 use herald_server::config::{Config, StorageBackend};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -16,10 +17,23 @@ use std::time::Duration;
 
 /// Two nodes on one database and the given Redis.
 async fn two_nodes(redis_urls: Vec<String>, redis_cluster: bool) -> (TestApp, TestApp) {
+    let mut nodes = nodes_with(2, redis_urls, redis_cluster, |_| {}).await;
+    let b = nodes.pop().expect("node b");
+    let a = nodes.pop().expect("node a");
+    (a, b)
+}
+
+/// `count` nodes on one database and the given Redis, with `tweak` applied to each one's configuration.
+async fn nodes_with(
+    count: usize,
+    redis_urls: Vec<String>,
+    redis_cluster: bool,
+    tweak: impl Fn(&mut Config),
+) -> Vec<TestApp> {
     let database = Arc::new(TestDatabase::create().await);
     let prefix = helpers::unique_name("herald");
     let mut nodes = Vec::new();
-    for _ in 0..2 {
+    for _ in 0..count {
         let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
         let mut config: Config = helpers::test_config(dir.path());
         config.storage.backend = StorageBackend::Postgres;
@@ -28,11 +42,10 @@ async fn two_nodes(redis_urls: Vec<String>, redis_cluster: bool) -> (TestApp, Te
         config.cluster.redis_cluster = redis_cluster;
         config.cluster.key_prefix = prefix.clone();
         config.log.partitions = 8;
+        tweak(&mut config);
         nodes.push(helpers::start(config, dir, Some(database.clone())).await);
     }
-    let b = nodes.pop().expect("node b");
-    let a = nodes.pop().expect("node a");
-    (a, b)
+    nodes
 }
 
 /// Sends over REST, retrying `unavailable` with the same client_msg_id (what a client does while leases
@@ -227,4 +240,68 @@ async fn a_redis_cluster_master_killed_under_load_loses_nothing() {
         _ => {}
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn typing_and_presence_cross_nodes() {
+    let redis = OwnRedis::start().await;
+    let mut nodes = nodes_with(2, vec![redis.url()], false, |c| c.gateway.presence_coalesce_ms = 50).await;
+    typing_and_presence_on(&nodes[0], &nodes[1]).await;
+    for node in nodes.drain(..) {
+        node.shutdown().await;
+    }
+}
+
+/// A node that dies leaves its users in the registry: the live nodes sweep them (their contacts hear them
+/// go offline), and a node that only stalled, finding it was swept, writes its users again. The dead node is
+/// made by hand in Redis, as a crashed node leaves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dead_nodes_users_are_swept_and_a_swept_node_comes_back() {
+    let redis = OwnRedis::start().await;
+    let prefix = helpers::unique_name("herald");
+    let node = nodes_with(1, vec![redis.url()], false, |c| {
+        c.gateway.presence_coalesce_ms = 50;
+        c.cluster.key_prefix = prefix.clone();
+    })
+    .await
+    .pop()
+    .expect("a node");
+    let cli = async |args: &[&str]| redis_cli(redis.port(), args).await.expect("redis-cli");
+    let (alice, bob) = (node.register("alice").await, node.register("bob").await);
+    node.direct(&alice, &bob).await;
+    let (mut a, _) = Ws::connect_synced(&node, &alice, 0).await;
+
+    // Bob was connected to a node that died a minute ago.
+    let bob_nodes = format!("{prefix}:{{u:{}}}", bob.id());
+    cli(&["SADD", &bob_nodes, "ndead"]).await;
+    cli(&["HSET", &format!("{bob_nodes}:p"), "status", "online"]).await;
+    cli(&["SADD", &format!("{prefix}:{{n:ndead}}:users"), &bob.id().to_string()]).await;
+    let dead = json!({"id": "ndead", "url": "http://127.0.0.1:9", "connections": 1, "draining": false,
+        "seen_ms": herald_core::now_millis() - 60_000});
+    cli(&["HSET", &format!("{prefix}:{{nodes}}"), "ndead", &dead.to_string()]).await;
+
+    let offline = a.expect("presence").await;
+    assert_eq!(offline["users"][0]["user_id"], json!(bob.id()));
+    assert_eq!(offline["users"][0]["status"], "offline", "{offline}");
+    assert_eq!(cli(&["SCARD", &bob_nodes]).await.trim(), "0", "the dead node is out of Bob's set");
+    assert_eq!(cli(&["EXISTS", &format!("{prefix}:{{n:ndead}}:swept")]).await.trim(), "1", "and marked swept");
+
+    // The live node was taken for dead by some other node, which swept Alice: it finds out and writes her back.
+    let alice_nodes = format!("{prefix}:{{u:{}}}", alice.id());
+    let me = cli(&["SMEMBERS", &alice_nodes]).await.trim().to_owned();
+    assert!(me.starts_with('n'), "Alice is registered on the node: {me:?}");
+    cli(&["SREM", &alice_nodes, &me]).await;
+    cli(&["SET", &format!("{prefix}:{{n:{me}}}:swept"), "1"]).await;
+    let mut back = false;
+    for _ in 0..50 {
+        if cli(&["SISMEMBER", &alice_nodes, &me]).await.trim() == "1" {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(back, "a swept node writes its users again");
+    node.shutdown().await;
+    // A clean shutdown takes the node's users out of the registry.
+    assert_eq!(cli(&["SCARD", &alice_nodes]).await.trim(), "0");
 }
