@@ -108,9 +108,18 @@ fn histogram() -> anyhow::Result<Histogram<u64>> {
     Ok(Histogram::<u64>::new_with_bounds(1, 120_000_000, 3)?)
 }
 
+/// The node member `member` of room `room` connects to. Consecutive members go to consecutive nodes, so
+/// every room with at least as many members as there are nodes has members on each; the room's number
+/// shifts the start, so the rooms' first members (the senders) are spread over the nodes too instead of all
+/// loading the first.
+fn node_of(room: usize, member: usize, nodes: usize) -> usize {
+    (room + member) % nodes
+}
+
 impl Fleet {
     /// Registers `rooms × members` users, makes each room a conversation (a direct one for two members),
-    /// connects everyone, and picks the first `senders_per_room` members of each room as senders.
+    /// connects everyone (spread over the target's nodes, see [`node_of`]), and picks the first
+    /// `senders_per_room` members of each room as senders.
     pub async fn assemble(
         target: &Target,
         rooms: usize,
@@ -123,14 +132,14 @@ impl Fleet {
         let http = http()?;
         let users = rooms * members;
         eprintln!("registering {users} users ...");
-        let sessions = register_users(&http, &target.base, users, 32).await?;
+        let sessions = register_users(&http, target.base(), users, 32).await?;
         let mut conversations = Vec::with_capacity(rooms);
         for room in sessions.chunks(members) {
             let others: Vec<_> = room[1..].iter().map(|s| s.user.id).collect();
             let id = if members == 2 {
-                direct(&http, &target.base, &room[0], others[0]).await?
+                direct(&http, target.base(), &room[0], others[0]).await?
             } else {
-                group(&http, &target.base, &room[0], &others).await?
+                group(&http, target.base(), &room[0], &others).await?
             };
             conversations.push(id);
         }
@@ -150,10 +159,12 @@ impl Fleet {
             conversations: Vec::new(),
         };
         for (i, session) in sessions.iter().enumerate() {
-            let socket = connect_live(&target.ws_base(), &session.access_token).await?;
+            let (room, member) = (i / members, i % members);
+            let socket =
+                connect_live(&target.node_ws_base(node_of(room, member, target.nodes())), &session.access_token)
+                    .await?;
             let (sink, stream) = socket.split();
-            let room = i / members;
-            if i % members < senders_per_room {
+            if member < senders_per_room {
                 fleet.senders.push(Sender { room, sink, sent: 0 });
             } else {
                 tokio::spawn(keep_alive(sink, stop.clone()));
@@ -376,4 +387,22 @@ async fn direct(
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_room_has_members_on_every_node_and_senders_are_spread() {
+        let nodes = 3;
+        for room in 0..6 {
+            let mut on: Vec<usize> = (0..nodes).map(|member| node_of(room, member, nodes)).collect();
+            on.sort();
+            assert_eq!(on, vec![0, 1, 2], "room {room}");
+        }
+        let senders: Vec<usize> = (0..6).map(|room| node_of(room, 0, nodes)).collect();
+        assert_eq!(senders, vec![0, 1, 2, 0, 1, 2]);
+        assert!((0..10).all(|member| node_of(4, member, 1) == 0), "one server: everyone on it");
+    }
 }

@@ -118,14 +118,14 @@ impl IdleReport {
 pub async fn run(target: &Target, args: &IdleArgs, source_ips: usize) -> anyhow::Result<IdleReport> {
     let http = http()?;
     eprintln!("registering {} users ...", args.connections);
-    let sessions = register_users(&http, &target.base, args.connections, 32).await?;
+    let sessions = register_users(&http, target.base(), args.connections, 32).await?;
     // Touch every device once over REST so the store's cache holds what connecting reads; what remains
     // in the difference below is the connections themselves.
     for chunk in sessions.chunks(64) {
         let checks: Vec<_> = chunk
             .iter()
             .map(|s| {
-                let request = http.get(format!("{}/api/v1/me", target.base)).bearer_auth(&s.access_token);
+                let request = http.get(format!("{}/api/v1/me", target.base())).bearer_auth(&s.access_token);
                 tokio::spawn(async move { request.send().await })
             })
             .collect();

@@ -98,8 +98,8 @@ struct Sample {
 
 pub async fn run(target: &Target, args: &MediaArgs) -> anyhow::Result<MediaReport> {
     let http = super::client::http()?;
-    let session = register_users(&http, &target.base, 1, 1).await?.pop().context("a user")?;
-    let api = Api::with_http_client(&target.base, http)?;
+    let session = register_users(&http, target.base(), 1, 1).await?.pop().context("a user")?;
+    let api = Api::with_http_client(target.base(), http)?;
 
     eprintln!("making {} {}x{} JPEGs and {} videos ...", args.images, args.width, args.height, args.videos);
     let mut files: Vec<(&'static str, Bytes)> = Vec::new();

@@ -1,7 +1,7 @@
 //! `herald bench SCENARIO`: load generators that print numbers. Every run checks correctness while it
 //! measures (acked seqs dense and unique, every delivery in order, none lost or doubled) and fails loudly
 //! otherwise. By default each run starts its own server as a child process (so its memory and CPU can be
-//! read from /proc), or targets `--server URL`.
+//! read from /proc), or targets `--server URL` (given several times: the nodes of a cluster).
 
 mod calibration;
 mod chart;
@@ -34,9 +34,11 @@ pub struct BenchArgs {
     #[arg(long, global = true)]
     pub chart: Option<PathBuf>,
     /// Target an existing server (e.g. http://127.0.0.1:8080) instead of starting one. Its limits apply,
-    /// and its memory and CPU are not reported.
-    #[arg(long, global = true)]
-    pub server: Option<String>,
+    /// and its memory and CPU are not reported. Given several times, the servers are the nodes of one
+    /// cluster: the fleet scenarios (groups, direct, saturate, soak) connect a room's members to every node;
+    /// the other scenarios use the first server.
+    #[arg(long, global = true, action = clap::ArgAction::Append)]
+    pub server: Vec<String>,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -69,7 +71,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     let calibration = calibration::Calibration::measure();
     println!("{}", calibration.line());
-    let target = node::Target::start(args.server.as_deref()).await?;
+    let target = node::Target::start(&args.server).await?;
     let (mut report, chart): (serde_json::Value, Option<String>) = match &args.scenario {
         Scenario::Sends(a) => {
             let r = sends::run(&target, a).await?;

@@ -1,19 +1,24 @@
 //! The server under test: a child `herald serve` on a free port with its own temp data dir (and settings
-//! that take password hashing and per-user rate limits out of the measurement), or an existing server.
+//! that take password hashing and per-user rate limits out of the measurement), or existing servers: one, or
+//! the nodes of a cluster.
 
 use anyhow::{Context, bail};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
 pub struct Target {
-    pub base: String,
+    /// Every server's base URL, never empty. Several are the nodes of one cluster: they share the database,
+    /// so REST setup may go to any of them (it goes to the first), while a fleet's members connect to all.
+    nodes: Vec<String>,
     child: Option<(Child, tempfile::TempDir)>,
 }
 
 impl Target {
-    pub async fn start(server: Option<&str>) -> anyhow::Result<Target> {
-        if let Some(url) = server {
-            return Ok(Target { base: url.trim_end_matches('/').to_owned(), child: None });
+    /// Targets `servers` as given, or with none starts a child server.
+    pub async fn start(servers: &[String]) -> anyhow::Result<Target> {
+        if !servers.is_empty() {
+            let nodes = servers.iter().map(|url| url.trim_end_matches('/').to_owned()).collect();
+            return Ok(Target { nodes, child: None });
         }
         let dir = tempfile::tempdir()?;
         let config = dir.path().join("bench.toml");
@@ -53,11 +58,27 @@ impl Target {
             }
         };
         std::thread::spawn(move || lines.map_while(Result::ok).for_each(|line| eprintln!("{line}")));
-        Ok(Target { base, child: Some((child, dir)) })
+        Ok(Target { nodes: vec![base], child: Some((child, dir)) })
     }
 
+    /// Where REST requests go: the first server.
+    pub fn base(&self) -> &str {
+        &self.nodes[0]
+    }
+
+    /// How many servers (nodes) there are.
+    pub fn nodes(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// The WebSocket base URL of the first server.
     pub fn ws_base(&self) -> String {
-        self.base.replacen("http://", "ws://", 1)
+        self.node_ws_base(0)
+    }
+
+    /// The WebSocket base URL of server `node` (counted from 0, modulo the number of servers).
+    pub fn node_ws_base(&self, node: usize) -> String {
+        self.nodes[node % self.nodes.len()].replacen("http://", "ws://", 1)
     }
 
     /// The server's resident memory in bytes, when it is our child.

@@ -83,7 +83,7 @@ pub async fn run(target: &Target, args: &SendsArgs) -> anyhow::Result<SendsRepor
     if args.users < 2 || !args.users.is_multiple_of(2) {
         bail!("--users must be an even number, at least 2");
     }
-    let base = target.base.clone();
+    let base = target.base().to_owned();
     let http = reqwest::Client::builder().pool_max_idle_per_host(args.users * args.in_flight).build()?;
     eprintln!("registering {} users ...", args.users);
     let sessions = register_users(&http, &base, args.users, 32).await?;

@@ -106,11 +106,11 @@ pub async fn run(target: &Target, args: &StormArgs) -> anyhow::Result<StormRepor
     }
     let http = http()?;
     eprintln!("registering {} users ...", args.connections);
-    let sessions = register_users(&http, &target.base, args.connections, 32).await?;
+    let sessions = register_users(&http, target.base(), args.connections, 32).await?;
     let mut conversations: Vec<ConversationId> = Vec::with_capacity(args.connections / 2);
     for pair in sessions.chunks(2) {
         let details: ConversationDetails = expect_json(
-            http.post(format!("{}/api/v1/conversations", target.base))
+            http.post(format!("{}/api/v1/conversations", target.base()))
                 .bearer_auth(&pair[0].access_token)
                 .json(&CreateConversation::Direct { user_id: pair[1].user.id })
                 .send()
@@ -149,7 +149,7 @@ pub async fn run(target: &Target, args: &StormArgs) -> anyhow::Result<StormRepor
                 attachments: Vec::new(),
             };
             let response = http
-                .post(format!("{}/api/v1/conversations/{conversation}/messages", target.base))
+                .post(format!("{}/api/v1/conversations/{conversation}/messages", target.base()))
                 .bearer_auth(&sender.access_token)
                 .json(&body)
                 .send()
