@@ -3,14 +3,15 @@
 //!
 //! Every member's connection is read by its own task, which checks that its room's seqs arrive as
 //! 1, 2, 3 … (no gap, no duplicate) and records send-to-receive latency from the send time carried in the
-//! body (the bench's own clock).
+//! body (the bench's own clock). On a cluster the members of every room are spread over the nodes, and the
+//! body also names the sender's node, so each delivery is recorded as same-node or cross-node.
 
 use super::client::{Socket, connect_live, group, http, register_users};
+use super::latency::{ByRoute, Latency, RouteLatency};
 use super::node::Target;
 use anyhow::{Context, bail};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use hdrhistogram::Histogram;
 use herald_proto::ConversationId;
 use serde::Deserialize;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,19 +42,24 @@ pub struct Traffic {
 
 /// What one member's reader has seen.
 struct Seen {
-    latencies: Mutex<Histogram<u64>>,
+    /// The node the member is connected to.
+    node: usize,
+    latencies: Mutex<ByRoute>,
     last_seq: AtomicU64,
     acks: AtomicU64,
 }
 
 struct Sender {
     room: usize,
+    node: usize,
     sink: SplitSink<Socket, Message>,
     sent: u64,
 }
 
 pub struct Fleet {
     members: usize,
+    /// Nodes the members are spread over (1: one server).
+    nodes: usize,
     clock: Instant,
     senders: Vec<Sender>,
     seen: Vec<Arc<Seen>>,
@@ -75,12 +81,25 @@ pub struct Phase {
     pub seconds: f64,
     pub deliveries_per_second: f64,
     pub acked_per_second: f64,
-    pub latency_ms_p50: f64,
-    pub latency_ms_p90: f64,
-    pub latency_ms_p99: f64,
-    pub latency_ms_p999: f64,
-    pub latency_ms_max: f64,
+    /// Every delivery.
+    #[serde(flatten)]
+    pub latency: Latency,
+    /// Deliveries to a member on the sender's node (the sender's own copy included); on a cluster only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub same_node: Option<RouteLatency>,
+    /// Deliveries to a member on another node than the sender's; on a cluster only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cross_node: Option<RouteLatency>,
     pub server_cpu_percent: Option<f64>,
+}
+
+impl Phase {
+    /// `("same", …)` and `("cross", …)`, when the fleet spanned several nodes.
+    pub fn routes(&self) -> impl Iterator<Item = (&'static str, &RouteLatency)> {
+        [("same", &self.same_node), ("cross", &self.cross_node)]
+            .into_iter()
+            .filter_map(|(route, figures)| Some((route, figures.as_ref()?)))
+    }
 }
 
 #[derive(Deserialize)]
@@ -104,16 +123,23 @@ struct FrameMessage<'a> {
     body: &'a str,
 }
 
-fn histogram() -> anyhow::Result<Histogram<u64>> {
-    Ok(Histogram::<u64>::new_with_bounds(1, 120_000_000, 3)?)
-}
-
 /// The node member `member` of room `room` connects to. Consecutive members go to consecutive nodes, so
 /// every room with at least as many members as there are nodes has members on each; the room's number
 /// shifts the start, so the rooms' first members (the senders) are spread over the nodes too instead of all
 /// loading the first.
 fn node_of(room: usize, member: usize, nodes: usize) -> usize {
     (room + member) % nodes
+}
+
+/// A message's body: when it was sent (µs on the bench's clock) and from which node.
+fn stamp(sent_us: u64, node: usize) -> String {
+    format!("t{sent_us}@{node}")
+}
+
+/// The send time and sender's node of a body made by [`stamp`].
+fn read_stamp(body: &str) -> Option<(u64, usize)> {
+    let (sent_us, node) = body.strip_prefix('t')?.split_once('@')?;
+    Some((sent_us.parse().ok()?, node.parse().ok()?))
 }
 
 impl Fleet {
@@ -147,8 +173,10 @@ impl Fleet {
         let clock = Instant::now();
         let received = Arc::new(AtomicU64::new(0));
         let stop = CancellationToken::new();
+        let nodes = target.nodes();
         let mut fleet = Fleet {
             members,
+            nodes,
             clock,
             senders: Vec::new(),
             seen: Vec::with_capacity(users),
@@ -160,17 +188,17 @@ impl Fleet {
         };
         for (i, session) in sessions.iter().enumerate() {
             let (room, member) = (i / members, i % members);
-            let socket =
-                connect_live(&target.node_ws_base(node_of(room, member, target.nodes())), &session.access_token)
-                    .await?;
+            let node = node_of(room, member, nodes);
+            let socket = connect_live(&target.node_ws_base(node), &session.access_token).await?;
             let (sink, stream) = socket.split();
             if member < senders_per_room {
-                fleet.senders.push(Sender { room, sink, sent: 0 });
+                fleet.senders.push(Sender { room, node, sink, sent: 0 });
             } else {
                 tokio::spawn(keep_alive(sink, stop.clone()));
             }
             let seen = Arc::new(Seen {
-                latencies: Mutex::new(histogram()?),
+                node,
+                latencies: Mutex::new(ByRoute::new()?),
                 last_seq: AtomicU64::new(0),
                 acks: AtomicU64::new(0),
             });
@@ -186,7 +214,7 @@ impl Fleet {
     /// and reports what this phase saw.
     pub async fn phase(&mut self, target: &Target, rate: u64, seconds: u64) -> anyhow::Result<Phase> {
         for seen in &self.seen {
-            *lock(&seen.latencies) = histogram()?;
+            lock(&seen.latencies).reset();
         }
         let received_before = self.received.load(Ordering::Relaxed);
         let acks_before: u64 = self.seen.iter().map(|s| s.acks.load(Ordering::Relaxed)).sum();
@@ -220,8 +248,9 @@ impl Fleet {
                             let t = clock.elapsed().as_micros() as u64;
                             let id = format!("s{n}-{}", sender.sent);
                             let frame = format!(
-                                r#"{{"type":"send","id":"{id}","conversation_id":"{conversation}","client_msg_id":"{}","body":"t{t}"}}"#,
-                                uuid::Uuid::now_v7()
+                                r#"{{"type":"send","id":"{id}","conversation_id":"{conversation}","client_msg_id":"{}","body":"{}"}}"#,
+                                uuid::Uuid::now_v7(),
+                                stamp(t, sender.node)
                             );
                             sender.sink.feed(Message::text(frame)).await?;
                             sender.sent += 1;
@@ -254,13 +283,13 @@ impl Fleet {
         }
         let seconds_total = started.elapsed().as_secs_f64();
         let cpu_end = target.cpu_seconds();
-        let mut all = histogram()?;
+        let mut all = ByRoute::new()?;
         for seen in &self.seen {
-            all.add(&*lock(&seen.latencies))?;
+            all.add(&lock(&seen.latencies))?;
         }
         let acks: u64 = self.seen.iter().map(|s| s.acks.load(Ordering::Relaxed)).sum::<u64>() - acks_before;
         let deliveries = got - received_before;
-        let ms = |q: f64| all.value_at_quantile(q) as f64 / 1000.0;
+        let cluster = self.nodes > 1;
         Ok(Phase {
             target_messages_per_second: rate,
             messages_sent: sent,
@@ -269,11 +298,9 @@ impl Fleet {
             seconds: send_seconds,
             deliveries_per_second: deliveries as f64 / seconds_total.max(send_seconds),
             acked_per_second: acks as f64 / seconds_total.max(send_seconds),
-            latency_ms_p50: ms(0.5),
-            latency_ms_p90: ms(0.9),
-            latency_ms_p99: ms(0.99),
-            latency_ms_p999: ms(0.999),
-            latency_ms_max: all.max() as f64 / 1000.0,
+            latency: all.overall()?,
+            same_node: cluster.then(|| all.same_node()),
+            cross_node: cluster.then(|| all.cross_node()),
             server_cpu_percent: match (cpu_start, cpu_end) {
                 (Some(s), Some(e)) => Some(100.0 * (e - s) / seconds_total),
                 _ => None,
@@ -358,9 +385,9 @@ async fn read(
                     bail!("out of order: seq {} after {last}", m.seq);
                 }
                 seen.last_seq.store(m.seq, Ordering::Relaxed);
-                let sent_us: u64 = m.body.trim_start_matches('t').parse().context("body")?;
+                let (sent_us, from) = read_stamp(m.body).with_context(|| format!("body {:?}", m.body))?;
                 let now_us = clock.elapsed().as_micros() as u64;
-                lock(&seen.latencies).record(now_us.saturating_sub(sent_us).max(1))?;
+                lock(&seen.latencies).record(from == seen.node, now_us.saturating_sub(sent_us))?;
                 received.fetch_add(1, Ordering::Relaxed);
             }
             _ => {}
@@ -404,5 +431,12 @@ mod tests {
         let senders: Vec<usize> = (0..6).map(|room| node_of(room, 0, nodes)).collect();
         assert_eq!(senders, vec![0, 1, 2, 0, 1, 2]);
         assert!((0..10).all(|member| node_of(4, member, 1) == 0), "one server: everyone on it");
+    }
+
+    #[test]
+    fn a_stamp_reads_back() {
+        assert_eq!(read_stamp(&stamp(1_234_567, 1)), Some((1_234_567, 1)));
+        assert_eq!(read_stamp("t12"), None);
+        assert_eq!(read_stamp("hello@1"), None);
     }
 }

@@ -51,7 +51,7 @@ pub async fn run(target: &Target, args: &GroupsArgs) -> anyhow::Result<GroupsRep
     Ok(GroupsReport { rooms, members, phase })
 }
 
-/// One row per phase.
+/// One row per phase; on a cluster, then a table of the same phases by route.
 pub fn phase_table(phases: &[Phase]) -> String {
     let mut out = String::from(
         "| msg/s target | sent | acked/s | deliveries | deliveries/s | p50 ms | p99 ms | p99.9 ms | max ms | server CPU % |\n\
@@ -65,26 +65,50 @@ pub fn phase_table(phases: &[Phase]) -> String {
             p.acked_per_second,
             p.deliveries,
             p.deliveries_per_second,
-            p.latency_ms_p50,
-            p.latency_ms_p99,
-            p.latency_ms_p999,
-            p.latency_ms_max,
+            p.latency.p50,
+            p.latency.p99,
+            p.latency.p999,
+            p.latency.max,
             p.server_cpu_percent.map_or("n/a".into(), |c| format!("{c:.0}"))
         ));
     }
+    out.push_str(&route_table(phases));
     out
 }
 
-pub fn latency_chart(title: &str, p: &Phase) -> String {
-    super::chart::bars(
-        title,
-        "send to receive, ms",
-        &[
-            ("p50".into(), p.latency_ms_p50),
-            ("p90".into(), p.latency_ms_p90),
-            ("p99".into(), p.latency_ms_p99),
-            ("p99.9".into(), p.latency_ms_p999),
-            ("max".into(), p.latency_ms_max),
-        ],
+/// Same-node and cross-node deliveries of each phase, one row each; empty when the fleet was on one node.
+fn route_table(phases: &[Phase]) -> String {
+    let mut rows = String::new();
+    for p in phases {
+        for (route, r) in p.routes() {
+            let l = &r.latency;
+            rows.push_str(&format!(
+                "| {} | {route} node | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |\n",
+                p.target_messages_per_second, r.deliveries, l.p50, l.p90, l.p99, l.p999, l.max
+            ));
+        }
+    }
+    if rows.is_empty() {
+        return rows;
+    }
+    format!(
+        "\n| msg/s target | route | deliveries | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms |\n\
+         |---|---|---|---|---|---|---|---|\n{rows}"
     )
+}
+
+/// The overall percentiles; on a cluster also p50 and p99 of each route.
+pub fn latency_chart(title: &str, p: &Phase) -> String {
+    let mut bars = vec![
+        ("p50".into(), p.latency.p50),
+        ("p90".into(), p.latency.p90),
+        ("p99".into(), p.latency.p99),
+        ("p99.9".into(), p.latency.p999),
+        ("max".into(), p.latency.max),
+    ];
+    for (route, r) in p.routes() {
+        bars.push((format!("{route} p50"), r.latency.p50));
+        bars.push((format!("{route} p99"), r.latency.p99));
+    }
+    super::chart::bars(title, "send to receive, ms", &bars)
 }

@@ -10,6 +10,7 @@ mod direct;
 mod fleet;
 mod groups;
 mod idle;
+mod latency;
 mod media;
 mod node;
 mod saturate;
@@ -35,8 +36,8 @@ pub struct BenchArgs {
     pub chart: Option<PathBuf>,
     /// Target an existing server (e.g. http://127.0.0.1:8080) instead of starting one. Its limits apply,
     /// and its memory and CPU are not reported. Given several times, the servers are the nodes of one
-    /// cluster: the fleet scenarios (groups, direct, saturate, soak) connect a room's members to every node;
-    /// the other scenarios use the first server.
+    /// cluster: the fleet scenarios (groups, direct, saturate, soak) connect a room's members to every node
+    /// and report same-node and cross-node latency apart; the other scenarios use the first server.
     #[arg(long, global = true, action = clap::ArgAction::Append)]
     pub server: Vec<String>,
 }

@@ -38,7 +38,7 @@ pub struct SaturateReport {
 impl SaturateReport {
     pub fn table(&self) -> String {
         let best = self.best.as_ref().map_or("none under the bound".to_owned(), |b| {
-            format!("{:.0} deliveries/s (p99 {:.2} ms)", b.deliveries_per_second, b.latency_ms_p99)
+            format!("{:.0} deliveries/s (p99 {:.2} ms)", b.deliveries_per_second, b.latency.p99)
         });
         format!(
             "scenario saturate: {} rooms x {} members, p99 bound {} ms; best: {best}\n{}",
@@ -51,7 +51,7 @@ impl SaturateReport {
 
     pub fn chart(&self) -> String {
         let mut points: Vec<(f64, f64)> =
-            self.phases.iter().map(|p| (p.deliveries_per_second, p.latency_ms_p99)).collect();
+            self.phases.iter().map(|p| (p.deliveries_per_second, p.latency.p99)).collect();
         points.sort_by(|a, b| a.0.total_cmp(&b.0));
         super::chart::line(
             &format!("saturate: p99 by delivery rate ({} rooms x {} members)", self.rooms, self.members),
@@ -64,7 +64,7 @@ impl SaturateReport {
 
 fn good(p: &Phase, bound: f64) -> bool {
     // Under the bound, and keeping up (a server that falls behind shows it in the achieved rate).
-    p.latency_ms_p99 <= bound && p.messages_sent as f64 >= 0.9 * p.target_messages_per_second as f64 * p.seconds
+    p.latency.p99 <= bound && p.messages_sent as f64 >= 0.9 * p.target_messages_per_second as f64 * p.seconds
 }
 
 pub async fn run(target: &Target, args: &SaturateArgs) -> anyhow::Result<SaturateReport> {

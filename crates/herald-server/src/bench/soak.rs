@@ -113,9 +113,9 @@ pub async fn run(target: &Target, args: &SoakArgs) -> anyhow::Result<SoakReport>
             minute: started.elapsed().as_secs_f64() / 60.0,
             deliveries: phase.deliveries,
             deliveries_per_second: phase.deliveries_per_second,
-            latency_ms_p50: phase.latency_ms_p50,
-            latency_ms_p99: phase.latency_ms_p99,
-            latency_ms_max: phase.latency_ms_max,
+            latency_ms_p50: phase.latency.p50,
+            latency_ms_p99: phase.latency.p99,
+            latency_ms_max: phase.latency.max,
             rss_mb: target.rss_bytes().map(mb),
             open_fds: target.open_fds(),
         };

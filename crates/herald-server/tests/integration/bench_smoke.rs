@@ -1,7 +1,7 @@
 //! A seconds-long run of every benchmark scenario, for correctness only (each scenario fails on a lost,
 //! doubled or misordered message). Timing is never asserted here: that is what BENCHMARKS.md is for.
 
-use super::helpers::postgres_backend;
+use super::helpers::{postgres_backend, spawn_app};
 use herald_postgres::testing::TestDatabase;
 use std::process::Command;
 
@@ -24,11 +24,12 @@ impl Bench {
     }
 
     fn run(&self, args: &[&str]) -> String {
-        bench(args, &self.env)
+        bench(args, &self.env).0
     }
 }
 
-fn bench(args: &[&str], env: &[(&str, String)]) -> String {
+/// Runs `herald bench ARGS`, checks what every run writes, and returns its stdout and JSON report.
+fn bench(args: &[&str], env: &[(&str, String)]) -> (String, serde_json::Value) {
     let dir = tempfile::tempdir().expect("tempdir");
     let json = dir.path().join("report.json");
     let chart = dir.path().join("chart.svg");
@@ -57,7 +58,7 @@ fn bench(args: &[&str], env: &[(&str, String)]) -> String {
         let svg = std::fs::read_to_string(&chart).expect("chart written");
         assert!(svg.starts_with("<svg"), "{svg}");
     }
-    stdout
+    (stdout, report)
 }
 
 #[test]
@@ -70,7 +71,7 @@ fn every_scenario_runs_and_checks_itself() {
     let out = b.run(&["idle", "--connections", "50", "--hold", "1", "--processes", "2", "--source-ips", "2"]);
     assert!(out.contains("scenario idle"), "{out}");
     let out = b.run(&["groups", "--rooms", "2", "--members", "4", "--rate", "40", "--duration", "1"]);
-    assert!(out.contains("scenario groups"), "{out}");
+    assert!(out.contains("scenario groups") && !out.contains("same node"), "one server: overall figures only: {out}");
     let out = b.run(&["direct", "--pairs", "4", "--rate", "40", "--duration", "1"]);
     assert!(out.contains("scenario direct"), "{out}");
     let out = b.run(&[
@@ -107,4 +108,40 @@ fn every_scenario_runs_and_checks_itself() {
         "1",
     ]);
     assert!(out.contains("scenario media") && out.contains("| video | 1 |"), "{out}");
+}
+
+/// `--server` given twice. The same server named twice stands in for two nodes (a real cluster is measured by
+/// hand, BENCHMARKS.md): what is checked is that the members are spread over both, that every delivery is
+/// counted under exactly one route, and that the table and the JSON give both.
+#[test]
+fn several_servers_report_same_and_cross_node_latency_apart() {
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    let app = runtime.block_on(spawn_app());
+    let base = app.base.clone();
+    let (out, report) = bench(
+        &[
+            "groups",
+            "--server",
+            &base,
+            "--server",
+            &base,
+            "--rooms",
+            "2",
+            "--members",
+            "4",
+            "--rate",
+            "40",
+            "--duration",
+            "1",
+        ],
+        &[],
+    );
+    assert!(out.contains("| same node |") && out.contains("| cross node |"), "{out}");
+    let deliveries = |route: &str| report[route]["deliveries"].as_u64().expect("deliveries of the route");
+    // Members alternate between the nodes, so half of each room (its sender among them) is on the sender's.
+    assert!(deliveries("same_node") > 0, "{report}");
+    assert_eq!(deliveries("same_node"), deliveries("cross_node"), "{report}");
+    assert_eq!(Some(deliveries("same_node") * 2), report["deliveries"].as_u64(), "{report}");
+    assert!(report["cross_node"]["latency_ms_p99"].as_f64().is_some(), "{report}");
+    runtime.block_on(app.shutdown());
 }
