@@ -273,10 +273,10 @@ impl Fleet {
         let expected: u64 = self.sent_per_room.iter().map(|n| n * self.members as u64).sum();
         let drain = Instant::now() + Duration::from_secs(30);
         while self.received.load(Ordering::Relaxed) < expected && Instant::now() < drain {
-            self.check_readers()?;
+            self.check_readers().await?;
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        self.check_readers()?;
+        self.check_readers().await?;
         let got = self.received.load(Ordering::Relaxed);
         if got < expected {
             bail!("{} deliveries missing 30 s after sending stopped", expected - got);
@@ -308,14 +308,12 @@ impl Fleet {
         })
     }
 
-    /// Fails if a reader saw something wrong (out of order, a gap, a duplicate, a closed connection).
-    fn check_readers(&mut self) -> anyhow::Result<()> {
-        for reader in &self.readers {
-            if reader.is_finished() {
-                bail!("a member's connection ended or saw a wrong order");
-            }
-        }
-        Ok(())
+    /// Fails if a reader saw something wrong (out of order, a gap, a duplicate, an error frame, a closed
+    /// connection), with what it saw, so that a failed run says why.
+    async fn check_readers(&mut self) -> anyhow::Result<()> {
+        let Some(i) = self.readers.iter().position(|r| r.is_finished()) else { return Ok(()) };
+        self.readers.swap_remove(i).await.context("reader")?.context("a member's connection")?;
+        bail!("a member's reader stopped before the run ended")
     }
 
     /// Stops the readers and checks every member received every message of its room.
