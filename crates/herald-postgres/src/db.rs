@@ -58,7 +58,42 @@ impl Pools {
         for _ in 0..self.settings.min_idle.clamp(1, self.settings.max_size) {
             held.push(self.connect(&self.primary).await?);
         }
+        if let Some(client) = held.first() {
+            self.check_room(client).await;
+        }
         Ok(())
+    }
+
+    /// Warns when this pool may grow past the connections PostgreSQL has left: every node of a cluster has a
+    /// pool of its own, and two nodes with the default 100 on a server allowing 100 made sends fail with
+    /// "no database connection" (and locked out every other client) until `max_size` was lowered.
+    async fn check_room(&self, client: &Object) {
+        let sql = "SELECT current_setting('max_connections')::int,
+                          current_setting('superuser_reserved_connections')::int,
+                          (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')::int";
+        let row = match client.query_typed(sql, &[]).await {
+            Ok(rows) => rows.into_iter().next(),
+            Err(e) => {
+                tracing::debug!(error = %e, "could not read PostgreSQL's connection limit");
+                return;
+            }
+        };
+        let Some(row) = row else { return };
+        let (max, reserved, used): (i32, i32, i32) = (row.get(0), row.get(1), row.get(2));
+        // Our own open connections are among those in use and within the pool's size.
+        let ours = self.primary.status().size as i32;
+        let room = max - reserved - used + ours;
+        if (self.settings.max_size as i32) > room {
+            tracing::warn!(
+                max_size = self.settings.max_size,
+                room,
+                max_connections = max,
+                in_use = used,
+                "storage.postgres.pool.max_size is above the connections PostgreSQL has left; under load this \
+                 node (or the others sharing the database) will fail with \"no database connection\": lower \
+                 max_size so that the nodes' pools together fit max_connections, or put PgBouncer in front"
+            );
+        }
     }
 
     /// A connection to the primary, for the caller's own transaction (migrations, the group committer).
