@@ -2,7 +2,7 @@
 //! in one command (all partition leases, the node table) share a tag and so a slot; a user's key and a node's
 //! channel have tags of their own, so they spread over the shards.
 
-use herald_proto::UserId;
+use herald_proto::{ConversationId, UserId};
 
 #[derive(Clone, Debug)]
 pub struct Keys {
@@ -48,5 +48,15 @@ impl Keys {
     /// The (sharded) channel a node listens on.
     pub fn node_channel(&self, node: &str) -> String {
         format!("{}:{{n:{node}}}", self.prefix)
+    }
+
+    /// The L2 cache's keys of `user`'s scope: `part` is `v` (its version) or an entry.
+    pub fn l2_user(&self, user: UserId, part: &str) -> String {
+        format!("{}:{{l2u:{user}}}:{part}", self.prefix)
+    }
+
+    /// The L2 cache's keys of `conversation`'s scope (its record, members and memberships).
+    pub fn l2_conversation(&self, conversation: ConversationId, part: &str) -> String {
+        format!("{}:{{l2c:{conversation}}}:{part}", self.prefix)
     }
 }

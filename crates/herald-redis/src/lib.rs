@@ -11,13 +11,16 @@
 //!   [`delivery`]: feed events and ephemeral frames to the nodes holding their users; [`peers`]: all of it as
 //!   the hub sees it; [`bus`]: the messages nodes exchange; [`changes`]: membership changes told to every
 //!   node before they are acknowledged.
+//! - [`l2`]: the L2 cache shared by the nodes; [`cached_stores`]: the user and conversation stores behind it.
 //! - [`Cluster`] (here) wires them and runs the node's tick and its subscription.
 
 pub mod bus;
+pub mod cached_stores;
 pub mod changes;
 pub mod connect;
 pub mod delivery;
 pub mod keys;
+pub mod l2;
 pub mod leases;
 pub mod log;
 pub mod nodes;

@@ -120,6 +120,10 @@ pub struct LogConfig {
 pub struct CacheConfig {
     /// Time to live of the in-process (L1) cache, in seconds. Local changes invalidate entries at once.
     pub l1_ttl_secs: u64,
+    /// Time to live of the L2 cache in Redis that the nodes of a cluster share, in seconds. Every change
+    /// invalidates its entries once stored, so the TTL only bounds what a change made while Redis was out of
+    /// reach, and not yet retried, can leave behind (see docs/cluster.md).
+    pub l2_ttl_secs: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -270,7 +274,7 @@ impl Default for LogConfig {
 
 impl Default for CacheConfig {
     fn default() -> Self {
-        Self { l1_ttl_secs: 60 }
+        Self { l1_ttl_secs: 60, l2_ttl_secs: 3600 }
     }
 }
 
@@ -403,6 +407,7 @@ impl Config {
         check(g.max_batch >= 1, "log.max_batch", "must be at least 1")?;
         check(g.apply_timeout_ms >= 100, "log.apply_timeout_ms", "must be at least 100")?;
         check(self.cache.l1_ttl_secs >= 1, "cache.l1_ttl_secs", "must be at least 1")?;
+        check(self.cache.l2_ttl_secs >= 1, "cache.l2_ttl_secs", "must be at least 1")?;
         check((1..=1 << 20).contains(&self.storage.cache_mb), "storage.cache_mb", "must be between 1 and 1048576")?;
         check(self.storage.feed_retention >= 100, "storage.feed_retention", "must be at least 100")?;
         if self.storage.backend == StorageBackend::Postgres {

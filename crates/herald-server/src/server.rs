@@ -23,6 +23,7 @@ use herald_core::messaging::Messaging;
 use herald_core::sequencer::{Sequencer, SequencerConfig};
 use herald_core::submit::Submitter;
 use herald_embedded::InProcessLog;
+use herald_redis::l2::L2Cache;
 use herald_redis::{Cluster, LogShape};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -71,12 +72,21 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let jwt_secret = secret::load_or_create(config.auth.jwt_secret.as_deref(), data_dir)?;
 
     let db = Arc::new(Storage::open(&config).await?);
-    let stores = db.stores();
     let limits = config.core_limits();
 
     // Bound early: a cluster node announces the address it is reached at.
     let listener = bind(config.server.listen).with_context(|| format!("binding {}", config.server.listen))?;
     let addr = listener.local_addr()?;
+
+    let stores = if config.cluster.enabled() {
+        let ttl = Duration::from_secs(config.cache.l2_ttl_secs);
+        let l2 = L2Cache::connect(&cluster_settings(&config, addr, &jwt_secret), ttl)
+            .await
+            .context("connecting the L2 cache (cluster.redis_urls)")?;
+        herald_redis::cached_stores::with_l2(db.stores(), l2)
+    } else {
+        db.stores()
+    };
 
     let hub = Hub::new(stores.clone(), config.hub());
     let waiters = Arc::new(Waiters::default());

@@ -176,6 +176,15 @@ async fn a_member_removed_on_one_node_is_shut_out_on_the_other_at_once() {
     let (status, body) =
         b.post(&history, member.token(), json!({"client_msg_id": "after", "body": "still here?"})).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "nor sends: {body}");
+    // The stores were read through the L2 cache in Redis, and it says how often it answered.
+    let metrics = b.http.get(format!("{}/metrics", b.base)).send().await.expect("metrics").text().await.expect("text");
+    assert!(
+        metrics.lines().any(|l| l.starts_with("cache_hit_rate{") && l.contains("cache_layer=\"l2\"")),
+        "/metrics lacks the L2 hit rate"
+    );
+    let pattern = format!("*{{l2c:{group}}}:e:*");
+    let entries = redis_cli(redis.port(), &["--scan", "--pattern", &pattern]).await.expect("scan");
+    assert!(!entries.trim().is_empty(), "the group's entries are cached in Redis");
     a.shutdown().await;
     b.shutdown().await;
 }
