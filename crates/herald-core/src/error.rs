@@ -47,16 +47,23 @@ impl CoreError {
     }
 }
 
+/// Every store error that reaches a caller passes here, so this is where the engine's failures are counted
+/// (`store_errors_total{kind}`, which the alert rules watch); conflicts and limits are answers about the
+/// data, not failures, and are not counted.
 impl From<StoreError> for CoreError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Conflict(m) => CoreError::conflict(m),
             StoreError::LimitExceeded(m) => CoreError::new(ErrorCode::LimitExceeded, m),
             StoreError::Unavailable(m) => {
+                metrics::counter!("store_errors_total", "kind" => "unavailable").increment(1);
                 tracing::warn!(detail = %m, "the store is unavailable");
                 CoreError::unavailable("storage is unavailable for the moment; retry shortly")
             }
-            StoreError::Backend(m) => CoreError::Internal(m),
+            StoreError::Backend(m) => {
+                metrics::counter!("store_errors_total", "kind" => "backend").increment(1);
+                CoreError::Internal(m)
+            }
         }
     }
 }

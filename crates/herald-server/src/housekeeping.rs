@@ -1,7 +1,8 @@
-//! A node's periodic housekeeping: forgetting idle users' rate-limit buckets and expired cache entries, and
+//! A node's periodic housekeeping: forgetting idle users' rate-limit buckets and expired cache entries,
 //! publishing what each in-memory structure holds (`memory_entries`, `memory_bytes`, `memory_entries_bound` by structure; see
-//! `herald_core::footprint`).
+//! `herald_core::footprint`), and the data directory's free disk space (see `disk_space`).
 
+use crate::disk_space;
 use crate::storage::Storage;
 use herald_core::conversations::Conversations;
 use herald_core::delivery::Waiters;
@@ -10,6 +11,7 @@ use herald_core::hub::Hub;
 use herald_core::messaging::Messaging;
 use herald_core::sequencer::Sequencer;
 use herald_media::Media;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,6 +31,8 @@ pub struct Holders {
     pub media: Arc<Media>,
     /// Requests one connection may have waiting at once.
     pub max_in_flight: usize,
+    /// Where the node writes (journal, database, media): its filesystem's free space is published.
+    pub data_dir: PathBuf,
 }
 
 impl Holders {
@@ -46,7 +50,8 @@ impl Holders {
     }
 }
 
-/// Runs until aborted; publishes the footprints at once, so the gauges exist from the first scrape.
+/// Runs until aborted; publishes the footprints and the disk space at once, so the gauges exist from the first
+/// scrape.
 pub async fn run(holders: Holders) {
     let mut footprints = tokio::time::interval(FOOTPRINT_INTERVAL);
     let mut shrink = tokio::time::interval(SHRINK_INTERVAL);
@@ -57,6 +62,7 @@ pub async fn run(holders: Holders) {
                 holders.hub.purge_expired();
                 holders.conversations.purge_expired();
                 footprint::publish(&holders.footprints().await);
+                disk_space::publish(&holders.data_dir);
             }
             _ = shrink.tick() => holders.messaging.rate_limiter().shrink(),
         }

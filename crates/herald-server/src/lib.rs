@@ -4,8 +4,10 @@
 
 pub mod bench;
 pub mod config;
+mod disk_space;
 mod housekeeping;
 pub mod media_config;
+mod metrics_catalogue;
 mod metrics_setup;
 mod secret;
 pub mod server;

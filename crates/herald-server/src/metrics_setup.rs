@@ -6,6 +6,7 @@
 //! node nobody scrapes kept 8 bytes per sample, several samples per delivery, for ever (about 1 MB per
 //! second at 50k deliveries per second). [`UPKEEP_INTERVAL`] bounds that queue to a few seconds of samples.
 
+use crate::metrics_catalogue;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -39,6 +40,8 @@ pub fn prometheus() -> PrometheusHandle {
                 }
             };
             start_upkeep(handle.clone());
+            // Described once the recorder is in place: descriptions given to no recorder are lost.
+            metrics_catalogue::describe();
             handle
         })
         .clone()

@@ -7,6 +7,8 @@
 //! runs until they are done), all within the grace period; then drain the log and close the store.
 
 use crate::config::Config;
+use crate::config::StorageBackend;
+use crate::metrics_catalogue::{self, Shape};
 use crate::storage::Storage;
 use crate::{housekeeping, metrics_setup, secret};
 use anyhow::Context;
@@ -67,6 +69,10 @@ impl Running {
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     config.validate()?;
     let metrics = metrics_setup::prometheus();
+    metrics_catalogue::register_at_start(Shape {
+        cluster: config.cluster.enabled(),
+        postgres: config.storage.backend == StorageBackend::Postgres,
+    });
     let data_dir = &config.server.data_dir;
     std::fs::create_dir_all(data_dir).with_context(|| format!("creating data dir {}", data_dir.display()))?;
     let jwt_secret = secret::load_or_create(config.auth.jwt_secret.as_deref(), data_dir)?;
@@ -189,6 +195,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         waiters,
         media: media.clone(),
         max_in_flight: config.gateway.max_in_flight,
+        data_dir: config.server.data_dir.clone(),
     }));
     let alarms = tokio::spawn(herald_api::gateway::ring_alarms(hub.clone(), gateway.config.alarm_tick()));
     let sweeper = tokio::spawn(media.clone().run_sweeper(stop.clone().cancelled_owned()));
