@@ -14,10 +14,12 @@ mod integration {
     mod cluster;
     mod config;
     mod conversations;
+    mod deploy_artefacts;
     mod durability;
     pub mod gateway;
     mod media;
     mod memory;
     mod messages;
+    mod observability;
     mod ops;
 }
