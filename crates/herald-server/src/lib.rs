@@ -3,6 +3,7 @@
 //! Integration tests start servers through [`server::start`] exactly as `herald serve` does.
 
 pub mod bench;
+mod chart;
 pub mod config;
 mod disk_space;
 mod housekeeping;

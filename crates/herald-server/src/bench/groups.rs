@@ -110,5 +110,5 @@ pub fn latency_chart(title: &str, p: &Phase) -> String {
         bars.push((format!("{route} p50"), r.latency.p50));
         bars.push((format!("{route} p99"), r.latency.p99));
     }
-    super::chart::bars(title, "send to receive, ms", &bars)
+    crate::chart::bars(title, "send to receive, ms", &bars)
 }

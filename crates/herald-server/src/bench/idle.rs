@@ -90,7 +90,7 @@ impl IdleReport {
     /// The per-connection cost as a bar (when the server was ours to measure).
     pub fn chart(&self) -> Option<String> {
         let per = self.rss_per_connection_bytes?;
-        Some(super::chart::bars(
+        Some(crate::chart::bars(
             &format!("idle: server memory per connection ({} connections)", self.connections),
             "bytes",
             &[("per connection".into(), per), ("target".into(), 2048.0)],

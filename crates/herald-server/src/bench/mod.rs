@@ -4,7 +4,6 @@
 //! read from /proc), or targets `--server URL` (given several times: the nodes of a cluster).
 
 mod calibration;
-mod chart;
 mod client;
 mod direct;
 mod fleet;

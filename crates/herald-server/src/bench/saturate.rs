@@ -53,7 +53,7 @@ impl SaturateReport {
         let mut points: Vec<(f64, f64)> =
             self.phases.iter().map(|p| (p.deliveries_per_second, p.latency.p99)).collect();
         points.sort_by(|a, b| a.0.total_cmp(&b.0));
-        super::chart::line(
+        crate::chart::line(
             &format!("saturate: p99 by delivery rate ({} rooms x {} members)", self.rooms, self.members),
             "deliveries/s",
             "p99 ms",

@@ -83,7 +83,7 @@ impl SoakReport {
         let series = |f: &dyn Fn(&Sample) -> Option<f64>| -> Vec<(f64, f64)> {
             self.samples.iter().filter_map(|s| f(s).map(|v| (s.minute, v))).collect()
         };
-        super::chart::stack(
+        crate::chart::stack(
             &format!("soak: {} rooms x {} members, {} msg/s", self.rooms, self.members, self.rate),
             "minutes",
             &[

@@ -50,7 +50,7 @@ impl StormReport {
 
     pub fn chart(&self) -> String {
         let points: Vec<(f64, f64)> = self.progress.iter().map(|(ms, n)| (*ms, *n as f64)).collect();
-        super::chart::line(
+        crate::chart::line(
             &format!("storm: {} clients reconnecting at once", self.connections),
             "ms since the storm began",
             "clients resumed",

@@ -1,5 +1,5 @@
-//! Small SVG charts the bench writes next to its numbers (hand-written: two chart shapes do not justify a
-//! plotting library).
+//! Small SVG charts that the bench, `herald autoscale simulate` and `herald capacity` write next to their
+//! numbers (hand-written: a few chart shapes do not justify a plotting library).
 
 use std::fmt::Write;
 
