@@ -130,6 +130,38 @@ pub fn line(title: &str, x_label: &str, y_label: &str, points: &[(f64, f64)]) ->
     frame(title, &body)
 }
 
+/// Colours of the series of [`lines`], in order.
+const PALETTE: &[&str] = &["#d0504a", "#4a7bd0", "#3a9a5b", "#b07a1a"];
+
+/// Several named series over one pair of axes (x ascending in each), without point markers: traces with
+/// thousands of points stay readable. The legend names each series in its colour.
+pub fn lines(title: &str, x_label: &str, y_label: &str, series: &[(&str, Vec<(f64, f64)>)]) -> String {
+    let all = || series.iter().flat_map(|(_, points)| points.iter());
+    let x_max = ceiling(all().map(|p| p.0).fold(0.0, f64::max));
+    let y_max = ceiling(all().map(|p| p.1).fold(0.0, f64::max));
+    let mut body = String::new();
+    axes(&mut body, x_label, y_label, y_max);
+    for i in 0..=4 {
+        let v = x_max * i as f64 / 4.0;
+        let x = LEFT + (W - LEFT - RIGHT) * i as f64 / 4.0;
+        let _ = write!(body, r##"<text x="{x}" y="{}" text-anchor="middle">{}</text>"##, H - BOTTOM + 16.0, short(v));
+    }
+    let xy = |(x, y): (f64, f64)| (LEFT + (W - LEFT - RIGHT) * x / x_max, H - BOTTOM - (H - BOTTOM - TOP) * y / y_max);
+    for (i, (name, points)) in series.iter().enumerate() {
+        let colour = PALETTE[i % PALETTE.len()];
+        let path: Vec<String> = points.iter().map(|p| xy(*p)).map(|(x, y)| format!("{x:.1},{y:.1}")).collect();
+        let _ = write!(
+            body,
+            r##"<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{}"/><text x="{}" y="{}" fill="{colour}">{}</text>"##,
+            path.join(" "),
+            LEFT + 10.0 + 150.0 * i as f64,
+            TOP - 4.0,
+            escape(name)
+        );
+    }
+    frame(title, &body)
+}
+
 /// Several lines over one x axis, one panel each, stacked under one title.
 pub fn stack(title: &str, x_label: &str, panels: &[(&str, Vec<(f64, f64)>)]) -> String {
     let height = H * panels.len().max(1) as f64;
@@ -158,6 +190,8 @@ mod tests {
         assert!(l.contains("<polyline") && l.matches("<circle").count() == 2);
         let s = stack("soak", "minutes", &[("RSS", vec![(1.0, 30.0)]), ("fds", vec![(1.0, 1000.0)])]);
         assert!(s.starts_with("<svg") && s.matches("<polyline").count() == 2 && s.contains("fds"));
+        let m = lines("servers", "s", "count", &[("a", vec![(0.0, 1.0), (1.0, 2.0)]), ("b", vec![(0.0, 3.0)])]);
+        assert!(m.matches("<polyline").count() == 2 && !m.contains("<circle") && m.contains(">b</text>"));
         assert_eq!(ceiling(7.3), 10.0);
         assert_eq!(ceiling(0.0), 1.0);
     }

@@ -53,7 +53,51 @@ enum Command {
         #[command(subcommand)]
         action: JournalAction,
     },
+    /// The autoscaling policy of deploy/k8s/hpa.yaml, offline (see docs/operations.md#scale).
+    Autoscale {
+        #[command(subcommand)]
+        action: AutoscaleAction,
+    },
 }
+
+#[derive(Subcommand)]
+enum AutoscaleAction {
+    /// Replay a load trace through the policy; print the server count at each point.
+    Simulate(SimulateArgs),
+}
+
+#[derive(clap::Args)]
+struct SimulateArgs {
+    /// CSV of `time_s,connections` (seconds since the start, connections open then), time ascending
+    #[arg(long)]
+    trace: PathBuf,
+    /// Also write an SVG chart of servers over time here
+    #[arg(long)]
+    svg: Option<PathBuf>,
+    /// Connections one server holds at 100 % utilisation
+    #[arg(long, default_value_t = 5_000)]
+    capacity: u64,
+    /// Scale out above this utilisation
+    #[arg(long, default_value_t = 0.8)]
+    scale_out_above: f64,
+    /// Scale in below this utilisation
+    #[arg(long, default_value_t = 0.4)]
+    scale_in_below: f64,
+    /// The utilisation a scaling event aims for
+    #[arg(long, default_value_t = 0.6)]
+    target: f64,
+    /// Seconds after a scaling event during which no other happens
+    #[arg(long, default_value_t = 300)]
+    cooldown_secs: u64,
+    #[arg(long, default_value_t = 50)]
+    min_servers: u64,
+    #[arg(long, default_value_t = 1_000)]
+    max_servers: u64,
+    /// Servers at the start of the trace [default: the minimum]
+    #[arg(long)]
+    initial: Option<u64>,
+}
+
 
 #[derive(Subcommand)]
 enum JournalAction {
@@ -73,8 +117,10 @@ enum JournalAction {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if let Command::Journal { action } = &cli.command {
-        journal(action);
+    match &cli.command {
+        Command::Journal { action } => journal(action),
+        Command::Autoscale { action: AutoscaleAction::Simulate(args) } => return simulate(args),
+        _ => {}
     }
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
@@ -86,7 +132,7 @@ fn main() -> anyhow::Result<()> {
             Command::Bench(args) => herald_server::bench::run(args).await,
             Command::Chat(args) => chat::run(args).await,
             Command::Migrate { config } => migrate(config).await,
-            Command::Journal { .. } => Ok(()),
+            Command::Journal { .. } | Command::Autoscale { .. } => Ok(()),
         }
     })
 }
@@ -132,6 +178,29 @@ fn journal(action: &JournalAction) -> ! {
         },
     };
     std::process::exit(code)
+}
+
+/// `herald autoscale simulate`: the table on stdout, the chart where asked.
+fn simulate(args: &SimulateArgs) -> anyhow::Result<()> {
+    use herald_server::autoscale;
+    let policy = autoscale::Policy {
+        capacity_per_server: args.capacity,
+        scale_out_above: args.scale_out_above,
+        scale_in_below: args.scale_in_below,
+        target: args.target,
+        cooldown_secs: args.cooldown_secs,
+        min_servers: args.min_servers,
+        max_servers: args.max_servers,
+    };
+    policy.validate().map_err(anyhow::Error::msg)?;
+    let csv = std::fs::read_to_string(&args.trace).with_context(|| format!("reading {}", args.trace.display()))?;
+    let trace = autoscale::parse_trace(&csv).map_err(|e| anyhow::anyhow!("{}: {e}", args.trace.display()))?;
+    let steps = autoscale::simulate(&policy, args.initial.unwrap_or(policy.min_servers), &trace);
+    print!("{}", autoscale::report(&policy, &steps));
+    if let Some(svg) = &args.svg {
+        std::fs::write(svg, autoscale::chart(&policy, &steps)).with_context(|| format!("writing {}", svg.display()))?;
+    }
+    Ok(())
 }
 
 async fn migrate(file: Option<PathBuf>) -> anyhow::Result<()> {
