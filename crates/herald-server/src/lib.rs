@@ -1,10 +1,11 @@
 //! The `herald` binary's library: configuration, the wiring of backends into services, the server's
-//! lifecycle (start, graceful shutdown), the benchmark, and the operator's autoscaling simulation
-//! (`autoscale`). It is the only crate that knows every backend.
+//! lifecycle (start, graceful shutdown), the benchmark, and the operator's planning tools (`autoscale`,
+//! `capacity`). It is the only crate that knows every backend.
 //! Integration tests start servers through [`server::start`] exactly as `herald serve` does.
 
 pub mod autoscale;
 pub mod bench;
+pub mod capacity;
 mod chart;
 pub mod config;
 mod disk_space;

@@ -58,6 +58,8 @@ enum Command {
         #[command(subcommand)]
         action: AutoscaleAction,
     },
+    /// Plan servers, connections, messages/s and storage month by month from a history of daily users.
+    Capacity(CapacityArgs),
 }
 
 #[derive(Subcommand)]
@@ -98,6 +100,39 @@ struct SimulateArgs {
     initial: Option<u64>,
 }
 
+#[derive(clap::Args)]
+struct CapacityArgs {
+    /// CSV of `day,users`: the day as a number or YYYY-MM-DD, daily active users
+    #[arg(long)]
+    history: PathBuf,
+    /// Months to plan after the history's last day
+    #[arg(long, default_value_t = 12)]
+    months: u64,
+    /// Also write an SVG chart of the plan here
+    #[arg(long)]
+    svg: Option<PathBuf>,
+    /// Added to the forecast of daily users
+    #[arg(long, default_value_t = 0.2)]
+    headroom: f64,
+    /// Peak rate over the day's average
+    #[arg(long, default_value_t = 3.0)]
+    peak_multiplier: f64,
+    #[arg(long, default_value_t = 80.0)]
+    messages_per_user_per_day: f64,
+    /// Share of the daily users connected at an average moment
+    #[arg(long, default_value_t = 0.1)]
+    concurrent_share: f64,
+    #[arg(long, default_value_t = 5_000.0)]
+    connections_per_server: f64,
+    #[arg(long, default_value_t = 1_000.0)]
+    messages_per_server_per_second: f64,
+    /// Bytes one stored message takes, indexes included, in one replica
+    #[arg(long, default_value_t = 1_024.0)]
+    bytes_per_message: f64,
+    /// Copies of every message the store keeps
+    #[arg(long, default_value_t = 3.0)]
+    replicas: f64,
+}
 
 #[derive(Subcommand)]
 enum JournalAction {
@@ -120,6 +155,7 @@ fn main() -> anyhow::Result<()> {
     match &cli.command {
         Command::Journal { action } => journal(action),
         Command::Autoscale { action: AutoscaleAction::Simulate(args) } => return simulate(args),
+        Command::Capacity(args) => return capacity(args),
         _ => {}
     }
     tracing_subscriber::fmt()
@@ -132,7 +168,7 @@ fn main() -> anyhow::Result<()> {
             Command::Bench(args) => herald_server::bench::run(args).await,
             Command::Chat(args) => chat::run(args).await,
             Command::Migrate { config } => migrate(config).await,
-            Command::Journal { .. } | Command::Autoscale { .. } => Ok(()),
+            Command::Journal { .. } | Command::Autoscale { .. } | Command::Capacity(_) => Ok(()),
         }
     })
 }
@@ -199,6 +235,32 @@ fn simulate(args: &SimulateArgs) -> anyhow::Result<()> {
     print!("{}", autoscale::report(&policy, &steps));
     if let Some(svg) = &args.svg {
         std::fs::write(svg, autoscale::chart(&policy, &steps)).with_context(|| format!("writing {}", svg.display()))?;
+    }
+    Ok(())
+}
+
+/// `herald capacity`: the plan on stdout, the chart where asked.
+fn capacity(args: &CapacityArgs) -> anyhow::Result<()> {
+    use herald_server::capacity;
+    let csv = std::fs::read_to_string(&args.history).with_context(|| format!("reading {}", args.history.display()))?;
+    let history = capacity::parse_history(&csv).map_err(|e| anyhow::anyhow!("{}: {e}", args.history.display()))?;
+    let trend = capacity::Trend::fit(&history).map_err(anyhow::Error::msg)?;
+    let last_day = history.iter().map(|p| p.0).fold(f64::MIN, f64::max);
+    let assumptions = capacity::Assumptions {
+        headroom: args.headroom,
+        peak_multiplier: args.peak_multiplier,
+        messages_per_user_per_day: args.messages_per_user_per_day,
+        concurrent_share: args.concurrent_share,
+        connections_per_server: args.connections_per_server,
+        messages_per_server_per_second: args.messages_per_server_per_second,
+        bytes_per_message: args.bytes_per_message,
+        replicas: args.replicas,
+    };
+    assumptions.validate().map_err(anyhow::Error::msg)?;
+    let months = capacity::plan(trend, last_day, args.months, &assumptions);
+    print!("{}", capacity::report(trend, &assumptions, &months));
+    if let Some(svg) = &args.svg {
+        std::fs::write(svg, capacity::chart(&months)).with_context(|| format!("writing {}", svg.display()))?;
     }
     Ok(())
 }
