@@ -39,7 +39,14 @@ pub const FAMILIES: &[Family] = &[
         "Message events written to a device's socket (live or catch-up).",
     ),
     family("database_query_duration_ms", Histogram, "Store operation time by query type and table."),
-    family("cache_hit_rate", Gauge, "Share of lookups a cache answered, by layer and cache (0 to 1)."),
+    family("cache_hit_rate", Gauge, "Percentage of lookups a cache answered since start, by layer and cache."),
+    family("cache_l2_unavailable_total", Counter, "L2 cache reads that found Redis out of reach (the store answered)."),
+    family("cache_l2_invalidations_failed_total", Counter, "L2 invalidations Redis did not take (retried)."),
+    family(
+        "cache_l2_invalidations_dropped_total",
+        Counter,
+        "L2 invalidations given up because too many waited (their entries live out their TTL).",
+    ),
     // The gateway.
     family(
         "message_send_to_deliver_ms",
@@ -162,6 +169,9 @@ const CLUSTER_NODE: &[Series] = &[
     ("cluster_feed_dropped_total", Counter, &[]),
     ("cluster_ephemeral_dropped_total", Counter, &[]),
     ("cluster_changes_unconfirmed_total", Counter, &[]),
+    ("cache_l2_unavailable_total", Counter, &[]),
+    ("cache_l2_invalidations_failed_total", Counter, &[]),
+    ("cache_l2_invalidations_dropped_total", Counter, &[]),
 ];
 
 /// On nodes whose stores are in PostgreSQL.
