@@ -4,6 +4,7 @@
 //! core services, which check membership and roles for every operation; errors leave through
 //! [`error::ApiError`] as `{code, message}`.
 
+pub mod client_address;
 pub mod error;
 pub mod extract;
 pub mod gateway;
@@ -14,4 +15,4 @@ mod web;
 
 pub use routes::internal::ForwardEndpoint;
 pub use routes::router;
-pub use state::{AppState, Readiness};
+pub use state::{AppState, Logins, Readiness};

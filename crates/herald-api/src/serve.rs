@@ -4,6 +4,9 @@
 //! descriptors) by backing off, and a graceful stop that lets in-flight requests finish.
 
 use axum::Router;
+use axum::extract::ConnectInfo;
+use axum::http::Request;
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
@@ -11,6 +14,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
 
 /// Serves `router` on `listener` until `stop` is cancelled, then waits for in-flight requests.
 pub async fn serve(listener: TcpListener, router: Router, head_timeout: Duration, stop: CancellationToken) {
@@ -26,7 +30,7 @@ pub async fn serve(listener: TcpListener, router: Router, head_timeout: Duration
             accepted = listener.accept() => accepted,
             () = stop.cancelled() => break,
         };
-        let (stream, _peer) = match accepted {
+        let (stream, peer) = match accepted {
             Ok(accepted) => {
                 backoff = Duration::from_millis(10);
                 accepted
@@ -42,7 +46,11 @@ pub async fn serve(listener: TcpListener, router: Router, head_timeout: Duration
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "could not set TCP_NODELAY");
         }
-        let service = TowerToHyperService::new(router.clone());
+        // Every request carries its connection's peer (the client's address, or its proxy's).
+        let service = TowerToHyperService::new(router.clone().map_request(move |mut request: Request<Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            request
+        }));
         let connection = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
         let stop = stop.clone();
         connections.spawn(async move {

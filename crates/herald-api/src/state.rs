@@ -32,4 +32,13 @@ pub struct AppState {
     /// In a cluster: where other nodes forward records whose partition this node owns (behind an `Arc`: every
     /// connection task holds the state, and its size is every idle connection's cost).
     pub forward: Option<Arc<crate::routes::internal::ForwardEndpoint>>,
+    /// Limits on password guessing and account creation, and the proxies whose word on the client's address
+    /// is taken.
+    pub logins: Arc<Logins>,
+}
+
+/// See [`AppState::logins`].
+pub struct Logins {
+    pub limits: herald_core::login_limits::LoginLimits,
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }

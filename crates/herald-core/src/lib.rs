@@ -29,6 +29,7 @@ pub mod forward;
 pub mod hub;
 pub mod limits;
 pub mod log;
+pub mod login_limits;
 pub mod media;
 pub mod messaging;
 pub mod outbox;

@@ -23,6 +23,39 @@ pub struct Config {
     pub gateway: GatewayConfig,
     pub media: crate::media_config::MediaConfig,
     pub cluster: ClusterConfig,
+    pub logins: LoginsConfig,
+}
+
+/// Limits on password guessing and account creation (see `herald_core::login_limits`). Counted per node.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoginsConfig {
+    /// Failed logins an account may have before each further one locks it for a while.
+    pub account_free_failures: u32,
+    /// Failed logins one client address may have, over any accounts, before each further one locks it.
+    pub address_free_failures: u32,
+    /// The first lock, in milliseconds; each further failure doubles it.
+    pub first_delay_ms: u64,
+    /// The longest lock, in seconds.
+    pub max_delay_secs: u64,
+    /// Failures are forgotten this many seconds after the last one.
+    pub forget_after_secs: u64,
+    /// Accounts one client address may create per hour.
+    pub registrations_per_hour: u32,
+}
+
+impl Default for LoginsConfig {
+    fn default() -> Self {
+        let d = herald_core::login_limits::LoginLimitsConfig::default();
+        Self {
+            account_free_failures: d.account_free_failures,
+            address_free_failures: d.address_free_failures,
+            first_delay_ms: d.first_delay.as_millis() as u64,
+            max_delay_secs: d.max_delay.as_secs(),
+            forget_after_secs: d.forget_after.as_secs(),
+            registrations_per_hour: d.registrations_per_hour,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -64,6 +97,9 @@ pub struct ServerConfig {
     pub shutdown_grace_secs: u64,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Addresses of the proxies in front of this node (e.g. nginx) whose `X-Forwarded-For` names the client.
+    /// Empty: the TCP peer is the client, whatever the header says.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -235,6 +271,7 @@ impl Default for ServerConfig {
             data_dir: PathBuf::from("./herald-data"),
             shutdown_grace_secs: 30,
             max_body_bytes: 1024 * 1024,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -306,6 +343,7 @@ impl Config {
                 .list_separator(",")
                 .with_list_parse_key("storage.postgres.replica_urls")
                 .with_list_parse_key("cluster.redis_urls")
+                .with_list_parse_key("server.trusted_proxies")
                 .source(Some(env)),
         );
         let config: Config =
@@ -408,6 +446,11 @@ impl Config {
         check(g.apply_timeout_ms >= 100, "log.apply_timeout_ms", "must be at least 100")?;
         check(self.cache.l1_ttl_secs >= 1, "cache.l1_ttl_secs", "must be at least 1")?;
         check(self.cache.l2_ttl_secs >= 1, "cache.l2_ttl_secs", "must be at least 1")?;
+        let logins = &self.logins;
+        check(logins.first_delay_ms >= 1, "logins.first_delay_ms", "must be at least 1")?;
+        check(logins.max_delay_secs >= 1, "logins.max_delay_secs", "must be at least 1")?;
+        check(logins.forget_after_secs >= 1, "logins.forget_after_secs", "must be at least 1")?;
+        check(logins.registrations_per_hour >= 1, "logins.registrations_per_hour", "must be at least 1")?;
         check((1..=1 << 20).contains(&self.storage.cache_mb), "storage.cache_mb", "must be between 1 and 1048576")?;
         check(self.storage.feed_retention >= 100, "storage.feed_retention", "must be at least 100")?;
         if self.storage.backend == StorageBackend::Postgres {
@@ -454,7 +497,8 @@ impl Config {
     }
 
     /// A throwaway node, for tests and local experiments: port 0 on loopback, data in `dir`, password hashing
-    /// made cheap and per-user rate limits lifted (neither is what such a node is for).
+    /// made cheap and per-user rate limits lifted, and accounts created without limit from one address (all
+    /// its clients are on loopback): none of that is what such a node is for.
     pub fn ephemeral(dir: &Path) -> Config {
         let mut config = Config::default();
         config.server.listen = SocketAddr::from(([127, 0, 0, 1], 0));
@@ -463,6 +507,7 @@ impl Config {
         config.auth.argon2_iterations = 1;
         config.limits.sends_per_second = 100_000;
         config.limits.send_burst = 100_000;
+        config.logins.registrations_per_hour = 1_000_000;
         config
     }
 
@@ -489,6 +534,18 @@ impl Config {
             typing_ttl: Duration::from_millis(w.typing_ttl_ms),
             typing_interval: Duration::from_millis(w.typing_ttl_ms / 3),
             presence_fanout_max_members: w.presence_fanout_max_members,
+        }
+    }
+
+    pub fn login_limits(&self) -> herald_core::login_limits::LoginLimitsConfig {
+        let l = &self.logins;
+        herald_core::login_limits::LoginLimitsConfig {
+            account_free_failures: l.account_free_failures,
+            address_free_failures: l.address_free_failures,
+            first_delay: Duration::from_millis(l.first_delay_ms),
+            max_delay: Duration::from_secs(l.max_delay_secs),
+            forget_after: Duration::from_secs(l.forget_after_secs),
+            registrations_per_hour: l.registrations_per_hour,
         }
     }
 

@@ -4,6 +4,7 @@
 
 use crate::disk_space;
 use crate::storage::Storage;
+use herald_api::Logins;
 use herald_core::conversations::Conversations;
 use herald_core::delivery::Waiters;
 use herald_core::footprint::{self, Footprint};
@@ -33,6 +34,8 @@ pub struct Holders {
     pub max_in_flight: usize,
     /// Where the node writes (journal, database, media): its filesystem's free space is published.
     pub data_dir: PathBuf,
+    /// Failed logins and account creations by account and address.
+    pub logins: Arc<Logins>,
 }
 
 impl Holders {
@@ -46,6 +49,7 @@ impl Holders {
         all.push(self.messaging.rate_limiter().footprint());
         all.push(self.waiters.footprint(connections.saturating_mul(self.max_in_flight)));
         all.push(self.media.footprint());
+        all.extend(self.logins.limits.footprints());
         all
     }
 }
@@ -61,6 +65,7 @@ pub async fn run(holders: Holders) {
             _ = footprints.tick() => {
                 holders.hub.purge_expired();
                 holders.conversations.purge_expired();
+                holders.logins.limits.purge();
                 footprint::publish(&holders.footprints().await);
                 disk_space::publish(&holders.data_dir);
             }

@@ -40,6 +40,7 @@ pub const FAMILIES: &[Family] = &[
     ),
     family("database_query_duration_ms", Histogram, "Store operation time by query type and table."),
     family("cache_hit_rate", Gauge, "Percentage of lookups a cache answered since start, by layer and cache."),
+    family("login_attempts_refused_total", Counter, "Logins refused for too many recent failures (429)."),
     family("cache_l2_unavailable_total", Counter, "L2 cache reads that found Redis out of reach (the store answered)."),
     family("cache_l2_invalidations_failed_total", Counter, "L2 invalidations Redis did not take (retried)."),
     family(
@@ -153,6 +154,7 @@ const EVERY_NODE: &[Series] = &[
     ("websocket_ephemeral_dropped_total", Counter, &[]),
     ("websocket_handshakes_refused_total", Counter, &[]),
     ("http_accept_errors_total", Counter, &[]),
+    ("login_attempts_refused_total", Counter, &[]),
     ("store_errors_total", Counter, &[("kind", "unavailable")]),
     ("store_errors_total", Counter, &[("kind", "backend")]),
     ("media_uploads_total", Counter, &[("result", "created")]),

@@ -13,7 +13,7 @@ use crate::storage::Storage;
 use crate::{housekeeping, metrics_setup, secret};
 use anyhow::Context;
 use herald_api::gateway::Gateway;
-use herald_api::{AppState, Readiness};
+use herald_api::{AppState, Logins, Readiness};
 use herald_core::Services;
 use herald_core::accounts::Accounts;
 use herald_core::auth::{PasswordCost, Passwords, Tokens};
@@ -21,6 +21,7 @@ use herald_core::conversations::Conversations;
 use herald_core::delivery::{Delivery, LocalDelivery, Waiters};
 use herald_core::hub::Hub;
 use herald_core::log::MessageLog;
+use herald_core::login_limits::LoginLimits;
 use herald_core::messaging::Messaging;
 use herald_core::sequencer::{Sequencer, SequencerConfig};
 use herald_core::submit::Submitter;
@@ -171,6 +172,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let readiness = Arc::new(Readiness::default());
     let gateway = Arc::new(Gateway::new(config.gateway()));
     let admins = Arc::new(config.media.admins.iter().cloned().collect());
+    let logins = Arc::new(Logins {
+        limits: LoginLimits::new(config.login_limits()),
+        trusted_proxies: config.server.trusted_proxies.clone(),
+    });
     let state = AppState {
         services,
         metrics,
@@ -180,6 +185,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         media: media.clone(),
         admins,
         forward,
+        logins: logins.clone(),
     };
     let router = herald_api::router(state, config.server.max_body_bytes);
 
@@ -196,6 +202,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         media: media.clone(),
         max_in_flight: config.gateway.max_in_flight,
         data_dir: config.server.data_dir.clone(),
+        logins,
     }));
     let alarms = tokio::spawn(herald_api::gateway::ring_alarms(hub.clone(), gateway.config.alarm_tick()));
     let sweeper = tokio::spawn(media.clone().run_sweeper(stop.clone().cancelled_owned()));

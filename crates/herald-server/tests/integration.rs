@@ -17,6 +17,7 @@ mod integration {
     mod deploy_artefacts;
     mod durability;
     pub mod gateway;
+    mod logins;
     mod media;
     mod memory;
     mod messages;

@@ -1,4 +1,5 @@
 use crate::AppState;
+use crate::client_address::ClientAddress;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Auth, Json, Path, Query};
 use axum::extract::State;
@@ -8,13 +9,35 @@ use serde::Deserialize;
 
 pub async fn register(
     State(s): State<AppState>,
+    ClientAddress(address): ClientAddress,
     Json(body): Json<Credentials>,
 ) -> ApiResult<(StatusCode, Json<Session>)> {
+    s.logins.limits.check_registration(address)?;
     Ok((StatusCode::CREATED, Json(s.services.accounts.register(body).await?)))
 }
 
-pub async fn login(State(s): State<AppState>, Json(body): Json<Credentials>) -> ApiResult<Json<Session>> {
-    Ok(Json(s.services.accounts.login(body).await?))
+/// Logs in, unless the account or the address has failed too often lately (then 429 with `Retry-After`,
+/// before the password is even looked at).
+pub async fn login(
+    State(s): State<AppState>,
+    ClientAddress(address): ClientAddress,
+    Json(body): Json<Credentials>,
+) -> ApiResult<Json<Session>> {
+    let limits = &s.logins.limits;
+    limits.check_login(&body.username, address)?;
+    let username = body.username.clone();
+    match s.services.accounts.login(body).await {
+        Ok(session) => {
+            limits.login_succeeded(&username);
+            Ok(Json(session))
+        }
+        Err(e) => {
+            if e.code() == ErrorCode::Unauthorized {
+                limits.login_failed(&username, address);
+            }
+            Err(e.into())
+        }
+    }
 }
 
 pub async fn refresh(State(s): State<AppState>, Json(body): Json<RefreshRequest>) -> ApiResult<Json<Session>> {

@@ -26,7 +26,8 @@ impl Target {
             &config,
             "[auth]\nargon2_memory_kib = 64\nargon2_iterations = 1\n\
              [limits]\nsends_per_second = 1000000\nsend_burst = 1000000\n\
-             [gateway]\nhandshakes_per_second = 100000\nhandshake_burst = 100000\nqueue_depth = 4096\n",
+             [gateway]\nhandshakes_per_second = 100000\nhandshake_burst = 100000\nqueue_depth = 4096\n\
+             [logins]\nregistrations_per_hour = 1000000\n",
         )?;
         let exe = std::env::current_exe().context("locating the herald binary")?;
         let mut child = Command::new(exe)
