@@ -8,6 +8,7 @@
 //! instead of being capped at one sync per message. Reads use redb's MVCC read transactions directly and
 //! never wait for the writer.
 
+mod check;
 mod db;
 mod device_cache;
 mod feed_block;
@@ -23,6 +24,7 @@ mod repair;
 mod stores;
 mod tables;
 
+pub use check::{DatabaseReport, check_database};
 pub use db::{EmbeddedDb, Options};
 pub use journal::JournalDamage;
 pub use log::InProcessLog;

@@ -53,6 +53,11 @@ enum Command {
         #[command(subcommand)]
         action: JournalAction,
     },
+    /// Check the database file of a stopped node: every page checksum and every row (see docs/operations.md).
+    Database {
+        #[command(subcommand)]
+        action: DatabaseAction,
+    },
     /// The autoscaling policy of deploy/k8s/hpa.yaml, offline (see docs/operations.md#scale).
     Autoscale {
         #[command(subcommand)]
@@ -60,6 +65,19 @@ enum Command {
     },
     /// Plan servers, connections, messages/s and storage month by month from a history of daily users.
     Capacity(CapacityArgs),
+}
+
+#[derive(Subcommand)]
+enum DatabaseAction {
+    /// Read every page and row of a copy of the database; changes nothing (exit 1 when damaged).
+    Check {
+        /// Data directory [default: ./herald-data]
+        #[arg(long, default_value = "herald-data")]
+        data_dir: PathBuf,
+        /// Where the copy is made (it needs the database's size free) [default: the data directory]
+        #[arg(long)]
+        scratch: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -154,6 +172,9 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match &cli.command {
         Command::Journal { action } => journal(action),
+        Command::Database { action: DatabaseAction::Check { data_dir, scratch } } => {
+            check_database(data_dir, scratch.as_deref())
+        }
         Command::Autoscale { action: AutoscaleAction::Simulate(args) } => return simulate(args),
         Command::Capacity(args) => return capacity(args),
         _ => {}
@@ -168,12 +189,28 @@ fn main() -> anyhow::Result<()> {
             Command::Bench(args) => herald_server::bench::run(args).await,
             Command::Chat(args) => chat::run(args).await,
             Command::Migrate { config } => migrate(config).await,
-            Command::Journal { .. } | Command::Autoscale { .. } | Command::Capacity(_) => Ok(()),
+            Command::Journal { .. } | Command::Database { .. } | Command::Autoscale { .. } | Command::Capacity(_) => {
+                Ok(())
+            }
         }
     })
 }
 
 /// `herald journal check|truncate`: prints the report and exits (1: damaged and not cut, 2: could not read).
+fn check_database(data_dir: &std::path::Path, scratch: Option<&std::path::Path>) -> ! {
+    let code = match herald_embedded::check_database(data_dir, scratch) {
+        Ok(report) => {
+            println!("{report}");
+            i32::from(report.damaged())
+        }
+        Err(e) => {
+            eprintln!("herald: {e}");
+            2
+        }
+    };
+    std::process::exit(code)
+}
+
 fn journal(action: &JournalAction) -> ! {
     let code = match action {
         JournalAction::Check { data_dir } => match herald_embedded::check_journal(data_dir) {
