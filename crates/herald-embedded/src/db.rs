@@ -10,7 +10,7 @@
 use crate::device_cache::DeviceCache;
 use crate::feed_buffer::{self, FeedBuffer, Flush};
 use crate::feed_snapshot;
-use crate::journal::Journal;
+use crate::journal::{AppendError, Journal};
 use crate::stores;
 use crate::tables::{self, FEED, JOURNAL_APPLIED, META};
 use herald_core::store::{StoreError, StoreResult, Stores};
@@ -454,6 +454,25 @@ impl Writer {
 
     /// Writes the rows that stay buffered after this transaction to a new snapshot file and names it in the
     /// transaction (0 when nothing stays buffered). Returns the id named.
+    /// What a failed journal append means for the batch (refused, nothing stored) and for the writer: a
+    /// refused append left the journal as it was, so the next batch may go through (a full disk that has
+    /// room again); a broken one leaves it unknown, and only a restart goes on.
+    fn journal_failed(&mut self, e: AppendError) -> StoreError {
+        match e {
+            AppendError::Refused(e) if e.kind() == std::io::ErrorKind::StorageFull => {
+                metrics::counter!("storage_full_refusals_total").increment(1);
+                tracing::error!(journal = %self.journal.path().display(), "the disk is full: sends are refused until it has room");
+                StoreError::Unavailable("the server's disk is full; retry later".into())
+            }
+            AppendError::Refused(e) => backend(format!("the journal could not be written ({e}); nothing was stored")),
+            AppendError::Broken(e) => {
+                let reason = format!("the journal could not be written ({e}); restart the server");
+                self.failed = Some(reason.clone());
+                backend(reason)
+            }
+        }
+    }
+
     fn snapshot_feed(&mut self, txn: &WriteTransaction, flushing: &Flush, everything: bool) -> StoreResult<u64> {
         let rows = if everything { Vec::new() } else { self.feed_buffer.lock().snapshot(flushing) };
         let id = if rows.is_empty() {
@@ -549,9 +568,7 @@ impl Writer {
         {
             let _ = txn.abort();
             self.feed_buffer.aborted(&flush);
-            let reason = format!("the journal could not be written ({e}); restart the server");
-            self.failed = Some(reason.clone());
-            return (Err(backend(reason)), finishers);
+            return (Err(self.journal_failed(e)), finishers);
         }
         let journaled = Instant::now();
         if let Err(e) = txn.commit() {

@@ -39,6 +39,24 @@ pub(crate) struct Journal {
     last_lsn: u64,
 }
 
+/// Why an append failed.
+#[derive(Debug)]
+pub enum AppendError {
+    /// Nothing of the batch is in the journal, which is as before: the next append may succeed (e.g. once a
+    /// full disk has room again).
+    Refused(io::Error),
+    /// The journal's state on disk is unknown: only a restart (and its replay) can go on from here.
+    Broken(io::Error),
+}
+
+impl std::fmt::Display for AppendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AppendError::Refused(e) | AppendError::Broken(e) => e.fmt(f),
+        }
+    }
+}
+
 /// Intact records that follow a damaged one: acknowledged writes a silent cut would lose.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct JournalDamage {
@@ -202,16 +220,16 @@ impl Journal {
     }
 
     /// Appends the records (numbered from [`Journal::next_lsn`]) and waits until they are on disk.
-    pub fn append(&mut self, payloads: &[Vec<u8>]) -> io::Result<()> {
+    pub fn append(&mut self, payloads: &[Vec<u8>]) -> Result<(), AppendError> {
         let size: usize = payloads.iter().map(|p| HEADER + p.len()).sum();
         let mut buf = Vec::with_capacity(size);
         let mut lsn = self.last_lsn;
         for payload in payloads {
             lsn += 1;
-            let len = u32::try_from(payload.len())
-                .ok()
-                .filter(|len| (*len as usize) <= MAX_RECORD)
-                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "journal record too large"))?;
+            let len =
+                u32::try_from(payload.len()).ok().filter(|len| (*len as usize) <= MAX_RECORD).ok_or_else(|| {
+                    AppendError::Refused(io::Error::new(io::ErrorKind::InvalidInput, "journal record too large"))
+                })?;
             let mut crc = crc32fast::Hasher::new();
             crc.update(&lsn.to_le_bytes());
             crc.update(payload);
@@ -220,8 +238,19 @@ impl Journal {
             buf.extend_from_slice(&lsn.to_le_bytes());
             buf.extend_from_slice(payload);
         }
-        self.file.write_all_at(&buf, self.len)?;
-        self.file.sync_data()?;
+        if let Err(e) = self.file.write_all_at(&buf, self.len) {
+            // Part of the batch may be on disk past the journal's end: cut it off, so a later append cannot
+            // leave intact records of this refused batch behind its own (they would read as damage at the
+            // next start). Then the journal is as it was, and the next append may succeed (a full disk
+            // that has room again).
+            return match self.file.set_len(self.len).and_then(|()| self.file.sync_data()) {
+                Ok(()) => Err(AppendError::Refused(e)),
+                Err(cut) => Err(AppendError::Broken(io::Error::other(format!("{e}; cutting it back failed: {cut}")))),
+            };
+        }
+        // A failed fsync leaves the file's state on disk unknown (the kernel may have dropped the dirty
+        // pages): nothing written since the last good fsync can be trusted, so the journal is given up.
+        self.file.sync_data().map_err(AppendError::Broken)?;
         self.len += buf.len() as u64;
         self.last_lsn = lsn;
         Ok(())

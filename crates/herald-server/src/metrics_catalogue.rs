@@ -40,6 +40,7 @@ pub const FAMILIES: &[Family] = &[
     ),
     family("database_query_duration_ms", Histogram, "Store operation time by query type and table."),
     family("cache_hit_rate", Gauge, "Percentage of lookups a cache answered since start, by layer and cache."),
+    family("storage_full_refusals_total", Counter, "Writes refused because the embedded store's disk was full."),
     family("login_attempts_refused_total", Counter, "Logins refused for too many recent failures (429)."),
     family("cache_l2_unavailable_total", Counter, "L2 cache reads that found Redis out of reach (the store answered)."),
     family("cache_l2_invalidations_failed_total", Counter, "L2 invalidations Redis did not take (retried)."),
