@@ -15,6 +15,8 @@ mod feed_block;
 mod feed_buffer;
 mod feed_codec;
 mod feed_snapshot;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod journal;
 mod keys;
 mod log;

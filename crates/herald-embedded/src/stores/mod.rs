@@ -7,6 +7,12 @@ mod media;
 mod messages;
 mod users;
 
+/// A journal record's writes, as a replay decodes them (for the fuzz targets).
+#[cfg(feature = "fuzzing")]
+pub(crate) fn decode_commit_record(record: &[u8]) {
+    let _ = commit_record::decode(record);
+}
+
 use crate::db::backend;
 use herald_core::store::{StoreError, StoreResult};
 use redb::WriteTransaction;
