@@ -141,8 +141,16 @@ impl Drop for WaitGuard<'_> {
 }
 
 /// Where feed events for this node's connections go (the gateway's hub).
+#[async_trait]
 pub trait FeedSink: Send + Sync + 'static {
+    /// Queues every event for its user's connections, at once.
     fn deliver(&self, feed: Vec<FeedDelivery>);
+
+    /// The same, but a big fan-out may be queued a chunk at a time, letting other work run in between (see
+    /// the hub's). Returns once every event is queued. What the sequencer calls.
+    async fn deliver_paced(&self, feed: Vec<FeedDelivery>) {
+        self.deliver(feed);
+    }
 }
 
 /// Single-node delivery: resolve local waiters and hand feed events to the local connections.
@@ -163,7 +171,7 @@ impl Delivery for LocalDelivery {
         if let Some(sink) = &self.sink
             && !feed.is_empty()
         {
-            sink.deliver(feed);
+            sink.deliver_paced(feed).await;
         }
         for outcome in outcomes {
             self.waiters.resolve(outcome);

@@ -437,8 +437,10 @@ impl Hub {
         };
         let contacts = self.contacts_of(user).await?;
         let frame = encode(&ServerFrame::Presence { id: None, users: vec![info] });
+        let recipients: Vec<UserId> = contacts.iter().copied().filter(|u| *u != user).collect();
         metrics::counter!("presence_announcements_total").increment(1);
-        self.offer_everywhere(contacts.iter().copied().filter(|u| *u != user).collect(), frame);
+        metrics::counter!("presence_recipients_total").increment(recipients.len() as u64);
+        self.offer_everywhere(recipients, frame);
         Ok(())
     }
 
@@ -531,8 +533,9 @@ impl crate::accounts::RevocationListener for Hub {
     }
 }
 
-impl FeedSink for Hub {
-    fn deliver(&self, feed: Vec<FeedDelivery>) {
+impl Hub {
+    /// Queues feed events for their users' connections here.
+    fn push_feed(&self, feed: &[FeedDelivery]) {
         // A membership notice makes cached member and contact lists stale (typing and presence use them).
         for d in feed.iter().filter(|d| d.notice) {
             self.members.invalidate(&d.conversation);
@@ -543,6 +546,33 @@ impl FeedSink for Hub {
             let Some(list) = connections.get(&d.user) else { continue };
             for c in list {
                 self.push(c, Outgoing::Event { pos: d.pos, event: d.event.clone(), sent_at: d.sent_at });
+            }
+        }
+    }
+}
+
+/// How many feed events a fan-out queues before it lets other tasks run. Queuing is cheap; what follows is not:
+/// each event wakes its connection's task, which writes to its socket. A 10,000-member group's message queued at
+/// once put 10,000 tasks in the runtime's queues ahead of everything else, so a small conversation's message sent
+/// just after waited for all of them.
+const FANOUT_CHUNK: usize = 256;
+
+#[async_trait::async_trait]
+impl FeedSink for Hub {
+    fn deliver(&self, feed: Vec<FeedDelivery>) {
+        self.push_feed(&feed);
+    }
+
+    /// A chunk at a time, yielding in between: the connections woken by one chunk write before the next is
+    /// queued, and other conversations' deliveries (other partitions' owners, acks, small rooms) interleave
+    /// instead of waiting behind the whole fan-out. Order holds: the caller (a partition's owner) waits, so its
+    /// next batch cannot overtake this one.
+    async fn deliver_paced(&self, feed: Vec<FeedDelivery>) {
+        let mut chunks = feed.chunks(FANOUT_CHUNK).peekable();
+        while let Some(chunk) = chunks.next() {
+            self.push_feed(chunk);
+            if chunks.peek().is_some() {
+                tokio::task::yield_now().await;
             }
         }
     }

@@ -72,6 +72,11 @@ pub const FAMILIES: &[Family] = &[
     ),
     family("websocket_handshakes_refused_total", Counter, "WebSocket handshakes refused by the handshake rate limit."),
     family("presence_announcements_total", Counter, "Presence changes announced to contacts."),
+    family(
+        "presence_recipients_total",
+        Counter,
+        "Users a presence change was announced to (divided by the announcements: the cost of one change).",
+    ),
     family("http_requests_total", Counter, "HTTP requests answered, by method, route template and status."),
     family("http_request_duration_ms", Histogram, "HTTP request time, by method and route template."),
     family(
