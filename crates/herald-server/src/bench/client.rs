@@ -141,3 +141,37 @@ where
         }
     }
 }
+
+/// Connects to `url`, retrying a refused handshake (429) after its `Retry-After` plus up to a second of jitter,
+/// as a well-behaved client does; returns the socket and how many handshakes were refused on the way.
+pub async fn connect_retrying(url: &str) -> anyhow::Result<(Socket, u64)> {
+    use rand::Rng;
+    let mut refused = 0;
+    loop {
+        match connect(url).await {
+            Ok((socket, _)) => return Ok((socket, refused)),
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) if response.status() == 429 => {
+                refused += 1;
+                let after: u64 = response
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(1);
+                let jitter = rand::rng().random_range(0..1000);
+                tokio::time::sleep(std::time::Duration::from_millis(after * 1000 + jitter)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// The sum of every series of the counter or gauge `name` on the server's `/metrics` (0 when it has none yet).
+pub async fn metric_sum(http: &reqwest::Client, base: &str, name: &str) -> anyhow::Result<f64> {
+    let text = http.get(format!("{base}/metrics")).send().await?.error_for_status()?.text().await?;
+    Ok(text
+        .lines()
+        .filter(|line| line.strip_prefix(name).is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' ')))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum())
+}

@@ -6,7 +6,7 @@
 use hdrhistogram::Histogram;
 
 /// Microseconds from 1 µs to two minutes, three significant digits.
-fn histogram() -> anyhow::Result<Histogram<u64>> {
+pub fn histogram() -> anyhow::Result<Histogram<u64>> {
     Ok(Histogram::<u64>::new_with_bounds(1, 120_000_000, 3)?)
 }
 
@@ -26,7 +26,7 @@ pub struct Latency {
 }
 
 impl Latency {
-    fn of(h: &Histogram<u64>) -> Latency {
+    pub fn of(h: &Histogram<u64>) -> Latency {
         let ms = |us: u64| us as f64 / 1000.0;
         Latency {
             p50: ms(h.value_at_quantile(0.5)),

@@ -5,6 +5,7 @@
 
 mod calibration;
 mod client;
+mod crowd;
 mod direct;
 mod fleet;
 mod groups;
@@ -59,6 +60,9 @@ pub enum Scenario {
     Storm(storm::StormArgs),
     /// Groups traffic for minutes: server memory, open descriptors and p99 sampled each interval.
     Soak(soak::SoakArgs),
+    /// One big group (10,000 members) and a small conversation beside it: mass connect, messages to every
+    /// member, a reconnect storm; slow-consumer disconnects, presence cost, latency of each conversation.
+    Crowd(crowd::CrowdArgs),
     /// A helper process of `idle --processes`: holds the connections of the tokens it is given.
     #[command(hide = true)]
     Hold(idle::HoldArgs),
@@ -106,6 +110,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
         Scenario::Storm(a) => {
             let r = storm::run(&target, a).await?;
+            println!("{}", r.table());
+            (serde_json::to_value(&r)?, Some(r.chart()))
+        }
+        Scenario::Crowd(a) => {
+            let r = crowd::run(&target, a).await?;
             println!("{}", r.table());
             (serde_json::to_value(&r)?, Some(r.chart()))
         }

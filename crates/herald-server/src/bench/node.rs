@@ -25,7 +25,7 @@ impl Target {
         std::fs::write(
             &config,
             "[auth]\nargon2_memory_kib = 64\nargon2_iterations = 1\n\
-             [limits]\nsends_per_second = 1000000\nsend_burst = 1000000\n\
+             [limits]\nsends_per_second = 1000000\nsend_burst = 1000000\nmax_group_members = 100000\n\
              [gateway]\nhandshakes_per_second = 100000\nhandshake_burst = 100000\nqueue_depth = 4096\n\
              [logins]\nregistrations_per_hour = 1000000\n",
         )?;

@@ -2,7 +2,7 @@
 //! them reconnect at the same moment and resume from their feed positions. Measures the time until every
 //! client has resumed, and checks each received exactly what it missed, in order, nothing twice.
 
-use super::client::{Socket, expect_json, http, next_text, register_users};
+use super::client::{connect_retrying, expect_json, http, next_text, register_users};
 use super::node::Target;
 use anyhow::{Context, bail};
 use futures_util::SinkExt;
@@ -62,26 +62,7 @@ impl StormReport {
 /// Connects (retrying refused handshakes after their Retry-After, with jitter), syncs from `since`, and
 /// returns the message seqs replayed and how many handshakes were refused.
 async fn resume(ws_base: &str, token: &str, since: u64) -> anyhow::Result<(Vec<u64>, u64)> {
-    use rand::Rng;
-    let url = format!("{ws_base}/ws?v=1&token={token}");
-    let mut refused = 0;
-    let mut socket: Socket = loop {
-        match super::client::connect(&url).await {
-            Ok((socket, _)) => break socket,
-            Err(tokio_tungstenite::tungstenite::Error::Http(response)) if response.status() == 429 => {
-                refused += 1;
-                let after: u64 = response
-                    .headers()
-                    .get("retry-after")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(1);
-                let jitter = rand::rng().random_range(0..1000);
-                tokio::time::sleep(Duration::from_millis(after * 1000 + jitter)).await;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    };
+    let (mut socket, refused) = connect_retrying(&format!("{ws_base}/ws?v=1&token={token}")).await?;
     next_text(&mut socket).await?; // hello
     socket.send(Message::text(format!(r#"{{"type":"sync","since":{since}}}"#))).await?;
     let mut seqs = Vec::new();

@@ -92,6 +92,22 @@ fn every_scenario_runs_and_checks_itself() {
     assert!(out.contains("scenario saturate"), "{out}");
     let out = b.run(&["storm", "--connections", "20", "--missed", "2"]);
     assert!(out.contains("scenario storm"), "{out}");
+    let out = b.run(&["crowd", "--members", "60", "--small-members", "4", "--connect-over", "0.5", "--duration", "1"]);
+    assert!(out.contains("scenario crowd") && out.contains("slow-consumer disconnects: 0"), "{out}");
+    // The small conversation's members (outside the group) hear each other come online: presence is counted.
+    let out = b.run(&[
+        "crowd",
+        "--members",
+        "30",
+        "--small-members",
+        "3",
+        "--small-outside",
+        "--connect-over",
+        "0.2",
+        "--duration",
+        "1",
+    ]);
+    assert!(out.contains("a conversation of 3 other users") && !out.contains(" 0 frames received"), "{out}");
     let out = b.run(&["soak", "--rooms", "2", "--members", "3", "--rate", "20", "--duration", "2", "--interval", "1"]);
     assert!(out.contains("scenario soak") && out.contains("open fds"), "{out}");
     let out = b.run(&[
