@@ -878,6 +878,7 @@ function sendTyping(active) {
 function onPresence(f) {
   for (const u of f.users) S.presence.set(u.user_id, { status: u.status, last_seen: u.last_seen });
   scheduleRender({ list: true, header: true });
+  if ($('dlg-members').open) renderMembers();
 }
 
 async function refreshPresence(ids) {
@@ -1291,6 +1292,7 @@ function renderMembers() {
       el(
         'li',
         {},
+        memberDot(m.user_id),
         el('span', { class: 'member-name', text: m.user_id === me() ? `${client.user.username} (you)` : name(m.user_id) }),
         el('span', { class: 'role', text: m.role }),
         c.kind === 'group' && m.user_id !== me() && myRank > ROLE_RANK[m.role]
@@ -1307,6 +1309,21 @@ function renderMembers() {
   );
   $('form-add-member').hidden = c.kind !== 'group' || myRank < 1 || c.left;
   $('leave-group').hidden = c.kind !== 'group' || c.left;
+}
+
+/** A member's presence dot: live for contacts (direct peers, groups up to 100), else as last asked for. */
+function memberDot(userId) {
+  const status = userId === me() ? 'online' : presenceOf(userId);
+  return el('span', { class: `dot ${status}`, role: 'img', 'aria-label': status, title: status });
+}
+
+/**
+ * Members of a group bigger than the server's presence fan-out are not told of each other's changes (see the
+ * protocol's presence rules): the dialog asks for the presence of the members it shows, at most the first 500.
+ */
+function refreshMemberPresence(c) {
+  const shown = (c.members ?? []).map((m) => m.user_id).filter((u) => u !== me()).slice(0, 500);
+  return refreshPresence(shown);
 }
 
 async function memberChange(fn) {
@@ -1437,7 +1454,7 @@ function init() {
     const c = S.convs.get(S.open);
     openDialog('dlg-members');
     renderMembers();
-    if (c) refreshDetails(c).then(renderMembers);
+    if (c) refreshDetails(c).then(() => refreshMemberPresence(c)).then(renderMembers);
   });
   $('form-add-member').addEventListener('submit', async (ev) => {
     ev.preventDefault();

@@ -502,6 +502,9 @@ describe('two people chatting in browsers', () => {
     await dialog.getByLabel('Add a member').fill(users.carol.username);
     await dialog.getByRole('button', { name: 'Add', exact: true }).click();
     await dialog.locator('.member-name', { hasText: users.carol.username }).waitFor({ timeout: WAIT });
+    // Presence beside each member: Bob is connected, Carol has never been.
+    await dialog.locator('li', { hasText: users.bob.username }).locator('.dot.online').waitFor({ timeout: WAIT });
+    await dialog.locator('li', { hasText: users.carol.username }).locator('.dot.offline').waitFor({ timeout: WAIT });
     await screenshot(A, 'alice-group-members');
     await B.locator('#message-list .msg.system', { hasText: `added ${users.carol.username}` }).waitFor({ timeout: WAIT });
 

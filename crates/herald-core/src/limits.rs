@@ -28,7 +28,7 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_message_bytes: 16 * 1024,
-            max_group_members: 1000,
+            max_group_members: 10_000,
             max_title_chars: 200,
             max_page: 200,
             sends_per_second: 50,
