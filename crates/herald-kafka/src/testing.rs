@@ -80,13 +80,18 @@ impl OwnBroker {
         let log =
             std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).expect("the broker's log file");
         let listener = format!("tcp://127.0.0.1:{}", self.port);
-        let storage = format!("sqlite://{}", self.dir.path().join("tansu.db").display());
+        // tansu opens a sqlite:// path relative to its working directory (an absolute one too), so it runs in
+        // the temp dir and is given the file's name.
+        let storage = "sqlite://tansu.db";
         let child = Command::new(&self.binary)
             .arg("broker")
             .args(["--listener-url", &listener, "--advertised-listener-url", &listener])
-            .args(["--storage-engine", &storage])
+            .args(["--storage-engine", storage])
             .current_dir(self.dir.path())
+            // The flags win over tansu's environment variables; these are removed all the same.
             .env_remove("CLUSTER_ID")
+            .env_remove("LISTENER_URL")
+            .env_remove("ADVERTISED_LISTENER_URL")
             .env_remove("STORAGE_ENGINE")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("the broker's log file"))
