@@ -5,15 +5,19 @@
 //! # Layout
 //! - [`settings`]: where the brokers are, the topic's shape, the clients' timings.
 //! - [`topic`]: the topic, created if missing ([`ensure_topic`]).
-//! - [`producer`]: the writing side.
+//! - [`producer`]: the writing side; [`consumer`] (private): the reading side, a member of the group.
+//! - [`log`]: both behind [`herald_core::log::MessageLog`] ([`KafkaLog`]).
 //! - [`testing`] (feature `testing`): a broker of a test's own.
 
+mod consumer;
+pub mod log;
 pub mod producer;
 pub mod settings;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod topic;
 
+pub use log::KafkaLog;
 pub use settings::Settings;
 pub use topic::ensure_topic;
 
@@ -25,4 +29,8 @@ pub enum KafkaError {
     Topic(String),
     #[error("encoding a log record: {0}")]
     Encode(String),
+    #[error("the log's consumer must be started inside a tokio runtime")]
+    NoRuntime,
+    #[error("starting the log's consumer thread: {0}")]
+    Thread(String),
 }
