@@ -474,3 +474,187 @@ async fn a_killed_members_partitions_are_taken_over_and_only_its_uncommitted_bat
     assert!(took_over < Duration::from_secs(60), "taken over within the session timeout, give or take a rebalance");
     b.shutdown().await;
 }
+
+// Fencing. A partition can have two owners for a moment (a rebalance, a paused member waking up); here two
+// nodes each run a member of a group of its own, so both own the one partition of the topic for the whole test
+// and sequence every record, each with its own `Sequencer` and its own connections to one PostgreSQL database.
+// The store's conditional write (seq = last + 1 in the transaction that stores the message, the idempotency
+// key unique) lets one of them win each seq: no seq is stored twice or skipped, no send is stored twice, and
+// every member's feed positions stay dense with each message in them once.
+
+mod fencing {
+    use super::*;
+    use herald_core::delivery::{Applied, LocalDelivery, Waiters};
+    use herald_core::sequencer::Sequencer;
+    use herald_core::store::{FeedEvent, Stores, User};
+    use herald_postgres::PostgresDb;
+    use herald_postgres::testing::TestDatabase;
+    use herald_proto::{Conversation, ConversationKind, Direction, Member, Role};
+
+    /// Users of the conversations (each a member of all of them), conversations, sends to each.
+    const FENCED_USERS: usize = 3;
+    const FENCED_CONVERSATIONS: usize = 3;
+    const FENCED_SENDS: usize = 40;
+
+    struct Node {
+        log: Arc<KafkaLog>,
+        waiters: Arc<Waiters>,
+    }
+
+    async fn node(base: &Settings, database: &TestDatabase, name: &str) -> Node {
+        let db = PostgresDb::open(&database.settings()).await.expect("open the database");
+        let waiters = Arc::new(Waiters::default());
+        let delivery = Arc::new(LocalDelivery::new(waiters.clone(), None));
+        let sequencer = Arc::new(Sequencer::new(db.stores(), delivery, 1, Default::default()));
+        let mut s = base.clone();
+        s.client_id = name.into();
+        s.group_id = format!("split-{name}");
+        s.max_batch = 8;
+        let log = Arc::new(KafkaLog::new(s).expect("log"));
+        log.start_member(sequencer).await.expect("member");
+        Node { log, waiters }
+    }
+
+    async fn setup(stores: &Stores) -> (Vec<UserId>, Vec<ConversationId>) {
+        let now = herald_core::now_millis();
+        let mut users = Vec::new();
+        for _ in 0..FENCED_USERS {
+            let id = UserId::new();
+            let user = User { id, username: format!("fenced-{id}"), password_hash: "x".into(), created_at: now };
+            stores.users.create_user(&user).await.expect("create a user");
+            users.push(id);
+        }
+        let members: Vec<Member> =
+            users.iter().map(|&user_id| Member { user_id, role: Role::Member, joined_at: now }).collect();
+        let mut conversations = Vec::new();
+        for i in 0..FENCED_CONVERSATIONS {
+            let c = Conversation {
+                id: ConversationId::new(),
+                kind: ConversationKind::Group,
+                title: Some(format!("fenced {i}")),
+                created_by: users[0],
+                created_at: now,
+            };
+            stores.conversations.create_group(&c, &members).await.expect("create a group");
+            conversations.push(c.id);
+        }
+        (users, conversations)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_owners_of_one_partition_at_once_never_store_a_seq_twice_skip_one_or_store_a_send_twice() {
+        let Some(broker) = OwnBroker::start().await else { return };
+        let database = TestDatabase::create().await;
+        let mut base = settings(&broker, "producer");
+        base.topic = "fenced".into();
+        base.partitions = 1;
+        ensure_topic(&base).await.expect("topic");
+        let db = PostgresDb::open(&database.settings()).await.expect("open the database");
+        let stores = db.stores();
+        let (users, conversations) = setup(&stores).await;
+
+        let (a, b) = (node(&base, &database, "a").await, node(&base, &database, "b").await);
+        let producer = Arc::new(KafkaLog::new(base.clone()).expect("producer"));
+
+        // Every request is awaited on both nodes; the appends of each conversation go in order, the
+        // conversations concurrently, without waiting for outcomes (so the owners see batches).
+        let mut records = Vec::new();
+        for &c in &conversations {
+            for n in 0..FENCED_SENDS {
+                let mut r = record(c, n);
+                r.actor = users[n % FENCED_USERS];
+                records.push(r);
+            }
+        }
+        let waits: Vec<_> =
+            records.iter().map(|r| (a.waiters.register(r.request_id), b.waiters.register(r.request_id))).collect();
+        let mut appends = Vec::new();
+        for &c in &conversations {
+            let (producer, mine) =
+                (producer.clone(), records.iter().filter(|r| r.conversation == c).cloned().collect::<Vec<_>>());
+            appends.push(tokio::spawn(async move {
+                for r in mine {
+                    producer.append(r).await.expect("append");
+                }
+            }));
+        }
+        for t in appends {
+            t.await.expect("appends");
+        }
+        let mut outcomes = Vec::new();
+        for (wa, wb) in waits {
+            outcomes.push((wa.wait(WAIT).await, wb.wait(WAIT).await));
+        }
+
+        // Per record: stored once (one original answer, the other a duplicate of it, or refused), or refused by
+        // both and not stored.
+        let (mut both_stored, mut one_refused, mut both_refused) = (0, 0, 0);
+        let mut stored_seq: HashMap<Uuid, u64> = HashMap::new();
+        for (r, outcome) in records.iter().zip(&outcomes) {
+            let sent = |o: &Result<Applied, _>| match o {
+                Ok(Applied::Sent { message, duplicate }) => Some((message.clone(), *duplicate)),
+                Ok(other) => panic!("unexpected outcome {other:?}"),
+                Err(_) => None,
+            };
+            match (sent(&outcome.0), sent(&outcome.1)) {
+                (Some((ma, da)), Some((mb, db))) => {
+                    assert_eq!(ma, mb, "both nodes answer the one stored message");
+                    assert!(da != db, "exactly one node stored {:?}, the other found it", r.request_id);
+                    both_stored += 1;
+                    stored_seq.insert(r.request_id, ma.seq);
+                }
+                (Some((m, dup)), None) | (None, Some((m, dup))) => {
+                    assert!(!dup, "a node that found the message stored says so only if the other stored it");
+                    one_refused += 1;
+                    stored_seq.insert(r.request_id, m.seq);
+                }
+                (None, None) => both_refused += 1,
+            }
+        }
+        eprintln!(
+            "fencing: {both_stored} sequenced by both owners (one stored, one found it), {one_refused} refused \
+             by one owner, {both_refused} refused by both (their senders retry)"
+        );
+
+        // The store: per conversation, seqs 1..=n, each send once, each answered seq holding its send.
+        let mut stored_messages = BTreeSet::new();
+        for &c in &conversations {
+            let last = stores.messages.last_seq(c).await.expect("last_seq");
+            let history = stores.messages.history(c, 1, Direction::Forward, 10_000).await.expect("history");
+            let seqs: Vec<u64> = history.iter().map(|m| m.seq).collect();
+            assert_eq!(seqs, (1..=last).collect::<Vec<_>>(), "conversation {c:?}: seqs dense, none twice");
+            let keys: BTreeSet<(UserId, String)> =
+                history.iter().map(|m| (m.sender, m.client_msg_id.clone())).collect();
+            assert_eq!(keys.len(), history.len(), "conversation {c:?}: a send stored twice");
+            for m in &history {
+                stored_messages.insert((c, m.seq));
+            }
+        }
+        for r in &records {
+            let Op::Send { client_msg_id, .. } = &r.op else { unreachable!() };
+            let found = stores.messages.by_client_id(r.conversation, r.actor, client_msg_id).await.expect("by id");
+            assert_eq!(found.map(|m| m.seq), stored_seq.get(&r.request_id).copied(), "stored iff answered, at its seq");
+        }
+
+        // Every member's feed: positions 1..=last, each stored message in it once.
+        for &user in &users {
+            let page = stores.messages.feed(user, 0, 100_000).await.expect("feed");
+            let positions: Vec<u64> = page.entries.iter().map(|(p, _)| *p).collect();
+            assert_eq!(positions, (1..=page.last).collect::<Vec<_>>(), "user {user:?}: feed positions dense");
+            let messages: Vec<(ConversationId, u64)> = page
+                .entries
+                .iter()
+                .filter_map(|(_, e)| match e {
+                    FeedEvent::Message { conversation, seq } => Some((*conversation, *seq)),
+                    _ => None,
+                })
+                .collect();
+            let unique: BTreeSet<_> = messages.iter().copied().collect();
+            assert_eq!(unique.len(), messages.len(), "user {user:?}: a message twice in the feed");
+            assert_eq!(unique, stored_messages, "user {user:?}: the feed has every stored message");
+        }
+
+        a.log.shutdown().await;
+        b.log.shutdown().await;
+    }
+}
