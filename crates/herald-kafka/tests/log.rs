@@ -658,3 +658,70 @@ mod fencing {
         b.log.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_restarted_under_appends_loses_no_acknowledged_record_and_stores_none_twice() {
+    let Some(mut broker) = OwnBroker::start().await else { return };
+    ensure_topic(&settings(&broker, "admin")).await.expect("topic");
+    let journal = Journal::default();
+    let a = start(&broker, &journal, "a").await;
+    let convs = conversations(1);
+
+    // Appends go on, one conversation per task, while the broker is killed and started again; those that
+    // fail (none should, within the append timeout) are left out of what must be there.
+    let acked = Arc::new(Mutex::new(BTreeSet::new()));
+    let mut tasks = Vec::new();
+    for &c in &convs {
+        let (a, acked) = (a.clone(), acked.clone());
+        tasks.push(tokio::spawn(async move {
+            let (mut failed, mut slowest) = (0, Duration::ZERO);
+            for n in 0..60 {
+                let r = record(c, n);
+                let id = r.request_id;
+                let started = Instant::now();
+                let appended = a.append(r).await;
+                slowest = slowest.max(started.elapsed());
+                match appended {
+                    Ok(()) => {
+                        acked.lock().expect("acked").insert(id);
+                    }
+                    Err(_) => failed += 1,
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            (failed, slowest)
+        }));
+    }
+    while acked.lock().expect("acked").len() < 60 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    broker.kill();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    broker.restart().await;
+    let (mut failed, mut slowest) = (0, Duration::ZERO);
+    for t in tasks {
+        let (f, s) = t.await.expect("appends");
+        failed += f;
+        slowest = slowest.max(s);
+    }
+    let acked = acked.lock().expect("acked").clone();
+    eprintln!("broker restart: {} appends acknowledged, {failed} failed, the slowest took {slowest:?}", acked.len());
+    assert_eq!(failed, 0, "producers retry through a broker restart within the append timeout");
+    assert!(slowest >= Duration::from_millis(400), "appends went on while the broker was down");
+
+    wait_until("every acknowledged record is processed", &journal, || acked.is_subset(&journal.processed_ids())).await;
+    assert_in_order(&journal);
+    a.shutdown().await;
+
+    // What the log holds, read from its start by a group of its own: every record once (the idempotent
+    // producer's retries stored nothing twice).
+    let audit = Journal::default();
+    let mut s = settings(&broker, "audit");
+    s.group_id = "audit".into();
+    let reader = Arc::new(KafkaLog::new(s).expect("log"));
+    reader.start_member(audit.handler("audit")).await.expect("member");
+    wait_until("the audit read the log", &audit, || audit.processed_ids().len() >= acked.len()).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_each_once(&audit, &acked);
+    reader.shutdown().await;
+}
