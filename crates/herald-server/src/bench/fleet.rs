@@ -9,6 +9,7 @@
 use super::client::{Socket, connect_live, group, http, register_users};
 use super::latency::{ByRoute, Latency, RouteLatency};
 use super::node::Target;
+use super::per_second::{PerSecond, Second};
 use anyhow::{Context, bail};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
@@ -64,6 +65,7 @@ pub struct Fleet {
     senders: Vec<Sender>,
     seen: Vec<Arc<Seen>>,
     received: Arc<AtomicU64>,
+    per_second: Arc<PerSecond>,
     stop: CancellationToken,
     readers: Vec<JoinHandle<anyhow::Result<()>>>,
     /// Messages sent so far into each room.
@@ -91,6 +93,8 @@ pub struct Phase {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cross_node: Option<RouteLatency>,
     pub server_cpu_percent: Option<f64>,
+    /// Latency by the second deliveries arrived in.
+    pub per_second: Vec<Second>,
 }
 
 impl Phase {
@@ -181,6 +185,7 @@ impl Fleet {
             senders: Vec::new(),
             seen: Vec::with_capacity(users),
             received: received.clone(),
+            per_second: Arc::new(PerSecond::new()),
             stop: stop.clone(),
             readers: Vec::with_capacity(users),
             sent_per_room: vec![0; rooms],
@@ -203,7 +208,8 @@ impl Fleet {
                 acks: AtomicU64::new(0),
             });
             fleet.seen.push(seen.clone());
-            fleet.readers.push(tokio::spawn(read(stream, seen, clock, received.clone(), stop.clone())));
+            let counters = (received.clone(), fleet.per_second.clone());
+            fleet.readers.push(tokio::spawn(read(stream, seen, clock, counters, stop.clone())));
         }
         // Keep the conversation ids for the senders.
         fleet.conversations = conversations;
@@ -216,6 +222,7 @@ impl Fleet {
         for seen in &self.seen {
             lock(&seen.latencies).reset();
         }
+        self.per_second.restart(self.clock.elapsed().as_micros() as u64);
         let received_before = self.received.load(Ordering::Relaxed);
         let acks_before: u64 = self.seen.iter().map(|s| s.acks.load(Ordering::Relaxed)).sum();
         let per_sender = rate as f64 / self.senders.len() as f64;
@@ -305,6 +312,7 @@ impl Fleet {
                 (Some(s), Some(e)) => Some(100.0 * (e - s) / seconds_total),
                 _ => None,
             },
+            per_second: self.per_second.report(),
         })
     }
 
@@ -356,7 +364,7 @@ async fn read(
     mut stream: SplitStream<Socket>,
     seen: Arc<Seen>,
     clock: Instant,
-    received: Arc<AtomicU64>,
+    (received, per_second): (Arc<AtomicU64>, Arc<PerSecond>),
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
     loop {
@@ -386,6 +394,7 @@ async fn read(
                 let (sent_us, from) = read_stamp(m.body).with_context(|| format!("body {:?}", m.body))?;
                 let now_us = clock.elapsed().as_micros() as u64;
                 lock(&seen.latencies).record(from == seen.node, now_us.saturating_sub(sent_us))?;
+                per_second.record(now_us, now_us.saturating_sub(sent_us))?;
                 received.fetch_add(1, Ordering::Relaxed);
             }
             _ => {}

@@ -73,8 +73,18 @@ pub fn phase_table(phases: &[Phase]) -> String {
         ));
     }
     out.push_str(&route_table(phases));
+    for p in phases {
+        out.push_str(&format!(
+            "\n{} msg/s: {}",
+            p.target_messages_per_second,
+            super::per_second::summary(&p.per_second, PER_SECOND_BOUND_MS)
+        ));
+    }
     out
 }
+
+/// The per-second p99 the tail-latency target holds every second of a run to.
+const PER_SECOND_BOUND_MS: f64 = 20.0;
 
 /// Same-node and cross-node deliveries of each phase, one row each; empty when the fleet was on one node.
 fn route_table(phases: &[Phase]) -> String {

@@ -13,6 +13,7 @@ mod idle;
 mod latency;
 mod media;
 mod node;
+mod per_second;
 mod saturate;
 mod sends;
 mod soak;

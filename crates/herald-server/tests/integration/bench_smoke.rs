@@ -72,6 +72,7 @@ fn every_scenario_runs_and_checks_itself() {
     assert!(out.contains("scenario idle"), "{out}");
     let out = b.run(&["groups", "--rooms", "2", "--members", "4", "--rate", "40", "--duration", "1"]);
     assert!(out.contains("scenario groups") && !out.contains("same node"), "one server: overall figures only: {out}");
+    assert!(out.contains("40 msg/s: p99 per second: median"), "each phase's seconds are summed up: {out}");
     let out = b.run(&["direct", "--pairs", "4", "--rate", "40", "--duration", "1"]);
     assert!(out.contains("scenario direct"), "{out}");
     let out = b.run(&[
