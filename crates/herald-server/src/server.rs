@@ -27,7 +27,7 @@ use herald_core::sequencer::{Sequencer, SequencerConfig};
 use herald_core::submit::Submitter;
 use herald_embedded::InProcessLog;
 use herald_redis::l2::L2Cache;
-use herald_redis::{Cluster, LogShape};
+use herald_redis::{Cluster, ClusterLog, LogShape};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -103,11 +103,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             cluster_settings(&config, addr, &jwt_secret),
             hub.clone(),
             waiters.clone(),
-            LogShape {
+            ClusterLog::Leases(LogShape {
                 partitions: config.log.partitions,
                 queue_depth: config.log.queue_depth,
                 max_batch: config.log.max_batch,
-            },
+            }),
         )
         .await
         .context("joining the cluster (cluster.redis_urls)")?;
