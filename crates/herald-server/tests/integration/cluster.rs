@@ -331,11 +331,13 @@ async fn outcomes_received(app: &TestApp) -> f64 {
 /// on one node is sequenced by whichever node the consumer group gave its partition, and its outcome comes
 /// back to the first node on the Redis bus. Users on both nodes chat in a direct and a group conversation;
 /// every member receives every message once, in one order, and once the group has settled every send is
-/// acknowledged at its first try on either node (one of the two is never the partition's owner).
+/// acknowledged at its first try on either node (one of the two is never the partition's owner). With Redis
+/// killed, the outcomes that must cross end as `unavailable` at their timeout, and their retries store nothing
+/// twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_nodes_on_the_kafka_log_chat_live_in_one_order() {
     let Some(broker) = herald_kafka::testing::OwnBroker::start().await else { return };
-    let redis = OwnRedis::start().await;
+    let mut redis = OwnRedis::start().await;
     let group_id = helpers::unique_name("herald");
     let brokers = broker.brokers();
     let nodes = nodes_with(2, vec![redis.url()], false, |config| {
@@ -420,6 +422,35 @@ async fn two_nodes_on_the_kafka_log_chat_live_in_one_order() {
     let stored = a.all_messages(&carol, group).await;
     assert_eq!(stored.len() as u64, group_last, "each send stored once");
     eprintln!("{routed} outcomes routed between the nodes");
+
+    // Redis gone, outcomes cannot cross: a send through the partition owner's node is still acknowledged,
+    // one through the other node ends as `unavailable` within its timeout, never acked and never hanging.
+    // Its retry with the same client_msg_id, once Redis is back, gets the seq it was stored under.
+    redis.kill();
+    let mut refused = Vec::new();
+    for (app, user, conversation, node) in
+        [(&a, &alice, direct, "a"), (&b, &bob, direct, "b"), (&b, &bob, group, "b"), (&a, &carol, group, "a")]
+    {
+        let id = format!("{node}-redis-away-{}", user.id());
+        let asked = std::time::Instant::now();
+        let (status, ack) = app.post_message(user, conversation, &id, &id).await;
+        assert!(asked.elapsed() < Duration::from_secs(8), "answered within the request's timeout");
+        match status {
+            StatusCode::CREATED => {}
+            StatusCode::SERVICE_UNAVAILABLE => refused.push((app, user, conversation, id)),
+            other => panic!("send {id} with Redis away: {other} {ack}"),
+        }
+    }
+    // Each conversation had one send through its owner's node and one through the other.
+    assert_eq!(refused.len(), 2, "only the sends through the node that does not own the partition are refused");
+    redis.restart().await;
+    for (app, user, conversation, id) in &refused {
+        send(app, user, *conversation, id).await;
+    }
+    let direct_total = b.all_messages(&bob, direct).await.len() as u64;
+    let group_total = a.all_messages(&carol, group).await.len() as u64;
+    assert_eq!(direct_total + group_total, direct_last + group_last + 4, "each send of that round stored once");
+    eprintln!("{} of 4 sends unavailable while Redis was away, stored once after their retries", refused.len());
     a.shutdown().await;
     b.shutdown().await;
 }
