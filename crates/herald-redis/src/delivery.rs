@@ -152,7 +152,10 @@ impl Publisher {
         for (node, items) in outcomes {
             let count = items.len() as u64;
             match self.bus.send(&node, &Envelope::Outcomes { items }).await {
-                Ok(_) => metrics::counter!("cluster_outcomes_routed_total", "direction" => "sent").increment(count),
+                Ok(true) => metrics::counter!("cluster_outcomes_routed_total", "direction" => "sent").increment(count),
+                // Nobody listens on that node's channel (it died, or is reconnecting): the requests are gone
+                // with it, or time out there.
+                Ok(false) => metrics::counter!("cluster_outcomes_dropped_total").increment(count),
                 Err(e) => {
                     tracing::debug!(%node, error = %e, "could not send outcomes; their requests time out");
                     metrics::counter!("cluster_outcomes_dropped_total").increment(count);

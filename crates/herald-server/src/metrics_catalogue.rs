@@ -150,7 +150,7 @@ pub const FAMILIES: &[Family] = &[
     family(
         "cluster_outcomes_dropped_total",
         Counter,
-        "Outcomes for requests on other nodes not sent (those requests end as unavailable at their timeout).",
+        "Outcomes for requests on other nodes not delivered to a listener (those requests end as unavailable at their timeout).",
     ),
     family("cluster_changes_unconfirmed_total", Counter, "Membership changes some nodes did not confirm in time."),
 ];
