@@ -6,7 +6,9 @@
 //! - [`settings`], [`connect`], [`keys`]: where Redis is, its clients, and every key and channel name.
 //! - [`nodes`]: the node registry; [`leases`]: one owner per log partition; [`view`]: what this node knows of
 //!   both, refreshed each tick.
-//! - [`log`]: the log seam on leases (records for partitions held elsewhere are forwarded over HTTP).
+//! - [`log`]: the log seam on leases (records for partitions held elsewhere are forwarded over HTTP), unless
+//!   the cluster is given a log that assigns partitions itself ([`ClusterLog::External`], Kafka), whose
+//!   outcomes travel back to the records' origin nodes through [`delivery`] and [`bus`].
 //! - [`registry`]: user -> nodes (and node -> users); [`presence`]: a user's presence beside it;
 //!   [`delivery`]: feed events and ephemeral frames to the nodes holding their users; [`peers`]: all of it as
 //!   the hub sees it; [`bus`]: the messages nodes exchange; [`changes`]: membership changes told to every
@@ -109,8 +111,9 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Connects to Redis, announces this node and starts its tick and subscription. Partitions are taken as
-    /// leases are won, from the first tick on.
+    /// Connects to Redis, announces this node and starts its tick and subscription. With
+    /// [`ClusterLog::Leases`], partitions are taken as leases are won, from the first tick on; with
+    /// [`ClusterLog::External`] the given log owns them and no lease is taken.
     pub async fn start(
         settings: Settings,
         hub: Arc<Hub>,
