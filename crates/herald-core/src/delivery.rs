@@ -61,6 +61,8 @@ pub struct FeedDelivery {
 #[derive(Debug)]
 pub struct Outcome {
     pub request_id: Uuid,
+    /// The node waiting for it (the record's `origin`); None: this node.
+    pub origin: Option<String>,
     pub result: Result<Applied, CoreError>,
 }
 

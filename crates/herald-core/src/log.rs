@@ -22,6 +22,11 @@ pub fn partition_of(conversation: ConversationId, partitions: u32) -> u32 {
 pub struct LogRecord {
     /// Identifies the waiting request so the outcome can be routed back to it.
     pub request_id: Uuid,
+    /// The node whose request waits for the outcome (the id it is reached by on the cluster's bus), when the
+    /// record may be sequenced on another node; None on a single node, and in records written before nodes
+    /// said who they were (their outcomes resolve on the sequencing node, as then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
     pub conversation: ConversationId,
     pub actor: UserId,
     pub device: DeviceId,
@@ -105,6 +110,26 @@ pub trait MessageLog: Send + Sync + 'static {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn records_without_an_origin_still_decode() {
+        let record = LogRecord {
+            request_id: Uuid::now_v7(),
+            origin: None,
+            conversation: ConversationId::new(),
+            actor: UserId::new(),
+            device: DeviceId::new(),
+            op: Op::Receipt,
+        };
+        let json = serde_json::to_string(&record).expect("encodes");
+        assert!(!json.contains("origin"), "no origin, no field: {json}");
+        assert_eq!(serde_json::from_str::<LogRecord>(&json).expect("decodes"), record);
+        let with = LogRecord { origin: Some("n1".into()), ..record };
+        assert_eq!(
+            serde_json::from_str::<LogRecord>(&serde_json::to_string(&with).expect("encodes")).expect("decodes"),
+            with
+        );
+    }
 
     #[test]
     fn partition_is_stable_and_in_range() {

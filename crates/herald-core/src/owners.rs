@@ -206,6 +206,7 @@ mod tests {
     fn record(conversation: ConversationId) -> LogRecord {
         LogRecord {
             request_id: uuid::Uuid::now_v7(),
+            origin: None,
             conversation,
             actor: UserId::new(),
             device: DeviceId::new(),

@@ -318,7 +318,7 @@ impl PartitionHandler for Sequencer {
                 let outcomes = records
                     .iter()
                     .zip(results)
-                    .map(|(rec, result)| Outcome { request_id: rec.request_id, result })
+                    .map(|(rec, result)| Outcome { request_id: rec.request_id, origin: rec.origin.clone(), result })
                     .collect();
                 (outcomes, deliveries)
             }
@@ -332,6 +332,7 @@ impl PartitionHandler for Sequencer {
                     .zip(results)
                     .map(|(rec, result)| Outcome {
                         request_id: rec.request_id,
+                        origin: rec.origin.clone(),
                         result: result.and_then(|_| {
                             Err(CoreError::unavailable("storage failed; retry with the same client_msg_id"))
                         }),

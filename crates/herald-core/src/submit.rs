@@ -17,20 +17,37 @@ pub struct NotOwner;
 pub struct Submitter {
     log: Arc<dyn MessageLog>,
     waiters: Arc<Waiters>,
+    /// This node's id in a cluster whose records may be sequenced on another node, which sends the outcome
+    /// back to it; None when outcomes always resolve where the record is sequenced (or forwarded from).
+    origin: Option<String>,
     /// How long a request may take, from append to outcome, before the client is told to retry.
     timeout: Duration,
 }
 
 impl Submitter {
     pub fn new(log: Arc<dyn MessageLog>, waiters: Arc<Waiters>, timeout: Duration) -> Self {
-        Self { log, waiters, timeout }
+        Self { log, waiters, origin: None, timeout }
+    }
+
+    /// Stamps this node's id on every record it appends, so that the node sequencing it can send the outcome
+    /// back here (a log whose partitions are owned on other nodes without forwarding, as on Kafka).
+    pub fn with_origin(mut self, node: impl Into<String>) -> Self {
+        self.origin = Some(node.into());
+        self
     }
 
     pub async fn submit(&self, principal: Principal, conversation: ConversationId, op: Op) -> CoreResult<Applied> {
         let started = tokio::time::Instant::now();
         let request_id = Uuid::now_v7();
         let wait = self.waiters.register(request_id);
-        let record = LogRecord { request_id, conversation, actor: principal.user, device: principal.device, op };
+        let record = LogRecord {
+            request_id,
+            origin: self.origin.clone(),
+            conversation,
+            actor: principal.user,
+            device: principal.device,
+            op,
+        };
         // A full partition queue makes append wait; the whole request stays within the timeout.
         match tokio::time::timeout(self.timeout, self.log.append(record)).await {
             Ok(Ok(())) => {}

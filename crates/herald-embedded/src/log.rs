@@ -46,3 +46,56 @@ impl MessageLog for InProcessLog {
         self.owners.shutdown().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use herald_core::auth::Principal;
+    use herald_core::delivery::Waiters;
+    use herald_core::log::Op;
+    use herald_core::submit::Submitter;
+    use herald_proto::{ConversationId, DeviceId, ErrorCode, UserId};
+    use std::sync::Mutex;
+    use std::time::{Duration, Instant};
+
+    /// A partition owner that keeps what reaches it and answers nobody, as when the record's outcome is
+    /// published on another node and lost on its way back.
+    #[derive(Default)]
+    struct Silent {
+        records: Mutex<Vec<LogRecord>>,
+    }
+
+    #[async_trait]
+    impl PartitionHandler for Silent {
+        async fn assigned(&self, _: u32) {}
+        async fn revoked(&self, _: u32) {}
+        async fn process(&self, _: u32, records: Vec<LogRecord>) {
+            self.records.lock().expect("lock").extend(records);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_record_names_its_origin_and_a_lost_outcome_ends_as_unavailable_at_the_timeout() {
+        let log = Arc::new(InProcessLog::new(4, 16, 8));
+        let owner = Arc::new(Silent::default());
+        log.start(owner.clone());
+        let timeout = Duration::from_millis(300);
+        let submitter = Submitter::new(log.clone(), Arc::new(Waiters::default()), timeout).with_origin("node-a");
+        let principal = Principal { user: UserId::new(), device: DeviceId::new() };
+        let started = Instant::now();
+        let result = submitter.submit(principal, ConversationId::new(), Op::Receipt).await;
+        let waited = started.elapsed();
+        match result {
+            Err(e) => assert_eq!(e.code(), ErrorCode::Unavailable, "{e}"),
+            Ok(applied) => panic!("acknowledged without an outcome: {applied:?}"),
+        }
+        assert!(
+            waited >= timeout && waited < timeout * 4,
+            "answered at the timeout, not before or much after: {waited:?}"
+        );
+        let records = owner.records.lock().expect("lock").clone();
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].origin.as_deref(), Some("node-a"), "the owner knows where to send the outcome");
+        log.shutdown().await;
+    }
+}

@@ -117,6 +117,7 @@ async fn check(scenario: Scenario) {
                 let (actor, device) = senders[send.sender];
                 let record = LogRecord {
                     request_id: Uuid::now_v7(),
+                    origin: None,
                     conversation: conversations[send.conversation],
                     actor,
                     device,

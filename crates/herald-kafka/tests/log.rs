@@ -127,6 +127,7 @@ fn conversations(per_partition: usize) -> Vec<ConversationId> {
 fn record(conversation: ConversationId, n: usize) -> LogRecord {
     LogRecord {
         request_id: Uuid::now_v7(),
+        origin: None,
         conversation,
         actor: UserId::new(),
         device: DeviceId::new(),

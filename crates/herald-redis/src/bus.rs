@@ -4,12 +4,13 @@
 //! message here is therefore either repaired (feed events: the receiving node catches its connections up
 //! from the feed after a reconnect or a lag, and the sending node tells everyone to catch up after it failed
 //! to publish) or waited for (membership changes, acknowledged), or ephemeral (typing and presence frames,
-//! superseded by the next one).
+//! superseded by the next one), or bounded by a timeout (outcomes for requests waiting on another node).
 
 use crate::keys::Keys;
 use fred::prelude::*;
 use herald_core::changes::Change;
 use herald_core::delivery::FeedDelivery;
+use herald_core::forward::RemoteOutcome;
 use herald_proto::{ConversationId, Millis, UserId};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -38,6 +39,19 @@ pub enum Envelope {
         id: Uuid,
         node: String,
     },
+    /// Outcomes of records sequenced on the sending node for requests waiting on the receiving one (a log
+    /// whose partitions are owned without forwarding, as on Kafka). One lost is a request that ends as
+    /// `unavailable` at its timeout; the client's retry with the same `client_msg_id` finds the stored message.
+    Outcomes {
+        items: Vec<WireOutcome>,
+    },
+}
+
+/// An outcome on the wire, for the request `request_id` waiting on the receiving node.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WireOutcome {
+    pub request_id: Uuid,
+    pub outcome: RemoteOutcome,
 }
 
 /// One ephemeral frame (JSON text) and the users it is for.

@@ -4,8 +4,11 @@
 //! the queue is full or Redis fails, the events are dropped here and, once Redis answers again, every node
 //! is told to catch its connections up from the feed (where the events are, stored before any delivery).
 //! Ephemeral frames (presence, typing) take the same way and are dropped, not repaired, when it is blocked.
+//! So do the outcomes of records appended on other nodes (a record names its `origin`): the publisher sends
+//! each node its batch's outcomes in one message, ahead of the feed; one dropped leaves its request to end
+//! as `unavailable` at its timeout, never acknowledged falsely.
 
-use crate::bus::{Bus, Envelope, WireFeed, WireFrame};
+use crate::bus::{Bus, Envelope, WireFeed, WireFrame, WireOutcome};
 use crate::registry::Registry;
 use crate::view::View;
 use async_trait::async_trait;
@@ -25,10 +28,19 @@ const MAX_MERGED: usize = 4_096;
 /// What the publisher sends on.
 enum Outbound {
     Feed(Vec<FeedDelivery>),
-    Ephemeral { users: Vec<UserId>, frame: Bytes },
+    Ephemeral {
+        users: Vec<UserId>,
+        frame: Bytes,
+    },
+    /// Outcomes for requests waiting on `node`.
+    Outcomes {
+        node: String,
+        items: Vec<WireOutcome>,
+    },
 }
 
 pub struct ClusterDelivery {
+    node: String,
     local: LocalDelivery,
     tx: mpsc::Sender<Outbound>,
     lost: Arc<AtomicBool>,
@@ -38,8 +50,8 @@ impl ClusterDelivery {
     pub fn start(local: LocalDelivery, node: String, bus: Bus, registry: Arc<Registry>, view: Arc<View>) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
         let lost = Arc::new(AtomicBool::new(false));
-        tokio::spawn(Publisher { node, bus, registry, view, rx, lost: lost.clone() }.run());
-        Self { local, tx, lost }
+        tokio::spawn(Publisher { node: node.clone(), bus, registry, view, rx, lost: lost.clone() }.run());
+        Self { node, local, tx, lost }
     }
 
     /// Sends an ephemeral frame to the other nodes holding connections of `users`; dropped if the way is
@@ -54,11 +66,28 @@ impl ClusterDelivery {
 #[async_trait]
 impl Delivery for ClusterDelivery {
     async fn publish(&self, outcomes: Vec<Outcome>, feed: Vec<FeedDelivery>) {
+        let (here, elsewhere): (Vec<Outcome>, Vec<Outcome>) =
+            outcomes.into_iter().partition(|o| o.origin.as_deref().is_none_or(|n| n == self.node));
+        let mut per_node: HashMap<String, Vec<WireOutcome>> = HashMap::new();
+        for outcome in elsewhere {
+            let node = outcome.origin.unwrap_or_default();
+            per_node
+                .entry(node)
+                .or_default()
+                .push(WireOutcome { request_id: outcome.request_id, outcome: outcome.result.into() });
+        }
+        for (node, items) in per_node {
+            let count = items.len() as u64;
+            if self.tx.try_send(Outbound::Outcomes { node, items }).is_err() {
+                // Their requests end as `unavailable` at their timeout.
+                metrics::counter!("cluster_outcomes_dropped_total").increment(count);
+            }
+        }
         if !feed.is_empty() && self.tx.try_send(Outbound::Feed(feed.clone())).is_err() {
             self.lost.store(true, Ordering::Release);
             metrics::counter!("cluster_feed_dropped_total").increment(feed.len() as u64);
         }
-        self.local.publish(outcomes, feed).await;
+        self.local.publish(here, feed).await;
     }
 }
 
@@ -85,8 +114,10 @@ impl Publisher {
                     }
                     let mut feed: Vec<FeedDelivery> = Vec::new();
                     let mut frames = Vec::new();
+                    let mut outcomes: HashMap<String, Vec<WireOutcome>> = HashMap::new();
                     for batch in batches.drain(..) {
                         match batch {
+                            Outbound::Outcomes { node, items } => outcomes.entry(node).or_default().extend(items),
                             Outbound::Feed(batch) => feed.extend(batch),
                             Outbound::Ephemeral { users, frame } => frames.push((users, frame)),
                         }
@@ -94,6 +125,8 @@ impl Publisher {
                             self.publish(std::mem::take(&mut feed)).await;
                         }
                     }
+                    // Outcomes first: requests wait on them; the feed goes out in the same pass.
+                    self.answer(outcomes).await;
                     self.publish(feed).await;
                     self.offer(frames).await;
                 }
@@ -111,6 +144,23 @@ impl Publisher {
         } else {
             self.lost.store(true, Ordering::Release);
             metrics::counter!("cluster_feed_dropped_total").increment(feed.len() as u64);
+        }
+    }
+
+    /// Sends each waiting node its outcomes, all it has in one message.
+    async fn answer(&self, outcomes: HashMap<String, Vec<WireOutcome>>) {
+        for (node, items) in outcomes {
+            let count = items.len() as u64;
+            match self.bus.send(&node, &Envelope::Outcomes { items }).await {
+                Ok(true) => metrics::counter!("cluster_outcomes_routed_total", "direction" => "sent").increment(count),
+                // Nobody listens on that node's channel (it died, or is reconnecting): the requests are gone
+                // with it, or time out there.
+                Ok(false) => metrics::counter!("cluster_outcomes_dropped_total").increment(count),
+                Err(e) => {
+                    tracing::debug!(%node, error = %e, "could not send outcomes; their requests time out");
+                    metrics::counter!("cluster_outcomes_dropped_total").increment(count);
+                }
+            }
         }
     }
 

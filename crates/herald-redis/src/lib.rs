@@ -6,7 +6,9 @@
 //! - [`settings`], [`connect`], [`keys`]: where Redis is, its clients, and every key and channel name.
 //! - [`nodes`]: the node registry; [`leases`]: one owner per log partition; [`view`]: what this node knows of
 //!   both, refreshed each tick.
-//! - [`log`]: the log seam on leases (records for partitions held elsewhere are forwarded over HTTP).
+//! - [`log`]: the log seam on leases (records for partitions held elsewhere are forwarded over HTTP), unless
+//!   the cluster is given a log that assigns partitions itself ([`ClusterLog::External`], Kafka), whose
+//!   outcomes travel back to the records' origin nodes through [`delivery`] and [`bus`].
 //! - [`registry`]: user -> nodes (and node -> users); [`presence`]: a user's presence beside it;
 //!   [`delivery`]: feed events and ephemeral frames to the nodes holding their users; [`peers`]: all of it as
 //!   the hub sees it; [`bus`]: the messages nodes exchange; [`changes`]: membership changes told to every
@@ -40,7 +42,7 @@ use delivery::ClusterDelivery;
 use fred::clients::SubscriberClient;
 use fred::prelude::*;
 use herald_core::changes::{ChangeBus, ChangeListener};
-use herald_core::delivery::{Delivery, FeedDelivery, FeedSink, LocalDelivery, Waiters};
+use herald_core::delivery::{Delivery, FeedDelivery, FeedSink, LocalDelivery, Outcome, Waiters};
 use herald_core::hub::Hub;
 use herald_core::log::MessageLog;
 use herald_core::owners::LocalOwners;
@@ -69,6 +71,15 @@ pub struct LogShape {
     pub max_batch: usize,
 }
 
+/// Which log the cluster's partitions live in.
+pub enum ClusterLog {
+    /// Partitions owned by leases in Redis, records forwarded to their holder over HTTP ([`log`]).
+    Leases(LogShape),
+    /// A log that assigns partitions to nodes itself (Kafka's consumer group): the cluster takes no leases,
+    /// and outcomes of records appended on other nodes come back on the bus (the records name their origin).
+    External(Arc<dyn MessageLog>),
+}
+
 /// The seams the cluster fills, for the server to wire.
 pub struct Parts {
     pub log: Arc<dyn MessageLog>,
@@ -88,6 +99,9 @@ pub struct Cluster {
     bus: Bus,
     view: Arc<View>,
     owners: Arc<LocalOwners>,
+    /// Whether partitions are leased here (false: the log assigns them).
+    leased: bool,
+    waiters: Arc<Waiters>,
     changes: Arc<Changes>,
     hub: Arc<Hub>,
     listeners: RwLock<Vec<Arc<dyn ChangeListener>>>,
@@ -97,13 +111,14 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Connects to Redis, announces this node and starts its tick and subscription. Partitions are taken as
-    /// leases are won, from the first tick on.
+    /// Connects to Redis, announces this node and starts its tick and subscription. With
+    /// [`ClusterLog::Leases`], partitions are taken as leases are won, from the first tick on; with
+    /// [`ClusterLog::External`] the given log owns them and no lease is taken.
     pub async fn start(
         settings: Settings,
         hub: Arc<Hub>,
         waiters: Arc<Waiters>,
-        shape: LogShape,
+        log: ClusterLog,
     ) -> Result<(Arc<Self>, Parts), Error> {
         let node = format!("n{}", uuid::Uuid::now_v7().simple());
         let keys = Keys::new(&settings.key_prefix);
@@ -114,22 +129,33 @@ impl Cluster {
         // A stalled node finds the mark of its sweep for as long as dead nodes are remembered (see `nodes`).
         let swept_ttl = settings.node_ttl * 100;
         let registry = Registry::start(client.clone(), keys.clone(), node.clone(), hub.clone(), swept_ttl);
+        let (shape, external) = match log {
+            ClusterLog::Leases(shape) => (shape, None),
+            // Nothing is owned here through leases: no owner is ever made.
+            ClusterLog::External(log) => {
+                (LogShape { partitions: log.partitions(), queue_depth: 1, max_batch: 1 }, Some(log))
+            }
+        };
+        let leased = external.is_none();
         let owners = Arc::new(LocalOwners::new(shape.partitions, shape.queue_depth, shape.max_batch));
         let nodes = Arc::new(Nodes::new(client.clone(), &keys, settings.node_ttl));
         let changes =
             Arc::new(Changes::new(node.clone(), bus.clone(), nodes.clone(), view.clone(), settings.change_timeout));
         let token = herald_core::forward::cluster_token(&settings.secret);
-        let log = log::LeasedLog::new(
-            node.clone(),
-            owners.clone(),
-            view.clone(),
-            waiters.clone(),
-            token,
-            settings.forward_timeout,
-        );
+        let log: Arc<dyn MessageLog> = match external {
+            Some(log) => log,
+            None => Arc::new(log::LeasedLog::new(
+                node.clone(),
+                owners.clone(),
+                view.clone(),
+                waiters.clone(),
+                token,
+                settings.forward_timeout,
+            )),
+        };
         let local: Arc<dyn FeedSink> = hub.clone();
         let delivery = Arc::new(ClusterDelivery::start(
-            LocalDelivery::new(waiters, Some(local)),
+            LocalDelivery::new(waiters.clone(), Some(local)),
             node.clone(),
             bus.clone(),
             registry.clone(),
@@ -148,6 +174,8 @@ impl Cluster {
             bus,
             view,
             owners,
+            leased,
+            waiters,
             changes: changes.clone(),
             hub,
             listeners: RwLock::new(Vec::new()),
@@ -161,7 +189,7 @@ impl Cluster {
         cluster.tick().await;
         tokio::spawn(cluster.clone().ticks());
         tracing::info!(node = %cluster.node, "joined the cluster");
-        let parts = Parts { log: Arc::new(log), delivery, changes };
+        let parts = Parts { log, delivery, changes };
         Ok((cluster, parts))
     }
 
@@ -196,7 +224,7 @@ impl Cluster {
     /// shut down (its partitions' accepted records processed).
     pub async fn leave(&self) {
         self.stop.cancel();
-        for partition in 0..self.owners.partitions() {
+        for partition in (0..self.owners.partitions()).filter(|_| self.leased) {
             if let Err(e) = self.leases.release(partition).await {
                 tracing::debug!(partition, error = %e, "could not release a lease; it lapses by itself");
             }
@@ -256,7 +284,28 @@ impl Cluster {
         self.view.set_nodes(live, dead.clone());
         metrics::gauge!("cluster_nodes_live").set(self.view.live_ids().len() as f64);
         self.sweep(&dead).await;
+        if self.leased && !self.tick_leases(draining, &desired).await {
+            return;
+        }
+        match self.registry.was_swept().await {
+            Ok(true) => {
+                tracing::warn!("this node was taken for dead and its connections swept; writing them again");
+                self.registry.queue_reassert();
+            }
+            Ok(false) => {}
+            Err(e) => tracing::debug!(error = %e, "cannot check for a sweep this tick"),
+        }
+        if self.registry.is_dirty() {
+            match self.registry.reassert(&self.hub).await {
+                Ok(()) => self.hub.catch_up_all(),
+                Err(e) => tracing::debug!(error = %e, "cannot rewrite the connection registry this tick"),
+            }
+        }
+    }
 
+    /// Renews this node's leases, takes and hands over partitions as the ring says (see `leases`); false if
+    /// Redis failed on the way (the rest of the tick waits for the next one).
+    async fn tick_leases(&self, draining: bool, desired: &[Option<String>]) -> bool {
         let owned = self.owners.owned();
         match self.leases.renew(&owned).await {
             Ok(kept) => {
@@ -267,14 +316,14 @@ impl Cluster {
             }
             Err(e) => {
                 tracing::debug!(error = %e, "cannot renew leases this tick");
-                return;
+                return false;
             }
         }
         let holders = match self.leases.holders().await {
             Ok(holders) => holders,
             Err(e) => {
                 tracing::debug!(error = %e, "cannot read lease holders this tick");
-                return;
+                return false;
             }
         };
         self.view.set_holders(holders.clone());
@@ -307,20 +356,7 @@ impl Cluster {
             }
         }
         metrics::gauge!("cluster_partitions_owned").set(self.owners.owned().len() as f64);
-        match self.registry.was_swept().await {
-            Ok(true) => {
-                tracing::warn!("this node was taken for dead and its connections swept; writing them again");
-                self.registry.queue_reassert();
-            }
-            Ok(false) => {}
-            Err(e) => tracing::debug!(error = %e, "cannot check for a sweep this tick"),
-        }
-        if self.registry.is_dirty() {
-            match self.registry.reassert(&self.hub).await {
-                Ok(()) => self.hub.catch_up_all(),
-                Err(e) => tracing::debug!(error = %e, "cannot rewrite the connection registry this tick"),
-            }
-        }
+        true
     }
 
     /// Removes the connections of dead nodes from the registry, announcing the users who went offline.
@@ -429,6 +465,18 @@ impl Cluster {
                 });
             }
             Envelope::ChangeApplied { id, node } => self.changes.applied(id, &node),
+            Envelope::Outcomes { items } => {
+                metrics::counter!("cluster_outcomes_routed_total", "direction" => "received")
+                    .increment(items.len() as u64);
+                for item in items {
+                    // Nobody waiting any more (timed out, cancelled) is fine: the client retries.
+                    self.waiters.resolve(Outcome {
+                        request_id: item.request_id,
+                        origin: None,
+                        result: item.outcome.into(),
+                    });
+                }
+            }
         }
     }
 }

@@ -121,7 +121,7 @@ impl Inner {
             }
         };
         metrics::histogram!("cluster_forward_duration_ms").record(started.elapsed().as_secs_f64() * 1000.0);
-        self.waiters.resolve(Outcome { request_id, result });
+        self.waiters.resolve(Outcome { request_id, origin: None, result });
     }
 }
 

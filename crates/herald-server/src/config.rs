@@ -72,11 +72,88 @@ pub struct ClusterConfig {
     pub advertise_url: String,
     /// Prefix of every Redis key and channel, so several Herald clusters can share one Redis.
     pub key_prefix: String,
+    /// Which log the cluster's partitions live in: `leases` (partitions leased in Redis, records forwarded to
+    /// their holder over HTTP) or `kafka` (the topic and consumer group of `[cluster.kafka]`). Every node of a
+    /// cluster must use the same.
+    pub log: ClusterLogKind,
+    /// The Kafka log, when `log = "kafka"`. Its partition count is `log.partitions`.
+    pub kafka: KafkaConfig,
 }
 
 impl Default for ClusterConfig {
     fn default() -> Self {
-        Self { redis_urls: Vec::new(), redis_cluster: false, advertise_url: String::new(), key_prefix: "herald".into() }
+        Self {
+            redis_urls: Vec::new(),
+            redis_cluster: false,
+            advertise_url: String::new(),
+            key_prefix: "herald".into(),
+            log: ClusterLogKind::Leases,
+            kafka: KafkaConfig::default(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClusterLogKind {
+    Leases,
+    Kafka,
+}
+
+/// The message log on Kafka (docs/cluster.md, "The log on Kafka").
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// `host:port` of one or more brokers, comma-separated (librdkafka's `bootstrap.servers`).
+    pub brokers: String,
+    /// The topic of the message log, created with `log.partitions` partitions if missing; a node refuses to
+    /// start on an existing topic with another count.
+    pub topic: String,
+    /// Replicas of each partition when the topic is created here (3 in production, 1 on a single broker).
+    pub replication_factor: i32,
+    /// The consumer group of the partition owners: the same on every node of one cluster.
+    pub group_id: String,
+    /// A node not heard from for this long loses its partitions to the others (`session.timeout.ms`).
+    pub session_timeout_ms: u64,
+    /// How often a node tells the group it is alive (`heartbeat.interval.ms`), below the session timeout.
+    pub heartbeat_interval_ms: u64,
+    /// How long the producer waits to fill a batch (`linger.ms`).
+    pub linger_ms: u64,
+    /// How long an append may take, retries included, before it fails (`message.timeout.ms`).
+    pub append_timeout_ms: u64,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        let d = herald_kafka::Settings::new("", "");
+        Self {
+            brokers: String::new(),
+            topic: d.topic,
+            replication_factor: d.replication_factor,
+            group_id: d.group_id,
+            session_timeout_ms: d.session_timeout.as_millis() as u64,
+            heartbeat_interval_ms: d.heartbeat_interval.as_millis() as u64,
+            linger_ms: d.linger.as_millis() as u64,
+            append_timeout_ms: d.append_timeout.as_millis() as u64,
+        }
+    }
+}
+
+impl KafkaConfig {
+    /// The Kafka log's settings for a node whose log has `partitions` and batches of `max_batch`;
+    /// `client_id` names this node to the brokers.
+    pub fn settings(&self, partitions: u32, max_batch: usize, client_id: &str) -> herald_kafka::Settings {
+        let mut s = herald_kafka::Settings::new(self.brokers.clone(), client_id);
+        s.topic = self.topic.clone();
+        s.partitions = partitions;
+        s.replication_factor = self.replication_factor;
+        s.group_id = self.group_id.clone();
+        s.session_timeout = Duration::from_millis(self.session_timeout_ms);
+        s.heartbeat_interval = Duration::from_millis(self.heartbeat_interval_ms);
+        s.linger = Duration::from_millis(self.linger_ms);
+        s.append_timeout = Duration::from_millis(self.append_timeout_ms);
+        s.max_batch = max_batch;
+        s
     }
 }
 
@@ -416,6 +493,24 @@ impl Config {
                 "must be non-empty, without braces",
             )?;
         }
+        if c.log == ClusterLogKind::Kafka {
+            let k = &c.kafka;
+            check(
+                c.enabled(),
+                "cluster.log",
+                "= \"kafka\" needs cluster.redis_urls (outcomes and deliveries travel there)",
+            )?;
+            check(!k.brokers.trim().is_empty(), "cluster.kafka.brokers", "must name at least one broker (host:port)")?;
+            check(!k.topic.is_empty(), "cluster.kafka.topic", "must not be empty")?;
+            check(!k.group_id.is_empty(), "cluster.kafka.group_id", "must not be empty")?;
+            check(k.replication_factor >= 1, "cluster.kafka.replication_factor", "must be at least 1")?;
+            check(
+                k.heartbeat_interval_ms >= 1 && k.heartbeat_interval_ms < k.session_timeout_ms,
+                "cluster.kafka.heartbeat_interval_ms",
+                "must be at least 1 and below cluster.kafka.session_timeout_ms",
+            )?;
+            check(k.append_timeout_ms >= 1, "cluster.kafka.append_timeout_ms", "must be at least 1")?;
+        }
         check(s.shutdown_grace_secs <= 3600, "server.shutdown_grace_secs", "must be at most 3600")?;
         check(s.max_body_bytes >= 1024, "server.max_body_bytes", "must be at least 1024")?;
         if let Some(secret) = &a.jwt_secret {
@@ -627,5 +722,37 @@ mod tests {
         let mut c = Config::default();
         c.auth.jwt_secret = Some("short".into());
         assert!(c.validate().expect_err("invalid").to_string().contains("auth.jwt_secret"));
+    }
+
+    #[test]
+    fn the_kafka_log_is_chosen_by_file_or_environment_and_checked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("herald.toml");
+        std::fs::write(
+            &file,
+            "[storage]\nbackend = \"postgres\"\n[auth]\njwt_secret = \"a secret of at least thirty-two bytes\"\n\
+             [cluster]\nredis_urls = [\"redis://127.0.0.1:6379\"]\nadvertise_url = \"http://10.0.0.5:8080\"\n\
+             log = \"kafka\"\n[cluster.kafka]\nbrokers = \"k1:9092,k2:9092\"\ngroup_id = \"chat\"\n",
+        )
+        .expect("writes");
+        let c = Config::load(Some(&file), env(&[("HERALD_CLUSTER__KAFKA__TOPIC", "chat-messages")])).expect("loads");
+        assert_eq!(c.cluster.log, ClusterLogKind::Kafka);
+        assert_eq!(
+            (c.cluster.kafka.brokers.as_str(), c.cluster.kafka.topic.as_str()),
+            ("k1:9092,k2:9092", "chat-messages")
+        );
+        c.validate().expect("a Kafka cluster validates");
+        let s = c.cluster.kafka.settings(c.log.partitions, c.log.max_batch, "node-1");
+        assert_eq!((s.group_id.as_str(), s.partitions, s.client_id.as_str()), ("chat", 16, "node-1"));
+
+        std::fs::write(dir.path().join("bad.toml"), "[cluster.kafka]\nbroker = \"k1:9092\"\n").expect("writes");
+        assert!(Config::load(Some(&dir.path().join("bad.toml")), env(&[])).is_err(), "unknown keys are errors");
+        let mut no_brokers = c.clone();
+        no_brokers.cluster.kafka.brokers.clear();
+        assert!(no_brokers.validate().expect_err("invalid").to_string().contains("cluster.kafka.brokers"));
+        let mut alone = Config::default();
+        alone.cluster.log = ClusterLogKind::Kafka;
+        alone.cluster.kafka.brokers = "k1:9092".into();
+        assert!(alone.validate().expect_err("invalid").to_string().contains("cluster.log"));
     }
 }

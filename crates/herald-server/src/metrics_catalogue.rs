@@ -140,6 +140,23 @@ pub const FAMILIES: &[Family] = &[
         "Deliveries to other nodes dropped (those clients are caught up from the feed).",
     ),
     family("cluster_ephemeral_dropped_total", Counter, "Typing and presence frames to other nodes dropped."),
+    family("log_append_duration_ms", Histogram, "Kafka log: time for an append to be acknowledged by the brokers."),
+    family("log_append_errors_total", Counter, "Kafka log: appends that failed."),
+    family("log_records_processed_total", Counter, "Kafka log: records this node's partition owners processed."),
+    family("log_commit_errors_total", Counter, "Kafka log: offset commits that failed."),
+    family("log_unreadable_records_total", Counter, "Kafka log: records that could not be decoded (committed past)."),
+    family("log_rebalances_total", Counter, "Kafka log: partitions assigned to or revoked from this node, by kind."),
+    family("log_consumer_lag", Gauge, "Kafka log: records past the last commit, per partition this node owns."),
+    family(
+        "cluster_outcomes_routed_total",
+        Counter,
+        "Outcomes of records sequenced on one node for requests waiting on another, by direction.",
+    ),
+    family(
+        "cluster_outcomes_dropped_total",
+        Counter,
+        "Outcomes for requests on other nodes not delivered to a listener (those requests end as unavailable at their timeout).",
+    ),
     family("cluster_changes_unconfirmed_total", Counter, "Membership changes some nodes did not confirm in time."),
 ];
 
@@ -176,6 +193,9 @@ const CLUSTER_NODE: &[Series] = &[
     ("cluster_forward_duration_ms", Histogram, &[]),
     ("cluster_feed_dropped_total", Counter, &[]),
     ("cluster_ephemeral_dropped_total", Counter, &[]),
+    ("cluster_outcomes_routed_total", Counter, &[("direction", "sent")]),
+    ("cluster_outcomes_routed_total", Counter, &[("direction", "received")]),
+    ("cluster_outcomes_dropped_total", Counter, &[]),
     ("cluster_changes_unconfirmed_total", Counter, &[]),
     ("cache_l2_unavailable_total", Counter, &[]),
     ("cache_l2_invalidations_failed_total", Counter, &[]),

@@ -6,8 +6,8 @@
 //! hint), stop accepting HTTP and let in-flight requests finish (their records are still applied: the log
 //! runs until they are done), all within the grace period; then drain the log and close the store.
 
-use crate::config::Config;
 use crate::config::StorageBackend;
+use crate::config::{ClusterLogKind, Config};
 use crate::metrics_catalogue::{self, Shape};
 use crate::storage::Storage;
 use crate::{housekeeping, metrics_setup, secret};
@@ -27,7 +27,7 @@ use herald_core::sequencer::{Sequencer, SequencerConfig};
 use herald_core::submit::Submitter;
 use herald_embedded::InProcessLog;
 use herald_redis::l2::L2Cache;
-use herald_redis::{Cluster, LogShape};
+use herald_redis::{Cluster, ClusterLog, LogShape};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -99,18 +99,18 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let waiters = Arc::new(Waiters::default());
     let (log, delivery, cluster): (Arc<dyn MessageLog>, Arc<dyn Delivery>, Option<Joined>) = if config.cluster.enabled()
     {
-        let (cluster, parts) = Cluster::start(
-            cluster_settings(&config, addr, &jwt_secret),
-            hub.clone(),
-            waiters.clone(),
-            LogShape {
+        let settings = cluster_settings(&config, addr, &jwt_secret);
+        let cluster_log = match config.cluster.log {
+            ClusterLogKind::Leases => ClusterLog::Leases(LogShape {
                 partitions: config.log.partitions,
                 queue_depth: config.log.queue_depth,
                 max_batch: config.log.max_batch,
-            },
-        )
-        .await
-        .context("joining the cluster (cluster.redis_urls)")?;
+            }),
+            ClusterLogKind::Kafka => ClusterLog::External(kafka_log(&config, &settings.advertise_url).await?),
+        };
+        let (cluster, parts) = Cluster::start(settings, hub.clone(), waiters.clone(), cluster_log)
+            .await
+            .context("joining the cluster (cluster.redis_urls)")?;
         (parts.log, parts.delivery, Some(Joined { cluster, changes: parts.changes }))
     } else {
         let log = InProcessLog::new(config.log.partitions, config.log.queue_depth, config.log.max_batch);
@@ -122,8 +122,16 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     };
     let sequencer = Arc::new(Sequencer::new(stores.clone(), delivery, log.partitions(), sequencer_config));
     log.start(sequencer.clone());
-    let submitter =
-        Arc::new(Submitter::new(log.clone(), waiters.clone(), Duration::from_millis(config.log.apply_timeout_ms)));
+    let mut submitter =
+        Submitter::new(log.clone(), waiters.clone(), Duration::from_millis(config.log.apply_timeout_ms));
+    if let Some(joined) = &cluster
+        && config.cluster.log == ClusterLogKind::Kafka
+    {
+        // Records are sequenced on whichever node the group gave their partition: the outcome comes back
+        // on this node's channel.
+        submitter = submitter.with_origin(joined.cluster.node_id());
+    }
+    let submitter = Arc::new(submitter);
 
     let auth = &config.auth;
     let passwords = Passwords::new(&PasswordCost {
@@ -264,6 +272,17 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     });
     tracing::info!(%addr, "herald listening");
     Ok(Running { addr, stop, task })
+}
+
+/// The message log on Kafka: its topic made (or checked) first, then the producer; the node joins the group
+/// when the log is started.
+async fn kafka_log(config: &Config, client_id: &str) -> anyhow::Result<Arc<dyn MessageLog>> {
+    let settings = config.cluster.kafka.settings(config.log.partitions, config.log.max_batch, client_id);
+    herald_kafka::ensure_topic(&settings).await.with_context(|| {
+        format!("the Kafka log's topic {} (cluster.kafka.brokers {})", settings.topic, settings.brokers)
+    })?;
+    let log = herald_kafka::KafkaLog::new(settings).context("the Kafka log's producer (cluster.kafka)")?;
+    Ok(Arc::new(log))
 }
 
 /// This node's place in a cluster.

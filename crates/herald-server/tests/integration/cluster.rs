@@ -1,7 +1,8 @@
 //! Two nodes sharing one PostgreSQL database and one Redis (a single instance, or a 3-master Redis Cluster
 //! with replicas), started by the test: users spread over the nodes chat live, in one order; a removed
 //! member is shut out on the other node as soon as the removal is acknowledged; Redis dying under load loses
-//! nothing.
+//! nothing. The same chat on the Kafka log (a tansu broker of the test's own), whose outcomes cross nodes on
+//! the Redis bus.
 
 use super::gateway::typing_and_presence_on;
 use super::helpers::{self, TestApp, User};
@@ -313,4 +314,143 @@ async fn a_dead_nodes_users_are_swept_and_a_swept_node_comes_back() {
     node.shutdown().await;
     // A clean shutdown takes the node's users out of the registry.
     assert_eq!(cli(&["SCARD", &alice_nodes]).await.trim(), "0");
+}
+
+/// The value of `cluster_outcomes_routed_total{direction="received"}` in `app`'s scrape (the tests' nodes
+/// share one recorder, so this counts for every node of the test binary).
+async fn outcomes_received(app: &TestApp) -> f64 {
+    let text = app.http.get(format!("{}/metrics", app.base)).send().await.expect("scrape").text().await.expect("text");
+    text.lines()
+        .find(|l| l.starts_with("cluster_outcomes_routed_total{") && l.contains("direction=\"received\""))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Two nodes with the Kafka log (a tansu broker of the test's own), PostgreSQL and Redis: a record appended
+/// on one node is sequenced by whichever node the consumer group gave its partition, and its outcome comes
+/// back to the first node on the Redis bus. Users on both nodes chat in a direct and a group conversation;
+/// every member receives every message once, in one order, and once the group has settled every send is
+/// acknowledged at its first try on either node (one of the two is never the partition's owner). With Redis
+/// killed, the outcomes that must cross end as `unavailable` at their timeout, and their retries store nothing
+/// twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_nodes_on_the_kafka_log_chat_live_in_one_order() {
+    let Some(broker) = herald_kafka::testing::OwnBroker::start().await else { return };
+    let mut redis = OwnRedis::start().await;
+    let group_id = helpers::unique_name("herald");
+    let brokers = broker.brokers();
+    let nodes = nodes_with(2, vec![redis.url()], false, |config| {
+        config.cluster.log = herald_server::config::ClusterLogKind::Kafka;
+        config.cluster.kafka.brokers = brokers.clone();
+        config.cluster.kafka.group_id = group_id.clone();
+        config.cluster.kafka.session_timeout_ms = 6_000;
+        config.cluster.kafka.heartbeat_interval_ms = 500;
+        config.log.apply_timeout_ms = 5_000;
+    })
+    .await;
+    let [a, b]: [TestApp; 2] = nodes.try_into().unwrap_or_else(|_| panic!("two nodes"));
+    let received_before = outcomes_received(&a).await;
+
+    let alice = a.register("alice").await;
+    let bob = b.register("bob").await;
+    let carol = a.register("carol").await;
+    let direct = a.direct(&alice, &bob).await;
+    let group = b.group(&bob, &[&alice, &carol]).await;
+    let alice_b = b.login(&alice).await;
+    let (mut alice_on_a, _) = Ws::connect_synced(&a, &alice, 0).await;
+    let (mut alice_on_b, _) = Ws::connect_synced(&b, &alice_b, 0).await;
+    let (mut bob_on_b, _) = Ws::connect_synced(&b, &bob, 0).await;
+    let (mut carol_on_a, _) = Ws::connect_synced(&a, &carol, 0).await;
+
+    // While the group forms (the second member's join moves partitions), a send may wait past its timeout:
+    // the client retries with the same client_msg_id, as any client does.
+    let started = std::time::Instant::now();
+    send(&a, &alice, direct, "warm-d-a").await;
+    send(&b, &bob, direct, "warm-d-b").await;
+    send(&b, &bob, group, "warm-g-b").await;
+    send(&a, &carol, group, "warm-g-c").await;
+    eprintln!("the group settled and the first sends were acknowledged after {:?}", started.elapsed());
+
+    // Settled: each send through either node is acknowledged at once, under the next seq.
+    let rounds = 20;
+    let mut last = [b.last_seq(&bob, direct).await, b.last_seq(&bob, group).await];
+    for i in 0..rounds {
+        for (app, user, conversation, which, node) in [
+            (&a, &alice, direct, 0, "a"),
+            (&b, &bob, direct, 0, "b"),
+            (&b, &bob, group, 1, "b"),
+            (&a, &carol, group, 1, "a"),
+        ] {
+            let id = format!("{node}-{i}-{}", user.id());
+            let (status, ack) = app.post_message(user, conversation, &id, &id).await;
+            assert_eq!(status, StatusCode::CREATED, "send {id} acknowledged at its first try: {ack}");
+            last[which] += 1;
+            assert_eq!(ack["seq"].as_u64(), Some(last[which]), "the next seq: {ack}");
+        }
+    }
+    let [direct_last, group_last] = last;
+    let routed = outcomes_received(&a).await - received_before;
+    assert!(routed > 0.0, "outcomes came back from the other node: {routed}");
+
+    let mut seen = Vec::new();
+    for (ws, in_direct) in
+        [(&mut alice_on_a, true), (&mut alice_on_b, true), (&mut bob_on_b, true), (&mut carol_on_a, false)]
+    {
+        let mut targets = vec![(group, group_last)];
+        if in_direct {
+            targets.push((direct, direct_last));
+        }
+        let events = events_until(ws, &targets).await;
+        if in_direct {
+            assert_eq!(message_seqs(&events, direct), (1..=direct_last).collect::<Vec<_>>(), "direct: in order");
+        }
+        assert_eq!(message_seqs(&events, group), (1..=group_last).collect::<Vec<_>>(), "group: each seq once");
+        seen.push(events);
+    }
+    let bodies = |events: &[Value]| -> Vec<(u64, String)> {
+        events
+            .iter()
+            .filter(|e| e["event"]["message"]["conversation_id"] == json!(group))
+            .map(|e| (e["event"]["message"]["seq"].as_u64().expect("seq"), e["event"]["message"]["body"].to_string()))
+            .collect()
+    };
+    for events in &seen[1..] {
+        assert_eq!(bodies(events), bodies(&seen[0]), "one order for every member");
+    }
+    // The store agrees: every message once under its seq.
+    let stored = a.all_messages(&carol, group).await;
+    assert_eq!(stored.len() as u64, group_last, "each send stored once");
+    eprintln!("{routed} outcomes routed between the nodes");
+
+    // Redis gone, outcomes cannot cross: a send through the partition owner's node is still acknowledged,
+    // one through the other node ends as `unavailable` within its timeout, never acked and never hanging.
+    // Its retry with the same client_msg_id, once Redis is back, gets the seq it was stored under.
+    redis.kill();
+    let mut refused = Vec::new();
+    for (app, user, conversation, node) in
+        [(&a, &alice, direct, "a"), (&b, &bob, direct, "b"), (&b, &bob, group, "b"), (&a, &carol, group, "a")]
+    {
+        let id = format!("{node}-redis-away-{}", user.id());
+        let asked = std::time::Instant::now();
+        let (status, ack) = app.post_message(user, conversation, &id, &id).await;
+        assert!(asked.elapsed() < Duration::from_secs(8), "answered within the request's timeout");
+        match status {
+            StatusCode::CREATED => {}
+            StatusCode::SERVICE_UNAVAILABLE => refused.push((app, user, conversation, id)),
+            other => panic!("send {id} with Redis away: {other} {ack}"),
+        }
+    }
+    // Each conversation had one send through its owner's node and one through the other.
+    assert_eq!(refused.len(), 2, "only the sends through the node that does not own the partition are refused");
+    redis.restart().await;
+    for (app, user, conversation, id) in &refused {
+        send(app, user, *conversation, id).await;
+    }
+    let direct_total = b.all_messages(&bob, direct).await.len() as u64;
+    let group_total = a.all_messages(&carol, group).await.len() as u64;
+    assert_eq!(direct_total + group_total, direct_last + group_last + 4, "each send of that round stored once");
+    eprintln!("{} of 4 sends unavailable while Redis was away, stored once after their retries", refused.len());
+    a.shutdown().await;
+    b.shutdown().await;
 }
