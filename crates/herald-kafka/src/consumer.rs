@@ -150,6 +150,7 @@ impl Run {
             let handler = handler.clone();
             let _ = drive(&runtime, async move { handler.revoked(partition).await });
         }
+        metrics::gauge!("cluster_partitions_owned").set(0.0);
     }
 }
 
@@ -232,6 +233,11 @@ impl OwnerContext {
         }
     }
 
+    /// `cluster_partitions_owned`, as on leases: the partitions this member owns now.
+    fn count_owned(&self) {
+        metrics::gauge!("cluster_partitions_owned").set(lock(&self.owned).len() as f64);
+    }
+
     fn partitions_of(&self, list: &TopicPartitionList) -> Vec<u32> {
         list.elements()
             .iter()
@@ -274,6 +280,7 @@ impl ConsumerContext for OwnerContext {
                 let _ = drive(&self.runtime, async move { handler.revoked(partition).await });
             }
         }
+        self.count_owned();
     }
 
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -286,6 +293,7 @@ impl ConsumerContext for OwnerContext {
                         let _ = drive(&self.runtime, async move { handler.assigned(partition).await });
                     }
                 }
+                self.count_owned();
             }
             Rebalance::Revoke(_) => {}
             Rebalance::Error(e) => tracing::warn!(error = %e, "the log's consumer group failed to rebalance"),

@@ -3,6 +3,7 @@
 //! real HTTP. One test binary (modules below) keeps link time down.
 
 mod integration {
+    pub mod child;
     pub mod helpers;
     pub mod media_support;
     pub mod ws;

@@ -454,3 +454,399 @@ async fn two_nodes_on_the_kafka_log_chat_live_in_one_order() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// The value of the gauge or counter `name` (no labels) in the scrape of the node at `base`; None when the
+/// node does not answer or has not set it yet.
+async fn scraped(http: &reqwest::Client, base: &str, name: &str) -> Option<f64> {
+    let response = http.get(format!("{base}/metrics")).timeout(Duration::from_secs(5)).send().await.ok()?;
+    let text = response.text().await.ok()?;
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// Waits until `done` holds, checking every 50 ms; panics with `what` after `limit`. Returns the time taken.
+async fn wait_until<F: AsyncFnMut() -> bool>(what: &str, limit: Duration, mut done: F) -> Duration {
+    let started = std::time::Instant::now();
+    while !done().await {
+        assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    started.elapsed()
+}
+
+/// One acknowledged send of a load lane.
+#[derive(Clone, Debug)]
+struct Acked {
+    /// The message's own text (its body), the same on every try.
+    text: String,
+    seq: u64,
+    at: std::time::Instant,
+    /// Tries it took (1: acknowledged at the first).
+    tries: u32,
+}
+
+/// Who sends where, in [`sending_lane`].
+struct Lane {
+    nodes: [String; 2],
+    home: usize,
+    token: String,
+    conversation: ConversationId,
+    name: String,
+}
+
+/// A client sending into `conversation` through `nodes[home]`, one message at a time, until `stop`: each send
+/// is retried with the same client_msg_id on `unavailable`, a timeout or a failed connection (then through
+/// the other node), as a real client does, until it is acknowledged. Returns its acks in send order.
+async fn sending_lane(
+    lane: Lane,
+    http: reqwest::Client,
+    acks: Arc<std::sync::Mutex<Vec<Acked>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) {
+    let Lane { nodes, home, token, conversation, name } = lane;
+    let mut at = home;
+    for n in 0.. {
+        if stop.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
+        let text = format!("{name}-{n}");
+        let started = std::time::Instant::now();
+        let mut tries = 0;
+        let seq = loop {
+            tries += 1;
+            assert!(started.elapsed() < Duration::from_secs(90), "{text}: not acknowledged after {tries} tries");
+            let sent = http
+                .post(format!("{}/api/v1/conversations/{conversation}/messages", nodes[at]))
+                .bearer_auth(&token)
+                .json(&json!({"client_msg_id": text, "body": text}))
+                .timeout(Duration::from_secs(10))
+                .send()
+                .await;
+            match sent {
+                Ok(response) if response.status().is_success() => {
+                    let ack: Value = response.json().await.expect("an ack");
+                    break ack["seq"].as_u64().expect("seq");
+                }
+                Ok(response) if response.status() == StatusCode::SERVICE_UNAVAILABLE => {}
+                Ok(response) => {
+                    let status = response.status();
+                    panic!("{text}: {status} {}", response.text().await.unwrap_or_default());
+                }
+                // No answer in time: the same node again.
+                Err(e) if e.is_timeout() => {}
+                // The node is gone (refused, reset): the other one.
+                Err(_) => at = 1 - at,
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        acks.lock().expect("lock").push(Acked { text, seq, at: std::time::Instant::now(), tries });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A WebSocket device of `token`'s user, on `nodes[at]` first: it records every event frame, and when its
+/// connection ends (its node died) it connects to the other node and resumes after the last position it
+/// got, as a real client does. Runs until `stop`.
+async fn listening_device(
+    nodes: [String; 2],
+    mut at: usize,
+    token: String,
+    events: Arc<std::sync::Mutex<Vec<Value>>>,
+    connections: Arc<std::sync::atomic::AtomicU32>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let mut since = 0u64;
+    loop {
+        let url = format!("{}/ws?v=1&token={token}", nodes[at].replace("http://", "ws://"));
+        let Ok((mut socket, _)) = tokio_tungstenite::connect_async(url).await else {
+            at = 1 - at;
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_millis(100)) => continue,
+            }
+        };
+        connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let sync = json!({"type": "sync", "since": since}).to_string();
+        if socket.send(Message::text(sync)).await.is_err() {
+            continue;
+        }
+        loop {
+            let message = tokio::select! {
+                () = stop.cancelled() => return,
+                message = socket.next() => message,
+            };
+            let Some(Ok(message)) = message else { break };
+            let Message::Text(text) = message else { continue };
+            let frame: Value = serde_json::from_str(&text).expect("JSON frame");
+            assert_ne!(frame["type"], "resync", "a device told to resync: {frame}");
+            if frame["type"] == "event" {
+                since = frame["pos"].as_u64().expect("pos");
+                events.lock().expect("lock").push(frame);
+            }
+        }
+    }
+}
+
+/// Issue 19, faults: a node killed with SIGKILL while it owns Kafka partitions. Two `herald serve` child
+/// processes on one PostgreSQL database, one Redis and a tansu broker (6 s session timeout), users on both,
+/// direct and group conversations over every partition, so that each node owns some with traffic. Clients
+/// send through both nodes without pause, retrying a send with the same client_msg_id on `unavailable`, a
+/// timeout or a failed connection (through the other node when theirs is gone); every user has a device on
+/// the node that lives, and the users of the other node a device there too, which resumes on the survivor.
+/// Node B is killed: node A takes its partitions at the session timeout and the conversations go on. In
+/// the end every acknowledged send is stored once under the seq it was acknowledged with, each
+/// conversation's seqs are dense, every member reads the same history, and every device has every message
+/// once, in one order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_killed_while_it_owns_kafka_partitions_loses_nothing() {
+    use super::child::Node;
+    use herald_core::log::partition_of;
+    use std::collections::{BTreeMap, BTreeSet};
+    const PARTITIONS: u32 = 4;
+    let Some(broker) = herald_kafka::testing::OwnBroker::start().await else { return };
+    let redis = OwnRedis::start().await;
+    let database = TestDatabase::create().await;
+    let test_started = std::time::Instant::now();
+    let settings = format!(
+        "[storage]\nbackend = \"postgres\"\n[storage.postgres]\nurl = \"{}\"\n[storage.postgres.pool]\nmin_idle = 1\n\
+         [logins]\nregistrations_per_hour = 1000000\n[log]\npartitions = {PARTITIONS}\napply_timeout_ms = 5000\n\
+         [cluster]\nredis_urls = [\"{}\"]\nkey_prefix = \"{}\"\nlog = \"kafka\"\n\
+         [cluster.kafka]\nbrokers = \"{}\"\ngroup_id = \"{}\"\nsession_timeout_ms = 6000\nheartbeat_interval_ms = 500\n",
+        database.url(),
+        redis.url(),
+        helpers::unique_name("herald"),
+        broker.brokers(),
+        helpers::unique_name("herald"),
+    );
+    let dirs = [tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir")];
+    // One after the other: the first creates the topic and the schema.
+    let survivor = tokio::task::block_in_place(|| Node::start_with(dirs[0].path(), &settings));
+    let mut victim = tokio::task::block_in_place(|| Node::start_with(dirs[1].path(), &settings));
+    let bases = [survivor.base.clone(), victim.base.clone()];
+    let apps = [helpers::at(&bases[0]), helpers::at(&bases[1])];
+    let http = reqwest::Client::new();
+
+    // The group settles with both nodes owning partitions.
+    let owned = async |i: usize| scraped(&http, &bases[i], "cluster_partitions_owned").await.unwrap_or(0.0);
+    let settled = wait_until("both nodes own partitions", Duration::from_secs(60), async || {
+        let (a, b) = (owned(0).await, owned(1).await);
+        a >= 1.0 && b >= 1.0 && a + b == f64::from(PARTITIONS)
+    })
+    .await;
+    let victim_owned = owned(1).await;
+
+    // Six users, homed alternately on A and B; three direct conversations and groups until every partition
+    // holds one.
+    let mut users = Vec::new();
+    for i in 0..6 {
+        users.push((apps[i % 2].register("u").await, i % 2));
+    }
+    let mut conversations: Vec<(ConversationId, Vec<usize>)> = Vec::new();
+    for (x, y) in [(0, 1), (2, 3), (4, 5)] {
+        conversations.push((apps[x % 2].direct(&users[x].0, &users[y].0).await, vec![x, y]));
+    }
+    let covered = |c: &[(ConversationId, Vec<usize>)]| -> BTreeSet<u32> {
+        c.iter().map(|(id, _)| partition_of(*id, PARTITIONS)).collect()
+    };
+    let mut groups = 0;
+    while groups < 2 || covered(&conversations).len() < PARTITIONS as usize {
+        assert!(groups < 40, "groups never covered every partition");
+        let owner = groups % 6;
+        let members: Vec<usize> = (0..6).filter(|m| *m != owner && (m + groups) % 3 != 0).collect();
+        let refs: Vec<&User> = members.iter().map(|m| &users[*m].0).collect();
+        let id = apps[owner % 2].group(&users[owner].0, &refs).await;
+        let fresh = !covered(&conversations).contains(&partition_of(id, PARTITIONS));
+        if groups < 2 || fresh {
+            conversations.push((id, std::iter::once(owner).chain(members).collect()));
+        }
+        groups += 1;
+    }
+
+    // Devices: every user on A (a second login for B's users), and B's users on B too.
+    let stop_devices = tokio_util::sync::CancellationToken::new();
+    let mut devices = Vec::new();
+    for (u, (user, home)) in users.iter().enumerate() {
+        let on_a = if *home == 0 { user.clone() } else { apps[0].login(user).await };
+        let mut places = vec![(0, on_a)];
+        if *home == 1 {
+            places.push((1, user.clone()));
+        }
+        for (node, device) in places {
+            let events: Arc<std::sync::Mutex<Vec<Value>>> = Arc::default();
+            let connections = Arc::new(std::sync::atomic::AtomicU32::new(0));
+            let task = tokio::spawn(listening_device(
+                bases.clone(),
+                node,
+                device.token().to_owned(),
+                events.clone(),
+                connections.clone(),
+                stop_devices.clone(),
+            ));
+            devices.push((u, node, events, connections, task));
+        }
+    }
+
+    // Load: in each conversation, two members send, through their own nodes (both nodes when the members'
+    // homes differ).
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut lanes = Vec::new();
+    for (c, (conversation, members)) in conversations.iter().enumerate() {
+        let second = members.iter().copied().find(|m| users[*m].1 != users[members[0]].1).unwrap_or(members[1]);
+        for sender in [members[0], second] {
+            let (user, home) = &users[sender];
+            let acks: Arc<std::sync::Mutex<Vec<Acked>>> = Arc::default();
+            let lane = Lane {
+                nodes: bases.clone(),
+                home: *home,
+                token: user.token().to_owned(),
+                conversation: *conversation,
+                name: format!("c{c}-u{sender}"),
+            };
+            let task = tokio::spawn(sending_lane(lane, http.clone(), acks.clone(), stop.clone()));
+            lanes.push((c, acks, task));
+        }
+    }
+    let acks_of = |lanes: &[(usize, Arc<std::sync::Mutex<Vec<Acked>>>, tokio::task::JoinHandle<()>)]| {
+        lanes.iter().map(|(_, acks, _)| acks.lock().expect("lock").len()).collect::<Vec<_>>()
+    };
+    wait_until("every lane acknowledged", Duration::from_secs(60), async || acks_of(&lanes).iter().all(|n| *n >= 20))
+        .await;
+
+    // Kill -9 the node that owns partitions, under load.
+    let before = acks_of(&lanes);
+    victim.kill_9();
+    let killed = std::time::Instant::now();
+    let takeover =
+        wait_until("A owns every partition", Duration::from_secs(60), async || owned(0).await == f64::from(PARTITIONS))
+            .await;
+    eprintln!("B owned {victim_owned} of {PARTITIONS} partitions; A took them {takeover:?} after the kill");
+    let at_takeover = acks_of(&lanes);
+    wait_until("every lane acknowledged after the takeover", Duration::from_secs(60), async || {
+        acks_of(&lanes).iter().zip(&at_takeover).all(|(now, then)| *now >= then + 20)
+    })
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    let mut acked: BTreeMap<String, (usize, Acked)> = BTreeMap::new();
+    let mut retried = 0;
+    let mut reordered = 0;
+    let mut longest_pause = Duration::ZERO;
+    for (c, acks, task) in lanes {
+        task.await.expect("a lane");
+        let acks = acks.lock().expect("lock").clone();
+        // One client's sends, one after the other: their seqs grow.
+        reordered += acks.windows(2).filter(|w| w[1].seq <= w[0].seq).count();
+        for ack in acks {
+            retried += usize::from(ack.tries > 1);
+            assert!(acked.insert(ack.text.clone(), (c, ack)).is_none(), "a lane's message twice");
+        }
+    }
+    // The longest time any conversation went without an acknowledgement around the kill.
+    for c in 0..conversations.len() {
+        let mut times: Vec<std::time::Instant> = acked.values().filter(|(at, _)| *at == c).map(|(_, a)| a.at).collect();
+        times.sort();
+        for w in times.windows(2) {
+            if w[1] > killed {
+                longest_pause = longest_pause.max(w[1] - w[0]);
+            }
+        }
+    }
+
+    // The store: each conversation dense from 1, every member reading the same; every acknowledged send
+    // there once, under its seq, and nothing there that was not acknowledged.
+    let (mut stored, mut lost, mut duplicated) = (0, 0, 0);
+    let mut histories: Vec<Vec<(u64, String)>> = Vec::new();
+    for (c, (conversation, members)) in conversations.iter().enumerate() {
+        let mut first: Option<Vec<(u64, String)>> = None;
+        for m in members {
+            let messages = apps[0].all_messages(&users[*m].0, *conversation).await;
+            let read: Vec<(u64, String)> = messages
+                .iter()
+                .map(|m| (m["seq"].as_u64().expect("seq"), m["body"].as_str().expect("body").to_owned()))
+                .collect();
+            match &first {
+                None => first = Some(read),
+                Some(first) => assert_eq!(&read, first, "conversation {c}: every member reads the same history"),
+            }
+        }
+        let history = first.expect("members");
+        let seqs: Vec<u64> = history.iter().map(|(seq, _)| *seq).collect();
+        assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "conversation {c}: seqs dense from 1");
+        let mut texts = BTreeSet::new();
+        for (seq, text) in &history {
+            stored += 1;
+            if !texts.insert(text.clone()) {
+                duplicated += 1;
+            }
+            match acked.get(text) {
+                Some((at, ack)) => {
+                    assert_eq!((*at, ack.seq), (c, *seq), "{text}: stored under another seq than acknowledged")
+                }
+                None => panic!("{text}: stored (seq {seq}) but never acknowledged"),
+            }
+        }
+        lost += acked.iter().filter(|(text, (at, _))| *at == c && !texts.contains(*text)).count();
+        histories.push(history);
+    }
+
+    // Devices: each has every message of its user's conversations once, in seq order, without a gap in its
+    // feed positions; those that were on B resumed on A.
+    let lasts: Vec<u64> = histories.iter().map(|h| h.len() as u64).collect();
+    let conversations_of = |u: usize| -> Vec<usize> {
+        conversations.iter().enumerate().filter(|(_, (_, members))| members.contains(&u)).map(|(c, _)| c).collect()
+    };
+    let reached = |u: usize, events: &[Value]| {
+        conversations_of(u).iter().all(|c| message_seqs(events, conversations[*c].0).contains(&lasts[*c]))
+    };
+    wait_until("every device has every message", Duration::from_secs(60), async || {
+        devices.iter().all(|(u, _, events, _, _)| reached(*u, &events.lock().expect("lock")))
+    })
+    .await;
+    stop_devices.cancel();
+    let (mut delivered, mut gaps, mut resumed) = (0, 0, 0);
+    for (u, node, events, connections, task) in devices {
+        task.await.expect("a device");
+        let events = events.lock().expect("lock").clone();
+        let p = positions(&events);
+        let dense = p.windows(2).all(|w| w[1] == w[0] + 1);
+        assert!(dense, "user {u}'s device on node {node}: feed positions with a gap or twice: {p:?}");
+        if node == 1 {
+            assert!(connections.load(std::sync::atomic::Ordering::Relaxed) >= 2, "B's device reconnected to A");
+            resumed += 1;
+        }
+        for c in conversations_of(u) {
+            let seqs = message_seqs(&events, conversations[c].0);
+            delivered += seqs.len();
+            let distinct: BTreeSet<u64> = seqs.iter().copied().collect();
+            duplicated += seqs.len() - distinct.len();
+            gaps += (1..=lasts[c]).filter(|s| !distinct.contains(s)).count();
+            reordered += seqs.windows(2).filter(|w| w[1] <= w[0]).count();
+            // The same message under each seq as in the store.
+            for e in events.iter().filter(|e| {
+                e["event"]["kind"] == "message" && e["event"]["message"]["conversation_id"] == json!(conversations[c].0)
+            }) {
+                let seq = e["event"]["message"]["seq"].as_u64().expect("seq");
+                let body = e["event"]["message"]["body"].as_str().expect("body");
+                assert_eq!(histories[c][seq as usize - 1].1, body, "user {u}'s device: seq {seq} of conversation {c}");
+            }
+        }
+    }
+    eprintln!(
+        "fault: acked={} stored={stored} delivered={delivered} lost={lost} duplicated={duplicated} \
+         reordered={reordered} gaps={gaps} retried={retried} takeover={:.1}s longest_pause={:.1}s \
+         (B owned {victim_owned} of {PARTITIONS}; {} lanes, {} conversations, {resumed} devices resumed on A; \
+         settled after {:.1}s, acks before the kill {}, test {:.0}s)",
+        acked.len(),
+        takeover.as_secs_f64(),
+        longest_pause.as_secs_f64(),
+        before.len(),
+        conversations.len(),
+        settled.as_secs_f64(),
+        before.iter().sum::<usize>(),
+        test_started.elapsed().as_secs_f64(),
+    );
+    assert_eq!((lost, duplicated, reordered, gaps), (0, 0, 0, 0), "lost, duplicated, reordered, gaps");
+    assert_eq!(stored, acked.len(), "every acknowledged send stored once");
+    assert!(retried > 0, "some sends waited on the dead node and were retried");
+    drop(survivor);
+}

@@ -73,6 +73,20 @@ pub async fn start(config: Config, dir: Arc<tempfile::TempDir>, database: Option
     }
 }
 
+/// A node running elsewhere (a `herald serve` child process, `child::Node`) at `base`, for the same requests
+/// as to a node of this process; `shutdown` leaves it running.
+pub fn at(base: &str) -> TestApp {
+    let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
+    TestApp {
+        base: base.to_owned(),
+        http: reqwest::Client::new(),
+        config: test_config(dir.path()),
+        running: None,
+        dir,
+        database: None,
+    }
+}
+
 static NAMES: AtomicU64 = AtomicU64::new(0);
 
 /// A unique, valid username.
