@@ -473,6 +473,9 @@ async fn wait_until<F: AsyncFnMut() -> bool>(what: &str, limit: Duration, mut do
     started.elapsed()
 }
 
+/// What a load lane has had acknowledged, in send order.
+type Acks = Arc<std::sync::Mutex<Vec<Acked>>>;
+
 /// One acknowledged send of a load lane.
 #[derive(Clone, Debug)]
 struct Acked {
@@ -496,12 +499,7 @@ struct Lane {
 /// A client sending into `conversation` through `nodes[home]`, one message at a time, until `stop`: each send
 /// is retried with the same client_msg_id on `unavailable`, a timeout or a failed connection (then through
 /// the other node), as a real client does, until it is acknowledged. Returns its acks in send order.
-async fn sending_lane(
-    lane: Lane,
-    http: reqwest::Client,
-    acks: Arc<std::sync::Mutex<Vec<Acked>>>,
-    stop: Arc<std::sync::atomic::AtomicBool>,
-) {
+async fn sending_lane(lane: Lane, http: reqwest::Client, acks: Acks, stop: Arc<std::sync::atomic::AtomicBool>) {
     let Lane { nodes, home, token, conversation, name } = lane;
     let mut at = home;
     for n in 0.. {
@@ -695,7 +693,7 @@ async fn a_node_killed_while_it_owns_kafka_partitions_loses_nothing() {
         let second = members.iter().copied().find(|m| users[*m].1 != users[members[0]].1).unwrap_or(members[1]);
         for sender in [members[0], second] {
             let (user, home) = &users[sender];
-            let acks: Arc<std::sync::Mutex<Vec<Acked>>> = Arc::default();
+            let acks: Acks = Arc::default();
             let lane = Lane {
                 nodes: bases.clone(),
                 home: *home,
@@ -707,23 +705,24 @@ async fn a_node_killed_while_it_owns_kafka_partitions_loses_nothing() {
             lanes.push((c, acks, task));
         }
     }
-    let acks_of = |lanes: &[(usize, Arc<std::sync::Mutex<Vec<Acked>>>, tokio::task::JoinHandle<()>)]| {
-        lanes.iter().map(|(_, acks, _)| acks.lock().expect("lock").len()).collect::<Vec<_>>()
-    };
-    wait_until("every lane acknowledged", Duration::from_secs(60), async || acks_of(&lanes).iter().all(|n| *n >= 20))
-        .await;
+    let counters: Vec<Acks> = lanes.iter().map(|(_, acks, _)| acks.clone()).collect();
+    let acks_of = |counters: &[Acks]| counters.iter().map(|acks| acks.lock().expect("lock").len()).collect::<Vec<_>>();
+    wait_until("every lane acknowledged", Duration::from_secs(60), async || {
+        acks_of(&counters).iter().all(|n| *n >= 20)
+    })
+    .await;
 
     // Kill -9 the node that owns partitions, under load.
-    let before = acks_of(&lanes);
+    let before = acks_of(&counters);
     victim.kill_9();
     let killed = std::time::Instant::now();
     let takeover =
         wait_until("A owns every partition", Duration::from_secs(60), async || owned(0).await == f64::from(PARTITIONS))
             .await;
     eprintln!("B owned {victim_owned} of {PARTITIONS} partitions; A took them {takeover:?} after the kill");
-    let at_takeover = acks_of(&lanes);
+    let at_takeover = acks_of(&counters);
     wait_until("every lane acknowledged after the takeover", Duration::from_secs(60), async || {
-        acks_of(&lanes).iter().zip(&at_takeover).all(|(now, then)| *now >= then + 20)
+        acks_of(&counters).iter().zip(&at_takeover).all(|(now, then)| *now >= then + 20)
     })
     .await;
     stop.store(true, std::sync::atomic::Ordering::Release);
