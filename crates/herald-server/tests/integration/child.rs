@@ -13,7 +13,8 @@ pub struct Node {
     pub startup_log: Vec<String>,
 }
 
-/// `herald serve` on `dir`'s data directory with the tests' settings plus `extra` (TOML).
+/// `herald serve` on `dir`'s data directory with the tests' settings plus `extra` (TOML), logging at warn
+/// and above (`HERALD_TEST_CHILD_LOG` sets another `RUST_LOG`).
 pub fn serve_command(dir: &std::path::Path, extra: &str) -> Command {
     let config = dir.join("test.toml");
     std::fs::write(
@@ -30,7 +31,7 @@ pub fn serve_command(dir: &std::path::Path, extra: &str) -> Command {
         .arg(&config)
         .arg("--data-dir")
         .arg(dir.join("data"))
-        .env("RUST_LOG", "warn");
+        .env("RUST_LOG", std::env::var("HERALD_TEST_CHILD_LOG").unwrap_or_else(|_| "warn".into()));
     command
 }
 
@@ -49,8 +50,9 @@ impl Node {
                 None => startup_log.push(line),
             }
         };
-        // Keep reading, so that the server never blocks on a full pipe.
-        std::thread::spawn(move || lines.map_while(Result::ok).for_each(drop));
+        // Keep reading, so that the server never blocks on a full pipe; what it logs goes to the test's output.
+        let name = base.clone();
+        std::thread::spawn(move || lines.map_while(Result::ok).for_each(|line| eprintln!("[{name}] {line}")));
         Node { child, base, startup_log }
     }
 
