@@ -589,13 +589,14 @@ async fn listening_device(
 /// Issue 19, faults: a node killed with SIGKILL while it owns Kafka partitions. Two `herald serve` child
 /// processes on one PostgreSQL database, one Redis and a tansu broker (6 s session timeout), users on both,
 /// direct and group conversations over every partition, so that each node owns some with traffic. Clients
-/// send through both nodes without pause, retrying a send with the same client_msg_id on `unavailable`, a
+/// send through both nodes one message after another, retrying a send with the same client_msg_id on
+/// `unavailable`, a
 /// timeout or a failed connection (through the other node when theirs is gone); every user has a device on
 /// the node that lives, and the users of the other node a device there too, which resumes on the survivor.
 /// Node B is killed: node A takes its partitions at the session timeout and the conversations go on. In
 /// the end every acknowledged send is stored once under the seq it was acknowledged with, each
 /// conversation's seqs are dense, every member reads the same history, and every device has every message
-/// once, in one order.
+/// once, in one order. Ignored: on tansu 0.6 the takeover never comes (see docs/cluster.md).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "tansu 0.6 does not rebalance a formed group when a member dies (docs/cluster.md): run with --ignored"]
 async fn a_node_killed_while_it_owns_kafka_partitions_loses_nothing() {
