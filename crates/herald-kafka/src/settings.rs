@@ -27,6 +27,8 @@ pub struct Settings {
     pub append_timeout: Duration,
     /// The most records one `process` call receives.
     pub max_batch: usize,
+    /// The topic the presence changes are published to for consumers outside Herald (`presence.rs`).
+    pub presence_topic: String,
 }
 
 impl Settings {
@@ -44,6 +46,7 @@ impl Settings {
             linger: Duration::from_millis(5),
             append_timeout: Duration::from_secs(10),
             max_batch: 256,
+            presence_topic: "presence_updates".into(),
         }
     }
 }

@@ -121,6 +121,9 @@ pub struct KafkaConfig {
     pub linger_ms: u64,
     /// How long an append may take, retries included, before it fails (`message.timeout.ms`).
     pub append_timeout_ms: u64,
+    /// The topic every announced presence change is published to, for consumers outside Herald (compacted,
+    /// keyed by user, created if missing); empty publishes nothing. Nodes do not read it.
+    pub presence_topic: String,
 }
 
 impl Default for KafkaConfig {
@@ -135,6 +138,7 @@ impl Default for KafkaConfig {
             heartbeat_interval_ms: d.heartbeat_interval.as_millis() as u64,
             linger_ms: d.linger.as_millis() as u64,
             append_timeout_ms: d.append_timeout.as_millis() as u64,
+            presence_topic: d.presence_topic,
         }
     }
 }
@@ -153,6 +157,7 @@ impl KafkaConfig {
         s.linger = Duration::from_millis(self.linger_ms);
         s.append_timeout = Duration::from_millis(self.append_timeout_ms);
         s.max_batch = max_batch;
+        s.presence_topic = self.presence_topic.clone();
         s
     }
 }
