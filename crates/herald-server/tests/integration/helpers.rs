@@ -94,7 +94,7 @@ impl KafkaCluster {
                 panic!("HERALD_TEST_BACKEND=kafka needs {name}: run the pass with scripts/integration-on-kafka")
             })
         };
-        let id = uuid::Uuid::new_v4().simple().to_string();
+        let id = uuid::Uuid::now_v7().simple().to_string();
         Some(KafkaCluster {
             brokers: var("HERALD_TEST_KAFKA_BROKERS"),
             redis_url: var("HERALD_TEST_REDIS_URL"),
