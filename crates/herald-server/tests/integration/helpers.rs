@@ -66,6 +66,13 @@ pub async fn use_test_backend(config: &mut Config) -> Option<Arc<TestDatabase>> 
 /// one more that the broker stores and the member fetches from.
 pub const KAFKA_TEST_PARTITIONS: u32 = 4;
 
+/// How long tansu may hold a test app's fetch (`cluster.kafka.fetch_wait_max_ms`): tansu 0.6 holds every fetch
+/// half of it, records at hand or not, so with the default of 500 ms each send would wait ~375 ms for its
+/// sequencing and the suites' sequential sends (600 of them in a test) would take minutes. The producer's
+/// linger is cut from 5 to 1 ms for the same reason: a test's sends come one at a time.
+pub const KAFKA_TEST_FETCH_WAIT_MS: u64 = 2;
+pub const KAFKA_TEST_LINGER_MS: u64 = 1;
+
 /// One test app's cluster on the Kafka pass: the shared broker and Redis, and names no other app uses (a topic,
 /// a consumer group, a Redis key prefix; the node id, its advertised URL, is its own port). Every key and channel
 /// herald-redis uses starts with the prefix, so apps on one Redis cannot read each other's registry, feeds or
@@ -116,6 +123,8 @@ impl KafkaCluster {
         config.cluster.kafka.replication_factor = 1;
         config.cluster.kafka.session_timeout_ms = 6_000;
         config.cluster.kafka.heartbeat_interval_ms = 500;
+        config.cluster.kafka.fetch_wait_max_ms = KAFKA_TEST_FETCH_WAIT_MS;
+        config.cluster.kafka.linger_ms = KAFKA_TEST_LINGER_MS;
         config.log.partitions = KAFKA_TEST_PARTITIONS;
     }
 
@@ -132,6 +141,10 @@ impl KafkaCluster {
             ("HERALD_CLUSTER__KAFKA__REPLICATION_FACTOR", "1".to_owned()),
             ("HERALD_CLUSTER__KAFKA__SESSION_TIMEOUT_MS", "6000".to_owned()),
             ("HERALD_CLUSTER__KAFKA__HEARTBEAT_INTERVAL_MS", "500".to_owned()),
+            ("HERALD_CLUSTER__KAFKA__FETCH_WAIT_MAX_MS", KAFKA_TEST_FETCH_WAIT_MS.to_string()),
+            ("HERALD_CLUSTER__KAFKA__LINGER_MS", KAFKA_TEST_LINGER_MS.to_string()),
+            // A cluster's nodes need the tokens' secret.
+            ("HERALD_AUTH__JWT_SECRET", JWT_SECRET.to_owned()),
         ]
     }
 
@@ -141,7 +154,8 @@ impl KafkaCluster {
             "[log]\npartitions = {KAFKA_TEST_PARTITIONS}\n\
              [cluster]\nredis_urls = [\"{}\"]\nkey_prefix = \"{}\"\nlog = \"kafka\"\n\
              [cluster.kafka]\nbrokers = \"{}\"\ntopic = \"{}\"\ngroup_id = \"{}\"\nreplication_factor = 1\n\
-             session_timeout_ms = 6000\nheartbeat_interval_ms = 500\n",
+             session_timeout_ms = 6000\nheartbeat_interval_ms = 500\nfetch_wait_max_ms = {KAFKA_TEST_FETCH_WAIT_MS}\n\
+             linger_ms = {KAFKA_TEST_LINGER_MS}\n",
             self.redis_url, self.key_prefix, self.brokers, self.topic, self.group_id
         )
     }
