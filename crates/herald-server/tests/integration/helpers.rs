@@ -70,7 +70,7 @@ pub const KAFKA_TEST_PARTITIONS: u32 = 4;
 /// half of it, records at hand or not, so with the default of 500 ms each send would wait ~375 ms for its
 /// sequencing and the suites' sequential sends (600 of them in a test) would take minutes. The producer's
 /// linger is cut from 5 to 1 ms for the same reason: a test's sends come one at a time.
-pub const KAFKA_TEST_FETCH_WAIT_MS: u64 = 2;
+pub const KAFKA_TEST_FETCH_WAIT_MS: u64 = 5;
 pub const KAFKA_TEST_LINGER_MS: u64 = 1;
 
 /// One test app's cluster on the Kafka pass: the shared broker and Redis, and names no other app uses (a topic,
