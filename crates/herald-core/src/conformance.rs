@@ -761,7 +761,7 @@ pub async fn messages(stores: &Stores) {
     edited.body = "edited".into();
     edited.edited_at = Some(now_millis());
     edited.reactions.insert("👍".into(), BTreeSet::from([other_sender.id]));
-    ok(s.commit(&[MessageWrite::Update(edited.clone())]).await, "commit update");
+    ok(s.commit(&[MessageWrite::Update { message: edited.clone(), base: stored[1].clone() }]).await, "commit update");
     stored[1] = edited.clone();
     assert_eq!(
         ok(s.message(conversation, 2).await, "message after update"),
@@ -782,7 +782,11 @@ pub async fn messages(stores: &Stores) {
     tombstone.body.clear();
     let sixth = message(conversation, 6, other_sender.id, device.id);
     ok(
-        s.commit(&[MessageWrite::Update(tombstone.clone()), MessageWrite::Insert(sixth.clone())]).await,
+        s.commit(&[
+            MessageWrite::Update { message: tombstone.clone(), base: stored[2].clone() },
+            MessageWrite::Insert(sixth.clone()),
+        ])
+        .await,
         "commit update + insert",
     );
     stored[2] = tombstone;
@@ -840,11 +844,15 @@ pub async fn messages(stores: &Stores) {
     let mut ghost = message(conversation, 99, sender.id, device.id);
     ghost.body = "ghost".into();
     expect_refused(
-        s.commit(&[MessageWrite::Update(ghost.clone())]).await,
+        s.commit(&[MessageWrite::Update { message: ghost.clone(), base: ghost.clone() }]).await,
         "MessageStore::commit of an Update of a missing seq",
     );
     expect_refused(
-        s.commit(&[MessageWrite::Insert(seventh.clone()), MessageWrite::Update(ghost)]).await,
+        s.commit(&[
+            MessageWrite::Insert(seventh.clone()),
+            MessageWrite::Update { message: ghost.clone(), base: ghost },
+        ])
+        .await,
         "MessageStore::commit of a valid Insert with an Update of a missing seq",
     );
     let refused_update = "MessageStore::commit refused an Update of a missing seq but kept part of the commit";
@@ -948,7 +956,7 @@ pub async fn feeds(stores: &Stores) {
     let second = message(conversation, 2, bob.id, device.id);
     let positions = ok(
         s.commit_with_feed(
-            &[MessageWrite::Update(edited), MessageWrite::Insert(second)],
+            &[MessageWrite::Update { message: edited, base: first.clone() }, MessageWrite::Insert(second)],
             &[
                 entry(&alice, receipt.clone()),
                 entry(&bob, updated.clone()),
@@ -1477,7 +1485,13 @@ pub async fn media(stores: &Stores) {
     deleted_there.body.clear();
     deleted_there.attachments.clear();
     ok(
-        stores.messages.commit(&[MessageWrite::Update(edited.clone()), MessageWrite::Update(deleted_there)]).await,
+        stores
+            .messages
+            .commit(&[
+                MessageWrite::Update { message: edited.clone(), base: here.clone() },
+                MessageWrite::Update { message: deleted_there, base: there.clone() },
+            ])
+            .await,
         "commit of an edit and a deletion",
     );
     assert_eq!(
@@ -1487,7 +1501,10 @@ pub async fn media(stores: &Stores) {
     );
     let mut cleared = edited.clone();
     cleared.attachments.clear();
-    ok(stores.messages.commit(&[MessageWrite::Update(cleared)]).await, "commit of a cleared attachment");
+    ok(
+        stores.messages.commit(&[MessageWrite::Update { message: cleared, base: edited.clone() }]).await,
+        "commit of a cleared attachment",
+    );
     assert_eq!(
         ok(s.attached_in(att.id).await, "attached_in"),
         vec![conversation],
@@ -1496,7 +1513,10 @@ pub async fn media(stores: &Stores) {
     let mut also_cleared = also_here.clone();
     also_cleared.deleted = true;
     also_cleared.attachments.clear();
-    ok(stores.messages.commit(&[MessageWrite::Update(also_cleared)]).await, "commit of a deletion");
+    ok(
+        stores.messages.commit(&[MessageWrite::Update { message: also_cleared, base: also_here.clone() }]).await,
+        "commit of a deletion",
+    );
     assert!(
         ok(s.attached_in(att.id).await, "attached_in").is_empty(),
         "MediaStore::attached_in after every message dropped the attachment"

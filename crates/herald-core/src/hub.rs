@@ -13,6 +13,7 @@ use crate::delivery::{FeedDelivery, FeedSink};
 use crate::footprint::{self, Footprint};
 use crate::outbox::{Kick, Outbox, PushError};
 use crate::peers::Peers;
+use crate::presence_updates::{PresenceUpdate, PresenceUpdates};
 use crate::store::Stores;
 use crate::{CoreResult, now_millis};
 use bytes::Bytes;
@@ -109,6 +110,8 @@ pub struct Hub {
     /// In a cluster, the other nodes: told when a user comes to this node and leaves it, and asked for
     /// presence.
     peers: std::sync::OnceLock<Arc<dyn Peers>>,
+    /// Where the announced presence changes are published for consumers outside Herald, when anywhere.
+    presence_updates: std::sync::OnceLock<(Arc<dyn PresenceUpdates>, String)>,
     this: Weak<Hub>,
 }
 
@@ -155,6 +158,7 @@ impl Hub {
             ephemeral_dropped: metrics::counter!("websocket_ephemeral_dropped_total"),
             epoch: Instant::now(),
             peers: std::sync::OnceLock::new(),
+            presence_updates: std::sync::OnceLock::new(),
             this: this.clone(),
         })
     }
@@ -163,6 +167,14 @@ impl Hub {
     pub fn set_peers(&self, peers: Arc<dyn Peers>) {
         if self.peers.set(peers).is_err() {
             tracing::warn!("hub peers set twice; keeping the first");
+        }
+    }
+
+    /// Publishes every presence change this node announces to `updates`, naming this node `node` (once, before
+    /// connections arrive).
+    pub fn set_presence_updates(&self, updates: Arc<dyn PresenceUpdates>, node: String) {
+        if self.presence_updates.set((updates, node)).is_err() {
+            tracing::warn!("hub presence updates set twice; keeping the first");
         }
     }
 
@@ -435,6 +447,15 @@ impl Hub {
             Some(peers) => peers.presence(&[user]).await?.pop().unwrap_or(local),
             None => local,
         };
+        if let Some((updates, node)) = self.presence_updates.get() {
+            updates.publish(PresenceUpdate {
+                user_id: info.user_id,
+                status: info.status,
+                last_seen: info.last_seen,
+                at: now_millis(),
+                node: node.clone(),
+            });
+        }
         let contacts = self.contacts_of(user).await?;
         let frame = encode(&ServerFrame::Presence { id: None, users: vec![info] });
         let recipients: Vec<UserId> = contacts.iter().copied().filter(|u| *u != user).collect();

@@ -12,6 +12,7 @@
 //! - [`auth`], [`limits`], [`cache`]: tokens and passwords, limits and rate limits, the L1 cache.
 //! - [`footprint`]: what each in-memory structure holds, against its bound, as gauges.
 //! - [`ring`]: the consistent-hash ring that places partitions and users on nodes.
+//! - [`peers`]: the other nodes of a cluster; [`presence_updates`]: presence changes offered to outside consumers.
 //!
 //! Nothing here knows a backend: `herald-embedded` (and later the cluster crates) implement the traits.
 
@@ -35,6 +36,7 @@ pub mod messaging;
 pub mod outbox;
 pub mod owners;
 pub mod peers;
+pub mod presence_updates;
 pub mod ring;
 pub mod sequencer;
 pub mod store;

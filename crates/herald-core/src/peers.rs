@@ -6,9 +6,9 @@
 //! connections, with the explicit status (away) and the last-seen time kept beside that. The backend decides
 //! when a user's presence changed for the whole cluster (its first connection anywhere, its last one gone, a
 //! status set) and tells the hub of that node, which announces the state current at the end of its coalescing
-//! window. A backend on a log (the brief's `presence_updates` topic, keyed by user) fits the same seam: the
-//! changes are appended in per-user order, the consumer that finds a cluster-wide change calls
-//! [`Hub::presence_changed`](crate::hub::Hub::presence_changed), and lookups read the table the topic builds.
+//! window. The announced changes also go to [`crate::presence_updates`] (the brief's `presence_updates`
+//! topic) for consumers outside Herald; docs/cluster.md says why the topic does not carry presence between
+//! nodes.
 
 use crate::CoreResult;
 use async_trait::async_trait;

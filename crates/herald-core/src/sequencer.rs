@@ -402,13 +402,13 @@ impl<'a> Batch<'a> {
         let m = write.message();
         let key = (m.conversation_id, m.seq);
         match self.by_seq.get(&key) {
-            // An update of a message written earlier in this batch replaces that write in place, keeping
-            // it an insert if it was one.
+            // An update of a message written earlier in this batch replaces that write in place, keeping it an
+            // insert if it was one, and keeping the version read from the store as the base.
             Some(&i) => {
                 let message = write.message().clone();
                 self.writes[i] = match &self.writes[i] {
                     MessageWrite::Insert(_) => MessageWrite::Insert(message),
-                    MessageWrite::Update(_) => MessageWrite::Update(message),
+                    MessageWrite::Update { base, .. } => MessageWrite::Update { message, base: base.clone() },
                 };
             }
             None => {
@@ -498,7 +498,8 @@ impl<'a> Batch<'a> {
                 Ok((receipt, true))
             }
             Op::Edit { seq, body } => {
-                let mut message = self.message(conversation, *seq).await?;
+                let base = self.message(conversation, *seq).await?;
+                let mut message = base.clone();
                 if message.sender != record.actor || message.system.is_some() {
                     return Err(CoreError::forbidden("only the sender can edit a message"));
                 }
@@ -507,11 +508,12 @@ impl<'a> Batch<'a> {
                 }
                 message.body = body.clone();
                 message.edited_at = Some(now_millis());
-                self.put(MessageWrite::Update(message.clone()));
+                self.put(MessageWrite::Update { message: message.clone(), base });
                 Ok((Applied::Edited(message), true))
             }
             Op::Delete { seq, as_admin } => {
-                let mut message = self.message(conversation, *seq).await?;
+                let base = self.message(conversation, *seq).await?;
+                let mut message = base.clone();
                 if message.sender != record.actor && !as_admin {
                     return Err(CoreError::forbidden("only the sender or a group admin can delete a message"));
                 }
@@ -525,12 +527,13 @@ impl<'a> Batch<'a> {
                     message.attachments.clear();
                     message.reply_to = None;
                     message.edited_at = Some(now_millis());
-                    self.put(MessageWrite::Update(message.clone()));
+                    self.put(MessageWrite::Update { message: message.clone(), base });
                 }
                 Ok((Applied::Deleted(message), changed))
             }
             Op::React { seq, emoji, add } => {
-                let mut message = self.message(conversation, *seq).await?;
+                let base = self.message(conversation, *seq).await?;
+                let mut message = base.clone();
                 if message.deleted {
                     return Err(CoreError::conflict("the message was deleted"));
                 }
@@ -542,7 +545,7 @@ impl<'a> Batch<'a> {
                     removed
                 };
                 if changed {
-                    self.put(MessageWrite::Update(message.clone()));
+                    self.put(MessageWrite::Update { message: message.clone(), base });
                 }
                 Ok((Applied::Reacted(message), changed))
             }

@@ -98,11 +98,15 @@ async fn committed_data_survives_reopen() {
             .commit(&messages[..2].iter().cloned().map(MessageWrite::Insert).collect::<Vec<_>>())
             .await
             .expect("commit");
+        let base = messages[0].clone();
         messages[0].body = "edited".into();
         messages[0].edited_at = Some(now_millis());
         stores
             .messages
-            .commit(&[MessageWrite::Update(messages[0].clone()), MessageWrite::Insert(messages[2].clone())])
+            .commit(&[
+                MessageWrite::Update { message: messages[0].clone(), base },
+                MessageWrite::Insert(messages[2].clone()),
+            ])
             .await
             .expect("commit");
         // Dropping every handle (the stores hold Arcs of the database too) closes the writer and the file.

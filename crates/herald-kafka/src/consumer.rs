@@ -70,6 +70,7 @@ impl Member {
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", millis(settings.session_timeout))
             .set("heartbeat.interval.ms", millis(settings.heartbeat_interval))
+            .set("fetch.wait.max.ms", millis(settings.fetch_wait))
             .set("statistics.interval.ms", millis(STATS_INTERVAL))
             .create_with_context(context)?;
         consumer.subscribe(&[&settings.topic])?;

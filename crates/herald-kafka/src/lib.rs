@@ -7,10 +7,12 @@
 //! - [`topic`]: the topic, created if missing ([`ensure_topic`]).
 //! - [`producer`]: the writing side; [`consumer`] (private): the reading side, a member of the group.
 //! - [`log`]: both behind [`herald_core::log::MessageLog`] ([`KafkaLog`]).
+//! - [`presence`]: the `presence_updates` topic, for consumers outside Herald ([`PresenceTopic`]).
 //! - [`testing`] (feature `testing`): a broker of a test's own.
 
 mod consumer;
 pub mod log;
+pub mod presence;
 pub mod producer;
 pub mod settings;
 #[cfg(feature = "testing")]
@@ -18,8 +20,9 @@ pub mod testing;
 pub mod topic;
 
 pub use log::KafkaLog;
+pub use presence::PresenceTopic;
 pub use settings::Settings;
-pub use topic::ensure_topic;
+pub use topic::{ensure_presence_topic, ensure_topic};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaError {

@@ -21,12 +21,18 @@ pub struct Settings {
     pub session_timeout: Duration,
     /// How often a member tells the group coordinator it is alive (`heartbeat.interval.ms`).
     pub heartbeat_interval: Duration,
+    /// How long a broker may hold a member's fetch while it has no new records (`fetch.wait.max.ms`). A
+    /// Kafka broker answers as soon as records arrive; tansu 0.6 sleeps half of it even with records at hand, so
+    /// on tansu it is the floor of a send's latency.
+    pub fetch_wait: Duration,
     /// How long a producer waits to fill a batch (`linger.ms`).
     pub linger: Duration,
     /// How long an append may take, retries included, before it fails (`message.timeout.ms`).
     pub append_timeout: Duration,
     /// The most records one `process` call receives.
     pub max_batch: usize,
+    /// The topic the presence changes are published to for consumers outside Herald (`presence.rs`).
+    pub presence_topic: String,
 }
 
 impl Settings {
@@ -41,9 +47,11 @@ impl Settings {
             client_id: client_id.into(),
             session_timeout: Duration::from_secs(10),
             heartbeat_interval: Duration::from_secs(1),
+            fetch_wait: Duration::from_millis(500),
             linger: Duration::from_millis(5),
             append_timeout: Duration::from_secs(10),
             max_batch: 256,
+            presence_topic: "presence_updates".into(),
         }
     }
 }

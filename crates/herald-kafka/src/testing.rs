@@ -141,3 +141,47 @@ fn tansu_binary() -> Option<PathBuf> {
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port on 127.0.0.1")
 }
+
+/// Reads `topic` from its start (every partition, no consumer group) until it has `at_least` records or
+/// `timeout` has passed: (partition, key, payload) of each, in offset order within each partition.
+pub async fn read_topic(
+    brokers: &str,
+    topic: &str,
+    at_least: usize,
+    timeout: Duration,
+) -> Vec<(i32, Vec<u8>, Vec<u8>)> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+    let (brokers, topic) = (brokers.to_owned(), topic.to_owned());
+    // librdkafka's consumer blocks: it runs on a blocking thread.
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("group.id", "herald-test-reader")
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("a reader of the topic");
+        let metadata = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10)).expect("the topic's metadata");
+        let mut assignment = TopicPartitionList::new();
+        for t in metadata.topics().iter().filter(|t| t.name() == topic) {
+            for p in t.partitions() {
+                assignment.add_partition_offset(&topic, p.id(), Offset::Beginning).expect("an assignment");
+            }
+        }
+        consumer.assign(&assignment).expect("assign the partitions");
+        let deadline = Instant::now() + timeout;
+        let mut records = Vec::new();
+        while records.len() < at_least && Instant::now() < deadline {
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+                records.push((
+                    m.partition(),
+                    m.key().unwrap_or_default().to_vec(),
+                    m.payload().unwrap_or_default().to_vec(),
+                ));
+            }
+        }
+        records
+    })
+    .await
+    .expect("the topic's reader")
+}

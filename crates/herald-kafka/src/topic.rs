@@ -1,5 +1,6 @@
-//! The log's topic: created with the configured partition count when it is missing, and checked when it is
-//! there (a topic with another partition count would send conversations to the wrong owners).
+//! The topics: the log's, created with the configured partition count when it is missing and checked when it
+//! is there (a topic with another partition count would send conversations to the wrong owners), and the
+//! presence topic, created when missing.
 
 use crate::KafkaError;
 use crate::settings::Settings;
@@ -16,28 +17,40 @@ const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Creates `settings.topic` with `settings.partitions` partitions if it does not exist. Returns the partition
 /// count it has; an existing topic with another count is an error.
 pub async fn ensure_topic(settings: &Settings) -> Result<u32, KafkaError> {
+    let count = create_if_missing(settings, &settings.topic, &[]).await?;
+    check(settings, count)
+}
+
+/// Creates the presence topic (`settings.presence_topic`) if it does not exist: `settings.partitions`
+/// partitions, compacted (`cleanup.policy=compact`: the topic keeps at least each user's newest update, so
+/// it doubles as a table of last states). Its partition count may differ: nothing is placed by it.
+pub async fn ensure_presence_topic(settings: &Settings) -> Result<u32, KafkaError> {
+    create_if_missing(settings, &settings.presence_topic, &[("cleanup.policy", "compact")]).await
+}
+
+/// Creates `name` with `settings.partitions` partitions, `settings.replication_factor` replicas and `configs`
+/// when the brokers do not know it; returns its partition count.
+async fn create_if_missing(settings: &Settings, name: &str, configs: &[(&str, &str)]) -> Result<u32, KafkaError> {
     let admin: Arc<AdminClient<DefaultClientContext>> = Arc::new(
         ClientConfig::new()
             .set("bootstrap.servers", &settings.brokers)
             .set("client.id", &settings.client_id)
             .create()?,
     );
-    if let Some(existing) = partition_count(&admin, &settings.topic).await? {
-        return check(settings, existing);
+    if let Some(existing) = partition_count(&admin, name).await? {
+        return Ok(existing);
     }
-    let topic = NewTopic::new(
-        &settings.topic,
-        settings.partitions as i32,
-        TopicReplication::Fixed(settings.replication_factor),
-    );
+    let mut topic =
+        NewTopic::new(name, settings.partitions as i32, TopicReplication::Fixed(settings.replication_factor));
+    for (key, value) in configs {
+        topic = topic.set(key, value);
+    }
     let options = AdminOptions::new().operation_timeout(Some(ADMIN_TIMEOUT)).request_timeout(Some(ADMIN_TIMEOUT));
     let results = admin.create_topics([&topic], &options).await?;
     for result in results {
         match result {
-            Ok(_) => {
-                tracing::info!(topic = %settings.topic, partitions = settings.partitions, "created the log's topic")
-            }
-            // Another node created it meanwhile: check it below like any existing topic.
+            Ok(_) => tracing::info!(topic = %name, partitions = settings.partitions, "created a topic"),
+            // Another node created it meanwhile: read it below like any existing topic.
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((name, code)) => return Err(KafkaError::Topic(format!("creating {name}: {code}"))),
         }
@@ -45,11 +58,11 @@ pub async fn ensure_topic(settings: &Settings) -> Result<u32, KafkaError> {
     // Metadata reaches every broker shortly after creation; wait until the topic shows its partitions.
     let deadline = std::time::Instant::now() + ADMIN_TIMEOUT;
     loop {
-        if let Some(count) = partition_count(&admin, &settings.topic).await? {
-            return check(settings, count);
+        if let Some(count) = partition_count(&admin, name).await? {
+            return Ok(count);
         }
         if std::time::Instant::now() >= deadline {
-            return Err(KafkaError::Topic(format!("{} was created but does not show in the metadata", settings.topic)));
+            return Err(KafkaError::Topic(format!("{name} was created but does not show in the metadata")));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -144,6 +144,7 @@ async fn apply(
             let txn = client.transaction().await.map_err(pg)?;
             claim_seqs(&txn, &plan.heads).await?;
             let previous = locked_versions(&txn, &plan.updated_in_store).await?;
+            plan.check_bases(&previous)?;
             let refs = plan.attachment_changes(&previous)?;
             let (heads, feed_rows) = FeedRows::of(feed);
             let (_, _, _, _, new_heads) = tokio::try_join!(
@@ -161,6 +162,12 @@ async fn apply(
         .await
 }
 
+fn changed_meanwhile((conversation, seq): (Uuid, u64)) -> StoreError {
+    StoreError::Conflict(format!(
+        "message {conversation}/{seq} changed since the update was made from it: another writer updated it"
+    ))
+}
+
 /// A conversation's inserts in this batch: its last seq must be `expected`, and becomes `last`.
 struct Head {
     conversation: Uuid,
@@ -176,6 +183,8 @@ struct Plan<'a> {
     rows: BTreeMap<(Uuid, u64), (bool, &'a Message)>,
     /// Updates of messages stored before this batch.
     updated_in_store: Vec<(Uuid, u64)>,
+    /// The version each of those updates was made from: what must still be stored.
+    bases: HashMap<(Uuid, u64), &'a Message>,
 }
 
 impl<'a> Plan<'a> {
@@ -183,6 +192,7 @@ impl<'a> Plan<'a> {
         let mut heads: BTreeMap<Uuid, Head> = BTreeMap::new();
         let mut rows: BTreeMap<(Uuid, u64), (bool, &'a Message)> = BTreeMap::new();
         let mut updated_in_store = Vec::new();
+        let mut bases = HashMap::new();
         for write in writes {
             let m = write.message();
             let key = (m.conversation_id.0, m.seq);
@@ -206,16 +216,31 @@ impl<'a> Plan<'a> {
                     head.last = m.seq;
                     rows.insert(key, (true, m));
                 }
-                MessageWrite::Update(_) => match rows.get_mut(&key) {
+                MessageWrite::Update { base, .. } => match rows.get_mut(&key) {
+                    // A second update of a row in this batch (commits of several callers merged) must be made
+                    // from the first one's result.
+                    Some(row) if row.1 != base => return Err(changed_meanwhile(key)),
                     Some(row) => row.1 = m,
                     None => {
                         rows.insert(key, (false, m));
                         updated_in_store.push(key);
+                        bases.insert(key, base);
                     }
                 },
             }
         }
-        Ok(Self { heads: heads.into_values().collect(), rows, updated_in_store })
+        Ok(Self { heads: heads.into_values().collect(), rows, updated_in_store, bases })
+    }
+
+    /// Refuses the batch when a message it updates is no longer the version its update was made from (another
+    /// writer changed it since it was read). `previous` holds the stored versions, locked until the commit.
+    fn check_bases(&self, previous: &HashMap<(Uuid, u64), Message>) -> StoreResult<()> {
+        for (key, base) in &self.bases {
+            if previous.get(key).is_some_and(|stored| stored != *base) {
+                return Err(changed_meanwhile(*key));
+            }
+        }
+        Ok(())
     }
 
     fn inserted(&self) -> impl Iterator<Item = &'a Message> + '_ {

@@ -106,3 +106,89 @@ async fn a_second_start_of_a_conversation_is_refused() {
     a.close().await;
     b.close().await;
 }
+
+/// Reactions one writer adds to the message, each by a user of its own: read the stored version, add, commit the
+/// new version made from it; on a refusal read again and redo (as the sequencer's senders retry).
+async fn reactor(db: Arc<PostgresDb>, conversation: ConversationId, reactions: Vec<UserId>) -> usize {
+    let stores = db.stores();
+    let mut refusals = 0;
+    for user in reactions {
+        loop {
+            let base = stores.messages.message(conversation, 1).await.expect("read").expect("the message");
+            let mut message = base.clone();
+            message.reactions.entry("👍".into()).or_default().insert(user);
+            match stores.messages.commit(&[MessageWrite::Update { message, base }]).await {
+                Ok(()) => break,
+                Err(StoreError::Conflict(_)) => refusals += 1,
+                Err(e) => panic!("a reaction failed with something else than a conflict: {e}"),
+            }
+        }
+    }
+    refusals
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_made_from_a_version_another_writer_changed_is_refused() {
+    let database = TestDatabase::create().await;
+    let a = PostgresDb::open(&database.settings()).await.expect("open node a");
+    let b = PostgresDb::open(&database.settings()).await.expect("open node b");
+    let (on_a, on_b) = (a.stores(), b.stores());
+    let conversation = ConversationId::new();
+    let (sender, device) = (UserId::new(), DeviceId::new());
+    let original = conformance::message(conversation, 1, sender, device);
+    on_a.messages.commit(&[MessageWrite::Insert(original.clone())]).await.expect("insert");
+
+    // A reacts; B, still holding the original, edits it: B's version would drop A's reaction, so it is refused.
+    let mut reacted = original.clone();
+    reacted.reactions.entry("👍".into()).or_default().insert(UserId::new());
+    on_a.messages
+        .commit(&[MessageWrite::Update { message: reacted.clone(), base: original.clone() }])
+        .await
+        .expect("A's reaction");
+    let mut stale_edit = original.clone();
+    stale_edit.body = "edited from a stale copy".into();
+    let refused = on_b.messages.commit(&[MessageWrite::Update { message: stale_edit, base: original.clone() }]).await;
+    assert!(matches!(refused, Err(StoreError::Conflict(_))), "a stale update must be refused: {refused:?}");
+    assert_eq!(on_b.messages.message(conversation, 1).await.expect("read"), Some(reacted.clone()), "A's reaction kept");
+
+    // A deletes; B's edit made before the deletion must not bring the body back.
+    let mut tombstone = reacted.clone();
+    tombstone.deleted = true;
+    tombstone.body.clear();
+    tombstone.reactions.clear();
+    on_a.messages
+        .commit(&[MessageWrite::Update { message: tombstone.clone(), base: reacted.clone() }])
+        .await
+        .expect("A's deletion");
+    let mut late_edit = reacted.clone();
+    late_edit.body = "resurrected".into();
+    let refused = on_b.messages.commit(&[MessageWrite::Update { message: late_edit, base: reacted }]).await;
+    assert!(matches!(refused, Err(StoreError::Conflict(_))), "an edit of a deleted message's old version: {refused:?}");
+    assert_eq!(on_a.messages.message(conversation, 1).await.expect("read"), Some(tombstone), "the deletion holds");
+
+    // Four writers, two per node, react to one message at once: every reaction is kept.
+    let conversation = ConversationId::new();
+    on_a.messages
+        .commit(&[MessageWrite::Insert(conformance::message(conversation, 1, sender, device))])
+        .await
+        .expect("insert");
+    let users: Vec<UserId> = (0..120).map(|_| UserId::new()).collect();
+    let writers: Vec<_> = users
+        .chunks(30)
+        .enumerate()
+        .map(|(i, chunk)| {
+            let db = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tokio::spawn(reactor(db, conversation, chunk.to_vec()))
+        })
+        .collect();
+    let mut refusals = 0;
+    for w in writers {
+        refusals += w.await.expect("a writer");
+    }
+    let stored = on_a.messages.message(conversation, 1).await.expect("read").expect("the message");
+    let reacted: BTreeSet<UserId> = stored.reactions.get("👍").cloned().unwrap_or_default().into_iter().collect();
+    assert_eq!(reacted, users.iter().copied().collect(), "every writer's reactions are kept");
+    eprintln!("120 reactions from 4 writers on two nodes: {refusals} refused and redone");
+    a.close().await;
+    b.close().await;
+}

@@ -117,10 +117,17 @@ pub struct KafkaConfig {
     pub session_timeout_ms: u64,
     /// How often a node tells the group it is alive (`heartbeat.interval.ms`), below the session timeout.
     pub heartbeat_interval_ms: u64,
+    /// How long a broker may hold a fetch of the partition owners while there is nothing new
+    /// (`fetch.wait.max.ms`). A Kafka broker answers at once when records arrive; tansu 0.6 holds every fetch
+    /// half this long, so on tansu it bounds how soon an append is sequenced.
+    pub fetch_wait_max_ms: u64,
     /// How long the producer waits to fill a batch (`linger.ms`).
     pub linger_ms: u64,
     /// How long an append may take, retries included, before it fails (`message.timeout.ms`).
     pub append_timeout_ms: u64,
+    /// The topic every announced presence change is published to, for consumers outside Herald (compacted,
+    /// keyed by user, created if missing); empty publishes nothing. Nodes do not read it.
+    pub presence_topic: String,
 }
 
 impl Default for KafkaConfig {
@@ -133,8 +140,10 @@ impl Default for KafkaConfig {
             group_id: d.group_id,
             session_timeout_ms: d.session_timeout.as_millis() as u64,
             heartbeat_interval_ms: d.heartbeat_interval.as_millis() as u64,
+            fetch_wait_max_ms: d.fetch_wait.as_millis() as u64,
             linger_ms: d.linger.as_millis() as u64,
             append_timeout_ms: d.append_timeout.as_millis() as u64,
+            presence_topic: d.presence_topic,
         }
     }
 }
@@ -150,9 +159,11 @@ impl KafkaConfig {
         s.group_id = self.group_id.clone();
         s.session_timeout = Duration::from_millis(self.session_timeout_ms);
         s.heartbeat_interval = Duration::from_millis(self.heartbeat_interval_ms);
+        s.fetch_wait = Duration::from_millis(self.fetch_wait_max_ms);
         s.linger = Duration::from_millis(self.linger_ms);
         s.append_timeout = Duration::from_millis(self.append_timeout_ms);
         s.max_batch = max_batch;
+        s.presence_topic = self.presence_topic.clone();
         s
     }
 }
@@ -510,6 +521,7 @@ impl Config {
                 "must be at least 1 and below cluster.kafka.session_timeout_ms",
             )?;
             check(k.append_timeout_ms >= 1, "cluster.kafka.append_timeout_ms", "must be at least 1")?;
+            check(k.fetch_wait_max_ms >= 1, "cluster.kafka.fetch_wait_max_ms", "must be at least 1")?;
         }
         check(s.shutdown_grace_secs <= 3600, "server.shutdown_grace_secs", "must be at most 3600")?;
         check(s.max_body_bytes >= 1024, "server.max_body_bytes", "must be at least 1024")?;

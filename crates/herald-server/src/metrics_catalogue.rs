@@ -148,6 +148,16 @@ pub const FAMILIES: &[Family] = &[
     family("log_rebalances_total", Counter, "Kafka log: partitions assigned to or revoked from this node, by kind."),
     family("log_consumer_lag", Gauge, "Kafka log: records past the last commit, per partition this node owns."),
     family(
+        "presence_updates_published_total",
+        Counter,
+        "Presence changes the brokers acknowledged on the presence topic (Kafka log).",
+    ),
+    family(
+        "presence_updates_dropped_total",
+        Counter,
+        "Presence changes not published on the presence topic, by reason (queue full, broker refused).",
+    ),
+    family(
         "cluster_outcomes_routed_total",
         Counter,
         "Outcomes of records sequenced on one node for requests waiting on another, by direction.",

@@ -108,10 +108,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             }),
             ClusterLogKind::Kafka => ClusterLog::External(kafka_log(&config, &settings.advertise_url).await?),
         };
+        let presence_topic = match config.cluster.log {
+            ClusterLogKind::Kafka => kafka_presence(&config, &settings.advertise_url, &hub).await?,
+            ClusterLogKind::Leases => None,
+        };
         let (cluster, parts) = Cluster::start(settings, hub.clone(), waiters.clone(), cluster_log)
             .await
             .context("joining the cluster (cluster.redis_urls)")?;
-        (parts.log, parts.delivery, Some(Joined { cluster, changes: parts.changes }))
+        (parts.log, parts.delivery, Some(Joined { cluster, changes: parts.changes, presence_topic }))
     } else {
         let log = InProcessLog::new(config.log.partitions, config.log.queue_depth, config.log.max_batch);
         (Arc::new(log), Arc::new(LocalDelivery::new(waiters.clone(), Some(hub.clone()))), None)
@@ -258,6 +262,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 log.shutdown().await;
                 if let Some(joined) = &cluster {
                     joined.cluster.leave().await;
+                    if let Some(topic) = &joined.presence_topic {
+                        topic.flush(PRESENCE_FLUSH_TIMEOUT).await;
+                    }
                 }
                 db.close().await
             })
@@ -285,10 +292,34 @@ async fn kafka_log(config: &Config, client_id: &str) -> anyhow::Result<Arc<dyn M
     Ok(Arc::new(log))
 }
 
+/// The presence topic on Kafka (`cluster.kafka.presence_topic`), made if missing, receiving every presence
+/// change this node announces; none when the setting is empty.
+async fn kafka_presence(
+    config: &Config,
+    node: &str,
+    hub: &Arc<Hub>,
+) -> anyhow::Result<Option<Arc<herald_kafka::PresenceTopic>>> {
+    let settings = config.cluster.kafka.settings(config.log.partitions, config.log.max_batch, node);
+    if settings.presence_topic.is_empty() {
+        return Ok(None);
+    }
+    herald_kafka::ensure_presence_topic(&settings)
+        .await
+        .with_context(|| format!("the presence topic {} (cluster.kafka.presence_topic)", settings.presence_topic))?;
+    let topic = Arc::new(herald_kafka::PresenceTopic::new(&settings).context("the presence topic's producer")?);
+    hub.set_presence_updates(topic.clone(), node.to_owned());
+    Ok(Some(topic))
+}
+
+/// How long a node leaving waits for the presence updates still queued (the last ones: its users going).
+const PRESENCE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// This node's place in a cluster.
 struct Joined {
     cluster: Arc<Cluster>,
     changes: Arc<dyn herald_core::changes::ChangeBus>,
+    /// Where this node publishes presence changes, with the Kafka log.
+    presence_topic: Option<Arc<herald_kafka::PresenceTopic>>,
 }
 
 fn cluster_settings(config: &Config, addr: SocketAddr, jwt_secret: &[u8]) -> herald_redis::Settings {

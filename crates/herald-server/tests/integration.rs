@@ -1,5 +1,6 @@
 //! Herald's integration tests: real servers on 127.0.0.1:0 with embedded storage in temp dirs (or, with
-//! `HERALD_TEST_BACKEND=postgres`, each in a fresh PostgreSQL database), driven over
+//! `HERALD_TEST_BACKEND=postgres`, each in a fresh PostgreSQL database; with `HERALD_TEST_BACKEND=kafka`, each
+//! also a one-node cluster on the Kafka log, see scripts/integration-on-kafka), driven over
 //! real HTTP. One test binary (modules below) keeps link time down.
 
 mod integration {

@@ -42,14 +42,18 @@ impl Device {
 pub enum MessageWrite {
     /// A new message under a seq that is not yet used.
     Insert(Message),
-    /// A new version (edit, tombstone, reactions) of a stored message with the same seq.
-    Update(Message),
+    /// A new version (edit, tombstone, reactions) of a stored message with the same seq, made from `base`, the
+    /// version the writer read. A store that several writers share (nodes of a cluster) refuses the commit
+    /// (`Conflict`) when the stored version is no longer `base`: two owners of one conversation at once (a
+    /// rebalance, a paused node) then never overwrite each other's change, nor bring a deleted message back.
+    /// The embedded store has one writer, the node's sequencer, and does not compare.
+    Update { message: Message, base: Message },
 }
 
 impl MessageWrite {
     pub fn message(&self) -> &Message {
         match self {
-            MessageWrite::Insert(m) | MessageWrite::Update(m) => m,
+            MessageWrite::Insert(m) | MessageWrite::Update { message: m, .. } => m,
         }
     }
 }

@@ -1,11 +1,12 @@
 //! A seconds-long run of every benchmark scenario, for correctness only (each scenario fails on a lost,
 //! doubled or misordered message). Timing is never asserted here: that is what BENCHMARKS.md is for.
 
-use super::helpers::{postgres_backend, spawn_app};
+use super::helpers::{KafkaCluster, postgres_backend, spawn_app};
 use herald_postgres::testing::TestDatabase;
 use std::process::Command;
 
-/// Runs `herald bench`; on the suite's PostgreSQL pass, its servers keep their stores in one fresh database.
+/// Runs `herald bench`; on the suite's PostgreSQL (and Kafka) pass, its servers keep their stores in one fresh
+/// database.
 struct Bench {
     env: Vec<(&'static str, String)>,
     _database: Option<TestDatabase>,
@@ -24,7 +25,11 @@ impl Bench {
     }
 
     fn run(&self, args: &[&str]) -> String {
-        bench(args, &self.env).0
+        // On the Kafka pass each run's server is a one-node cluster of its own (a topic, group and Redis key
+        // prefix of its own; the runs share the database).
+        let mut env = self.env.clone();
+        env.extend(KafkaCluster::for_this_pass().map(|cluster| cluster.env()).unwrap_or_default());
+        bench(args, &env).0
     }
 }
 

@@ -423,6 +423,30 @@ async fn two_nodes_on_the_kafka_log_chat_live_in_one_order() {
     assert_eq!(stored.len() as u64, group_last, "each send stored once");
     eprintln!("{routed} outcomes routed between the nodes");
 
+    // Presence changes reach the presence topic, keyed by user: Carol came online, and goes offline now.
+    drop(carol_on_a);
+    let carol_key = carol.id().to_string().into_bytes();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let carol_states = loop {
+        let records =
+            herald_kafka::testing::read_topic(&brokers, "presence_updates", usize::MAX, Duration::from_secs(2)).await;
+        let states: Vec<String> = records
+            .iter()
+            .filter(|(_, key, _)| *key == carol_key)
+            .map(|(_, _, payload)| {
+                let update: Value = serde_json::from_slice(payload).expect("a presence update's JSON");
+                update["status"].as_str().expect("a status").to_owned()
+            })
+            .collect();
+        if states.last().is_some_and(|s| s == "offline") || std::time::Instant::now() >= deadline {
+            break states;
+        }
+    };
+    // A state may be announced twice (docs/cluster.md); the order is what counts.
+    let mut changes = carol_states.clone();
+    changes.dedup();
+    assert_eq!(changes, ["online", "offline"], "Carol's presence on the topic, in order: {carol_states:?}");
+
     // Redis gone, outcomes cannot cross: a send through the partition owner's node is still acknowledged,
     // one through the other node ends as `unavailable` within its timeout, never acked and never hanging.
     // Its retry with the same client_msg_id, once Redis is back, gets the seq it was stored under.

@@ -2,7 +2,7 @@
 
 use herald_postgres::testing::TestDatabase;
 use herald_proto::{ConversationId, Session, UserId};
-use herald_server::config::{Config, StorageBackend};
+use herald_server::config::{ClusterLogKind, Config, StorageBackend};
 use herald_server::server::{self, Running};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -31,13 +31,24 @@ pub struct TestApp {
     database: Option<Arc<TestDatabase>>,
 }
 
-/// Which backend the suite runs on: `HERALD_TEST_BACKEND=postgres` puts every test app's stores in a fresh
-/// PostgreSQL database (see `herald_postgres::testing`); anything else, or nothing, uses the embedded one.
+/// Whether the suite keeps its stores in PostgreSQL: `HERALD_TEST_BACKEND=postgres` puts every test app's stores
+/// in a fresh PostgreSQL database (see `herald_postgres::testing`), and so does `HERALD_TEST_BACKEND=kafka` (see
+/// [`kafka_backend`]); anything else, or nothing, uses the embedded store.
 pub fn postgres_backend() -> bool {
-    std::env::var("HERALD_TEST_BACKEND").is_ok_and(|b| b == "postgres")
+    std::env::var("HERALD_TEST_BACKEND").is_ok_and(|b| b == "postgres" || b == "kafka")
 }
 
-/// A fresh database for `config` when the suite runs on PostgreSQL.
+/// Whether every test app is a one-node cluster on the Kafka log (`HERALD_TEST_BACKEND=kafka`): its stores in a
+/// fresh PostgreSQL database (as on the PostgreSQL pass), its control plane on the Redis of
+/// `HERALD_TEST_REDIS_URL` and its log on the broker(s) of `HERALD_TEST_KAFKA_BROKERS`, which
+/// scripts/integration-on-kafka starts for the pass. Each app has a topic, a consumer group and a Redis key prefix
+/// of its own (see [`KafkaCluster`]), so the apps sharing the broker and the Redis never see each other.
+pub fn kafka_backend() -> bool {
+    std::env::var("HERALD_TEST_BACKEND").is_ok_and(|b| b == "kafka")
+}
+
+/// A fresh database for `config` when the suite runs on PostgreSQL; on the Kafka pass also a one-node cluster of
+/// its own on the Kafka log ([`KafkaCluster::apply`]).
 pub async fn use_test_backend(config: &mut Config) -> Option<Arc<TestDatabase>> {
     if !postgres_backend() {
         return None;
@@ -45,7 +56,109 @@ pub async fn use_test_backend(config: &mut Config) -> Option<Arc<TestDatabase>> 
     let database = TestDatabase::create().await;
     config.storage.backend = StorageBackend::Postgres;
     config.storage.postgres = database.settings();
+    if let Some(cluster) = KafkaCluster::for_this_pass() {
+        cluster.apply(config);
+    }
     Some(Arc::new(database))
+}
+
+/// Partitions of each test app's topic on the Kafka pass: a one-node cluster needs few, and every partition is
+/// one more that the broker stores and the member fetches from.
+pub const KAFKA_TEST_PARTITIONS: u32 = 4;
+
+/// How long tansu may hold a test app's fetch (`cluster.kafka.fetch_wait_max_ms`): tansu 0.6 holds every fetch
+/// half of it, records at hand or not, so with the default of 500 ms each send would wait ~375 ms for its
+/// sequencing and the suites' sequential sends (600 of them in a test) would take minutes. The producer's
+/// linger is cut from 5 to 1 ms for the same reason: a test's sends come one at a time.
+pub const KAFKA_TEST_FETCH_WAIT_MS: u64 = 5;
+pub const KAFKA_TEST_LINGER_MS: u64 = 1;
+
+/// One test app's cluster on the Kafka pass: the shared broker and Redis, and names no other app uses (a topic,
+/// a consumer group, a Redis key prefix; the node id, its advertised URL, is its own port). Every key and channel
+/// herald-redis uses starts with the prefix, so apps on one Redis cannot read each other's registry, feeds or
+/// outcomes, and an app's group has no other member, whose arrival or departure would move its partitions.
+#[derive(Clone, Debug)]
+pub struct KafkaCluster {
+    pub brokers: String,
+    pub redis_url: String,
+    pub topic: String,
+    pub group_id: String,
+    pub key_prefix: String,
+}
+
+impl KafkaCluster {
+    /// Fresh names on the pass's broker and Redis; `None` unless the suite runs on the Kafka pass.
+    ///
+    /// # Panics
+    /// On the Kafka pass without `HERALD_TEST_KAFKA_BROKERS` or `HERALD_TEST_REDIS_URL` (run the pass with
+    /// scripts/integration-on-kafka, which starts both).
+    pub fn for_this_pass() -> Option<KafkaCluster> {
+        if !kafka_backend() {
+            return None;
+        }
+        let var = |name: &str| {
+            std::env::var(name).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| {
+                panic!("HERALD_TEST_BACKEND=kafka needs {name}: run the pass with scripts/integration-on-kafka")
+            })
+        };
+        let id = uuid::Uuid::now_v7().simple().to_string();
+        Some(KafkaCluster {
+            brokers: var("HERALD_TEST_KAFKA_BROKERS"),
+            redis_url: var("HERALD_TEST_REDIS_URL"),
+            topic: format!("messages-{id}"),
+            group_id: format!("herald-{id}"),
+            key_prefix: format!("herald-{id}"),
+        })
+    }
+
+    /// Makes `config` a node of this cluster: Redis, the Kafka log, and a group that notices a dead member
+    /// within 6 s (as the two-node test in cluster.rs).
+    pub fn apply(&self, config: &mut Config) {
+        config.cluster.redis_urls = vec![self.redis_url.clone()];
+        config.cluster.key_prefix = self.key_prefix.clone();
+        config.cluster.log = ClusterLogKind::Kafka;
+        config.cluster.kafka.brokers = self.brokers.clone();
+        config.cluster.kafka.topic = self.topic.clone();
+        config.cluster.kafka.group_id = self.group_id.clone();
+        config.cluster.kafka.replication_factor = 1;
+        config.cluster.kafka.session_timeout_ms = 6_000;
+        config.cluster.kafka.heartbeat_interval_ms = 500;
+        config.cluster.kafka.fetch_wait_max_ms = KAFKA_TEST_FETCH_WAIT_MS;
+        config.cluster.kafka.linger_ms = KAFKA_TEST_LINGER_MS;
+        config.log.partitions = KAFKA_TEST_PARTITIONS;
+    }
+
+    /// The same settings as `HERALD_*` environment variables, for a child process.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("HERALD_LOG__PARTITIONS", KAFKA_TEST_PARTITIONS.to_string()),
+            ("HERALD_CLUSTER__REDIS_URLS", self.redis_url.clone()),
+            ("HERALD_CLUSTER__KEY_PREFIX", self.key_prefix.clone()),
+            ("HERALD_CLUSTER__LOG", "kafka".to_owned()),
+            ("HERALD_CLUSTER__KAFKA__BROKERS", self.brokers.clone()),
+            ("HERALD_CLUSTER__KAFKA__TOPIC", self.topic.clone()),
+            ("HERALD_CLUSTER__KAFKA__GROUP_ID", self.group_id.clone()),
+            ("HERALD_CLUSTER__KAFKA__REPLICATION_FACTOR", "1".to_owned()),
+            ("HERALD_CLUSTER__KAFKA__SESSION_TIMEOUT_MS", "6000".to_owned()),
+            ("HERALD_CLUSTER__KAFKA__HEARTBEAT_INTERVAL_MS", "500".to_owned()),
+            ("HERALD_CLUSTER__KAFKA__FETCH_WAIT_MAX_MS", KAFKA_TEST_FETCH_WAIT_MS.to_string()),
+            ("HERALD_CLUSTER__KAFKA__LINGER_MS", KAFKA_TEST_LINGER_MS.to_string()),
+            // A cluster's nodes need the tokens' secret.
+            ("HERALD_AUTH__JWT_SECRET", JWT_SECRET.to_owned()),
+        ]
+    }
+
+    /// The same settings as TOML, for a `herald serve` child process.
+    pub fn toml(&self) -> String {
+        format!(
+            "[log]\npartitions = {KAFKA_TEST_PARTITIONS}\n\
+             [cluster]\nredis_urls = [\"{}\"]\nkey_prefix = \"{}\"\nlog = \"kafka\"\n\
+             [cluster.kafka]\nbrokers = \"{}\"\ntopic = \"{}\"\ngroup_id = \"{}\"\nreplication_factor = 1\n\
+             session_timeout_ms = 6000\nheartbeat_interval_ms = 500\nfetch_wait_max_ms = {KAFKA_TEST_FETCH_WAIT_MS}\n\
+             linger_ms = {KAFKA_TEST_LINGER_MS}\n",
+            self.redis_url, self.key_prefix, self.brokers, self.topic, self.group_id
+        )
+    }
 }
 
 pub async fn spawn_app() -> TestApp {
