@@ -636,12 +636,15 @@ async fn a_node_killed_while_it_owns_kafka_partitions_loses_nothing() {
         "[storage]\nbackend = \"postgres\"\n[storage.postgres]\nurl = \"{}\"\n[storage.postgres.pool]\nmin_idle = 1\n\
          [logins]\nregistrations_per_hour = 1000000\n[log]\npartitions = {PARTITIONS}\napply_timeout_ms = 5000\n\
          [cluster]\nredis_urls = [\"{}\"]\nkey_prefix = \"{}\"\nlog = \"kafka\"\n\
-         [cluster.kafka]\nbrokers = \"{}\"\ngroup_id = \"{}\"\nsession_timeout_ms = 6000\nheartbeat_interval_ms = 500\n",
+         [cluster.kafka]\nbrokers = \"{}\"\ngroup_id = \"{}\"\nsession_timeout_ms = 6000\nheartbeat_interval_ms = 500\n\
+         fetch_wait_max_ms = {}\nlinger_ms = {}\n",
         database.url(),
         redis.url(),
         helpers::unique_name("herald"),
         broker.brokers(),
         helpers::unique_name("herald"),
+        helpers::KAFKA_TEST_FETCH_WAIT_MS,
+        helpers::KAFKA_TEST_LINGER_MS,
     );
     let dirs = [tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir")];
     // One after the other: the first creates the topic and the schema.
