@@ -761,7 +761,7 @@ pub async fn messages(stores: &Stores) {
     edited.body = "edited".into();
     edited.edited_at = Some(now_millis());
     edited.reactions.insert("👍".into(), BTreeSet::from([other_sender.id]));
-    ok(s.commit(&[MessageWrite::Update { message: edited.clone(), base: stored[1].clone() }]).await, "commit update");
+    ok(s.commit(&[MessageWrite::update(edited.clone(), stored[1].clone())]).await, "commit update");
     stored[1] = edited.clone();
     assert_eq!(
         ok(s.message(conversation, 2).await, "message after update"),
@@ -782,11 +782,8 @@ pub async fn messages(stores: &Stores) {
     tombstone.body.clear();
     let sixth = message(conversation, 6, other_sender.id, device.id);
     ok(
-        s.commit(&[
-            MessageWrite::Update { message: tombstone.clone(), base: stored[2].clone() },
-            MessageWrite::Insert(sixth.clone()),
-        ])
-        .await,
+        s.commit(&[MessageWrite::update(tombstone.clone(), stored[2].clone()), MessageWrite::Insert(sixth.clone())])
+            .await,
         "commit update + insert",
     );
     stored[2] = tombstone;
@@ -844,15 +841,11 @@ pub async fn messages(stores: &Stores) {
     let mut ghost = message(conversation, 99, sender.id, device.id);
     ghost.body = "ghost".into();
     expect_refused(
-        s.commit(&[MessageWrite::Update { message: ghost.clone(), base: ghost.clone() }]).await,
+        s.commit(&[MessageWrite::update(ghost.clone(), ghost.clone())]).await,
         "MessageStore::commit of an Update of a missing seq",
     );
     expect_refused(
-        s.commit(&[
-            MessageWrite::Insert(seventh.clone()),
-            MessageWrite::Update { message: ghost.clone(), base: ghost },
-        ])
-        .await,
+        s.commit(&[MessageWrite::Insert(seventh.clone()), MessageWrite::update(ghost.clone(), ghost)]).await,
         "MessageStore::commit of a valid Insert with an Update of a missing seq",
     );
     let refused_update = "MessageStore::commit refused an Update of a missing seq but kept part of the commit";
@@ -956,7 +949,7 @@ pub async fn feeds(stores: &Stores) {
     let second = message(conversation, 2, bob.id, device.id);
     let positions = ok(
         s.commit_with_feed(
-            &[MessageWrite::Update { message: edited, base: first.clone() }, MessageWrite::Insert(second)],
+            &[MessageWrite::update(edited, first.clone()), MessageWrite::Insert(second)],
             &[
                 entry(&alice, receipt.clone()),
                 entry(&bob, updated.clone()),
@@ -1488,8 +1481,8 @@ pub async fn media(stores: &Stores) {
         stores
             .messages
             .commit(&[
-                MessageWrite::Update { message: edited.clone(), base: here.clone() },
-                MessageWrite::Update { message: deleted_there, base: there.clone() },
+                MessageWrite::update(edited.clone(), here.clone()),
+                MessageWrite::update(deleted_there, there.clone()),
             ])
             .await,
         "commit of an edit and a deletion",
@@ -1502,7 +1495,7 @@ pub async fn media(stores: &Stores) {
     let mut cleared = edited.clone();
     cleared.attachments.clear();
     ok(
-        stores.messages.commit(&[MessageWrite::Update { message: cleared, base: edited.clone() }]).await,
+        stores.messages.commit(&[MessageWrite::update(cleared, edited.clone())]).await,
         "commit of a cleared attachment",
     );
     assert_eq!(
@@ -1513,10 +1506,7 @@ pub async fn media(stores: &Stores) {
     let mut also_cleared = also_here.clone();
     also_cleared.deleted = true;
     also_cleared.attachments.clear();
-    ok(
-        stores.messages.commit(&[MessageWrite::Update { message: also_cleared, base: also_here.clone() }]).await,
-        "commit of a deletion",
-    );
+    ok(stores.messages.commit(&[MessageWrite::update(also_cleared, also_here.clone())]).await, "commit of a deletion");
     assert!(
         ok(s.attached_in(att.id).await, "attached_in").is_empty(),
         "MediaStore::attached_in after every message dropped the attachment"

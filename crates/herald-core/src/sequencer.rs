@@ -508,7 +508,7 @@ impl<'a> Batch<'a> {
                 }
                 message.body = body.clone();
                 message.edited_at = Some(now_millis());
-                self.put(MessageWrite::Update { message: message.clone(), base });
+                self.put(MessageWrite::update(message.clone(), base));
                 Ok((Applied::Edited(message), true))
             }
             Op::Delete { seq, as_admin } => {
@@ -527,7 +527,7 @@ impl<'a> Batch<'a> {
                     message.attachments.clear();
                     message.reply_to = None;
                     message.edited_at = Some(now_millis());
-                    self.put(MessageWrite::Update { message: message.clone(), base });
+                    self.put(MessageWrite::update(message.clone(), base));
                 }
                 Ok((Applied::Deleted(message), changed))
             }
@@ -545,7 +545,7 @@ impl<'a> Batch<'a> {
                     removed
                 };
                 if changed {
-                    self.put(MessageWrite::Update { message: message.clone(), base });
+                    self.put(MessageWrite::update(message.clone(), base));
                 }
                 Ok((Applied::Reacted(message), changed))
             }

@@ -103,10 +103,7 @@ async fn committed_data_survives_reopen() {
         messages[0].edited_at = Some(now_millis());
         stores
             .messages
-            .commit(&[
-                MessageWrite::Update { message: messages[0].clone(), base },
-                MessageWrite::Insert(messages[2].clone()),
-            ])
+            .commit(&[MessageWrite::update(messages[0].clone(), base), MessageWrite::Insert(messages[2].clone())])
             .await
             .expect("commit");
         // Dropping every handle (the stores hold Arcs of the database too) closes the writer and the file.

@@ -73,11 +73,7 @@ async fn write_three_commits(stores: &Stores) -> Written {
     edited.edited_at = Some(1_700_000_001_000);
     let updated =
         [alice, bob].map(|user| FeedAppend { user, event: FeedEvent::MessageUpdated { conversation, seq: 2 } });
-    stores
-        .messages
-        .commit_with_feed(&[MessageWrite::Update { message: edited, base: m(2) }], &updated)
-        .await
-        .expect("third commit");
+    stores.messages.commit_with_feed(&[MessageWrite::update(edited, m(2))], &updated).await.expect("third commit");
     Written { conversation, alice, bob }
 }
 

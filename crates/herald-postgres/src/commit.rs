@@ -219,12 +219,12 @@ impl<'a> Plan<'a> {
                 MessageWrite::Update { base, .. } => match rows.get_mut(&key) {
                     // A second update of a row in this batch (commits of several callers merged) must be made
                     // from the first one's result.
-                    Some(row) if row.1 != base => return Err(changed_meanwhile(key)),
+                    Some(row) if row.1 != base.as_ref() => return Err(changed_meanwhile(key)),
                     Some(row) => row.1 = m,
                     None => {
                         rows.insert(key, (false, m));
                         updated_in_store.push(key);
-                        bases.insert(key, base);
+                        bases.insert(key, base.as_ref());
                     }
                 },
             }

@@ -117,7 +117,7 @@ async fn reactor(db: Arc<PostgresDb>, conversation: ConversationId, reactions: V
             let base = stores.messages.message(conversation, 1).await.expect("read").expect("the message");
             let mut message = base.clone();
             message.reactions.entry("👍".into()).or_default().insert(user);
-            match stores.messages.commit(&[MessageWrite::Update { message, base }]).await {
+            match stores.messages.commit(&[MessageWrite::update(message, base)]).await {
                 Ok(()) => break,
                 Err(StoreError::Conflict(_)) => refusals += 1,
                 Err(e) => panic!("a reaction failed with something else than a conflict: {e}"),
@@ -141,13 +141,10 @@ async fn an_update_made_from_a_version_another_writer_changed_is_refused() {
     // A reacts; B, still holding the original, edits it: B's version would drop A's reaction, so it is refused.
     let mut reacted = original.clone();
     reacted.reactions.entry("👍".into()).or_default().insert(UserId::new());
-    on_a.messages
-        .commit(&[MessageWrite::Update { message: reacted.clone(), base: original.clone() }])
-        .await
-        .expect("A's reaction");
+    on_a.messages.commit(&[MessageWrite::update(reacted.clone(), original.clone())]).await.expect("A's reaction");
     let mut stale_edit = original.clone();
     stale_edit.body = "edited from a stale copy".into();
-    let refused = on_b.messages.commit(&[MessageWrite::Update { message: stale_edit, base: original.clone() }]).await;
+    let refused = on_b.messages.commit(&[MessageWrite::update(stale_edit, original.clone())]).await;
     assert!(matches!(refused, Err(StoreError::Conflict(_))), "a stale update must be refused: {refused:?}");
     assert_eq!(on_b.messages.message(conversation, 1).await.expect("read"), Some(reacted.clone()), "A's reaction kept");
 
@@ -156,13 +153,10 @@ async fn an_update_made_from_a_version_another_writer_changed_is_refused() {
     tombstone.deleted = true;
     tombstone.body.clear();
     tombstone.reactions.clear();
-    on_a.messages
-        .commit(&[MessageWrite::Update { message: tombstone.clone(), base: reacted.clone() }])
-        .await
-        .expect("A's deletion");
+    on_a.messages.commit(&[MessageWrite::update(tombstone.clone(), reacted.clone())]).await.expect("A's deletion");
     let mut late_edit = reacted.clone();
     late_edit.body = "resurrected".into();
-    let refused = on_b.messages.commit(&[MessageWrite::Update { message: late_edit, base: reacted }]).await;
+    let refused = on_b.messages.commit(&[MessageWrite::update(late_edit, reacted)]).await;
     assert!(matches!(refused, Err(StoreError::Conflict(_))), "an edit of a deleted message's old version: {refused:?}");
     assert_eq!(on_a.messages.message(conversation, 1).await.expect("read"), Some(tombstone), "the deletion holds");
 

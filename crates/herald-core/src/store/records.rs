@@ -47,10 +47,15 @@ pub enum MessageWrite {
     /// (`Conflict`) when the stored version is no longer `base`: two owners of one conversation at once (a
     /// rebalance, a paused node) then never overwrite each other's change, nor bring a deleted message back.
     /// The embedded store has one writer, the node's sequencer, and does not compare.
-    Update { message: Message, base: Message },
+    Update { message: Message, base: Box<Message> },
 }
 
 impl MessageWrite {
+    /// An update to `message` of the stored version `base`.
+    pub fn update(message: Message, base: Message) -> Self {
+        MessageWrite::Update { message, base: Box::new(base) }
+    }
+
     pub fn message(&self) -> &Message {
         match self {
             MessageWrite::Insert(m) | MessageWrite::Update { message: m, .. } => m,
