@@ -107,18 +107,20 @@ fn route_table(phases: &[Phase]) -> String {
     )
 }
 
-/// The overall percentiles; on a cluster also p50 and p99 of each route.
+/// A phase over time: p99, p50 and deliveries of each second.
 pub fn latency_chart(title: &str, p: &Phase) -> String {
-    let mut bars = vec![
-        ("p50".into(), p.latency.p50),
-        ("p90".into(), p.latency.p90),
-        ("p99".into(), p.latency.p99),
-        ("p99.9".into(), p.latency.p999),
-        ("max".into(), p.latency.max),
-    ];
-    for (route, r) in p.routes() {
-        bars.push((format!("{route} p50"), r.latency.p50));
-        bars.push((format!("{route} p99"), r.latency.p99));
-    }
-    crate::chart::bars(title, "send to receive, ms", &bars)
+    // Over time rather than one figure per phase: a stall shows as a spike in the second it happened, which
+    // a run's p99 hides (the table has the run's percentiles).
+    let series = |f: fn(&super::per_second::Second) -> f64| -> Vec<(f64, f64)> {
+        p.per_second.iter().map(|s| (s.second as f64, f(s))).collect()
+    };
+    crate::chart::stack(
+        title,
+        "second of the run",
+        &[
+            ("p99 ms, each second", series(|s| s.p99_ms)),
+            ("p50 ms, each second", series(|s| s.p50_ms)),
+            ("deliveries, each second", series(|s| s.deliveries as f64)),
+        ],
+    )
 }

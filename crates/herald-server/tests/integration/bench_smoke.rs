@@ -62,6 +62,9 @@ fn bench(args: &[&str], env: &[(&str, String)]) -> (String, serde_json::Value) {
     if !["sends", "media"].contains(&args[0]) {
         let svg = std::fs::read_to_string(&chart).expect("chart written");
         assert!(svg.starts_with("<svg"), "{svg}");
+        if ["groups", "direct"].contains(&args[0]) {
+            assert!(svg.contains("p99 ms, each second"), "the fleet scenarios chart latency over time: {svg}");
+        }
     }
     (stdout, report)
 }

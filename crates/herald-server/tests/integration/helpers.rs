@@ -16,6 +16,9 @@ pub const JWT_SECRET: &str = "test-secret-test-secret-test-secret!";
 pub fn test_config(dir: &std::path::Path) -> Config {
     let mut config = Config::ephemeral(dir);
     config.server.shutdown_grace_secs = 10;
+    // The 500 ms budget for checking a token is a production bound; on a test machine busy with builds and
+    // other servers a connect occasionally took longer and got `unavailable`, which no test here is about.
+    config.gateway.auth_timeout_ms = 5_000;
     config.auth.jwt_secret = Some(JWT_SECRET.into());
     config
 }
