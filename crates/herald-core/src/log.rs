@@ -105,6 +105,13 @@ pub trait MessageLog: Send + Sync + 'static {
     fn start(&self, handler: Arc<dyn PartitionHandler>);
     /// Stops accepting appends, lets the owners finish what was accepted, and returns when they have.
     async fn shutdown(&self);
+    /// Another node of the cluster died (it stopped announcing itself, last heard from `silent_for` ago),
+    /// and this node is the one chosen to make sure its partitions find a new owner. A log that assigns
+    /// partitions by itself may need the nudge (a broker that does not move a dead member's partitions until
+    /// the group changes); the call may take as long as that needs. Default: nothing, the log moves them.
+    async fn peer_died(&self, silent_for: std::time::Duration) {
+        let _ = silent_for;
+    }
 }
 
 #[cfg(test)]

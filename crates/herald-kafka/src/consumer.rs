@@ -46,6 +46,7 @@ pub(crate) struct Member {
     stop: Arc<AtomicBool>,
     done: Option<oneshot::Receiver<()>>,
     owned: Arc<Mutex<BTreeSet<u32>>>,
+    handler: Arc<dyn PartitionHandler>,
 }
 
 impl Member {
@@ -55,7 +56,7 @@ impl Member {
         let owned = Arc::new(Mutex::new(BTreeSet::new()));
         let context = OwnerContext {
             runtime,
-            handler,
+            handler: handler.clone(),
             topic: settings.topic.clone(),
             state: Mutex::new(State::default()),
             owned: owned.clone(),
@@ -84,7 +85,12 @@ impl Member {
                 let _ = done_tx.send(());
             })
             .map_err(|e| KafkaError::Thread(e.to_string()))?;
-        Ok(Member { stop, done: Some(done), owned })
+        Ok(Member { stop, done: Some(done), owned, handler })
+    }
+
+    /// What this member hands its partitions' records to.
+    pub(crate) fn handler(&self) -> Arc<dyn PartitionHandler> {
+        self.handler.clone()
     }
 
     /// The partitions this member owns now.

@@ -7,14 +7,22 @@ use crate::producer::LogProducer;
 use crate::settings::Settings;
 use async_trait::async_trait;
 use herald_core::log::{LogError, LogRecord, MessageLog, PartitionHandler};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// How long after a dead peer's session must have expired at the broker this member rejoins: a heartbeat's
+/// worth of slack for the broker's own timer.
+const REJOIN_SLACK: Duration = Duration::from_secs(1);
 
 pub struct KafkaLog {
     settings: Settings,
     producer: LogProducer,
     member: tokio::sync::Mutex<Option<Member>>,
     closed: AtomicBool,
+    /// When this member last left and rejoined the group (see [`MessageLog::peer_died`]).
+    rejoined_at: Mutex<Option<Instant>>,
 }
 
 impl KafkaLog {
@@ -22,7 +30,13 @@ impl KafkaLog {
     /// [`MessageLog::start`].
     pub fn new(settings: Settings) -> Result<Self, KafkaError> {
         let producer = LogProducer::new(&settings)?;
-        Ok(Self { settings, producer, member: tokio::sync::Mutex::new(None), closed: AtomicBool::new(false) })
+        Ok(Self {
+            settings,
+            producer,
+            member: tokio::sync::Mutex::new(None),
+            closed: AtomicBool::new(false),
+            rejoined_at: Mutex::new(None),
+        })
     }
 
     /// Joins the group with `handler` as this node's partition owner. An error when the consumer cannot be
@@ -39,6 +53,22 @@ impl KafkaLog {
     /// The partitions this node owns now.
     pub async fn owned(&self) -> Vec<u32> {
         self.member.lock().await.as_ref().map(Member::owned).unwrap_or_default()
+    }
+
+    /// Leaves the group and joins it again as a new member: the batch in hand is processed and committed,
+    /// every owned partition revoked, and the join makes the group assign every partition afresh. Nothing if
+    /// the member never started or the log is shut down.
+    pub async fn rejoin(&self) -> Result<(), KafkaError> {
+        let mut member = self.member.lock().await;
+        if self.closed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let Some(mut old) = member.take() else { return Ok(()) };
+        let handler = old.handler();
+        old.stop().await;
+        metrics::counter!("log_rejoins_total").increment(1);
+        *member = Some(Member::start(&self.settings, handler)?);
+        Ok(())
     }
 }
 
@@ -70,6 +100,31 @@ impl MessageLog for KafkaLog {
             Err(e) => {
                 tracing::error!(error = %e, "the Kafka log's consumer did not start; this node owns no partition")
             }
+        }
+    }
+
+    /// Waits until the dead peer's session has expired at the broker, then rejoins the group (unless a rejoin
+    /// after that moment already happened for another death).
+    ///
+    /// A Kafka broker rebalances by itself when it expires a member's session, and then this costs one more
+    /// rebalance. tansu 0.6 does not: it drops the dead member from a formed group but keeps the generation,
+    /// so the survivors get their old assignments back and the dead member's partitions stay unowned until
+    /// the group changes. A join is such a change: a new member makes the group assign every partition again.
+    async fn peer_died(&self, silent_for: Duration) {
+        // The peer's last heartbeat was no later than its last announcement, so its session has expired by
+        // this moment at the latest.
+        let expired = Instant::now() + self.settings.session_timeout.saturating_sub(silent_for) + REJOIN_SLACK;
+        tokio::time::sleep_until(expired).await;
+        {
+            let mut last = self.rejoined_at.lock().unwrap_or_else(|p| p.into_inner());
+            if last.is_some_and(|at| at >= expired) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        tracing::info!("a peer died: rejoining the log's consumer group so that its partitions are assigned again");
+        if let Err(e) = self.rejoin().await {
+            tracing::error!(error = %e, "rejoining the log's consumer group failed; this node owns no partition");
         }
     }
 

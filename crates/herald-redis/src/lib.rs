@@ -52,9 +52,10 @@ use leases::Leases;
 use nodes::{NodeInfo, Nodes};
 use peers::RedisPeers;
 use registry::Registry;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 use view::View;
@@ -101,6 +102,10 @@ pub struct Cluster {
     owners: Arc<LocalOwners>,
     /// Whether partitions are leased here (false: the log assigns them).
     leased: bool,
+    /// The log, when it assigns partitions itself (told of dead peers, see [`Cluster::mourn`]).
+    external: Option<Arc<dyn MessageLog>>,
+    /// The dead nodes already seen as dead; `None` until the first tick.
+    mourned: Mutex<Option<HashSet<String>>>,
     waiters: Arc<Waiters>,
     changes: Arc<Changes>,
     hub: Arc<Hub>,
@@ -142,7 +147,7 @@ impl Cluster {
         let changes =
             Arc::new(Changes::new(node.clone(), bus.clone(), nodes.clone(), view.clone(), settings.change_timeout));
         let token = herald_core::forward::cluster_token(&settings.secret);
-        let log: Arc<dyn MessageLog> = match external {
+        let log: Arc<dyn MessageLog> = match external.clone() {
             Some(log) => log,
             None => Arc::new(log::LeasedLog::new(
                 node.clone(),
@@ -175,6 +180,8 @@ impl Cluster {
             view,
             owners,
             leased,
+            external,
+            mourned: Mutex::new(None),
             waiters,
             changes: changes.clone(),
             hub,
@@ -281,8 +288,11 @@ impl Cluster {
         let ring = Ring::new(live.values().map(|n| (n.id.as_str(), n.draining)));
         let desired: Vec<Option<String>> =
             (0..self.owners.partitions()).map(|p| ring.owner_of_u32(p).map(str::to_owned)).collect();
-        self.view.set_nodes(live, dead.clone());
+        // One node acts on a death: the live, not draining node with the smallest id, the same in every view.
+        let mourner = live.values().filter(|n| !n.draining).map(|n| n.id.as_str()).min() == Some(self.node.as_str());
+        self.view.set_nodes(live, dead.keys().cloned().collect());
         metrics::gauge!("cluster_nodes_live").set(self.view.live_ids().len() as f64);
+        self.mourn(&dead, mourner && !draining);
         self.sweep(&dead).await;
         if self.leased && !self.tick_leases(draining, &desired).await {
             return;
@@ -359,9 +369,30 @@ impl Cluster {
         true
     }
 
+    /// With a log that assigns partitions itself, tells it of each node seen dead for the first time, if this
+    /// node is the one chosen to act (`mourner`); the log may take its time (see
+    /// [`MessageLog::peer_died`]), so it runs apart from the tick. The deaths seen at the first tick are only
+    /// remembered: they happened before this node joined the log, and a join reassigns every partition anyway.
+    fn mourn(&self, dead: &HashMap<String, Duration>, mourner: bool) {
+        let newly: Vec<Duration> = {
+            let mut mourned = self.mourned.lock().unwrap_or_else(|p| p.into_inner());
+            let first = mourned.is_none();
+            let seen = mourned.get_or_insert_with(HashSet::new);
+            seen.retain(|node| dead.contains_key(node));
+            let newly = dead.iter().filter(|(node, _)| seen.insert((*node).clone())).map(|(_, silent)| *silent);
+            if first { Vec::new() } else { newly.collect() }
+        };
+        let Some(log) = self.external.as_ref().filter(|_| mourner) else { return };
+        for silent_for in newly {
+            tracing::info!(silent_ms = silent_for.as_millis() as u64, "a node died; making sure its partitions move");
+            let log = log.clone();
+            tokio::spawn(async move { log.peer_died(silent_for).await });
+        }
+    }
+
     /// Removes the connections of dead nodes from the registry, announcing the users who went offline.
-    async fn sweep(&self, dead: &std::collections::HashSet<String>) {
-        for node in dead {
+    async fn sweep(&self, dead: &HashMap<String, Duration>) {
+        for node in dead.keys() {
             if let Err(e) = self.registry.sweep(node, &self.hub).await {
                 tracing::debug!(%node, error = %e, "could not sweep a dead node's connections this tick");
             }

@@ -6,7 +6,7 @@
 use crate::keys::Keys;
 use fred::prelude::*;
 use serde::{Deserialize, Serialize};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::Duration;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,14 +37,14 @@ impl Nodes {
         self.client.hset::<(), _, _>(&self.key, (info.id.as_str(), json)).await
     }
 
-    /// The nodes heard from within the TTL, by id, and those silent for longer (dead). Entries silent for
-    /// 100 TTLs are deleted on the way.
-    pub async fn read(&self) -> Result<(HashMap<String, NodeInfo>, HashSet<String>), Error> {
+    /// The nodes heard from within the TTL, by id, and those silent for longer (dead), with how long each has
+    /// been silent. Entries silent for 100 TTLs are deleted on the way (and still listed as dead this once).
+    pub async fn read(&self) -> Result<(HashMap<String, NodeInfo>, HashMap<String, Duration>), Error> {
         let all: HashMap<String, String> = self.client.hgetall(&self.key).await?;
         let now = herald_core::now_millis();
         let ttl = self.ttl.as_millis() as i64;
         let mut live = HashMap::new();
-        let mut dead = HashSet::new();
+        let mut dead = HashMap::new();
         let mut gone = Vec::new();
         for (id, json) in all {
             match serde_json::from_str::<NodeInfo>(&json) {
@@ -52,8 +52,8 @@ impl Nodes {
                     live.insert(id, info);
                 }
                 Ok(info) if now - info.seen_ms > 100 * ttl => gone.push(id),
-                Ok(_) => {
-                    dead.insert(id);
+                Ok(info) => {
+                    dead.insert(id, Duration::from_millis((now - info.seen_ms).max(0) as u64));
                 }
                 Err(e) => {
                     tracing::warn!(node = %id, error = %e, "unreadable node announcement; removing it");
@@ -64,7 +64,7 @@ impl Nodes {
         if !gone.is_empty() {
             self.client.hdel::<(), _, _>(&self.key, gone.clone()).await?;
         }
-        dead.extend(gone);
+        dead.extend(gone.into_iter().map(|id| (id, self.ttl * 100)));
         Ok((live, dead))
     }
 

@@ -148,6 +148,11 @@ pub const FAMILIES: &[Family] = &[
     family("log_rebalances_total", Counter, "Kafka log: partitions assigned to or revoked from this node, by kind."),
     family("log_consumer_lag", Gauge, "Kafka log: records past the last commit, per partition this node owns."),
     family(
+        "log_rejoins_total",
+        Counter,
+        "Kafka log: times this node left and rejoined the consumer group so that a dead node's partitions move.",
+    ),
+    family(
         "presence_updates_published_total",
         Counter,
         "Presence changes the brokers acknowledged on the presence topic (Kafka log).",
