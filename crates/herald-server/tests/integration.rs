@@ -18,6 +18,7 @@ mod integration {
     mod conversations;
     mod deploy_artefacts;
     mod durability;
+    mod faults;
     pub mod gateway;
     mod logins;
     mod media;
