@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! cargo run --release -p herald-core --example cluster_scale
-//! cargo run --release -p herald-core --example cluster_scale -- --node-capacity 55000 --zipf 1.0,0.8
+//! cargo run --release -p herald-core --example cluster_scale -- --node-capacity 3200 --zipf 1.0,0.8
 //! ```
 //!
 //! The tables are Markdown; docs/cluster.md "Scaling from 3 to 1,000 nodes: a simulation" holds a run.
