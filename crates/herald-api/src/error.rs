@@ -30,7 +30,9 @@ impl IntoResponse for ApiError {
                 tracing::error!(error = %detail, "internal error");
                 ("internal error".to_owned(), None)
             }
-            CoreError::RateLimited { retry_after_ms } => (self.0.to_string(), Some(*retry_after_ms)),
+            CoreError::RateLimited { .. } | CoreError::Overloaded { .. } => {
+                (self.0.to_string(), self.0.retry_after_ms())
+            }
             CoreError::Client { message, .. } => (message.clone(), None),
         };
         let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

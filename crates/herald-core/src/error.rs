@@ -9,6 +9,9 @@ pub enum CoreError {
     Client { code: ErrorCode, message: String },
     #[error("rate limited, retry in {retry_after_ms} ms")]
     RateLimited { retry_after_ms: u64 },
+    /// The node holds as many writes as it may (see `admission`): `unavailable`, with a delay to retry after.
+    #[error("the server is at capacity; retry in {retry_after_ms} ms with the same client_msg_id")]
+    Overloaded { retry_after_ms: u64 },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -38,10 +41,21 @@ impl CoreError {
         Self::new(ErrorCode::Unavailable, message)
     }
 
+    /// How long the client should wait before it tries again, when the error says.
+    pub fn retry_after_ms(&self) -> Option<u64> {
+        match self {
+            CoreError::RateLimited { retry_after_ms } | CoreError::Overloaded { retry_after_ms } => {
+                Some(*retry_after_ms)
+            }
+            CoreError::Client { .. } | CoreError::Internal(_) => None,
+        }
+    }
+
     pub fn code(&self) -> ErrorCode {
         match self {
             CoreError::Client { code, .. } => *code,
             CoreError::RateLimited { .. } => ErrorCode::RateLimited,
+            CoreError::Overloaded { .. } => ErrorCode::Unavailable,
             CoreError::Internal(_) => ErrorCode::Internal,
         }
     }

@@ -29,6 +29,11 @@ impl From<Result<Applied, CoreError>> for RemoteOutcome {
                 message: String::new(),
                 retry_after_ms: Some(retry_after_ms),
             },
+            Err(e @ CoreError::Overloaded { .. }) => RemoteOutcome::Failed {
+                code: ErrorCode::Unavailable,
+                message: e.to_string(),
+                retry_after_ms: e.retry_after_ms(),
+            },
             Err(CoreError::Internal(detail)) => {
                 // The detail stays in the owner's log, as for any internal error.
                 tracing::error!(%detail, "a forwarded record failed");
@@ -49,6 +54,9 @@ impl From<RemoteOutcome> for Result<Applied, CoreError> {
             RemoteOutcome::Applied { applied } => Ok(*applied),
             RemoteOutcome::Failed { code: ErrorCode::RateLimited, retry_after_ms, .. } => {
                 Err(CoreError::RateLimited { retry_after_ms: retry_after_ms.unwrap_or(1000) })
+            }
+            RemoteOutcome::Failed { code: ErrorCode::Unavailable, retry_after_ms: Some(retry_after_ms), .. } => {
+                Err(CoreError::Overloaded { retry_after_ms })
             }
             RemoteOutcome::Failed { code: ErrorCode::Internal, .. } => {
                 Err(CoreError::Internal("the partition's owner node failed the record".into()))

@@ -17,6 +17,7 @@
 //! Nothing here knows a backend: `herald-embedded` (and later the cluster crates) implement the traits.
 
 pub mod accounts;
+pub mod admission;
 pub mod auth;
 pub mod cache;
 pub mod changes;

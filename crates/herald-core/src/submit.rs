@@ -1,6 +1,7 @@
 //! Putting an operation through the log and waiting for its outcome: the one way every service changes a
 //! conversation's sequence.
 
+use crate::admission::Admission;
 use crate::auth::Principal;
 use crate::delivery::{Applied, Waiters};
 use crate::log::{LogError, LogRecord, MessageLog, Op};
@@ -22,11 +23,20 @@ pub struct Submitter {
     origin: Option<String>,
     /// How long a request may take, from append to outcome, before the client is told to retry.
     timeout: Duration,
+    /// How many of this node's requests may be between the log and their outcome at once.
+    admission: Admission,
 }
 
 impl Submitter {
     pub fn new(log: Arc<dyn MessageLog>, waiters: Arc<Waiters>, timeout: Duration) -> Self {
-        Self { log, waiters, origin: None, timeout }
+        Self { log, waiters, origin: None, timeout, admission: Admission::unbounded() }
+    }
+
+    /// Bounds the requests of this node's clients between the log and their outcome (see
+    /// [`crate::admission`]).
+    pub fn with_admission(mut self, admission: Admission) -> Self {
+        self.admission = admission;
+        self
     }
 
     /// Stamps this node's id on every record it appends, so that the node sequencing it can send the outcome
@@ -37,6 +47,7 @@ impl Submitter {
     }
 
     pub async fn submit(&self, principal: Principal, conversation: ConversationId, op: Op) -> CoreResult<Applied> {
+        let _admitted = self.admission.admit().await?;
         let started = tokio::time::Instant::now();
         let request_id = Uuid::now_v7();
         let wait = self.waiters.register(request_id);

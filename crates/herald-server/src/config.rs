@@ -237,6 +237,11 @@ pub struct LogConfig {
     pub max_batch: usize,
     /// How long a request waits for its record to be applied before answering `unavailable`.
     pub apply_timeout_ms: u64,
+    /// Most writes of this node's clients between the log and their answer at once; more wait up to
+    /// `admission_wait_ms` for one to finish, then get `unavailable` with a delay to retry after.
+    pub max_pending_writes: usize,
+    /// How long a write may wait for room under `max_pending_writes` before it is refused.
+    pub admission_wait_ms: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -393,7 +398,14 @@ impl Default for LimitsConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { partitions: 16, queue_depth: 8192, max_batch: 1024, apply_timeout_ms: 10_000 }
+        Self {
+            partitions: 16,
+            queue_depth: 8192,
+            max_batch: 1024,
+            apply_timeout_ms: 10_000,
+            max_pending_writes: 8192,
+            admission_wait_ms: 100,
+        }
     }
 }
 
@@ -551,6 +563,7 @@ impl Config {
         check(g.queue_depth >= 1, "log.queue_depth", "must be at least 1")?;
         check(g.max_batch >= 1, "log.max_batch", "must be at least 1")?;
         check(g.apply_timeout_ms >= 100, "log.apply_timeout_ms", "must be at least 100")?;
+        check(g.max_pending_writes >= 1, "log.max_pending_writes", "must be at least 1")?;
         check(self.cache.l1_ttl_secs >= 1, "cache.l1_ttl_secs", "must be at least 1")?;
         check(self.cache.l2_ttl_secs >= 1, "cache.l2_ttl_secs", "must be at least 1")?;
         let logins = &self.logins;

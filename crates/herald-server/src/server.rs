@@ -126,8 +126,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     };
     let sequencer = Arc::new(Sequencer::new(stores.clone(), delivery, log.partitions(), sequencer_config));
     log.start(sequencer.clone());
+    let admission = herald_core::admission::Admission::new(
+        config.log.max_pending_writes,
+        Duration::from_millis(config.log.admission_wait_ms),
+    );
     let mut submitter =
-        Submitter::new(log.clone(), waiters.clone(), Duration::from_millis(config.log.apply_timeout_ms));
+        Submitter::new(log.clone(), waiters.clone(), Duration::from_millis(config.log.apply_timeout_ms))
+            .with_admission(admission);
     if let Some(joined) = &cluster
         && config.cluster.log == ClusterLogKind::Kafka
     {

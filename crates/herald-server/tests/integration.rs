@@ -10,6 +10,7 @@ mod integration {
     pub mod ws;
 
     mod accounts;
+    mod admission;
     mod authorization;
     mod bad_input;
     mod bench_smoke;

@@ -30,7 +30,7 @@ pub fn error_frame(id: Option<String>, e: &CoreError) -> ServerFrame {
             tracing::error!(error = %detail, "internal error in a gateway request");
             ("internal error".to_owned(), None)
         }
-        CoreError::RateLimited { retry_after_ms } => (e.to_string(), Some(*retry_after_ms)),
+        CoreError::RateLimited { .. } | CoreError::Overloaded { .. } => (e.to_string(), e.retry_after_ms()),
         CoreError::Client { message, .. } => (message.clone(), None),
     };
     ServerFrame::Error { id, code: e.code(), message, retry_after_ms }
