@@ -142,6 +142,20 @@ where
     }
 }
 
+/// The next frame the server sends that is not about someone else's presence or typing.
+pub async fn next_frame(
+    stream: &mut futures_util::stream::SplitStream<Socket>,
+) -> anyhow::Result<herald_proto::ServerFrame> {
+    use herald_proto::ServerFrame;
+    loop {
+        let frame = next_text(stream).await?;
+        match serde_json::from_str::<ServerFrame>(&frame).with_context(|| format!("a frame: {frame}"))? {
+            ServerFrame::Presence { .. } | ServerFrame::Typing { .. } => continue,
+            other => return Ok(other),
+        }
+    }
+}
+
 /// Connects to `url`, retrying a refused handshake (429) after its `Retry-After` plus up to a second of jitter,
 /// as a well-behaved client does; returns the socket and how many handshakes were refused on the way.
 pub async fn connect_retrying(url: &str) -> anyhow::Result<(Socket, u64)> {

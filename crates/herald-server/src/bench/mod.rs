@@ -13,6 +13,7 @@ mod idle;
 mod latency;
 mod media;
 mod node;
+mod overload;
 mod per_second;
 mod saturate;
 mod sends;
@@ -64,6 +65,8 @@ pub enum Scenario {
     /// One big group (10,000 members) and a small conversation beside it: mass connect, messages to every
     /// member, a reconnect storm; slow-consumer disconnects, presence cost, latency of each conversation.
     Crowd(crowd::CrowdArgs),
+    /// More sends than the node sustains, then few: offered vs served vs refused, p99 and memory each second.
+    Overload(overload::OverloadArgs),
     /// A helper process of `idle --processes`: holds the connections of the tokens it is given.
     #[command(hide = true)]
     Hold(idle::HoldArgs),
@@ -116,6 +119,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
         Scenario::Crowd(a) => {
             let r = crowd::run(&target, a).await?;
+            println!("{}", r.table());
+            (serde_json::to_value(&r)?, Some(r.chart()))
+        }
+        Scenario::Overload(a) => {
+            let r = overload::run(&target, a).await?;
             println!("{}", r.table());
             (serde_json::to_value(&r)?, Some(r.chart()))
         }

@@ -3,7 +3,7 @@
 //! sends outstanding; reports acked sends per second and ack latency percentiles. Every client_msg_id is a
 //! UUIDv7, as the SDK makes them (time-ordered ids are what the store's idempotency keys are laid out for).
 
-use super::client::{connect, expect_json, next_text, register_users};
+use super::client::{connect, expect_json, register_users};
 use super::node::Target;
 use anyhow::{Context, bail};
 use futures_util::{SinkExt, StreamExt};
@@ -232,16 +232,12 @@ async fn ws_user(
     Ok(latencies)
 }
 
-/// The next frame the server sends that is not about someone else's presence or typing.
+/// The next frame for this sender: a refusal ends the run (`sends` measures a node within its bounds).
 async fn next_frame(
     stream: &mut futures_util::stream::SplitStream<super::client::Socket>,
 ) -> anyhow::Result<ServerFrame> {
-    loop {
-        let frame = next_text(stream).await?;
-        match serde_json::from_str::<ServerFrame>(&frame).with_context(|| format!("a frame: {frame}"))? {
-            ServerFrame::Presence { .. } | ServerFrame::Typing { .. } => continue,
-            ServerFrame::Error { .. } => bail!("the server refused a send: {frame}"),
-            other => return Ok(other),
-        }
+    match super::client::next_frame(stream).await? {
+        ServerFrame::Error { code, message, .. } => bail!("the server refused a send: {code:?}: {message}"),
+        other => Ok(other),
     }
 }

@@ -135,6 +135,23 @@ fn every_scenario_runs_and_checks_itself() {
     assert!(out.contains("scenario media") && out.contains("| video | 1 |"), "{out}");
 }
 
+/// `overload` against a server that holds at most 4 pending writes: sends are refused, retried after their
+/// delay, and each conversation still ends with its seqs dense (the run fails otherwise).
+#[test]
+fn overload_refuses_retries_and_loses_nothing() {
+    let b = Bench::new();
+    let mut env = b.env.clone();
+    env.extend(KafkaCluster::for_this_pass().map(|cluster| cluster.env()).unwrap_or_default());
+    env.push(("HERALD_LOG__MAX_PENDING_WRITES", "4".into()));
+    env.push(("HERALD_LOG__ADMISSION_WAIT_MS", "0".into()));
+    let args = ["overload", "--users", "8", "--in-flight", "16", "--heavy", "2", "--light", "1", "--light-users", "2"];
+    let (out, report) = bench(&args, &env);
+    assert!(out.contains("scenario overload") && out.contains("| heavy |"), "{out}");
+    let heavy = &report["phases"][0];
+    assert!(heavy["refused_per_second"].as_f64().is_some_and(|r| r > 0.0), "4 slots for 128 sends: {report}");
+    assert!(heavy["served_per_second"].as_f64().is_some_and(|r| r > 0.0), "{report}");
+}
+
 /// `--server` given twice. The same server named twice stands in for two nodes (a real cluster is measured by
 /// hand, BENCHMARKS.md): what is checked is that the members are spread over both, that every delivery is
 /// counted under exactly one route, and that the table and the JSON give both.

@@ -1,0 +1,385 @@
+//! `overload`: more load than the node sustains, then little. Pairs of users in direct conversations, each user
+//! keeping `--in-flight` sends outstanding on its WebSocket, as in `sends`; a send refused as `unavailable` is
+//! sent again with the same client_msg_id after the `retry_after_ms` it came with, as the SDK does. For
+//! `--heavy` seconds every user sends; then for `--light` seconds only `--light-users` of them do. Each second
+//! records what was offered (every try), served (acked), refused, the p50/p99 of the acked tries, and the
+//! server's memory, so the table and the chart show whether the writes the node took kept their latency while
+//! it refused the rest, whether its memory stayed flat, and how soon it recovered once the load dropped. At the
+//! end each conversation's acked seqs must be 1..=n: nothing lost, nothing stored twice.
+
+use super::client::{connect, expect_json, next_frame, register_users};
+use super::node::Target;
+use anyhow::{Context, bail};
+use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use herald_proto::{ConversationDetails, ConversationId, CreateConversation, ErrorCode, ServerFrame};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::Message;
+
+#[derive(clap::Args, Debug)]
+pub struct OverloadArgs {
+    /// Users taking part (they pair up into direct conversations).
+    #[arg(long, default_value_t = 512)]
+    pub users: usize,
+    /// Sends each user keeps outstanding.
+    #[arg(long, default_value_t = 32)]
+    pub in_flight: usize,
+    /// Seconds during which every user sends.
+    #[arg(long, default_value_t = 30)]
+    pub heavy: u64,
+    /// Seconds after that during which only `--light-users` send.
+    #[arg(long, default_value_t = 15)]
+    pub light: u64,
+    /// Users that go on sending in the light phase.
+    #[arg(long, default_value_t = 16)]
+    pub light_users: usize,
+}
+
+/// One second of the run.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Second {
+    pub second: usize,
+    /// Tries sent (first sends and retries).
+    pub offered: u64,
+    /// Tries acknowledged.
+    pub served: u64,
+    /// Tries refused as `unavailable`.
+    pub refused: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    /// The server's resident memory at the end of the second (when it is the bench's own).
+    pub rss_mib: Option<f64>,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct Phase {
+    pub name: &'static str,
+    pub seconds: f64,
+    pub offered_per_second: f64,
+    pub served_per_second: f64,
+    pub refused_per_second: f64,
+    /// Latency of the acknowledged tries (from the try that was taken to its ack).
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    /// From a message's first try to its ack, retries included.
+    pub end_to_end_p99_ms: f64,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct OverloadReport {
+    pub users: usize,
+    pub in_flight_per_user: usize,
+    pub light_users: usize,
+    pub phases: Vec<Phase>,
+    pub per_second: Vec<Second>,
+    pub rss_max_mib: Option<f64>,
+}
+
+impl OverloadReport {
+    pub fn table(&self) -> String {
+        let mut out = format!(
+            "scenario overload: {} users x {} in flight, then {} users\n\
+             | phase | seconds | offered/s | served/s | refused/s | p50 ms | p99 ms | p99.9 ms | end-to-end p99 ms |\n\
+             |---|---|---|---|---|---|---|---|---|\n",
+            self.users, self.in_flight_per_user, self.light_users
+        );
+        for p in &self.phases {
+            out.push_str(&format!(
+                "| {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.1} |\n",
+                p.name,
+                p.seconds,
+                p.offered_per_second,
+                p.served_per_second,
+                p.refused_per_second,
+                p.p50_ms,
+                p.p99_ms,
+                p.p999_ms,
+                p.end_to_end_p99_ms
+            ));
+        }
+        out.push_str("\n| second | offered | served | refused | p50 ms | p99 ms | server RSS MiB |\n|---|---|---|---|---|---|---|\n");
+        for s in &self.per_second {
+            let rss = s.rss_mib.map_or("n/a".into(), |m| format!("{m:.0}"));
+            out.push_str(&format!(
+                "| {} | {} | {} | {} | {:.2} | {:.2} | {rss} |\n",
+                s.second, s.offered, s.served, s.refused, s.p50_ms, s.p99_ms
+            ));
+        }
+        let rss = self.rss_max_mib.map_or("n/a".into(), |m| format!("{m:.0}"));
+        out.push_str(&format!("server RSS at most {rss} MiB"));
+        out
+    }
+
+    /// Offered, served and refused tries, p99 and memory, second by second.
+    pub fn chart(&self) -> String {
+        let series = |f: &dyn Fn(&Second) -> Option<f64>| -> Vec<(f64, f64)> {
+            self.per_second.iter().filter_map(|s| Some((s.second as f64, f(s)?))).collect()
+        };
+        crate::chart::stack(
+            &format!(
+                "overload: {} users x {} in flight, then {}",
+                self.users, self.in_flight_per_user, self.light_users
+            ),
+            "second",
+            &[
+                ("offered tries/s", series(&|s| Some(s.offered as f64))),
+                ("served (acked)/s", series(&|s| Some(s.served as f64))),
+                ("refused/s", series(&|s| Some(s.refused as f64))),
+                ("p99 ms of acked", series(&|s| Some(s.p99_ms))),
+                ("server RSS MiB", series(&|s| s.rss_mib)),
+            ],
+        )
+    }
+}
+
+/// What every user's task records, second by second from the start of the run.
+struct Record {
+    started: Instant,
+    seconds: Mutex<Vec<Counts>>,
+    /// Acked tries and first-try-to-ack times, per phase (heavy, light).
+    phases: Mutex<[(Histogram<u64>, Histogram<u64>); 2]>,
+    heavy_ends: Instant,
+}
+
+struct Counts {
+    offered: u64,
+    refused: u64,
+    served: Histogram<u64>,
+}
+
+impl Record {
+    fn new(heavy: Duration) -> anyhow::Result<Self> {
+        let histogram = || Histogram::<u64>::new_with_bounds(1, 120_000_000, 3);
+        let now = Instant::now();
+        Ok(Self {
+            started: now,
+            seconds: Mutex::new(Vec::new()),
+            phases: Mutex::new([(histogram()?, histogram()?), (histogram()?, histogram()?)]),
+            heavy_ends: now + heavy,
+        })
+    }
+
+    fn second(&self, at: Instant, f: impl FnOnce(&mut Counts) -> anyhow::Result<()>) -> anyhow::Result<()> {
+        let second = at.duration_since(self.started).as_secs() as usize;
+        let mut seconds = lock(&self.seconds);
+        while seconds.len() <= second {
+            seconds.push(Counts { offered: 0, refused: 0, served: Histogram::new_with_bounds(1, 120_000_000, 2)? });
+        }
+        f(&mut seconds[second])
+    }
+
+    fn offered(&self) -> anyhow::Result<()> {
+        self.second(Instant::now(), |c| {
+            c.offered += 1;
+            Ok(())
+        })
+    }
+
+    fn refused(&self) -> anyhow::Result<()> {
+        self.second(Instant::now(), |c| {
+            c.refused += 1;
+            Ok(())
+        })
+    }
+
+    fn served(&self, tried: Instant, first: Instant) -> anyhow::Result<()> {
+        let now = Instant::now();
+        let us = |since: Instant| now.duration_since(since).as_micros().max(1) as u64;
+        self.second(now, |c| Ok(c.served.record(us(tried))?))?;
+        let phase = usize::from(now >= self.heavy_ends);
+        let mut phases = lock(&self.phases);
+        phases[phase].0.record(us(tried))?;
+        phases[phase].1.record(us(first))?;
+        Ok(())
+    }
+}
+
+pub async fn run(target: &Target, args: &OverloadArgs) -> anyhow::Result<OverloadReport> {
+    if args.users < 2 || !args.users.is_multiple_of(2) {
+        bail!("--users must be an even number, at least 2");
+    }
+    let base = target.base().to_owned();
+    let http = reqwest::Client::new();
+    eprintln!("registering {} users ...", args.users);
+    let sessions = register_users(&http, &base, args.users, 32).await?;
+    let mut plan = Vec::new();
+    for pair in sessions.chunks(2) {
+        let details: ConversationDetails = expect_json(
+            http.post(format!("{base}/api/v1/conversations"))
+                .bearer_auth(&pair[0].access_token)
+                .json(&CreateConversation::Direct { user_id: pair[1].user.id })
+                .send()
+                .await?,
+        )
+        .await?;
+        for s in pair {
+            plan.push((s.access_token.clone(), details.conversation.id));
+        }
+    }
+    let mut sockets = Vec::new();
+    for (token, conversation) in plan {
+        let url = format!("{}/ws?v=1&token={token}", target.ws_base());
+        sockets.push((connect(&url).await.with_context(|| format!("connecting to {url}"))?.0, conversation));
+    }
+
+    eprintln!("heavy for {} s, then {} users for {} s ...", args.heavy, args.light_users, args.light);
+    let record = Arc::new(Record::new(Duration::from_secs(args.heavy))?);
+    let heavy_ends = record.heavy_ends;
+    let light_ends = heavy_ends + Duration::from_secs(args.light);
+    let mut tasks = Vec::new();
+    for (i, (socket, conversation)) in sockets.into_iter().enumerate() {
+        let until = if i < args.light_users { light_ends } else { heavy_ends };
+        tasks.push(tokio::spawn(user(socket, conversation, args.in_flight, until, record.clone())));
+    }
+    // The server's memory at the end of every second, while the users send.
+    let mut rss: Vec<Option<f64>> = Vec::new();
+    while Instant::now() < light_ends {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        rss.push(target.rss_bytes().map(|b| b as f64 / 1_048_576.0));
+    }
+    let mut acked: BTreeMap<ConversationId, Vec<u64>> = BTreeMap::new();
+    for task in tasks {
+        let (conversation, seqs) = task.await.context("a user's task")??;
+        acked.entry(conversation).or_default().extend(seqs);
+    }
+    // Nothing lost, nothing twice: each conversation's acked seqs are exactly 1..=n.
+    for (conversation, mut seqs) in acked {
+        seqs.sort_unstable();
+        if seqs != (1..=seqs.len() as u64).collect::<Vec<_>>() {
+            bail!("conversation {conversation}: acked seqs are not dense and unique ({} acks)", seqs.len());
+        }
+    }
+
+    let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    let seconds = lock(&record.seconds);
+    let per_second: Vec<Second> = seconds
+        .iter()
+        .enumerate()
+        .map(|(second, c)| Second {
+            second,
+            offered: c.offered,
+            served: c.served.len(),
+            refused: c.refused,
+            p50_ms: ms(&c.served, 0.5),
+            p99_ms: ms(&c.served, 0.99),
+            rss_mib: rss.get(second).copied().flatten(),
+        })
+        .collect();
+    let heavy_seconds = args.heavy as usize;
+    let phase = |name: &'static str, range: std::ops::Range<usize>, index: usize| {
+        let within: Vec<&Second> = per_second.iter().filter(|s| range.contains(&s.second)).collect();
+        let span = within.len().max(1) as f64;
+        let phases = lock(&record.phases);
+        let (tries, whole) = &phases[index];
+        Phase {
+            name,
+            seconds: span,
+            offered_per_second: within.iter().map(|s| s.offered).sum::<u64>() as f64 / span,
+            served_per_second: within.iter().map(|s| s.served).sum::<u64>() as f64 / span,
+            refused_per_second: within.iter().map(|s| s.refused).sum::<u64>() as f64 / span,
+            p50_ms: ms(tries, 0.5),
+            p99_ms: ms(tries, 0.99),
+            p999_ms: ms(tries, 0.999),
+            end_to_end_p99_ms: ms(whole, 0.99),
+        }
+    };
+    let phases = vec![
+        phase("heavy", 0..heavy_seconds, 0),
+        phase("light", heavy_seconds..heavy_seconds + args.light as usize, 1),
+    ];
+    let rss_max_mib = rss.iter().flatten().copied().reduce(f64::max);
+    Ok(OverloadReport {
+        users: args.users,
+        in_flight_per_user: args.in_flight,
+        light_users: args.light_users.min(args.users),
+        phases,
+        per_second,
+        rss_max_mib,
+    })
+}
+
+/// One user's WebSocket: `in_flight` sends outstanding until `until`, a new one for each ack; a refused send is
+/// tried again with the same client_msg_id after the delay it came with. Every send is acked in the end.
+/// Returns the conversation and the acked seqs.
+async fn user(
+    socket: super::client::Socket,
+    conversation: ConversationId,
+    in_flight: usize,
+    until: Instant,
+    record: Arc<Record>,
+) -> anyhow::Result<(ConversationId, Vec<u64>)> {
+    let (mut sink, mut stream) = socket.split();
+    let hello = next_frame(&mut stream).await?;
+    if !matches!(hello, ServerFrame::Hello { .. }) {
+        bail!("expected hello, got {hello:?}");
+    }
+    // Per send: its client_msg_id, its first try and its latest.
+    let mut sends: Vec<(String, Instant, Instant)> = Vec::new();
+    let mut retries: BinaryHeap<Reverse<(Instant, usize)>> = BinaryHeap::new();
+    let mut outstanding = 0usize;
+    let mut acked = Vec::new();
+    let frame = |n: usize, id: &str| {
+        Message::text(format!(
+            r#"{{"type":"send","id":"{n}","conversation_id":"{conversation}","client_msg_id":"{id}","body":"overload {n}"}}"#
+        ))
+    };
+    loop {
+        // Keep `in_flight` sends outstanding (counting those waiting to be retried) while it is time to.
+        while outstanding < in_flight && Instant::now() < until {
+            let n = sends.len();
+            let id = uuid::Uuid::now_v7().to_string();
+            let now = Instant::now();
+            sink.send(frame(n, &id)).await?;
+            record.offered()?;
+            sends.push((id, now, now));
+            outstanding += 1;
+        }
+        if outstanding == 0 {
+            break;
+        }
+        let due = retries.peek().map(|Reverse((at, _))| *at);
+        let answer = tokio::select! {
+            frame = next_frame(&mut stream) => Some(frame?),
+            () = sleep_until(due) => None,
+        };
+        match answer {
+            None => {
+                let Some(Reverse((_, n))) = retries.pop() else { continue };
+                sends[n].2 = Instant::now();
+                sink.send(frame(n, &sends[n].0)).await?;
+                record.offered()?;
+            }
+            Some(ServerFrame::Ack { id: Some(id), seq, .. }) => {
+                let n: usize = id.parse().context("an ack's id")?;
+                let (_, first, tried) = sends.get(n).context("an ack for a send never made")?;
+                record.served(*tried, *first)?;
+                acked.push(seq);
+                outstanding -= 1;
+            }
+            Some(ServerFrame::Error { id: Some(id), code: ErrorCode::Unavailable, retry_after_ms, .. }) => {
+                let n: usize = id.parse().context("an error's id")?;
+                record.refused()?;
+                let wait = Duration::from_millis(retry_after_ms.unwrap_or(1000));
+                retries.push(Reverse((Instant::now() + wait, n)));
+            }
+            Some(other) => bail!("unexpected frame: {other:?}"),
+        }
+    }
+    let _ = sink.close().await;
+    Ok((conversation, acked))
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
