@@ -5,13 +5,15 @@
 # integration test cluster::three_nodes_behind_nginx does the same in Rust.
 
 # Prints herald.conf ($1) with every run of lines marked `# herald-node` repeated once per node address
-# ($3 …, host:port), and the line marked `# herald-listen` listening on $2 (host:port).
+# ($4 …, host:port), the line marked `# herald-listen` listening on $2 (host:port), and the access log of the
+# line marked `# herald-access-log` written to the file $3.
 render_herald_conf() {
-  local template="$1" listen="$2"
-  shift 2
-  awk -v listen="$listen" -v nodes="$*" '
+  local template="$1" listen="$2" access_log="$3"
+  shift 3
+  awk -v listen="$listen" -v access_log="$access_log" -v nodes="$*" '
     BEGIN { n = split(nodes, node, " ") }
     /# herald-listen$/ { sub(/listen [^;]*;/, "listen " listen ";"); print; next }
+    /# herald-access-log$/ { sub(/access_log [^ ]+/, "access_log " access_log); print; next }
     /# herald-node$/ {
       if (!in_run) {
         for (i = 1; i <= n; i++) { line = $0; sub(/server [^ ;]+/, "server " node[i], line); print line }

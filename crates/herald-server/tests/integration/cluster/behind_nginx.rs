@@ -263,7 +263,9 @@ impl Nginx {
                 .expect("deploy/nginx/herald.conf");
         let nodes: Vec<String> = bases.iter().map(|b| address_of(b)).collect();
         let prefix = dir.path().display().to_string();
-        std::fs::write(dir.path().join("herald.conf"), render(&template, &address, &nodes)).expect("herald.conf");
+        let access_log = format!("{prefix}/logs/herald-access.log");
+        std::fs::write(dir.path().join("herald.conf"), render(&template, &address, &access_log, &nodes))
+            .expect("herald.conf");
         for sub in ["logs", "temp"] {
             std::fs::create_dir_all(dir.path().join(sub)).expect("dir");
         }
@@ -313,9 +315,10 @@ impl Drop for Nginx {
     }
 }
 
-/// herald.conf with every run of `# herald-node` lines repeated once per node, and the `# herald-listen`
-/// line listening on `listen` (what scripts/lib/nginx.sh's render_herald_conf does).
-fn render(template: &str, listen: &str, nodes: &[String]) -> String {
+/// herald.conf with every run of `# herald-node` lines repeated once per node, the `# herald-listen` line
+/// listening on `listen`, and the `# herald-access-log` line writing to `access_log` (what
+/// scripts/lib/nginx.sh's render_herald_conf does).
+fn render(template: &str, listen: &str, access_log: &str, nodes: &[String]) -> String {
     let mut out = String::new();
     let mut in_run = false;
     for line in template.lines() {
@@ -333,6 +336,8 @@ fn render(template: &str, listen: &str, nodes: &[String]) -> String {
         in_run = false;
         if line.trim_end().ends_with("# herald-listen") {
             out.push_str(&format!("    listen {listen};  # herald-listen\n"));
+        } else if line.trim_end().ends_with("# herald-access-log") {
+            out.push_str(&format!("    access_log {access_log} herald_no_query;  # herald-access-log\n"));
         } else {
             out.push_str(line);
             out.push('\n');
