@@ -371,8 +371,7 @@ async fn the_user_hint_must_name_the_tokens_user() {
     let refused_with_400 = |result: Result<_, tokio_tungstenite::tungstenite::Error>, what: &str| match result {
         Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
             assert_eq!(response.status(), 400, "{what}");
-            let body = String::from_utf8(response.body().clone().unwrap_or_default()).expect("UTF-8");
-            body
+            String::from_utf8(response.body().clone().unwrap_or_default()).expect("UTF-8")
         }
         Ok(_) => panic!("{what}: upgraded"),
         Err(other) => panic!("{what}: {other}"),
