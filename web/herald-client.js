@@ -622,7 +622,10 @@ export class HeraldClient {
       return this._schedule(e.message);
     }
     if (!this.wanted || this.ws) return;
-    const url = this.baseUrl.replace(/^http/, 'ws') + '/ws?v=1';
+    // The token goes in the first frame, out of URLs and logs; the user id is only a routing hint, for a proxy
+    // that keeps each user on one node (docs/protocol.md), and the server refuses it if it is not the token's.
+    const user = this.session?.user?.id;
+    const url = this.baseUrl.replace(/^http/, 'ws') + '/ws?v=1' + (user ? '&user=' + encodeURIComponent(user) : '');
     const ws = new this.WebSocket(url);
     this.ws = ws;
     this.hello = null;

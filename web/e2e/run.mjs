@@ -695,7 +695,7 @@ describe('herald-client.js in Node', () => {
       client.connect();
       await new Promise((r) => setTimeout(r, 20));
       assert.equal(client.status, 'online');
-      assert.equal(sockets[0].url, 'ws://127.0.0.1:9/ws?v=1');
+      assert.equal(sockets[0].url, 'ws://127.0.0.1:9/ws?v=1&user=u', 'the user id rides along as the routing hint');
       assert.deepEqual(sockets[0].sent.map((f) => f.type), ['auth', 'sync']);
       assert.equal(sockets[0].sent[1].since, 7, 'a new device syncs from hello.pos');
       sockets[0].onmessage({ data: JSON.stringify({ type: 'reconnect', after_ms: 1234 }) });

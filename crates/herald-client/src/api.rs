@@ -56,13 +56,15 @@ impl Api {
         &self.base
     }
 
-    /// The WebSocket URL for an access token: `ws://host:port/ws?v=1&token=…`.
-    pub(crate) fn ws_url(&self, token: &str) -> String {
+    /// The WebSocket URL for an access token: `ws://host:port/ws?v=1&token=…&user=…`. The `user` hint lets
+    /// a proxy in front of several nodes keep each user on one node (docs/protocol.md); the server refuses
+    /// it when it is not the token's user.
+    pub(crate) fn ws_url(&self, token: &str, user: UserId) -> String {
         let base = match self.base.strip_prefix("https://") {
             Some(rest) => format!("wss://{rest}"),
             None => format!("ws://{}", self.base.trim_start_matches("http://")),
         };
-        format!("{base}/ws?v=1&token={}", encode(token))
+        format!("{base}/ws?v=1&token={}&user={user}", encode(token))
     }
 
     // ----- accounts and sessions -----
@@ -360,9 +362,16 @@ mod tests {
     fn urls_are_checked_and_normalised() {
         let api = Api::new("http://127.0.0.1:8080/").expect("valid");
         assert_eq!(api.base_url(), "http://127.0.0.1:8080");
-        assert_eq!(api.ws_url("a.b-c_d"), "ws://127.0.0.1:8080/ws?v=1&token=a.b-c_d");
+        let user: UserId = "0190a0b1-2c3d-7e4f-8a9b-0c1d2e3f4a5b".parse().expect("a user id");
+        assert_eq!(
+            api.ws_url("a.b-c_d", user),
+            "ws://127.0.0.1:8080/ws?v=1&token=a.b-c_d&user=0190a0b1-2c3d-7e4f-8a9b-0c1d2e3f4a5b"
+        );
         let tls = Api::new("https://chat.example.com").expect("valid");
-        assert_eq!(tls.ws_url("t"), "wss://chat.example.com/ws?v=1&token=t");
+        assert_eq!(
+            tls.ws_url("t", user),
+            "wss://chat.example.com/ws?v=1&token=t&user=0190a0b1-2c3d-7e4f-8a9b-0c1d2e3f4a5b"
+        );
         for bad in ["", "127.0.0.1:8080", "ftp://x", "http://", "http:///x", "http://a b"] {
             assert!(matches!(Api::new(bad), Err(ClientError::InvalidUrl(_))), "{bad:?}");
         }

@@ -1,6 +1,6 @@
 //! The connected client: [`Client`], a cheap handle, and the background task that owns the WebSocket.
 //!
-//! The task loops: connect (`/ws?v=1&token=…`), read `hello`, send `sync {since: pos}` and the outbox, then
+//! The task loops: connect (`/ws?v=1&token=…&user=…`), read `hello`, send `sync {since: pos}` and the outbox, then
 //! apply frames until the connection ends; wait (backoff with jitter, or the server's hint); repeat. It
 //! refreshes the access token when the server refuses it, and stops for good only when the application
 //! closes the client, drops every handle, or the refresh token is refused.
@@ -613,7 +613,7 @@ impl Task {
                 }
             };
             renew = false;
-            let url = self.shared.api.ws_url(&token);
+            let url = self.shared.api.ws_url(&token, self.shared.user_id);
             let opened = match self.offline_until(open(url, self.connect_timeout)).await {
                 Err(stop) => break stop,
                 Ok(opened) => opened,

@@ -21,7 +21,7 @@ use herald_core::CoreError;
 use herald_core::auth::Principal;
 use herald_core::hub::{Outgoing, Registration, encode};
 use herald_core::outbox::{Kick, Outbox};
-use herald_proto::{ClientFrame, ErrorCode, PROTOCOL_VERSION, ServerFrame};
+use herald_proto::{ClientFrame, ErrorCode, PROTOCOL_VERSION, ServerFrame, UserId};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -52,6 +52,8 @@ pub struct Opening {
     pub state: AppState,
     /// Known when the token came with the upgrade request; else the first frame must carry it.
     pub principal: Option<Principal>,
+    /// The `user` routing hint of the URL, checked against the first frame's token when the upgrade had none.
+    pub hint: Option<UserId>,
 }
 
 /// The connection task. Only `serve` is awaited in place: opening and closing run in boxed futures, so the
@@ -64,7 +66,7 @@ pub async fn upgraded(opening: Box<Opening>) {
 
 /// Takes the upgraded stream from hyper, authenticates, registers with the hub and says hello.
 async fn open(opening: Box<Opening>) -> Option<Session> {
-    let Opening { on_upgrade, state, principal } = *opening;
+    let Opening { on_upgrade, state, principal, hint } = *opening;
     let upgraded = match on_upgrade.await {
         Ok(upgraded) => upgraded,
         Err(e) => {
@@ -84,7 +86,7 @@ async fn open(opening: Box<Opening>) -> Option<Session> {
     let opened = state.hub.now_ms();
     let me = match principal {
         Some(p) => p,
-        None => match first_frame_auth(&mut socket, &state).await {
+        None => match first_frame_auth(&mut socket, &state, hint).await {
             Ok(p) => p,
             Err(close) => {
                 socket.close(close.code, close.reason, WRITE_TIMEOUT).await;
@@ -123,9 +125,15 @@ async fn open(opening: Box<Opening>) -> Option<Session> {
 
 /// Waits for `{"type":"auth","token":…}` within the handshake timeout; a refusal is answered with an error
 /// frame, and returns how to close.
-async fn first_frame_auth(socket: &mut Socket, state: &AppState) -> Result<Principal, Close> {
+async fn first_frame_auth(socket: &mut Socket, state: &AppState, hint: Option<UserId>) -> Result<Principal, Close> {
     let refused = match wait_for_auth(socket, state).await {
-        Ok(principal) => return Ok(principal),
+        Ok(principal) => match hint.map(|hint| super::hint_matches(hint, principal)) {
+            Some(Err(message)) => {
+                let e = CoreError::new(ErrorCode::BadRequest, message);
+                (requests::error_frame(None, &e), Close::error(ErrorCode::BadRequest, "user is not the token's user"))
+            }
+            _ => return Ok(principal),
+        },
         Err(refused) => refused,
     };
     let (frame, close) = refused;

@@ -1,4 +1,4 @@
-//! The WebSocket gateway: `GET /ws?v=1[&token=…]`. See `docs/protocol.md`.
+//! The WebSocket gateway: `GET /ws?v=1[&token=…][&user=…]`. See `docs/protocol.md`.
 //!
 //! The upgrade is admitted by a handshake rate limit (reconnect storms get 429 and a jittered
 //! `Retry-After`), authenticated within the JWT budget (at the upgrade, or by the first frame within the
@@ -20,7 +20,7 @@ use governor::{Quota, RateLimiter};
 use herald_core::CoreError;
 use herald_core::hub::Hub;
 use herald_core::outbox::Kick;
-use herald_proto::{ErrorCode, PROTOCOL_VERSION};
+use herald_proto::{ErrorCode, PROTOCOL_VERSION, UserId};
 use serde::Deserialize;
 use std::num::NonZeroU32;
 use std::time::Duration;
@@ -124,6 +124,10 @@ pub async fn ring_alarms(hub: std::sync::Arc<Hub>, tick: Duration) {
 pub struct WsParams {
     v: Option<u32>,
     token: Option<String>,
+    /// A routing hint: the user id of the connecting device, for a proxy that keeps each user on one node
+    /// (nginx's `hash $arg_user consistent`, deploy/nginx/herald.conf). It authenticates nothing; it must
+    /// name the token's user, so that no socket is routed as another user's without anyone noticing.
+    user: Option<String>,
 }
 
 /// `GET /ws`: checks version, admission and (if given) the token, then upgrades.
@@ -151,6 +155,10 @@ pub async fn upgrade(State(state): State<AppState>, Query(params): Query<WsParam
         )
         .into_response();
     }
+    let hint = match params.user.as_deref().map(routing_hint).transpose() {
+        Ok(hint) => hint,
+        Err(message) => return ApiError::new(ErrorCode::BadRequest, message).into_response(),
+    };
     if let Err(not_until) = gateway.handshakes.check() {
         use governor::clock::Clock;
         let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
@@ -173,8 +181,13 @@ pub async fn upgrade(State(state): State<AppState>, Query(params): Query<WsParam
         },
         None => None,
     };
+    if let (Some(p), Some(hint)) = (principal, hint)
+        && let Err(message) = hint_matches(hint, p)
+    {
+        return ApiError::new(ErrorCode::BadRequest, message).into_response();
+    }
     // The tracked future is the task itself: no wrapper holding a second copy of its state.
-    let opening = Box::new(connection::Opening { on_upgrade, state, principal });
+    let opening = Box::new(connection::Opening { on_upgrade, state, principal, hint });
     tokio::spawn(gateway.connections.track_future(connection::upgraded(opening)));
     let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
     let headers = response.headers_mut();
@@ -217,6 +230,21 @@ async fn authenticate(state: &AppState, token: &str) -> Result<herald_core::auth
     }
 }
 
+/// Reads the `user` routing hint: a user id, or a 400 that says what is wrong (without echoing the value).
+fn routing_hint(value: &str) -> Result<UserId, String> {
+    value.trim().parse().map_err(|_| "user must be the connecting user's id (a UUID)".to_owned())
+}
+
+/// The routing hint must name the authenticated user. Any other value would have the proxy place this socket
+/// by someone else's key: the user's devices would scatter over nodes without anyone noticing, and a client
+/// could pick its node at will. Refused, so that the mistake shows at once.
+pub(crate) fn hint_matches(hint: UserId, principal: herald_core::auth::Principal) -> Result<(), String> {
+    if hint == principal.user {
+        return Ok(());
+    }
+    Err(format!("the user parameter ({hint}) is not the token's user; leave it out or send {}", principal.user))
+}
+
 fn bearer(headers: &HeaderMap) -> Option<String> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
@@ -226,4 +254,25 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
 fn rand_below(max: u64) -> u64 {
     use rand::Rng;
     rand::rng().random_range(0..max.max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use herald_proto::DeviceId;
+
+    #[test]
+    fn the_routing_hint_is_a_user_id_and_must_be_the_tokens_user() {
+        let me = herald_core::auth::Principal { user: UserId::new(), device: DeviceId::new() };
+        let hint = routing_hint(&me.user.to_string()).expect("a user id");
+        assert_eq!(hint_matches(hint, me), Ok(()));
+        // Upper case is the same id.
+        assert_eq!(routing_hint(&me.user.to_string().to_uppercase()), Ok(me.user));
+        let other = UserId::new();
+        let refused = hint_matches(other, me).expect_err("another user's id");
+        assert!(refused.contains("not the token's user") && refused.contains(&me.user.to_string()), "{refused}");
+        for bad in ["", "nope", "\0", "00000000-0000-0000-0000-00000000000g"] {
+            assert!(routing_hint(bad).is_err(), "{bad:?}");
+        }
+    }
 }

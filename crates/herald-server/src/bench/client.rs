@@ -110,9 +110,15 @@ pub async fn connect(
         .await
 }
 
+/// The `/ws` URL of one device: its token, and its user as the routing hint that a proxy in front of several
+/// nodes hashes on to keep each user on one node (deploy/nginx/herald.conf, docs/protocol.md).
+pub fn ws_url(ws_base: &str, token: &str, user: UserId) -> String {
+    format!("{ws_base}/ws?v=1&token={token}&user={user}")
+}
+
 /// Connects, reads `hello`, and syncs from the current position so the connection is live.
-pub async fn connect_live(ws_base: &str, token: &str) -> anyhow::Result<Socket> {
-    let url = format!("{ws_base}/ws?v=1&token={token}");
+pub async fn connect_live(ws_base: &str, token: &str, user: UserId) -> anyhow::Result<Socket> {
+    let url = ws_url(ws_base, token, user);
     let (mut socket, _) = connect(&url).await?;
     let hello = next_text(&mut socket).await?;
     let hello: serde_json::Value = serde_json::from_str(&hello)?;

@@ -16,7 +16,7 @@ use anyhow::{Context, bail};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
-use herald_proto::{ConversationId, SendMessage, Session};
+use herald_proto::{ConversationId, SendMessage, Session, UserId};
 use serde::Deserialize;
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -180,6 +180,7 @@ impl CrowdReport {
 /// One member's view, kept across its reconnect.
 struct Member {
     token: String,
+    user: UserId,
     /// The newest feed position it received: where it resumes from.
     pos: AtomicU64,
     big_seq: AtomicU64,
@@ -261,6 +262,7 @@ pub async fn run(target: &Target, args: &CrowdArgs) -> anyhow::Result<CrowdRepor
         .map(|s| {
             Arc::new(Member {
                 token: s.access_token.clone(),
+                user: s.user.id,
                 pos: AtomicU64::new(0),
                 big_seq: AtomicU64::new(0),
                 small_seq: AtomicU64::new(0),
@@ -496,7 +498,7 @@ async fn join(
     arrival_began: Instant,
 ) -> anyhow::Result<(SplitSink<Socket, Message>, JoinHandle<anyhow::Result<()>>, u64)> {
     let began = Instant::now();
-    let (mut socket, refused) = connect_retrying(&format!("{ws}/ws?v=1&token={}", member.token)).await?;
+    let (mut socket, refused) = connect_retrying(&super::client::ws_url(ws, &member.token, member.user)).await?;
     let hello: serde_json::Value = serde_json::from_str(&next_text(&mut socket).await?)?;
     let since = if from_now {
         let pos = hello["pos"].as_u64().context("hello without pos")?;

@@ -194,7 +194,7 @@ impl Fleet {
         for (i, session) in sessions.iter().enumerate() {
             let (room, member) = (i / members, i % members);
             let node = node_of(room, member, nodes);
-            let socket = connect_live(&target.node_ws_base(node), &session.access_token).await?;
+            let socket = connect_live(&target.node_ws_base(node), &session.access_token, session.user.id).await?;
             let (sink, stream) = socket.split();
             if member < senders_per_room {
                 fleet.senders.push(Sender { room, node, sink, sent: 0 });

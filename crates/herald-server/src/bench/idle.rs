@@ -23,7 +23,7 @@ pub struct IdleArgs {
 /// The arguments of a helper process.
 #[derive(clap::Args, Debug)]
 pub struct HoldArgs {
-    /// A file with one access token per line.
+    /// A file with one device per line: its access token, a space, and its user id.
     #[arg(long)]
     pub tokens: std::path::PathBuf,
     /// The server's WebSocket base, e.g. ws://127.0.0.1:8080.
@@ -36,8 +36,9 @@ pub struct HoldArgs {
 pub async fn hold(args: &HoldArgs) -> anyhow::Result<()> {
     let tokens = std::fs::read_to_string(&args.tokens)?;
     let mut holders = Vec::new();
-    for token in tokens.lines().filter(|t| !t.is_empty()) {
-        let mut socket = connect_live(&args.ws, token).await?;
+    for line in tokens.lines().filter(|t| !t.is_empty()) {
+        let (token, user) = line.split_once(' ').context("a line of the tokens file is `<token> <user id>`")?;
+        let mut socket = connect_live(&args.ws, token, user.parse()?).await?;
         holders.push(tokio::spawn(async move { while let Some(Ok(_)) = socket.next().await {} }));
     }
     println!("ready {}", holders.len());
@@ -144,7 +145,7 @@ pub async fn run(target: &Target, args: &IdleArgs, source_ips: usize) -> anyhow:
     let dir = tempfile::tempdir()?;
     let mut helpers = Vec::new();
     for (n, chunk) in sessions.chunks(share).enumerate().skip(1) {
-        let tokens: Vec<String> = chunk.iter().map(|s| s.access_token.clone()).collect();
+        let tokens: Vec<String> = chunk.iter().map(|s| format!("{} {}", s.access_token, s.user.id)).collect();
         helpers.push(spawn_holder(target, &tokens, source_ips, dir.path(), n).await?);
     }
     let mut holders = Vec::with_capacity(share);
@@ -152,8 +153,8 @@ pub async fn run(target: &Target, args: &IdleArgs, source_ips: usize) -> anyhow:
         let connecting: Vec<_> = chunk
             .iter()
             .map(|s| {
-                let (ws, token) = (target.ws_base(), s.access_token.clone());
-                tokio::spawn(async move { connect_live(&ws, &token).await })
+                let (ws, token, user) = (target.ws_base(), s.access_token.clone(), s.user.id);
+                tokio::spawn(async move { connect_live(&ws, &token, user).await })
             })
             .collect();
         for c in connecting {

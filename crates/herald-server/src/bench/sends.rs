@@ -98,7 +98,7 @@ pub async fn run(target: &Target, args: &SendsArgs) -> anyhow::Result<SendsRepor
         )
         .await?;
         for s in pair {
-            plan.push((s.access_token.clone(), details.conversation.id));
+            plan.push((s.access_token.clone(), s.user.id, details.conversation.id));
         }
     }
 
@@ -107,7 +107,7 @@ pub async fn run(target: &Target, args: &SendsArgs) -> anyhow::Result<SendsRepor
     let seqs: Seqs = Arc::default();
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for (token, conversation) in plan {
+    for (token, user, conversation) in plan {
         match args.over {
             Transport::Rest => {
                 for _ in 0..args.in_flight {
@@ -116,7 +116,7 @@ pub async fn run(target: &Target, args: &SendsArgs) -> anyhow::Result<SendsRepor
                 }
             }
             Transport::Ws => {
-                let url = format!("{}/ws?v=1&token={token}", target.ws_base());
+                let url = super::client::ws_url(&target.ws_base(), &token, user);
                 let socket = connect(&url).await.with_context(|| format!("connecting to {url}"))?.0;
                 tasks.push(tokio::spawn(ws_user(socket, conversation, args.in_flight, deadline, seqs.clone())));
             }

@@ -7,7 +7,7 @@ use super::node::Target;
 use anyhow::{Context, bail};
 use futures_util::SinkExt;
 use hdrhistogram::Histogram;
-use herald_proto::{ConversationDetails, ConversationId, CreateConversation, SendMessage};
+use herald_proto::{ConversationDetails, ConversationId, CreateConversation, SendMessage, UserId};
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -61,8 +61,8 @@ impl StormReport {
 
 /// Connects (retrying refused handshakes after their Retry-After, with jitter), syncs from `since`, and
 /// returns the message seqs replayed and how many handshakes were refused.
-async fn resume(ws_base: &str, token: &str, since: u64) -> anyhow::Result<(Vec<u64>, u64)> {
-    let (mut socket, refused) = connect_retrying(&format!("{ws_base}/ws?v=1&token={token}")).await?;
+async fn resume(ws_base: &str, token: &str, user: UserId, since: u64) -> anyhow::Result<(Vec<u64>, u64)> {
+    let (mut socket, refused) = connect_retrying(&super::client::ws_url(ws_base, token, user)).await?;
     next_text(&mut socket).await?; // hello
     socket.send(Message::text(format!(r#"{{"type":"sync","since":{since}}}"#))).await?;
     let mut seqs = Vec::new();
@@ -107,8 +107,8 @@ pub async fn run(target: &Target, args: &StormArgs) -> anyhow::Result<StormRepor
         let connecting: Vec<_> = chunk
             .iter()
             .map(|s| {
-                let (ws, token) = (target.ws_base(), s.access_token.clone());
-                tokio::spawn(async move { super::client::connect_live(&ws, &token).await })
+                let (ws, token, user) = (target.ws_base(), s.access_token.clone(), s.user.id);
+                tokio::spawn(async move { super::client::connect_live(&ws, &token, user).await })
             })
             .collect();
         for c in connecting {
@@ -144,9 +144,9 @@ pub async fn run(target: &Target, args: &StormArgs) -> anyhow::Result<StormRepor
     let tasks: Vec<_> = sessions
         .iter()
         .map(|s| {
-            let (ws, token) = (target.ws_base(), s.access_token.clone());
+            let (ws, token, user) = (target.ws_base(), s.access_token.clone(), s.user.id);
             tokio::spawn(async move {
-                let result = resume(&ws, &token, 0).await;
+                let result = resume(&ws, &token, user, 0).await;
                 (result, started.elapsed())
             })
         })

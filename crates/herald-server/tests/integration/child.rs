@@ -62,6 +62,12 @@ impl Node {
         self.startup_log.iter().any(|line| line.contains("replayed its journal"))
     }
 
+    /// SIGTERM: the node drains (new sockets and /readyz get 503) and shuts down within its grace period.
+    pub fn terminate(&self) {
+        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().expect("kill");
+        assert!(status.success(), "SIGTERM to {}", self.base);
+    }
+
     pub fn kill_9(&mut self) {
         self.child.kill().expect("SIGKILL");
         self.child.wait().expect("reaped");

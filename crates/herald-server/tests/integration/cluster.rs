@@ -2,7 +2,9 @@
 //! with replicas), started by the test: users spread over the nodes chat live, in one order; a removed
 //! member is shut out on the other node as soon as the removal is acknowledged; Redis dying under load loses
 //! nothing. The same chat on the Kafka log (a tansu broker of the test's own), whose outcomes cross nodes on
-//! the Redis bus.
+//! the Redis bus. Three nodes on the Kafka log behind nginx from deploy/nginx/herald.conf ([`behind_nginx`]).
+
+mod behind_nginx;
 
 use super::gateway::typing_and_presence_on;
 use super::helpers::{self, TestApp, User};

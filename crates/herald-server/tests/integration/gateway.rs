@@ -360,6 +360,66 @@ async fn handshake_auth_and_rate_limits() {
     }
 }
 
+/// The `user` routing hint: accepted when it names the token's user, refused with 400 when it names another
+/// (token in the URL, in the header, or in the auth frame) or is not a user id at all; a proxy hashing on it
+/// can then never place one user's socket as another's.
+#[tokio::test]
+async fn the_user_hint_must_name_the_tokens_user() {
+    let app = spawn_app().await;
+    let (alice, bob) = (app.register("alice").await, app.register("bob").await);
+    let base = format!("{}/ws?v=1", app.base.replace("http://", "ws://"));
+    let refused_with_400 = |result: Result<_, tokio_tungstenite::tungstenite::Error>, what: &str| match result {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 400, "{what}");
+            String::from_utf8(response.body().clone().unwrap_or_default()).expect("UTF-8")
+        }
+        Ok(_) => panic!("{what}: upgraded"),
+        Err(other) => panic!("{what}: {other}"),
+    };
+
+    // The token's own user: connected as usual.
+    let url = format!("{base}&token={}&user={}", alice.token(), alice.id());
+    let (socket, _) = tokio_tungstenite::connect_async(url).await.expect("the right hint upgrades");
+    let mut ws = Ws::new(socket);
+    assert_eq!(ws.expect("hello").await["user_id"], json!(alice.id()));
+
+    // Another user's id, with the token in the URL.
+    let url = format!("{base}&token={}&user={}", alice.token(), bob.id());
+    let body = refused_with_400(tokio_tungstenite::connect_async(url).await, "another user's id");
+    assert!(body.contains("not the token's user"), "a clear message: {body}");
+    assert!(body.contains("bad_request"), "{body}");
+
+    // … with the token in the header.
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = format!("{base}&user={}", bob.id()).into_client_request().expect("request");
+    request.headers_mut().insert("authorization", format!("Bearer {}", alice.token()).parse().expect("header"));
+    refused_with_400(tokio_tungstenite::connect_async(request).await, "another user's id, token in the header");
+
+    // Not a user id.
+    for bad in ["nope", "%00", "00000000-0000-0000-0000-00000000000"] {
+        let url = format!("{base}&token={}&user={bad}", alice.token());
+        let body = refused_with_400(tokio_tungstenite::connect_async(url).await, bad);
+        assert!(body.contains("user must be"), "{body}");
+    }
+
+    // The token in the auth frame: the hint is checked when it arrives; the right one is accepted …
+    let (socket, _) = tokio_tungstenite::connect_async(format!("{base}&user={}", alice.id())).await.expect("upgrade");
+    let mut ws = Ws::new(socket);
+    ws.send(json!({"type": "auth", "token": alice.token()})).await;
+    assert_eq!(ws.expect("hello").await["user_id"], json!(alice.id()));
+    // … another user's is an error and a close with 4400.
+    let (socket, _) = tokio_tungstenite::connect_async(format!("{base}&user={}", bob.id())).await.expect("upgrade");
+    let mut ws = Ws::new(socket);
+    ws.send(json!({"type": "auth", "token": alice.token()})).await;
+    let error = ws.next().await.expect("an error frame");
+    assert_eq!(error["code"], "bad_request", "{error}");
+    assert_eq!(ws.close_code().await, Some(4400));
+
+    // No hint at all is fine.
+    let (mut ws, _) = Ws::connect_synced(&app, &bob, 0).await;
+    ws.assert_none("error", Duration::from_millis(50)).await;
+}
+
 #[tokio::test]
 async fn bad_frames_get_errors_and_change_nothing() {
     let app = spawn_app_with(|c| c.gateway.max_frame_bytes = 2048).await;
