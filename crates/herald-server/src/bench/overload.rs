@@ -217,12 +217,12 @@ pub async fn run(target: &Target, args: &OverloadArgs) -> anyhow::Result<Overloa
         )
         .await?;
         for s in pair {
-            plan.push((s.access_token.clone(), details.conversation.id));
+            plan.push((s.access_token.clone(), s.user.id, details.conversation.id));
         }
     }
     let mut sockets = Vec::new();
-    for (token, conversation) in plan {
-        let url = format!("{}/ws?v=1&token={token}", target.ws_base());
+    for (token, user, conversation) in plan {
+        let url = super::client::ws_url(&target.ws_base(), &token, user);
         sockets.push((connect(&url).await.with_context(|| format!("connecting to {url}"))?.0, conversation));
     }
 
