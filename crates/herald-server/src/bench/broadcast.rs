@@ -317,6 +317,12 @@ pub async fn run(target: &Target, args: &BroadcastArgs, source_ips: usize) -> an
         let others: Vec<_> = members[1..].iter().map(|s| s.user.id).collect();
         let id = group(&http, target.node_base(g), &members[0], &others).await.context("creating a group")?;
         groups.push((id, &members[0], g));
+        eprintln!(
+            "  group {} of {} created ({} members)",
+            g + 1,
+            args.connections.div_ceil(args.group_size),
+            members.len()
+        );
     }
     let groups_seconds = started.elapsed().as_secs_f64();
 
