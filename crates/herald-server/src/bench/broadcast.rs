@@ -47,10 +47,15 @@ pub async fn hold_counting(tokens: &std::path::Path, timeout: Duration) -> anyho
         .filter_map(|line| line.split_once(' '))
         .map(|(ws, token)| (ws.to_owned(), token.to_owned()))
         .collect();
-    // Connected 64 at a time: one at a time would make the connect time a measure of round trips alone.
+    // Connected 16 at a time per process: one at a time would make the connect time a measure of round trips
+    // alone, while many more would queue on the nodes' database pools (a handshake reads the device).
+    let retried = std::sync::atomic::AtomicU64::new(0);
     let mut connecting = futures_util::stream::iter(targets.into_iter().enumerate())
-        .map(|(i, (ws, token))| async move { connect_live(&ws, &token).await.with_context(|| format!("socket {i}")) })
-        .buffer_unordered(64);
+        .map(|(i, (ws, token))| {
+            let retried = &retried;
+            async move { connect_retrying(&ws, &token, retried).await.with_context(|| format!("socket {i}")) }
+        })
+        .buffer_unordered(16);
     let (arrivals, mut arrived) = tokio::sync::mpsc::unbounded_channel::<Result<(u64, u64), String>>();
     let mut readers = Vec::new();
     while let Some(socket) = connecting.next().await {
@@ -89,9 +94,10 @@ pub async fn hold_counting(tokens: &std::path::Path, timeout: Duration) -> anyho
             }
         }));
     }
+    drop(connecting);
     drop(arrivals);
     let sockets = readers.len();
-    println!("ready {sockets}");
+    println!("ready {sockets} retried {}", retried.load(std::sync::atomic::Ordering::Relaxed));
     let mut stdin = BufReader::new(tokio::io::stdin()).lines();
     if stdin.next_line().await?.as_deref() != Some("go") {
         bail!("expected go on standard input");
@@ -120,6 +126,32 @@ pub async fn hold_counting(tokens: &std::path::Path, timeout: Duration) -> anyho
         reader.abort();
     }
     Ok(())
+}
+
+/// `connect_live`, retried when a node turns the handshake away for now (503: its database pool was busy, or
+/// 429: its handshake rate), as a real client would after a pause; the retries are counted, not hidden.
+async fn connect_retrying(
+    ws: &str,
+    token: &str,
+    retried: &std::sync::atomic::AtomicU64,
+) -> anyhow::Result<super::client::Socket> {
+    use tokio_tungstenite::tungstenite::Error;
+    let mut attempt = 0u64;
+    loop {
+        match connect_live(ws, token).await {
+            Ok(socket) => return Ok(socket),
+            Err(e) if attempt < 20 => {
+                let busy = matches!(e.downcast_ref::<Error>(), Some(Error::Http(r)) if [429, 503].contains(&r.status().as_u16()));
+                if !busy {
+                    return Err(e);
+                }
+                attempt += 1;
+                retried.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// A helper process and what it said so far.
@@ -202,6 +234,8 @@ pub struct BroadcastReport {
     pub register_seconds: f64,
     pub groups_seconds: f64,
     pub connect_seconds: f64,
+    /// Handshakes a node turned away for now (503 or 429) and the client retried.
+    pub handshakes_retried: u64,
     pub per_node: Vec<NodeFigures>,
     /// Across every node: (connected − before) summed, over the connections.
     pub bytes_per_connection: f64,
@@ -228,7 +262,7 @@ impl BroadcastReport {
         let mib = |b: f64| format!("{:.1}", b / 1048576.0);
         let mut out = format!(
             "scenario broadcast: {} connections over {} nodes, {} groups of up to {}, {} client processes\n\
-             registered in {:.1} s, groups created in {:.1} s, connected in {:.1} s\n\
+             registered in {:.1} s, groups created in {:.1} s, connected in {:.1} s ({} handshakes retried)\n\
              | node | connections (server says) | RSS before (MiB) | connected (MiB) | after broadcast (MiB) | open fds | bytes per connection |\n\
              |---|---|---|---|---|---|---|\n",
             self.connections,
@@ -238,7 +272,8 @@ impl BroadcastReport {
             self.processes,
             self.register_seconds,
             self.groups_seconds,
-            self.connect_seconds
+            self.connect_seconds,
+            self.handshakes_retried
         );
         for (i, n) in self.per_node.iter().enumerate() {
             out.push_str(&format!(
@@ -340,11 +375,13 @@ pub async fn run(target: &Target, args: &BroadcastArgs, source_ips: usize) -> an
     for (n, lines) in shares.iter().enumerate().filter(|(_, l)| !l.is_empty()) {
         helpers.push(Helper::spawn(lines, dir.path(), n, source_ips, args.timeout)?);
     }
+    let mut handshakes_retried = 0;
     for (n, helper) in helpers.iter_mut().enumerate() {
         let line = helper.line().await?;
-        if line != format!("ready {}", helper.sockets) {
+        let Some(retried) = line.strip_prefix(&format!("ready {} retried ", helper.sockets)) else {
             bail!("client process {n} failed to connect its {} sockets: {line:?}", helper.sockets);
-        }
+        };
+        handshakes_retried += retried.parse::<u64>()?;
     }
     let connect_seconds = started.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -430,6 +467,7 @@ pub async fn run(target: &Target, args: &BroadcastArgs, source_ips: usize) -> an
         register_seconds,
         groups_seconds,
         connect_seconds,
+        handshakes_retried,
         per_node,
         bytes_per_connection: grown / args.connections as f64,
         latency: Latency::of(&latency),
