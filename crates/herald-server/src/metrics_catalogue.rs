@@ -83,6 +83,9 @@ pub const FAMILIES: &[Family] = &[
         Counter,
         "Users a presence change was announced to (divided by the announcements: the cost of one change).",
     ),
+    // The process, under the standard Prometheus names (read at each scrape).
+    family("process_resident_memory_bytes", Gauge, "Resident memory of the node's process, in bytes."),
+    family("process_open_fds", Gauge, "File descriptors the node's process has open (sockets included)."),
     family("http_requests_total", Counter, "HTTP requests answered, by method, route template and status."),
     family("http_request_duration_ms", Histogram, "HTTP request time, by method and route template."),
     family(

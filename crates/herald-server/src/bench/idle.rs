@@ -29,11 +29,20 @@ pub struct HoldArgs {
     /// The server's WebSocket base, e.g. ws://127.0.0.1:8080.
     #[arg(long)]
     pub ws: String,
+    /// For `broadcast`: each line is `WS_BASE TOKEN`, and every socket's one broadcast is waited for and timed.
+    #[arg(long)]
+    pub broadcast: bool,
+    /// For `broadcast`: seconds every socket has to receive its broadcast.
+    #[arg(long, default_value_t = 120)]
+    pub timeout: u64,
 }
 
 /// Helper process: connects one socket per token, prints `ready N`, and holds them (answering pings) until its
 /// standard input closes.
 pub async fn hold(args: &HoldArgs) -> anyhow::Result<()> {
+    if args.broadcast {
+        return super::broadcast::hold_counting(&args.tokens, Duration::from_secs(args.timeout)).await;
+    }
     let tokens = std::fs::read_to_string(&args.tokens)?;
     let mut holders = Vec::new();
     for line in tokens.lines().filter(|t| !t.is_empty()) {

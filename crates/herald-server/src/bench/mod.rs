@@ -3,6 +3,7 @@
 //! otherwise. By default each run starts its own server as a child process (so its memory and CPU can be
 //! read from /proc), or targets `--server URL` (given several times: the nodes of a cluster).
 
+mod broadcast;
 mod calibration;
 mod client;
 mod crowd;
@@ -67,7 +68,10 @@ pub enum Scenario {
     Crowd(crowd::CrowdArgs),
     /// More sends than the node sustains, then few: offered vs served vs refused, p99 and memory each second.
     Overload(overload::OverloadArgs),
-    /// A helper process of `idle --processes`: holds the connections of the tokens it is given.
+    /// Many connections over the nodes of a cluster, each receiving one message sent into its group: server
+    /// memory per connection on every node (from its /metrics) and the time until every socket had it.
+    Broadcast(broadcast::BroadcastArgs),
+    /// A helper process of `idle --processes` and `broadcast`: holds the connections of the tokens it is given.
     #[command(hide = true)]
     Hold(idle::HoldArgs),
 }
@@ -91,6 +95,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             let r = idle::run(&target, a, args.source_ips).await?;
             println!("{}", r.table());
             (serde_json::to_value(&r)?, r.chart())
+        }
+        Scenario::Broadcast(a) => {
+            let r = broadcast::run(&target, a, args.source_ips).await?;
+            println!("{}", r.table());
+            (serde_json::to_value(&r)?, Some(r.chart()))
         }
         Scenario::Groups(a) => {
             let r = groups::run(&target, a).await?;

@@ -72,6 +72,11 @@ impl Target {
         self.nodes.len()
     }
 
+    /// The base URL of server `node` (counted from 0, modulo the number of servers).
+    pub fn node_base(&self, node: usize) -> &str {
+        &self.nodes[node % self.nodes.len()]
+    }
+
     /// The WebSocket base URL of the first server.
     pub fn ws_base(&self) -> String {
         self.node_ws_base(0)

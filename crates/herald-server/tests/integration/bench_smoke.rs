@@ -25,11 +25,16 @@ impl Bench {
     }
 
     fn run(&self, args: &[&str]) -> String {
+        self.run_with_report(args).0
+    }
+
+    /// Runs `herald bench ARGS`: its stdout and JSON report.
+    fn run_with_report(&self, args: &[&str]) -> (String, serde_json::Value) {
         // On the Kafka pass each run's server is a one-node cluster of its own (a topic, group and Redis key
         // prefix of its own; the runs share the database).
         let mut env = self.env.clone();
         env.extend(KafkaCluster::for_this_pass().map(|cluster| cluster.env()).unwrap_or_default());
-        bench(args, &env).0
+        bench(args, &env)
     }
 }
 
@@ -150,6 +155,39 @@ fn overload_refuses_retries_and_loses_nothing() {
     let heavy = &report["phases"][0];
     assert!(heavy["refused_per_second"].as_f64().is_some_and(|r| r > 0.0), "4 slots for 128 sends: {report}");
     assert!(heavy["served_per_second"].as_f64().is_some_and(|r| r > 0.0), "{report}");
+}
+
+/// `broadcast` at a tiny size: 40 sockets in 2 groups over 2 client processes, every one receiving its group's
+/// message, and the server's memory read from its own /metrics (the way remote nodes are measured).
+#[test]
+fn broadcast_reaches_every_socket_and_reads_the_servers_memory_from_its_metrics() {
+    let b = Bench::new();
+    let (out, report) = b.run_with_report(&[
+        "broadcast",
+        "--connections",
+        "40",
+        "--group-size",
+        "20",
+        "--processes",
+        "2",
+        "--source-ips",
+        "2",
+        "--timeout",
+        "30",
+    ]);
+    assert!(
+        out.contains("scenario broadcast: 40 connections over 1 nodes, 2 groups of up to 20, 2 client processes"),
+        "{out}"
+    );
+    assert!(out.contains("| node | connections (server says) | RSS before (MiB) |"), "{out}");
+    assert!(out.contains("| 40 (40) |"), "the server counts every socket: {out}");
+    assert!(out.contains("every one of 40 sockets received its group's message; p50 "), "{out}");
+    assert!(out.contains("client helpers' RSS (MiB): "), "{out}");
+    let node = &report["per_node"][0];
+    assert!(node["rss_connected_bytes"].as_f64().is_some_and(|b| b > 1_048_576.0), "{report}");
+    assert!(node["open_fds_connected"].as_f64().is_some_and(|f| f >= 40.0), "{report}");
+    assert!(report["latency_ms_p99"].as_f64().is_some_and(|l| l > 0.0), "{report}");
+    assert_eq!(report["helper_rss_bytes"].as_array().map(Vec::len), Some(2), "{report}");
 }
 
 /// `--server` given twice. The same server named twice stands in for two nodes (a real cluster is measured by

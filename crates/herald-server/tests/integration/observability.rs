@@ -122,6 +122,10 @@ async fn a_fresh_node_has_the_briefs_metrics_from_its_first_scrape_and_promtool_
     let size = value(&samples, "storage_data_dir_size_bytes", &[]).expect("disk size in the first scrape");
     let free = value(&samples, "storage_data_dir_available_bytes", &[]).expect("free disk in the first scrape");
     assert!(size > 0.0 && (0.0..=size).contains(&free), "disk {free} of {size}");
+    // The process's own memory and descriptors, so a remote node's memory per connection can be read.
+    let rss = value(&samples, "process_resident_memory_bytes", &[]).expect("process RSS in the first scrape");
+    let fds = value(&samples, "process_open_fds", &[]).expect("open fds in the first scrape");
+    assert!(rss > 1_048_576.0 && fds >= 3.0, "RSS {rss} bytes, {fds} fds");
     // Every family says what it is.
     for family in samples.iter().map(|s| s.name.trim_end_matches("_bucket").trim_end_matches("_sum")) {
         let family = family.trim_end_matches("_count");
