@@ -25,6 +25,31 @@ pub async fn expect_json<T: serde::de::DeserializeOwned>(response: reqwest::Resp
 }
 
 /// Registers `n` fresh users, `parallel` at a time, with progress on stderr.
+/// Pairs the users up (first with second, third with fourth …) in direct conversations: each user's access
+/// token, id and conversation, in the order given.
+pub async fn pair_up(
+    http: &reqwest::Client,
+    base: &str,
+    sessions: &[Session],
+) -> anyhow::Result<Vec<(String, UserId, ConversationId)>> {
+    let mut plan = Vec::with_capacity(sessions.len());
+    for pair in sessions.chunks(2) {
+        let [first, second] = pair else { bail!("an odd number of users cannot pair up") };
+        let details: ConversationDetails = expect_json(
+            http.post(format!("{base}/api/v1/conversations"))
+                .bearer_auth(&first.access_token)
+                .json(&CreateConversation::Direct { user_id: second.user.id })
+                .send()
+                .await?,
+        )
+        .await?;
+        for s in pair {
+            plan.push((s.access_token.clone(), s.user.id, details.conversation.id));
+        }
+    }
+    Ok(plan)
+}
+
 pub async fn register_users(
     http: &reqwest::Client,
     base: &str,

@@ -7,12 +7,12 @@
 //! it refused the rest, whether its memory stayed flat, and how soon it recovered once the load dropped. At the
 //! end each conversation's acked seqs must be 1..=n: nothing lost, nothing stored twice.
 
-use super::client::{connect, expect_json, next_frame, register_users};
+use super::client::{connect, next_frame, register_users};
 use super::node::Target;
 use anyhow::{Context, bail};
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
-use herald_proto::{ConversationDetails, ConversationId, CreateConversation, ErrorCode, ServerFrame};
+use herald_proto::{ConversationId, ErrorCode, ServerFrame};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::sync::{Arc, Mutex};
@@ -206,20 +206,7 @@ pub async fn run(target: &Target, args: &OverloadArgs) -> anyhow::Result<Overloa
     let http = reqwest::Client::new();
     eprintln!("registering {} users ...", args.users);
     let sessions = register_users(&http, &base, args.users, 32).await?;
-    let mut plan = Vec::new();
-    for pair in sessions.chunks(2) {
-        let details: ConversationDetails = expect_json(
-            http.post(format!("{base}/api/v1/conversations"))
-                .bearer_auth(&pair[0].access_token)
-                .json(&CreateConversation::Direct { user_id: pair[1].user.id })
-                .send()
-                .await?,
-        )
-        .await?;
-        for s in pair {
-            plan.push((s.access_token.clone(), s.user.id, details.conversation.id));
-        }
-    }
+    let plan = super::client::pair_up(&http, &base, &sessions).await?;
     let mut sockets = Vec::new();
     for (token, user, conversation) in plan {
         let url = super::client::ws_url(&target.ws_base(), &token, user);

@@ -8,7 +8,7 @@ use super::node::Target;
 use anyhow::{Context, bail};
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
-use herald_proto::{ConversationDetails, ConversationId, CreateConversation, SendAck, SendMessage, ServerFrame};
+use herald_proto::{ConversationId, SendAck, SendMessage, ServerFrame};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -87,20 +87,7 @@ pub async fn run(target: &Target, args: &SendsArgs) -> anyhow::Result<SendsRepor
     let http = reqwest::Client::builder().pool_max_idle_per_host(args.users * args.in_flight).build()?;
     eprintln!("registering {} users ...", args.users);
     let sessions = register_users(&http, &base, args.users, 32).await?;
-    let mut plan = Vec::new();
-    for pair in sessions.chunks(2) {
-        let details: ConversationDetails = expect_json(
-            http.post(format!("{base}/api/v1/conversations"))
-                .bearer_auth(&pair[0].access_token)
-                .json(&CreateConversation::Direct { user_id: pair[1].user.id })
-                .send()
-                .await?,
-        )
-        .await?;
-        for s in pair {
-            plan.push((s.access_token.clone(), s.user.id, details.conversation.id));
-        }
-    }
+    let plan = super::client::pair_up(&http, &base, &sessions).await?;
 
     eprintln!("sending for {} s over {:?} ...", args.duration, args.over);
     let deadline = Instant::now() + Duration::from_secs(args.duration);
