@@ -73,6 +73,11 @@ pub enum LogError {
     Closed,
     #[error("log backend: {0}")]
     Backend(String),
+    /// The backend cannot take the record now (a broker restarting or unreachable, a failed produce): the
+    /// request ends as `unavailable` and its client retries with the same `client_msg_id`, which stores the
+    /// message once whether or not this try was appended.
+    #[error("the log is unavailable: {0}")]
+    Unavailable(String),
     /// A record forwarded here for a partition this node no longer owns: the sender routes it again.
     #[error("this node does not own the partition")]
     NotOwner,

@@ -66,6 +66,10 @@ impl Submitter {
                 return Err(CoreError::unavailable("the server is shutting down; retry on another node"));
             }
             Ok(Err(LogError::Backend(m))) => return Err(CoreError::Internal(m)),
+            Ok(Err(LogError::Unavailable(m))) => {
+                tracing::warn!(error = %m, "the log did not take a record; its client is told to retry");
+                return Err(CoreError::unavailable("the log is unavailable; retry with the same client_msg_id"));
+            }
             Ok(Err(LogError::NotOwner)) => {
                 return Err(CoreError::unavailable("the conversation is moving between nodes; retry shortly"));
             }
@@ -85,6 +89,10 @@ impl Submitter {
             Ok(Err(LogError::NotOwner)) => Err(NotOwner),
             Ok(Err(LogError::Closed)) => Err(NotOwner),
             Ok(Err(LogError::Backend(m))) => Ok(Err(CoreError::Internal(m))),
+            Ok(Err(LogError::Unavailable(m))) => {
+                tracing::warn!(error = %m, "the log did not take a forwarded record; its client is told to retry");
+                Ok(Err(CoreError::unavailable("the log is unavailable; retry with the same client_msg_id")))
+            }
             Err(_) => Ok(Err(CoreError::unavailable("the log is overloaded; retry with the same client_msg_id"))),
         }
     }
@@ -103,5 +111,46 @@ impl Submitter {
             | Applied::Reacted(message) => Ok(message),
             other => Err(CoreError::Internal(format!("unexpected outcome {other:?}"))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::PartitionHandler;
+    use async_trait::async_trait;
+    use herald_proto::{DeviceId, ErrorCode, UserId};
+
+    /// A log that refuses every append with one error, as a backend in trouble does.
+    struct Refusing(fn() -> LogError);
+
+    #[async_trait]
+    impl MessageLog for Refusing {
+        fn partitions(&self) -> u32 {
+            1
+        }
+        async fn append(&self, _record: LogRecord) -> Result<(), LogError> {
+            Err((self.0)())
+        }
+        fn start(&self, _handler: Arc<dyn PartitionHandler>) {}
+        async fn shutdown(&self) {}
+    }
+
+    async fn submit_to(log: Refusing) -> CoreError {
+        let submitter = Submitter::new(Arc::new(log), Arc::default(), Duration::from_secs(1));
+        let principal = Principal { user: UserId::new(), device: DeviceId::new() };
+        submitter.submit(principal, ConversationId::new(), Op::Receipt).await.expect_err("refused")
+    }
+
+    /// A backend that cannot take a record now (a broker restarting) makes the request retryable, never an
+    /// internal error: the client's retry with the same client_msg_id is what carries the send through.
+    #[tokio::test]
+    async fn an_unavailable_log_tells_the_client_to_retry() {
+        let e = submit_to(Refusing(|| LogError::Unavailable("broker away".into()))).await;
+        assert_eq!(e.code(), ErrorCode::Unavailable, "{e:?}");
+        let e = submit_to(Refusing(|| LogError::Closed)).await;
+        assert_eq!(e.code(), ErrorCode::Unavailable, "{e:?}");
+        let e = submit_to(Refusing(|| LogError::Backend("a bug".into()))).await;
+        assert_eq!(e.code(), ErrorCode::Internal, "{e:?}");
     }
 }

@@ -84,7 +84,15 @@ impl MessageLog for KafkaLog {
         if self.closed.load(Ordering::Acquire) {
             return Err(LogError::Closed);
         }
-        self.producer.send(&record).await.map(|_| ()).map_err(|e| LogError::Backend(e.to_string()))
+        match self.producer.send(&record).await {
+            Ok(_) => Ok(()),
+            // A record that cannot be encoded is a bug, whatever the broker does.
+            Err(e @ KafkaError::Encode(_)) => Err(LogError::Backend(e.to_string())),
+            // Whatever the broker or the client library says (a broker restarting answers produce requests
+            // with errors for a while; a timeout leaves the record's fate unknown), the client's retry with
+            // the same client_msg_id is safe and is the way on.
+            Err(e) => Err(LogError::Unavailable(e.to_string())),
+        }
     }
 
     fn start(&self, handler: Arc<dyn PartitionHandler>) {
