@@ -102,7 +102,15 @@ impl Pools {
     }
 
     async fn connect(&self, pool: &Pool) -> StoreResult<Object> {
-        pool.get().await.map_err(|e| StoreError::Unavailable(format!("no database connection: {e}")))
+        pool.get().await.map_err(|e| {
+            // The pool's own text for a refused connection is only "db error": PostgreSQL's reason ("sorry, too
+            // many clients already", a bad password) is in the error it wraps.
+            let reason = match &e {
+                deadpool_postgres::PoolError::Backend(e) => describe(e),
+                e => e.to_string(),
+            };
+            StoreError::Unavailable(format!("no database connection: {reason}"))
+        })
     }
 
     /// Runs `f` on a connection chosen by `freshness`, within the statement timeout, and records its duration.
