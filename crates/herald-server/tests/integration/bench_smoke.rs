@@ -19,8 +19,14 @@ impl Bench {
         }
         let runtime = tokio::runtime::Runtime::new().expect("a runtime");
         let database = runtime.block_on(TestDatabase::create());
-        let env =
-            vec![("HERALD_STORAGE__BACKEND", "postgres".to_owned()), ("HERALD_STORAGE__POSTGRES__URL", database.url())];
+        // A bench server's pool defaults to 100 connections, as a production node's; two bench runs side by
+        // side beside the other tests' servers took every connection PostgreSQL allows (100), and the next
+        // server to start failed. Each server here gets the pool of a test app.
+        let env = vec![
+            ("HERALD_STORAGE__BACKEND", "postgres".to_owned()),
+            ("HERALD_STORAGE__POSTGRES__URL", database.url()),
+            ("HERALD_STORAGE__POSTGRES__POOL__MAX_SIZE", database.settings().pool.max_size.to_string()),
+        ];
         Self { env, _database: Some(database) }
     }
 

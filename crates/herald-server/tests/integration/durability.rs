@@ -51,8 +51,9 @@ async fn child_backend() -> Backend {
     }
     let database = TestDatabase::create().await;
     let mut toml = format!(
-        "[storage]\nbackend = \"postgres\"\n[storage.postgres]\nurl = \"{}\"\n[storage.postgres.pool]\nmin_idle = 1\n",
-        database.url()
+        "[storage]\nbackend = \"postgres\"\n[storage.postgres]\nurl = \"{}\"\n{}",
+        database.url(),
+        CHILD_POSTGRES_POOL
     );
     if let Some(cluster) = KafkaCluster::for_this_pass() {
         toml.push_str(&cluster.toml());

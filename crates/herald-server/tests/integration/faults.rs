@@ -116,11 +116,12 @@ impl World {
             (Postgres::Shared { _database: database }, storage)
         };
         let settings = format!(
-            "[storage]\nbackend = \"postgres\"\n[storage.postgres]\n{storage}[storage.postgres.pool]\nmin_idle = 1\n\
+            "[storage]\nbackend = \"postgres\"\n[storage.postgres]\n{storage}{}\
              [logins]\nregistrations_per_hour = 1000000\n[log]\npartitions = {PARTITIONS}\napply_timeout_ms = 5000\n\
              [cluster]\nredis_urls = [\"{}\"]\nkey_prefix = \"{}\"\nlog = \"kafka\"\n\
              [cluster.kafka]\nbrokers = \"{}\"\ngroup_id = \"{}\"\nsession_timeout_ms = 6000\n\
              heartbeat_interval_ms = 500\nfetch_wait_max_ms = {}\nlinger_ms = {}\n",
+            helpers::CHILD_POSTGRES_POOL,
             redis.url(),
             helpers::unique_name("herald"),
             broker.brokers(),

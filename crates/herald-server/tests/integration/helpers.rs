@@ -65,6 +65,12 @@ pub async fn use_test_backend(config: &mut Config) -> Option<Arc<TestDatabase>> 
     Some(Arc::new(database))
 }
 
+/// The PostgreSQL pool of a `herald serve` child process, as a TOML table. A node's pool defaults to 100
+/// connections (a production node's); the machine's PostgreSQL allows 100 in all, and a few nodes under load
+/// beside the other tests' apps took every one (CI failed with "no database connection"). Eight are plenty
+/// for a test's load.
+pub const CHILD_POSTGRES_POOL: &str = "[storage.postgres.pool]\nmin_idle = 1\nmax_size = 8\n";
+
 /// Partitions of each test app's topic on the Kafka pass: a one-node cluster needs few, and every partition is
 /// one more that the broker stores and the member fetches from.
 pub const KAFKA_TEST_PARTITIONS: u32 = 4;

@@ -37,12 +37,13 @@ async fn three_nodes_behind_nginx_chat_as_one() {
     let database = TestDatabase::create().await;
     let settings = format!(
         "[server]\ntrusted_proxies = [\"127.0.0.1\"]\n\
-         [storage]\nbackend = \"postgres\"\n[storage.postgres]\nurl = \"{}\"\n[storage.postgres.pool]\nmin_idle = 1\n\
+         [storage]\nbackend = \"postgres\"\n[storage.postgres]\nurl = \"{}\"\n{}\
          [logins]\nregistrations_per_hour = 1000000\n[log]\npartitions = {PARTITIONS}\napply_timeout_ms = 5000\n\
          [cluster]\nredis_urls = [\"{}\"]\nkey_prefix = \"{}\"\nlog = \"kafka\"\n\
          [cluster.kafka]\nbrokers = \"{}\"\ngroup_id = \"{}\"\nsession_timeout_ms = 6000\nheartbeat_interval_ms = 500\n\
          fetch_wait_max_ms = {}\nlinger_ms = {}\n",
         database.url(),
+        helpers::CHILD_POSTGRES_POOL,
         redis.url(),
         helpers::unique_name("herald"),
         broker.brokers(),
