@@ -19,6 +19,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct OwnBroker {
     child: Option<Child>,
+    /// Where the current run's output starts in the log file (every run appends to it).
+    run_starts_at: usize,
     port: u16,
     binary: PathBuf,
     // Removed after the broker is killed: `Drop` kills first, then the field drops.
@@ -42,7 +44,7 @@ impl OwnBroker {
             return None;
         };
         let dir = tempfile::Builder::new().prefix("herald-kafka-").tempdir().expect("a temp dir for the broker");
-        let mut broker = OwnBroker { child: None, port: free_port(), binary, dir };
+        let mut broker = OwnBroker { child: None, run_starts_at: 0, port: free_port(), binary, dir };
         broker.run().await;
         Some(broker)
     }
@@ -72,6 +74,27 @@ impl OwnBroker {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
+    /// The warnings, errors and panics the current run has logged, first first (at most `limit`).
+    pub fn errors_of_this_run(&self, limit: usize) -> Vec<String> {
+        let log = self.log();
+        log.get(self.run_starts_at..)
+            .unwrap_or_default()
+            .lines()
+            .filter(|line| line.contains("ERROR") || line.contains("WARN") || line.contains("panicked"))
+            .take(limit)
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Whether the current run has lost the task that serves its storage. tansu 0.6 serves every storage request
+    /// through one task (`ChannelRequestService` in tansu-storage), whose loop returns at the first request that
+    /// fails; from then on the broker still accepts connections but answers every produce with
+    /// `UNKNOWN_SERVER_ERROR` ("UnableToSend" in its log) until it is restarted. A Kafka broker answers a failed
+    /// request with an error code and serves the next.
+    pub fn storage_died(&self) -> bool {
+        self.log().get(self.run_starts_at..).is_some_and(|run| run.contains("UnableToSend"))
+    }
+
     fn log_path(&self) -> PathBuf {
         self.dir.path().join("tansu.log")
     }
@@ -79,6 +102,7 @@ impl OwnBroker {
     async fn run(&mut self) {
         let log =
             std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).expect("the broker's log file");
+        self.run_starts_at = log.metadata().map(|m| m.len() as usize).unwrap_or(0);
         let listener = format!("tcp://127.0.0.1:{}", self.port);
         // tansu opens a sqlite:// path relative to its working directory (an absolute one too), so it runs in
         // the temp dir and is given the file's name.

@@ -476,9 +476,50 @@ impl World {
         retried
     }
 
+    /// Waits until every client has had [`ACKS_AROUND_A_FAULT`] sends acknowledged past `since` (false), or
+    /// until the broker's current run has lost its storage task (true; see `OwnBroker::storage_died`), for at
+    /// most 90 s (false: `finish` then fails on its own wait). The broker's first warnings, errors and panics
+    /// are printed when it died.
+    async fn broker_storage_died_after_the_restart(&self, since: &[usize]) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while Instant::now() < deadline {
+            if self.acks().iter().zip(since).all(|(now, then)| *now >= then + ACKS_AROUND_A_FAULT) {
+                return false;
+            }
+            if self.broker.storage_died() {
+                let errors = self.broker.errors_of_this_run(12);
+                eprintln!("the restarted broker lost its storage task; its first warnings and errors:\n{errors:#?}");
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        false
+    }
+
     /// What every client has had acknowledged so far (pass it to [`World::finish`]).
     pub fn acks_now(&self) -> Vec<usize> {
         self.acks()
+    }
+}
+
+impl Drop for World {
+    /// A failed test also shows the end of the broker's log: the nodes' own output says only that the broker
+    /// refused or failed, and the broker's temp dir goes with the test.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.broker.log();
+            let lines: Vec<&str> = log.lines().collect();
+            // Its first errors say what went wrong; its last lines, how it ended.
+            let errors: Vec<&str> = lines.iter().copied().filter(|l| l.contains("ERROR")).take(20).collect();
+            eprintln!("the broker's log: {} lines; its first {} errors:", lines.len(), errors.len());
+            for line in errors {
+                eprintln!("  {line}");
+            }
+            eprintln!("its last lines:");
+            for line in &lines[lines.len().saturating_sub(10)..] {
+                eprintln!("  {line}");
+            }
+        }
     }
 }
 
@@ -661,15 +702,33 @@ async fn redis_restarted_empty_under_load_loses_nothing() {
 
 /// Issues 19 and 20: the broker killed under load and started again: producers retry, nothing acknowledged is
 /// lost and nothing is stored twice.
+///
+/// tansu 0.6 sometimes breaks itself on such a restart: a request from a producer it knew before the kill
+/// panics inside its storage task ("more or less than one row", `tansu-storage` lite.rs), the task ends, and
+/// from then on the broker answers every produce with `UNKNOWN_SERVER_ERROR` whatever the clients do (Herald
+/// answers those sends `unavailable`, and the clients' retries fail the same way), and restarting it again
+/// brings the same panic back (tried here: three restarts, 11 s apart, each died within a second). Such an
+/// attempt says nothing about Herald, so it is dropped, reported, and the whole scenario runs again on a
+/// fresh cluster, at most four times (3 of 11 attempts here met it); every attempt that gets past the restart
+/// is checked in full. A Kafka broker answers a failed request with an error code and serves the next.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_broker_restarted_under_load_loses_nothing() {
-    let Some(mut world) = World::start(3).await else { return };
-    let before = world.acks_now();
-    world.service_fault();
-    world.broker.kill();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    world.broker.restart().await;
-    world.finish("the broker killed and restarted", before).await;
+    const ATTEMPTS: u32 = 4;
+    for attempt in 1..=ATTEMPTS {
+        let Some(mut world) = World::start(3).await else { return };
+        let before = world.acks_now();
+        world.service_fault();
+        world.broker.kill();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        world.broker.restart().await;
+        if world.broker_storage_died_after_the_restart(&before).await {
+            eprintln!("attempt {attempt} of {ATTEMPTS}: the broker broke itself on the restart (tansu 0.6); again");
+            continue;
+        }
+        world.finish("the broker killed and restarted", before).await;
+        return;
+    }
+    panic!("the restarted broker lost its storage task in each of {ATTEMPTS} attempts");
 }
 
 /// Issue 20: the stores' streaming replica stopped (a crash) under load and started again: reads go to the
