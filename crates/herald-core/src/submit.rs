@@ -66,10 +66,7 @@ impl Submitter {
                 return Err(CoreError::unavailable("the server is shutting down; retry on another node"));
             }
             Ok(Err(LogError::Backend(m))) => return Err(CoreError::Internal(m)),
-            Ok(Err(LogError::Unavailable(m))) => {
-                tracing::warn!(error = %m, "the log did not take a record; its client is told to retry");
-                return Err(CoreError::unavailable("the log is unavailable; retry with the same client_msg_id"));
-            }
+            Ok(Err(LogError::Unavailable(m))) => return Err(log_unavailable(&m)),
             Ok(Err(LogError::NotOwner)) => {
                 return Err(CoreError::unavailable("the conversation is moving between nodes; retry shortly"));
             }
@@ -89,10 +86,7 @@ impl Submitter {
             Ok(Err(LogError::NotOwner)) => Err(NotOwner),
             Ok(Err(LogError::Closed)) => Err(NotOwner),
             Ok(Err(LogError::Backend(m))) => Ok(Err(CoreError::Internal(m))),
-            Ok(Err(LogError::Unavailable(m))) => {
-                tracing::warn!(error = %m, "the log did not take a forwarded record; its client is told to retry");
-                Ok(Err(CoreError::unavailable("the log is unavailable; retry with the same client_msg_id")))
-            }
+            Ok(Err(LogError::Unavailable(m))) => Ok(Err(log_unavailable(&m))),
             Err(_) => Ok(Err(CoreError::unavailable("the log is overloaded; retry with the same client_msg_id"))),
         }
     }
@@ -112,6 +106,13 @@ impl Submitter {
             other => Err(CoreError::Internal(format!("unexpected outcome {other:?}"))),
         }
     }
+}
+
+/// What the client of a record the log did not take is told: to retry, with the same client_msg_id (see
+/// [`LogError::Unavailable`]).
+fn log_unavailable(reason: &str) -> CoreError {
+    tracing::warn!(error = %reason, "the log did not take a record; its client is told to retry");
+    CoreError::unavailable("the log is unavailable; retry with the same client_msg_id")
 }
 
 #[cfg(test)]

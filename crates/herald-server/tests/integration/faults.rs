@@ -267,10 +267,12 @@ impl World {
     /// Waits until every client has had [`ACKS_AROUND_A_FAULT`] sends acknowledged past `since` (counts from
     /// [`World::acks`]).
     async fn wait_acks(&self, what: &str, since: Vec<usize>) {
-        wait_until(what, Duration::from_secs(90), async || {
-            self.acks().iter().zip(&since).all(|(now, then)| *now >= then + ACKS_AROUND_A_FAULT)
-        })
-        .await;
+        wait_until(what, Duration::from_secs(90), async || self.acked_past(&since)).await;
+    }
+
+    /// Whether every client has had [`ACKS_AROUND_A_FAULT`] sends acknowledged past `since`.
+    fn acked_past(&self, since: &[usize]) -> bool {
+        self.acks().iter().zip(since).all(|(now, then)| *now >= then + ACKS_AROUND_A_FAULT)
     }
 
     /// The partitions each running node owns (0 for a node that is gone).
@@ -483,7 +485,7 @@ impl World {
     async fn broker_storage_died_after_the_restart(&self, since: &[usize]) -> bool {
         let deadline = Instant::now() + Duration::from_secs(90);
         while Instant::now() < deadline {
-            if self.acks().iter().zip(since).all(|(now, then)| *now >= then + ACKS_AROUND_A_FAULT) {
+            if self.acked_past(since) {
                 return false;
             }
             if self.broker.storage_died() {
@@ -507,14 +509,14 @@ impl Drop for World {
     /// refused or failed, and the broker's temp dir goes with the test.
     fn drop(&mut self) {
         if std::thread::panicking() {
-            let log = self.broker.log();
-            let lines: Vec<&str> = log.lines().collect();
             // Its first errors say what went wrong; its last lines, how it ended.
-            let errors: Vec<&str> = lines.iter().copied().filter(|l| l.contains("ERROR")).take(20).collect();
-            eprintln!("the broker's log: {} lines; its first {} errors:", lines.len(), errors.len());
+            let errors = self.broker.errors_of_this_run(20);
+            eprintln!("the broker's first {} warnings and errors (of its last start):", errors.len());
             for line in errors {
                 eprintln!("  {line}");
             }
+            let log = self.broker.log();
+            let lines: Vec<&str> = log.lines().collect();
             eprintln!("its last lines:");
             for line in &lines[lines.len().saturating_sub(10)..] {
                 eprintln!("  {line}");
