@@ -116,6 +116,30 @@ pub struct EditMessage {
     pub body: String,
 }
 
+/// `GET /api/v1/conversations?limit=&cursor=`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConversationListQuery {
+    pub limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// `GET /api/v1/users?username=`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FindUserQuery {
+    pub username: Option<String>,
+}
+
+/// The query of a signed media URL, `GET /media/{id}/{variant}?exp=&sig=`: when it expires (Unix seconds)
+/// and its signature.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SignedUrlQuery {
+    pub exp: u64,
+    pub sig: String,
+}
+
 /// `GET /api/v1/conversations/{id}/messages?from=&dir=&limit=`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -4,8 +4,9 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{Auth, Json, Path, Query};
 use axum::extract::State;
 use axum::http::StatusCode;
-use herald_proto::{Credentials, DeviceId, DeviceInfo, ErrorCode, Me, RefreshRequest, Session, UserId, UserProfile};
-use serde::Deserialize;
+use herald_proto::{
+    Credentials, DeviceId, DeviceInfo, ErrorCode, FindUserQuery, Me, RefreshRequest, Session, UserId, UserProfile,
+};
 
 pub async fn register(
     State(s): State<AppState>,
@@ -67,17 +68,11 @@ pub async fn revoke_device(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FindUser {
-    username: Option<String>,
-}
-
 /// `GET /users?username=NAME`: look a user up by name (to start a conversation).
 pub async fn find_user(
     State(s): State<AppState>,
     Auth(_): Auth,
-    Query(q): Query<FindUser>,
+    Query(q): Query<FindUserQuery>,
 ) -> ApiResult<Json<UserProfile>> {
     let name = q.username.ok_or_else(|| ApiError::new(ErrorCode::BadRequest, "give ?username="))?;
     Ok(Json(s.services.accounts.user_by_name(&name).await?))

@@ -4,10 +4,9 @@ use crate::extract::{Auth, Json, Path, Query};
 use axum::extract::State;
 use axum::http::StatusCode;
 use herald_proto::{
-    AddMember, ConversationDetails, ConversationId, ConversationPage, CreateConversation, Member, UpdateConversation,
-    UpdateMember, UserId,
+    AddMember, ConversationDetails, ConversationId, ConversationListQuery, ConversationPage, CreateConversation,
+    Member, UpdateConversation, UpdateMember, UserId,
 };
-use serde::Deserialize;
 
 /// 201 with a new conversation; 200 with the pair's existing direct conversation.
 pub async fn create(
@@ -26,17 +25,10 @@ pub async fn create(
     Ok((status, Json(details)))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListQuery {
-    limit: Option<u32>,
-    cursor: Option<String>,
-}
-
 pub async fn list(
     State(s): State<AppState>,
     Auth(p): Auth,
-    Query(q): Query<ListQuery>,
+    Query(q): Query<ConversationListQuery>,
 ) -> ApiResult<Json<ConversationPage>> {
     Ok(Json(s.services.conversations.list(p, q.limit, q.cursor.as_deref()).await?))
 }
