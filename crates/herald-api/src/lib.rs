@@ -8,6 +8,7 @@ pub mod client_address;
 pub mod error;
 pub mod extract;
 pub mod gateway;
+pub mod media_headers;
 mod process_gauges;
 mod routes;
 pub mod serve;

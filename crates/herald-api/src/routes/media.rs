@@ -5,6 +5,7 @@
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Auth, Json, Path, Query};
+use crate::media_headers::{UPLOAD_LENGTH, UPLOAD_OFFSET, Unsatisfiable, not_modified, requested_range, upload_offset};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -14,13 +15,9 @@ use herald_core::CoreError;
 use herald_core::auth::Principal;
 use herald_media::Servable;
 use herald_proto::{
-    BlockImage, BlockedImage, CreateUpload, ErrorCode, MediaId, MediaInfo, MediaUsage, Takedown, TakedownResult,
+    BlockImage, BlockedImage, CreateUpload, ErrorCode, MediaId, MediaInfo, MediaUsage, SignedUrlQuery, Takedown,
+    TakedownResult,
 };
-use serde::Deserialize;
-
-/// The offset header of resumable uploads (tus's name, so tus-style clients feel at home).
-const UPLOAD_OFFSET: &str = "upload-offset";
-const UPLOAD_LENGTH: &str = "upload-length";
 
 /// `POST /api/v1/uploads`: 201 with the upload, `Location` and `Upload-Offset: 0`.
 pub async fn create(State(s): State<AppState>, Auth(p): Auth, Json(body): Json<CreateUpload>) -> ApiResult<Response> {
@@ -42,11 +39,7 @@ pub async fn append(
     Path(id): Path<MediaId>,
     request: Request,
 ) -> ApiResult<Response> {
-    let offset = request
-        .headers()
-        .get(UPLOAD_OFFSET)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
+    let offset = upload_offset(request.headers())
         .ok_or_else(|| ApiError::new(ErrorCode::BadRequest, "Upload-Offset header (a byte offset) is required"))?;
     let body = request.into_body().into_data_stream();
     let info = s.media.append(p, id, offset, body).await?;
@@ -123,17 +116,11 @@ async fn require_admin(s: &AppState, p: Principal) -> ApiResult<()> {
     }
 }
 
-#[derive(Deserialize)]
-pub struct Signed {
-    exp: u64,
-    sig: String,
-}
-
 /// `GET|HEAD /media/{id}/{variant}?exp=&sig=`: the bytes, for anyone holding a valid signed URL.
 pub async fn serve(
     State(s): State<AppState>,
     Path((id, variant)): Path<(MediaId, String)>,
-    Query(signed): Query<Signed>,
+    Query(signed): Query<SignedUrlQuery>,
     method: Method,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
@@ -146,7 +133,7 @@ pub async fn serve(
     }
     let range = match requested_range(&headers, &servable.etag, total) {
         Ok(range) => range,
-        Err(()) => {
+        Err(Unsatisfiable) => {
             let mut response = ApiError::new(ErrorCode::BadRequest, "the range is not satisfiable").into_response();
             *response.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
             insert(response.headers_mut(), header::CONTENT_RANGE.as_str(), &format!("bytes */{total}"));
@@ -177,36 +164,6 @@ pub async fn serve(
         insert(h, header::CONTENT_RANGE.as_str(), &format!("bytes {}-{}/{total}", r.start, r.end - 1));
     }
     Ok(response)
-}
-
-/// `If-None-Match` naming this ETag (or `*`).
-fn not_modified(headers: &HeaderMap, etag: &str) -> bool {
-    headers
-        .get_all(header::IF_NONE_MATCH)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|tag| tag.trim().trim_start_matches("W/"))
-        .any(|tag| tag == "*" || tag == etag)
-}
-
-/// The one range to serve: `Ok(None)` for the whole (no Range, a malformed one or several ranges, which
-/// HTTP lets a server ignore, or an `If-Range` for other bytes), `Err` when it is unsatisfiable.
-fn requested_range(headers: &HeaderMap, etag: &str, total: u64) -> Result<Option<std::ops::Range<u64>>, ()> {
-    let Some(value) = headers.get(header::RANGE).and_then(|v| v.to_str().ok()) else { return Ok(None) };
-    if let Some(if_range) = headers.get(header::IF_RANGE).and_then(|v| v.to_str().ok())
-        && if_range.trim() != etag
-    {
-        return Ok(None);
-    }
-    if value.contains(',') {
-        return Ok(None);
-    }
-    let Ok(parsed) = http_range_header::parse_range_header(value) else { return Ok(None) };
-    match parsed.validate(total) {
-        Ok(ranges) => Ok(ranges.first().map(|r| *r.start()..*r.end() + 1)),
-        Err(_) => Err(()),
-    }
 }
 
 fn cache_headers(h: &mut HeaderMap, servable: &Servable) {
