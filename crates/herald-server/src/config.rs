@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
 use std::time::Duration;
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -423,13 +424,33 @@ pub struct ConfigError(pub String);
 impl Config {
     /// Defaults, then `file` (if any), then the `HERALD_*` variables among `env`.
     pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
-        let defaults = config::Config::try_from(&Config::default()).map_err(|e| ConfigError(e.to_string()))?;
-        let mut builder = config::Config::builder().add_source(defaults);
-        if let Some(path) = file {
-            if !path.exists() {
+        let file = match file {
+            Some(path) if !path.exists() => {
                 return Err(ConfigError(format!("config file {} does not exist", path.display())));
             }
-            builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
+            Some(path) => Some(config::File::from(path).format(config::FileFormat::Toml)),
+            None => None,
+        };
+        Self::layered(file, env)
+    }
+
+    /// Defaults, then the TOML text of a config file, then the `HERALD_*` variables among `env`: what
+    /// [`Config::load`] does with a file's contents.
+    pub fn from_toml(toml: &str, env: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        Self::layered(Some(config::File::from_str(toml, config::FileFormat::Toml)), env)
+    }
+
+    fn layered(
+        file: Option<impl config::Source + Send + Sync + 'static>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        // The defaults as a source, made once: building them is most of the work of loading a small file.
+        static DEFAULTS: LazyLock<Result<config::Config, String>> =
+            LazyLock::new(|| config::Config::try_from(&Config::default()).map_err(|e| e.to_string()));
+        let defaults = DEFAULTS.clone().map_err(ConfigError)?;
+        let mut builder = config::Config::builder().add_source(defaults);
+        if let Some(file) = file {
+            builder = builder.add_source(file);
         }
         let (env, ignored) = settings_in(env);
         for name in ignored {
@@ -446,9 +467,7 @@ impl Config {
                 .with_list_parse_key("server.trusted_proxies")
                 .source(Some(env)),
         );
-        let config: Config =
-            builder.build().and_then(|c| c.try_deserialize()).map_err(|e| ConfigError(e.to_string()))?;
-        Ok(config)
+        builder.build().and_then(|c| c.try_deserialize()).map_err(|e| ConfigError(e.to_string()))
     }
 
     /// The dotted paths of every setting, e.g. `limits.max_group_members` or `media.storage.bucket`.
@@ -685,7 +704,8 @@ impl Config {
 /// Splits the `HERALD_*` variables among `env` into those that name a setting (`HERALD_SECTION__FIELD`, in
 /// any case) and the names of those that do not. Other variables are left out.
 fn settings_in(env: impl IntoIterator<Item = (String, String)>) -> (HashMap<String, String>, Vec<String>) {
-    let known = Config::setting_paths();
+    static KNOWN: LazyLock<Vec<String>> = LazyLock::new(Config::setting_paths);
+    let known = &*KNOWN;
     let mut settings = HashMap::new();
     let mut ignored = Vec::new();
     for (name, value) in env {
@@ -740,6 +760,27 @@ mod tests {
     }
 
     #[test]
+    fn a_config_files_text_loads_as_the_file_does() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let text = "[limits]\nmax_group_members = 300\n[gateway]\nqueue_depth = 64\n";
+        let file = dir.path().join("herald.toml");
+        std::fs::write(&file, text).expect("writes");
+        let from_text = Config::from_toml(text, env(&[("HERALD_GATEWAY__QUEUE_DEPTH", "128")])).expect("loads");
+        assert_eq!(
+            from_text,
+            Config::load(Some(&file), env(&[("HERALD_GATEWAY__QUEUE_DEPTH", "128")])).expect("loads")
+        );
+        assert_eq!(
+            (from_text.limits.max_group_members, from_text.gateway.queue_depth),
+            (300, 128),
+            "the file, then env"
+        );
+        let err = Config::from_toml("[limits]\nmax_group_member = 3\n", env(&[])).expect_err("a typo");
+        assert!(err.to_string().contains("max_group_member"), "{err}");
+        assert!(Config::from_toml("[limits\n", env(&[])).is_err(), "not TOML");
+    }
+
+    #[test]
     fn validation_names_the_key() {
         let mut c = Config::default();
         c.log.partitions = 0;
@@ -747,6 +788,9 @@ mod tests {
         let mut c = Config::default();
         c.auth.jwt_secret = Some("short".into());
         assert!(c.validate().expect_err("invalid").to_string().contains("auth.jwt_secret"));
+        // TOML has `inf`; a duration of infinite days would panic at start-up.
+        let c = Config::from_toml("[media]\ncold_after_days = inf\n", env(&[])).expect("a float");
+        assert!(c.validate().expect_err("invalid").to_string().contains("media.cold_after_days"));
     }
 
     #[test]

@@ -161,7 +161,8 @@ impl MediaConfig {
         check(self.blocklist_distance <= 32, "blocklist_distance", "must be at most 32")?;
         check(self.video_heights.iter().all(|&h| (16..=4320).contains(&h)), "video_heights", "must be 16 to 4320")?;
         check(self.video_workers >= 1, "video_workers", "must be at least 1")?;
-        check(self.cold_after_days >= 0.0, "cold_after_days", "must not be negative")?;
+        // A finite bound: the value becomes a Duration, which infinity (TOML's `inf`) or 1e300 days cannot be.
+        check((0.0..=36_500.0).contains(&self.cold_after_days), "cold_after_days", "must be between 0 and 36500")?;
         if !self.clamd.is_empty() {
             ClamdAddr::parse(&self.clamd).map_err(|e| ConfigError(format!("media.clamd {e}")))?;
         }
