@@ -69,6 +69,7 @@ fn bench(args: &[&str], env: &[(&str, String)]) -> (String, serde_json::Value) {
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&json).expect("JSON report written")).expect("JSON report parses");
     assert!(report["calibration"]["sha256_mb_per_second"].as_f64().is_some_and(|v| v > 0.0), "{report}");
+    assert!(report["calibration"]["fsync_ms_median"].as_f64().is_some_and(|v| v > 0.0), "{report}");
     assert!(stdout.starts_with("calibration: "), "{stdout}");
     if !["sends", "media"].contains(&args[0]) {
         let svg = std::fs::read_to_string(&chart).expect("chart written");
