@@ -30,8 +30,16 @@ fn url(info: &Value, variant: &str) -> String {
     info["variants"][variant]["url"].as_str().unwrap_or_else(|| panic!("no {variant} url in {info}")).to_owned()
 }
 
-/// Nothing of an upload is left in the work area, and nothing is stored.
-fn assert_nothing_left(app: &TestApp) {
+/// Nothing of an upload is left in the work area, and nothing is stored. The pipeline records an outcome
+/// first and removes the partial file after (so a crash in between reruns the upload rather than losing it),
+/// so a client can see the outcome a moment before the file is gone: give the clean-up a few seconds.
+async fn assert_nothing_left(app: &TestApp) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while (!app.media_files("uploads").is_empty() || !app.media_files("blobs").is_empty())
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     assert_eq!(app.media_files("uploads"), Vec::<std::path::PathBuf>::new(), "partial files left behind");
     assert_eq!(app.media_files("blobs"), Vec::<std::path::PathBuf>::new(), "blobs left behind");
 }
@@ -240,7 +248,7 @@ async fn the_real_type_decides_and_lies_are_refused_leaving_nothing() {
     assert_eq!(info["reason"], "type_not_allowed", "{info}");
     assert!(info["detail"].as_str().is_some_and(|d| d.contains("image/jpeg")), "{info}");
     assert_eq!(usage(&app, &alice).await, 0, "a rejection releases the quota");
-    assert_nothing_left(&app);
+    assert_nothing_left(&app).await;
 
     // A PNG that says it is a JPEG is stored as what it is.
     let png = encode(&picture(40, 40, 4), ImageFormat::Png);
@@ -274,7 +282,7 @@ async fn a_decompression_bomb_is_refused_without_being_decoded() {
     let id = app.upload(&alice, &bomb, "bomb.png", "image/png").await;
     let info = app.wait_final(&alice, id).await;
     assert_eq!(info["reason"], "too_large", "{info}");
-    assert_nothing_left(&app);
+    assert_nothing_left(&app).await;
 }
 
 #[tokio::test]
@@ -292,7 +300,7 @@ async fn eicar_is_rejected_by_a_real_clamd_and_clean_files_pass() {
     assert_eq!(info["reason"], "malware", "{info}");
     assert!(info["detail"].as_str().is_some_and(|d| d.contains("EICAR")), "{info}");
     assert_eq!(usage(&app, &alice).await, 0);
-    assert_nothing_left(&app);
+    assert_nothing_left(&app).await;
 
     let (_, info) = app.ready_upload(&alice, b"just some notes\n", "notes.txt", "text/plain").await;
     assert_eq!(info["content_type"], "text/plain");
@@ -311,7 +319,7 @@ async fn when_the_scanner_is_down_uploads_are_refused_not_waved_through() {
     let id = app.upload(&alice, b"hello", "a.txt", "text/plain").await;
     let info = app.wait_final(&alice, id).await;
     assert_eq!(info["reason"], "scan_failed", "{info}");
-    assert_nothing_left(&app);
+    assert_nothing_left(&app).await;
 }
 
 #[tokio::test]
@@ -437,7 +445,7 @@ async fn identical_content_is_stored_once_and_collected_when_nothing_refers_to_i
     );
     assert_eq!(usage(&app, &alice).await, 0);
     assert_eq!(app.fetch(&url(&info_a, "original"), &[]).await.status(), StatusCode::GONE);
-    assert_nothing_left(&app);
+    assert_nothing_left(&app).await;
 }
 
 #[tokio::test]
@@ -482,7 +490,7 @@ async fn a_takedown_removes_content_everywhere_and_blocks_it_from_coming_back() 
     }
     assert_eq!(app.fetch(&url(&info_a, "original"), &[]).await.status(), StatusCode::GONE);
     assert_eq!(usage(&app, &alice).await, 0);
-    assert_nothing_left(&app);
+    assert_nothing_left(&app).await;
     let again = app.upload(&bob, &png, "again.png", "image/png").await;
     let info = app.wait_final(&bob, again).await;
     assert_eq!(info["reason"], "taken_down", "{info}");
