@@ -1,4 +1,4 @@
-//! The store conformance suite: every backend runs it unchanged against its five stores.
+//! The store conformance suite: every backend runs it unchanged against its six stores.
 //!
 //! Each function exercises one trait of [`crate::store`] and panics, naming the contract that broke, when
 //! the backend does not behave as the trait documents. Every check uses fresh ids (UUIDv7) and fresh
@@ -14,14 +14,15 @@ use crate::store::{
 };
 use herald_proto::{
     Attachment, Conversation, ConversationId, ConversationKind, DeviceCursor, DeviceId, Direction, MediaId, MediaState,
-    Member, Message, MessageId, Millis, RejectReason, Role, UserId,
+    Member, Message, MessageId, Millis, RejectReason, Report, ReportId, ReportReason, ReportResolution, ReportState,
+    ReportTarget, ReportedMessage, Role, UserId,
 };
 use std::collections::{BTreeMap, BTreeSet};
 
 /// How many tasks race in the concurrency checks.
 const RACERS: usize = 8;
 
-/// Runs the whole suite: users, conversations, messages, cursors, media.
+/// Runs the whole suite: users, conversations, messages, cursors, media, reports.
 pub async fn run_all(stores: Stores) {
     users(&stores).await;
     conversations(&stores).await;
@@ -29,6 +30,7 @@ pub async fn run_all(stores: Stores) {
     feeds(&stores).await;
     cursors(&stores).await;
     media(&stores).await;
+    reports(&stores).await;
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -1678,4 +1680,84 @@ pub async fn media(stores: &Stores) {
         "MediaStore::idle_contents listed a removed content"
     );
     assert!(!ok(s.set_tier(&warm, Tier::Hot).await, "set_tier"), "MediaStore::set_tier of a removed content: true");
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Reports
+// ---------------------------------------------------------------------------------------------------------
+
+fn report_of(reporter: UserId, target: ReportTarget) -> Report {
+    Report {
+        id: ReportId::new(),
+        reporter,
+        target,
+        reason: ReportReason::Spam,
+        comment: "conformance".into(),
+        created_at: now_millis(),
+        message: None,
+        state: ReportState::Open,
+        resolution: None,
+    }
+}
+
+/// `ReportStore`: one open report per reporter and target, listing newest first by state, resolving once.
+pub async fn reports(stores: &Stores) {
+    let (alice, bob, carol) = (UserId::new(), UserId::new(), UserId::new());
+    let of_bob = ReportTarget::User { user_id: bob };
+    let of_message = ReportTarget::Message { conversation_id: ConversationId::new(), seq: 7 };
+
+    let mut first = report_of(alice, of_bob.clone());
+    first.message = Some(ReportedMessage {
+        sender: bob,
+        body: "the words as they were".into(),
+        sent_at: 1,
+        edited_at: Some(2),
+        attachments: Vec::new(),
+    });
+    let (stored, created) = ok(stores.reports.create_report(&first).await, "create_report of a new report");
+    assert!(created && stored == first, "store conformance: create_report must store the report as given");
+    let again = report_of(alice, of_bob.clone());
+    let (stored, created) = ok(stores.reports.create_report(&again).await, "create_report of the same target again");
+    assert!(!created && stored == first, "store conformance: a second open report of one target returns the first");
+    assert_eq!(
+        ok(stores.reports.report(again.id).await, "report of a refused duplicate"),
+        None,
+        "store conformance: a refused duplicate report must not be stored"
+    );
+    let by_carol = report_of(carol, of_bob.clone());
+    assert!(ok(stores.reports.create_report(&by_carol).await, "another reporter").1, "another reporter files anew");
+    let of_msg = report_of(alice, of_message.clone());
+    assert!(ok(stores.reports.create_report(&of_msg).await, "another target").1, "another target files anew");
+    assert_eq!(ok(stores.reports.report(first.id).await, "report by id"), Some(first.clone()));
+    assert_eq!(ok(stores.reports.report(ReportId::new()).await, "report of an unknown id"), None);
+
+    // Newest first, paged with `before`; ids are time-ordered.
+    let after_all = Some(ReportId::new());
+    let page = ok(stores.reports.reports(None, after_all, 3).await, "reports, newest first");
+    let ids: Vec<_> = page.iter().map(|r| r.id).collect();
+    assert_eq!(ids, vec![of_msg.id, by_carol.id, first.id], "store conformance: reports must list newest first");
+    let older = ok(stores.reports.reports(None, Some(by_carol.id), 1).await, "reports before an id");
+    assert_eq!(older.first().map(|r| r.id), Some(first.id), "store conformance: `before` is exclusive");
+
+    // Resolving: once, then the report keeps its first resolution and leaves the open list.
+    let resolution = ReportResolution { resolved_by: carol, resolved_at: now_millis(), note: "warned".into() };
+    let resolved = ok(stores.reports.resolve_report(first.id, &resolution).await, "resolve_report").expect("exists");
+    assert_eq!(resolved.state, ReportState::Resolved);
+    assert_eq!(resolved.resolution.as_ref(), Some(&resolution));
+    assert_eq!(resolved.message, first.message, "store conformance: resolving keeps the reported message");
+    let later = ReportResolution { resolved_by: alice, resolved_at: now_millis(), note: "again".into() };
+    let unchanged = ok(stores.reports.resolve_report(first.id, &later).await, "resolve twice").expect("exists");
+    assert_eq!(unchanged.resolution, Some(resolution), "store conformance: a report is resolved once");
+    assert_eq!(ok(stores.reports.resolve_report(ReportId::new(), &later).await, "resolve an unknown id"), None);
+    assert_eq!(ok(stores.reports.report(first.id).await, "report after resolving"), Some(unchanged));
+
+    let open = ok(stores.reports.reports(Some(ReportState::Open), after_all, 2).await, "open reports");
+    let open: Vec<_> = open.iter().map(|r| r.id).collect();
+    assert_eq!(open, vec![of_msg.id, by_carol.id], "store conformance: a resolved report leaves the open list");
+    let done = ok(stores.reports.reports(Some(ReportState::Resolved), after_all, 1).await, "resolved reports");
+    assert_eq!(done.first().map(|r| r.id), Some(first.id), "store conformance: and joins the resolved list");
+
+    // With the open one resolved, the same reporter may report the same target again.
+    let anew = report_of(alice, of_bob);
+    assert!(ok(stores.reports.create_report(&anew).await, "report again after resolution").1, "a new open report");
 }

@@ -7,7 +7,7 @@
 //! The original is locked while it is copied (a node starting meanwhile waits for nothing: it fails to lock
 //! the file and says so), which also proves that no node has it open.
 
-use crate::tables::{CONVERSATIONS, DEVICES, FEED, MEDIA, MEMBERS, MESSAGES, USERS};
+use crate::tables::{CONVERSATIONS, DEVICES, FEED, MEDIA, MEMBERS, MESSAGES, REPORTS, USERS};
 use crate::{feed_block, feed_codec, message_codec};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 use std::fmt;
@@ -114,6 +114,7 @@ pub fn check_database(dir: &Path, scratch: Option<&Path>) -> Result<DatabaseRepo
     rows.scan(&mut report, CONVERSATIONS, json)?;
     rows.scan(&mut report, MEMBERS, json)?;
     rows.scan(&mut report, MEDIA, json)?;
+    rows.scan(&mut report, REPORTS, json)?;
     Ok(report)
 }
 

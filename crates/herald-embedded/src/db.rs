@@ -89,7 +89,7 @@ impl Default for Options {
     }
 }
 
-/// The embedded database: one redb file, all five stores.
+/// The embedded database: one redb file, all six stores.
 pub struct EmbeddedDb {
     db: Shared,
     jobs: mpsc::Sender<Msg>,
@@ -153,7 +153,7 @@ impl EmbeddedDb {
         all
     }
 
-    /// The five stores, all backed by this database.
+    /// The six stores, all backed by this database.
     pub fn stores(self: &Arc<Self>) -> Stores {
         Stores::of(self)
     }
@@ -287,6 +287,9 @@ fn create_tables(db: &Database) -> StoreResult<()> {
         txn.open_table(tables::CONTENT_ACCESS).map_err(backend)?;
         txn.open_table(tables::TAKEDOWNS).map_err(backend)?;
         txn.open_table(tables::BLOCKLIST).map_err(backend)?;
+        txn.open_table(tables::REPORTS).map_err(backend)?;
+        txn.open_table(tables::REPORTS_BY_STATE).map_err(backend)?;
+        txn.open_table(tables::REPORTS_OPEN).map_err(backend)?;
         txn.open_table(META).map_err(backend)?;
     }
     txn.commit().map_err(backend)

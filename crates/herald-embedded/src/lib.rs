@@ -1,5 +1,5 @@
 //! Herald's single-node backends, needing nothing installed: one redb database file in the data directory
-//! holding all five stores, and the in-process partitioned log.
+//! holding all six stores, and the in-process partitioned log.
 //!
 //! Writes from every store go through one writer thread that group-commits whatever is pending into a
 //! single redb transaction. Message commits are made durable by a write-ahead journal (one fdatasync'd

@@ -59,6 +59,13 @@ pub const TAKEDOWNS: TableDefinition<&str, &[u8]> = TableDefinition::new("takedo
 /// perceptual hash -> BlockedHash
 pub const BLOCKLIST: TableDefinition<u64, &[u8]> = TableDefinition::new("blocklist");
 
+/// ReportId -> Report (ids are time-ordered, so the table is in filing order)
+pub const REPORTS: TableDefinition<Id, &[u8]> = TableDefinition::new("reports");
+/// (state: 0 open, 1 resolved; report id): what listing by state walks, newest first.
+pub const REPORTS_BY_STATE: TableDefinition<(u8, Id), ()> = TableDefinition::new("reports_by_state");
+/// `open_report_key` (reporter and target) -> the reporter's open report of that target.
+pub const REPORTS_OPEN: TableDefinition<&str, Id> = TableDefinition::new("reports_open");
+
 pub const MIN_ID: Id = [0; 16];
 pub const MAX_ID: Id = [0xff; 16];
 

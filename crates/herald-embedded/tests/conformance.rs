@@ -49,6 +49,7 @@ async fn each_trait_conforms_on_its_own() {
     conformance::conversations(&stores).await;
     conformance::users(&stores).await;
     conformance::media(&stores).await;
+    conformance::reports(&stores).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,4 +1,4 @@
-//! Herald's stores on PostgreSQL: the five store traits of `herald_core::store` for nodes that share no disk.
+//! Herald's stores on PostgreSQL: the six store traits of `herald_core::store` for nodes that share no disk.
 //!
 //! - `schema`: versioned migrations, applied at start (or by `herald migrate`).
 //! - `db`: the pools (primary and replicas), timeouts, metrics, error mapping.
@@ -14,6 +14,7 @@ mod db;
 mod media;
 mod messages;
 mod partitions;
+mod reports;
 mod schema;
 mod settings;
 #[cfg(feature = "testing")]
@@ -94,7 +95,7 @@ impl PostgresDb {
         schema::migrate(&self.pools).await
     }
 
-    /// The five stores over this database.
+    /// The six stores over this database.
     pub fn stores(self: &Arc<Self>) -> Stores {
         Stores::of(self)
     }

@@ -14,6 +14,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("../migrations/0001_accounts_conversations_messages.sql"),
     ),
     (2, "media bookkeeping", include_str!("../migrations/0002_media.sql")),
+    (3, "reports", include_str!("../migrations/0003_reports.sql")),
 ];
 
 /// Any constant both sides agree on: the advisory lock that serialises migrations across nodes.

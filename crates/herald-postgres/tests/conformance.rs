@@ -24,5 +24,6 @@ async fn each_trait_conforms_on_its_own() {
     conformance::conversations(&stores).await;
     conformance::users(&stores).await;
     conformance::media(&stores).await;
+    conformance::reports(&stores).await;
     db.close().await;
 }

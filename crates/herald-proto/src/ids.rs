@@ -70,3 +70,7 @@ id_type!(
     /// One upload: its state, its owner, and (once ready) the stored content it points to.
     MediaId
 );
+id_type!(
+    /// A user's report of a message or of another user, for the server's admins.
+    ReportId
+);

@@ -6,13 +6,15 @@ mod error;
 mod ids;
 mod media;
 mod model;
+mod reports;
 mod rest;
 mod ws;
 
 pub use error::{ErrorBody, ErrorCode};
-pub use ids::{ConversationId, DeviceId, MediaId, MessageId, UserId};
+pub use ids::{ConversationId, DeviceId, MediaId, MessageId, ReportId, UserId};
 pub use media::*;
 pub use model::*;
+pub use reports::*;
 pub use rest::*;
 pub use ws::*;
 

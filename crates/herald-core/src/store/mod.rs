@@ -1,5 +1,5 @@
-//! The store seam: five domain-level traits, one per kind of data. Each backend (redb on a single node;
-//! PostgreSQL and a Cassandra-shaped message store in a cluster) implements all five and must pass the
+//! The store seam: six domain-level traits, one per kind of data. Each backend (redb on a single node;
+//! PostgreSQL and a Cassandra-shaped message store in a cluster) implements all six and must pass the
 //! one conformance suite (`conformance`, behind the `conformance` feature) unchanged.
 //!
 //! The traits speak the domain (create a user, append messages, page history) and never expose a
@@ -7,10 +7,13 @@
 
 mod media;
 mod records;
+mod reports;
 
 pub use media::{BlockedHash, Completed, ContentRecord, MediaRecord, MediaStore, StoredVariant, TakenDown, Tier};
 
 pub use records::{CursorUpdate, Device, FeedAppend, FeedEvent, FeedPage, MessageWrite, User};
+
+pub use reports::{ReportStore, open_report_key};
 
 use async_trait::async_trait;
 use herald_proto::{Conversation, ConversationId, DeviceCursor, DeviceId, Direction, Member, Message, Role, UserId};
@@ -162,13 +165,13 @@ impl Stores {
     }
 }
 
-/// A backend that implements all five stores with one type (both of Herald's do).
-pub trait Backend: UserStore + ConversationStore + MessageStore + CursorStore + MediaStore {}
+/// A backend that implements all six stores with one type (both of Herald's do).
+pub trait Backend: UserStore + ConversationStore + MessageStore + CursorStore + MediaStore + ReportStore {}
 
-impl<T: UserStore + ConversationStore + MessageStore + CursorStore + MediaStore> Backend for T {}
+impl<T: UserStore + ConversationStore + MessageStore + CursorStore + MediaStore + ReportStore> Backend for T {}
 
 impl Stores {
-    /// The five stores, all backed by `backend`.
+    /// The six stores, all backed by `backend`.
     pub fn of<B: Backend>(backend: &std::sync::Arc<B>) -> Stores {
         Stores {
             users: backend.clone(),
@@ -176,6 +179,7 @@ impl Stores {
             messages: backend.clone(),
             cursors: backend.clone(),
             media: backend.clone(),
+            reports: backend.clone(),
         }
     }
 }
@@ -188,4 +192,5 @@ pub struct Stores {
     pub messages: std::sync::Arc<dyn MessageStore>,
     pub cursors: std::sync::Arc<dyn CursorStore>,
     pub media: std::sync::Arc<dyn MediaStore>,
+    pub reports: std::sync::Arc<dyn ReportStore>,
 }

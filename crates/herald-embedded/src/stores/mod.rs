@@ -1,10 +1,11 @@
-//! The five store traits over the embedded database, one file each.
+//! The six store traits over the embedded database, one file each.
 
 mod commit_record;
 mod conversations;
 mod cursors;
 mod media;
 mod messages;
+mod reports;
 mod users;
 
 /// A journal record's writes, as a replay decodes them (for the fuzz targets).
