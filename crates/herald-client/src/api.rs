@@ -5,9 +5,10 @@
 
 use crate::error::ClientError;
 use herald_proto::{
-    ConversationDetails, ConversationId, ConversationPage, CreateConversation, CreateUpload, Credentials, CursorState,
-    Direction, ErrorBody, HistoryPage, HistoryQuery, Me, MediaId, MediaInfo, RefreshRequest, SendAck, SendMessage,
-    Session, UpdateCursor, UserId, UserProfile,
+    ConversationDetails, ConversationId, ConversationPage, CreateConversation, CreateReport, CreateUpload, Credentials,
+    CursorState, Direction, ErrorBody, HistoryPage, HistoryQuery, Me, MediaId, MediaInfo, RefreshRequest, Report,
+    ReportId, ReportListQuery, ReportPage, ReportState, ResolveReport, SendAck, SendMessage, Session, UpdateCursor,
+    UserId, UserProfile,
 };
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
@@ -266,6 +267,36 @@ impl Api {
             tokio::time::sleep(Duration::from_millis(100)).await;
             info = self.media(token, info.id).await?;
         }
+    }
+
+    // ----- reports -----
+
+    /// `POST /api/v1/reports`: reports a message the caller can read, or another user, to the server's admins.
+    /// Reporting the same target again while the first report is open returns that report.
+    pub async fn report(&self, token: &str, report: &CreateReport) -> Result<Report, ClientError> {
+        self.json(self.request(Method::POST, "/reports", Some(token)).json(report)).await
+    }
+
+    /// `GET /api/v1/admin/reports?state=&before=&limit=` (server admins): reports, newest first. Pass the
+    /// page's `next_before` as `before` for the next page.
+    pub async fn reports(&self, token: &str, query: &ReportListQuery) -> Result<ReportPage, ClientError> {
+        let mut q = Query::default();
+        q.add(
+            "state",
+            query.state.map(|s| match s {
+                ReportState::Open => "open",
+                ReportState::Resolved => "resolved",
+            }),
+        );
+        q.add("before", query.before);
+        q.add("limit", query.limit);
+        self.json(self.request(Method::GET, &format!("/admin/reports{}", q.finish()), Some(token))).await
+    }
+
+    /// `POST /api/v1/admin/reports/{id}/resolve` (server admins): closes a report with a note.
+    pub async fn resolve_report(&self, token: &str, id: ReportId, note: &str) -> Result<Report, ClientError> {
+        let body = ResolveReport { note: note.to_owned() };
+        self.json(self.request(Method::POST, &format!("/admin/reports/{id}/resolve"), Some(token)).json(&body)).await
     }
 
     // ----- plumbing -----

@@ -12,8 +12,8 @@ use crate::event::{ClientEvent, ConnectionState, Events};
 use crate::outbox::{Item, Outbox, SendResult};
 use futures_util::{SinkExt, StreamExt};
 use herald_proto::{
-    ClientFrame, ConversationDetails, ConversationId, ConversationPage, CursorState, DeviceId, ErrorCode, Event,
-    HistoryPage, HistoryQuery, PresenceStatus, SendAck, ServerFrame, Session, UserId, UserProfile,
+    ClientFrame, ConversationDetails, ConversationId, ConversationPage, CreateReport, CursorState, DeviceId, ErrorCode,
+    Event, HistoryPage, HistoryQuery, PresenceStatus, Report, SendAck, ServerFrame, Session, UserId, UserProfile,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -394,6 +394,15 @@ impl Client {
     /// [`Api::user`] with this client's session.
     pub async fn user(&self, user_id: UserId) -> Result<UserProfile, ClientError> {
         self.authed(|api, token| async move { api.user(&token, user_id).await }).await
+    }
+
+    /// [`Api::report`] with this client's session.
+    pub async fn report(&self, report: &CreateReport) -> Result<Report, ClientError> {
+        self.authed(|api, token| {
+            let report = report.clone();
+            async move { api.report(&token, &report).await }
+        })
+        .await
     }
 
     async fn authed<T, F, Fut>(&self, call: F) -> Result<T, ClientError>

@@ -38,6 +38,7 @@ pub mod outbox;
 pub mod owners;
 pub mod peers;
 pub mod presence_updates;
+pub mod reports;
 pub mod ring;
 pub mod sequencer;
 pub mod store;
@@ -55,4 +56,5 @@ pub struct Services {
     pub accounts: Arc<accounts::Accounts>,
     pub conversations: Arc<conversations::Conversations>,
     pub messaging: Arc<messaging::Messaging>,
+    pub reports: Arc<reports::Reports>,
 }

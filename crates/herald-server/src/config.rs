@@ -208,6 +208,9 @@ pub struct AuthConfig {
     pub argon2_iterations: u32,
     /// Password hashes computed at once, each on a blocking thread.
     pub hash_concurrency: usize,
+    /// Usernames of the server's admins: they see and resolve users' reports, and may use the media admin
+    /// endpoints too.
+    pub admins: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -379,6 +382,7 @@ impl Default for AuthConfig {
             argon2_memory_kib: 19 * 1024,
             argon2_iterations: 2,
             hash_concurrency: 2,
+            admins: Vec::new(),
         }
     }
 }
@@ -465,6 +469,8 @@ impl Config {
                 .with_list_parse_key("storage.postgres.replica_urls")
                 .with_list_parse_key("cluster.redis_urls")
                 .with_list_parse_key("server.trusted_proxies")
+                .with_list_parse_key("auth.admins")
+                .with_list_parse_key("media.admins")
                 .source(Some(env)),
         );
         builder.build().and_then(|c| c.try_deserialize()).map_err(|e| ConfigError(e.to_string()))

@@ -134,6 +134,8 @@ pub const FAMILIES: &[Family] = &[
     family("media_gc_contents_removed_total", Counter, "Unreferenced media contents removed by the sweeper."),
     family("media_tier_moves_total", Counter, "Media contents moved between storage tiers."),
     family("media_takedowns_total", Counter, "Media taken down by moderators."),
+    // Reports.
+    family("reports_total", Counter, "Reports of messages and users filed, by reason."),
     // The cluster.
     family("cluster_nodes_live", Gauge, "Nodes this node sees live in the cluster registry (itself included)."),
     family("cluster_partitions_owned", Gauge, "Log partitions this node owns."),

@@ -23,6 +23,7 @@ use herald_core::hub::Hub;
 use herald_core::log::MessageLog;
 use herald_core::login_limits::LoginLimits;
 use herald_core::messaging::Messaging;
+use herald_core::reports::Reports;
 use herald_core::sequencer::{Sequencer, SequencerConfig};
 use herald_core::submit::Submitter;
 use herald_embedded::InProcessLog;
@@ -171,7 +172,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         })
     });
     let messaging = Arc::new(Messaging::new(stores.clone(), conversations.clone(), submitter, limits));
-    let services = Services { accounts, conversations: conversations.clone(), messaging: messaging.clone() };
+    let reports = Arc::new(Reports::new(stores.clone(), conversations.clone(), config.auth.admins.iter().cloned()));
+    let services = Services { accounts, conversations: conversations.clone(), messaging: messaging.clone(), reports };
 
     let media = herald_media::Media::new(
         stores.clone(),
@@ -188,7 +190,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 
     let readiness = Arc::new(Readiness::default());
     let gateway = Arc::new(Gateway::new(config.gateway()));
-    let admins = Arc::new(config.media.admins.iter().cloned().collect());
+    // The server's admins may do what media admins do.
+    let admins = Arc::new(config.media.admins.iter().chain(&config.auth.admins).cloned().collect());
     let logins = Arc::new(Logins {
         limits: LoginLimits::new(config.login_limits()),
         trusted_proxies: config.server.trusted_proxies.clone(),

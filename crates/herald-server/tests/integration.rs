@@ -27,4 +27,5 @@ mod integration {
     mod messages;
     mod observability;
     mod ops;
+    mod reports;
 }

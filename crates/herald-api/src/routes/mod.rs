@@ -6,6 +6,7 @@ mod health;
 pub mod internal;
 mod media;
 mod messages;
+mod reports;
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -46,7 +47,11 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/media/{id}", get(media::info))
         .route("/admin/media/takedowns", post(media::take_down))
         .route("/admin/media/blocklist", post(media::block).get(media::blocklist))
-        .route("/admin/media/sweep", post(media::sweep));
+        .route("/admin/media/sweep", post(media::sweep))
+        .route("/reports", post(reports::create))
+        .route("/admin/reports", get(reports::list))
+        .route("/admin/reports/{id}", get(reports::get))
+        .route("/admin/reports/{id}/resolve", post(reports::resolve));
 
     Router::new()
         .nest("/api/v1", api)

@@ -1,0 +1,70 @@
+//! Reports through the SDK: a member reports a message, a server admin pages through the reports by state
+//! and resolves one; the typed errors say who may not.
+
+use super::helpers::{Server, connect, pair, register};
+use herald_client::proto::{
+    CreateReport, Credentials, ErrorCode, ReportListQuery, ReportReason, ReportState, ReportTarget, SendMessage,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_reports_and_an_admin_lists_and_resolves() {
+    let server = Server::start_with(|c| c.auth.admins = vec!["sdk_admin".into()]).await;
+    let api = server.api();
+    let admin = api
+        .register(&Credentials { username: "sdk_admin".into(), password: "correct horse".into(), device_name: None })
+        .await
+        .expect("admin registers");
+    let (alice, bob, c) = pair(&api).await;
+    let ack = api
+        .send_message(
+            &bob.access_token,
+            c,
+            &SendMessage {
+                client_msg_id: "r1".into(),
+                body: "rude words".into(),
+                reply_to: None,
+                attachments: Vec::new(),
+            },
+        )
+        .await
+        .expect("sent");
+
+    // Alice reports Bob's message with her connected client, then Bob himself over REST.
+    let (client, _events) = connect(&server.base, &alice).await;
+    let target = ReportTarget::Message { conversation_id: c, seq: ack.seq };
+    let report = CreateReport { target, reason: ReportReason::Harassment, comment: "twice now".into() };
+    let filed = client.report(&report).await.expect("reported");
+    assert_eq!(filed.message.as_ref().map(|m| m.body.as_str()), Some("rude words"));
+    let carol = register(&api, "carol").await;
+    let of_bob = CreateReport {
+        target: ReportTarget::User { user_id: bob.user.id },
+        reason: ReportReason::Spam,
+        comment: String::new(),
+    };
+    let second = api.report(&carol.access_token, &of_bob).await.expect("reported");
+
+    let denied = api.reports(&alice.access_token, &ReportListQuery::default()).await.expect_err("not an admin");
+    assert_eq!(denied.code(), Some(ErrorCode::Forbidden));
+    let page = api
+        .reports(&admin.access_token, &ReportListQuery { state: Some(ReportState::Open), before: None, limit: Some(1) })
+        .await
+        .expect("listed");
+    assert_eq!(page.reports.iter().map(|r| r.id).collect::<Vec<_>>(), vec![second.id]);
+    let before = page.next_before.expect("an older page");
+    let older = api
+        .reports(
+            &admin.access_token,
+            &ReportListQuery { state: Some(ReportState::Open), before: Some(before), limit: Some(1) },
+        )
+        .await
+        .expect("listed");
+    assert_eq!(older.reports.iter().map(|r| r.id).collect::<Vec<_>>(), vec![filed.id]);
+
+    let resolved = api.resolve_report(&admin.access_token, filed.id, "talked to bob").await.expect("resolved");
+    assert_eq!(resolved.state, ReportState::Resolved);
+    let again = api.resolve_report(&admin.access_token, filed.id, "again").await.expect_err("resolved once");
+    assert_eq!(again.code(), Some(ErrorCode::Conflict));
+    let open_only = ReportListQuery { state: Some(ReportState::Open), ..Default::default() };
+    let open = api.reports(&admin.access_token, &open_only).await.expect("listed");
+    assert_eq!(open.reports.iter().map(|r| r.id).collect::<Vec<_>>(), vec![second.id]);
+}
