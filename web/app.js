@@ -497,6 +497,7 @@ function messageEl(c, m) {
           el('button', { type: 'button', class: 'small', dataset: { act: 'react' }, 'aria-expanded': 'false', text: 'React' }),
           mine ? el('button', { type: 'button', class: 'small', dataset: { act: 'edit' }, text: 'Edit' }) : null,
           canDelete(c, m) ? el('button', { type: 'button', class: 'small danger', dataset: { act: 'delete' }, text: 'Delete' }) : null,
+          mine ? null : el('button', { type: 'button', class: 'small', dataset: { act: 'report' }, text: 'Report' }),
         ),
   );
 }
@@ -1183,6 +1184,8 @@ async function onMessageAction(ev) {
       case 'delete':
         if (!confirm('Delete this message for everyone?')) return;
         return applyMessage(await client.deleteMessage(c.id, seq), false);
+      case 'report':
+        return openReport(c, m);
       case 'retry':
         return client.retry(li.dataset.cmid);
       case 'discard':
@@ -1226,6 +1229,32 @@ function openDialog(id) {
 
 function wireDialog(d) {
   d.querySelectorAll('.cancel').forEach((b) => b.addEventListener('click', () => d.close()));
+}
+
+/** The message being reported while the report dialog is open. */
+let reporting = null;
+
+function openReport(c, m) {
+  if (!m) return;
+  reporting = { conversationId: c.id, seq: m.seq };
+  $('report-quote').textContent = `${name(m.sender)}: ${snippet(m, 140)}`;
+  $('report-reason').value = 'spam';
+  $('report-comment').value = '';
+  openDialog('dlg-report');
+}
+
+async function sendReport(ev) {
+  ev.preventDefault();
+  const d = $('dlg-report');
+  if (!reporting) return d.close();
+  try {
+    await client.reportMessage(reporting.conversationId, reporting.seq, $('report-reason').value, $('report-comment').value.trim());
+    reporting = null;
+    d.close();
+    toast('Reported. The server’s admins will look at it.');
+  } catch (e) {
+    d.querySelector('.error').textContent = e.code === 'rate_limited' ? 'You have sent many reports. Try again in a minute.' : e.message;
+  }
 }
 
 async function newChat(ev) {
@@ -1450,6 +1479,7 @@ function init() {
   $('new-group').addEventListener('click', () => openDialog('dlg-group'));
   $('form-chat').addEventListener('submit', newChat);
   $('form-group').addEventListener('submit', newGroup);
+  $('form-report').addEventListener('submit', sendReport);
   $('members-btn').addEventListener('click', () => {
     const c = S.convs.get(S.open);
     openDialog('dlg-members');
@@ -1479,7 +1509,7 @@ function init() {
       $('dlg-members').querySelector('.error').textContent = e.message;
     }
   });
-  for (const id of ['dlg-chat', 'dlg-group', 'dlg-members']) wireDialog($(id));
+  for (const id of ['dlg-chat', 'dlg-group', 'dlg-members', 'dlg-report']) wireDialog($(id));
 
   $('back').addEventListener('click', () => {
     const id = S.open;

@@ -422,6 +422,16 @@ export class HeraldClient {
     return this.api('PATCH', `/conversations/${id}/members/${userId}`, { role });
   }
 
+  /** Reports a message the user can read to the server's admins; `reason`: spam, harassment, illegal or other. */
+  reportMessage(conversationId, seq, reason, comment = '') {
+    return this.api('POST', '/reports', { target: { kind: 'message', conversation_id: conversationId, seq }, reason, comment });
+  }
+
+  /** Reports another user to the server's admins. */
+  reportUser(userId, reason, comment = '') {
+    return this.api('POST', '/reports', { target: { kind: 'user', user_id: userId }, reason, comment });
+  }
+
   /** A page of history: `{messages, next, last_seq}`. `dir: "backward"` pages from `from` (default: newest) down. */
   history(id, { from, dir = 'backward', limit = 50 } = {}) {
     const q = new URLSearchParams({ dir, limit: String(limit) });

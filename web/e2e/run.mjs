@@ -41,6 +41,7 @@ const users = {
   alice: { username: `alice${suffix}`, password: 'alice-secret-1' },
   bob: { username: `bob${suffix}`, password: 'bob-secret-22' },
   carol: { username: `carol${suffix}`, password: 'carol-secret-3' },
+  admin: { username: `admin${suffix}`, password: 'admin-secret-4' },
 };
 let A; // Alice's page: a desktop window
 let B; // Bob's page: a phone-sized window
@@ -61,6 +62,8 @@ function startServer() {
       HERALD_AUTH__ARGON2_MEMORY_KIB: '64',
       HERALD_AUTH__ARGON2_ITERATIONS: '1',
       HERALD_AUTH__ACCESS_TOKEN_TTL_SECS: '12',
+      // The server's admin, who reads the report Bob files.
+      HERALD_AUTH__ADMINS: users.admin.username,
       RUST_LOG: process.env.RUST_LOG ?? 'warn',
     },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -364,6 +367,41 @@ describe('two people chatting in browsers', () => {
     assert.equal(await message(B, 'oops, wrong chat').count(), 0);
     await screenshot(A, 'alice-reply-react-edit-delete');
     await screenshot(B, 'bob-reply-react-edit-delete');
+  });
+
+  step('reports a message to the server’s admins, who see it as it was', async () => {
+    const target = message(B, 'Great to see you');
+    await target.locator('.body').click();
+    await target.getByRole('button', { name: 'Report' }).click();
+    const dialog = B.getByRole('dialog', { name: 'Report message' });
+    await dialog.waitFor({ timeout: WAIT });
+    assert.match(await dialog.locator('#report-quote').textContent(), /Great to see you/);
+    await dialog.getByLabel('Reason').selectOption('harassment');
+    await dialog.getByLabel('What is wrong (optional)').fill('not nice at all');
+    await screenshot(B, 'bob-reports-a-message');
+    await dialog.getByRole('button', { name: 'Send report' }).click();
+    await B.locator('#toast', { hasText: 'Reported' }).waitFor({ timeout: WAIT });
+    await dialog.waitFor({ state: 'hidden', timeout: WAIT });
+    // One's own messages offer no Report.
+    assert.equal(await message(A, 'Great to see you').getByRole('button', { name: 'Report' }).count(), 0);
+
+    // The admin finds it over the API, with the message as Bob saw it; Bob cannot list reports.
+    const signUp = await fetch(`${base}/api/v1/accounts`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(users.admin) });
+    assert.equal(signUp.status, 201);
+    const admin = await signUp.json();
+    const listed = await fetch(`${base}/api/v1/admin/reports`, { headers: { Authorization: `Bearer ${admin.access_token}` } });
+    assert.equal(listed.status, 200);
+    const { reports } = await listed.json();
+    assert.equal(reports.length, 1);
+    assert.equal(reports[0].reason, 'harassment');
+    assert.equal(reports[0].comment, 'not nice at all');
+    assert.equal(reports[0].message.body, 'Great to see you');
+    assert.equal(reports[0].target.kind, 'message');
+    const refused = await B.evaluate(async () => {
+      const token = await globalThis.herald.accessToken();
+      return (await fetch('/api/v1/admin/reports', { headers: { Authorization: `Bearer ${token}` } })).status;
+    });
+    assert.equal(refused, 403);
   });
 
   step('goes offline, shows that it reconnects, and comes back with every message in order', async () => {
