@@ -7,7 +7,7 @@ use libfuzzer_sys::fuzz_target;
 use serde::de::DeserializeOwned;
 
 /// How many kinds of input the first byte picks among; scripts/fuzz seeds every body of docs/api.md under each.
-const KINDS: u8 = 17;
+const KINDS: u8 = 20;
 
 fn json<T: DeserializeOwned>(body: &[u8]) {
     drop(serde_json::from_slice::<T>(body));
@@ -36,6 +36,9 @@ fuzz_target!(|data: &[u8]| {
         13 => json::<LogRecord>(body),
         14 => query::<ConversationListQuery>(body),
         15 => query::<FindUserQuery>(body),
-        _ => query::<SignedUrlQuery>(body),
+        16 => query::<SignedUrlQuery>(body),
+        17 => json::<CreateReport>(body),
+        18 => json::<ResolveReport>(body),
+        _ => query::<ReportListQuery>(body),
     }
 });
