@@ -763,6 +763,10 @@ mod tests {
         assert_eq!(ignored, ["HERALD_LIMITS__NOPE", "HERALD_RELEASE", "HERALD_SERVER"]);
         let err = Config::load(None, env(&[("HERALD_SERVER__LISTEN", "not-an-address")])).expect_err("bad value");
         assert!(err.to_string().contains("listen") || err.to_string().contains("address"), "{err}");
+        // Lists of names, comma-separated.
+        let c = Config::load(None, env(&[("HERALD_AUTH__ADMINS", "alice,bob"), ("HERALD_MEDIA__ADMINS", "carol")]))
+            .expect("admins from the environment");
+        assert_eq!((c.auth.admins, c.media.admins), (vec!["alice".into(), "bob".into()], vec!["carol".into()]));
     }
 
     #[test]
