@@ -348,6 +348,30 @@ pub async fn users(stores: &Stores) {
         vec![bobs],
         "UserStore::delete_device touched another user's devices"
     );
+    blocks(stores).await;
+}
+
+/// Blocks: set once, listed from both sides in id order, removed once.
+async fn blocks(stores: &Stores) {
+    let s = &stores.users;
+    let mut ids = [UserId::new(), UserId::new(), UserId::new()];
+    ids.sort();
+    let [a, b, c] = ids;
+    assert!(ok(s.block(a, b, 10).await, "block"), "UserStore::block of a new block must say it is new");
+    assert!(!ok(s.block(a, b, 20).await, "block again"), "UserStore::block twice must say it was there");
+    assert!(ok(s.block(a, c, 30).await, "block another"), "a second blocked user");
+    assert!(ok(s.block(c, b, 40).await, "block by another"), "a second blocker");
+    assert_eq!(
+        ok(s.blocked_by(a).await, "blocked_by"),
+        vec![(b, 10), (c, 30)],
+        "UserStore::blocked_by must list whom the user blocks, with the first time, in id order"
+    );
+    assert_eq!(ok(s.blockers_of(b).await, "blockers_of"), vec![a, c], "UserStore::blockers_of, in id order");
+    assert_eq!(ok(s.blockers_of(a).await, "blockers_of a blocker"), vec![], "a block goes one way");
+    assert!(ok(s.unblock(a, b).await, "unblock"), "UserStore::unblock must say the block was there");
+    assert!(!ok(s.unblock(a, b).await, "unblock again"), "UserStore::unblock twice must say it was gone");
+    assert_eq!(ok(s.blocked_by(a).await, "blocked_by after unblock"), vec![(c, 30)]);
+    assert_eq!(ok(s.blockers_of(b).await, "blockers_of after unblock"), vec![c]);
 }
 
 // ---------------------------------------------------------------------------------------------------------

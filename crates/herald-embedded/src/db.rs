@@ -268,6 +268,8 @@ fn create_tables(db: &Database) -> StoreResult<()> {
         txn.open_table(tables::USERNAMES).map_err(backend)?;
         txn.open_table(tables::DEVICES).map_err(backend)?;
         txn.open_table(tables::USER_DEVICES).map_err(backend)?;
+        txn.open_table(tables::BLOCKS).map_err(backend)?;
+        txn.open_table(tables::BLOCKERS).map_err(backend)?;
         txn.open_table(tables::CONVERSATIONS).map_err(backend)?;
         txn.open_table(tables::DIRECT_PAIRS).map_err(backend)?;
         txn.open_table(tables::MEMBERS).map_err(backend)?;

@@ -16,6 +16,10 @@ pub const USERNAMES: TableDefinition<&str, Id> = TableDefinition::new("usernames
 pub const DEVICES: TableDefinition<IdKey, &[u8]> = TableDefinition::new("devices_v2");
 /// (user, device)
 pub const USER_DEVICES: TableDefinition<(Id, Id), ()> = TableDefinition::new("user_devices");
+/// (blocker, blocked) -> since (ms)
+pub const BLOCKS: TableDefinition<(Id, Id), i64> = TableDefinition::new("blocks");
+/// (blocked, blocker): who blocks a user
+pub const BLOCKERS: TableDefinition<(Id, Id), ()> = TableDefinition::new("blockers");
 pub const CONVERSATIONS: TableDefinition<Id, &[u8]> = TableDefinition::new("conversations");
 /// (lower user id, higher user id) -> conversation
 pub const DIRECT_PAIRS: TableDefinition<(Id, Id), Id> = TableDefinition::new("direct_pairs");

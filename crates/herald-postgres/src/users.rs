@@ -180,4 +180,67 @@ impl UserStore for PostgresDb {
             .await?;
         Ok(deleted == 1)
     }
+
+    async fn block(&self, blocker: UserId, blocked: UserId, at: i64) -> StoreResult<bool> {
+        let inserted = self
+            .pools
+            .write("insert", "blocks", async |client| {
+                client
+                    .execute_typed(
+                        "INSERT INTO blocks (blocker, blocked, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                        &[(&blocker.0, Type::UUID), (&blocked.0, Type::UUID), (&at, Type::INT8)],
+                    )
+                    .await
+                    .map_err(pg)
+            })
+            .await?;
+        Ok(inserted == 1)
+    }
+
+    async fn unblock(&self, blocker: UserId, blocked: UserId) -> StoreResult<bool> {
+        let deleted = self
+            .pools
+            .write("delete", "blocks", async |client| {
+                client
+                    .execute_typed(
+                        "DELETE FROM blocks WHERE blocker = $1 AND blocked = $2",
+                        &[(&blocker.0, Type::UUID), (&blocked.0, Type::UUID)],
+                    )
+                    .await
+                    .map_err(pg)
+            })
+            .await?;
+        Ok(deleted == 1)
+    }
+
+    /// Fresh: a block must hold from the moment it is acknowledged.
+    async fn blocked_by(&self, blocker: UserId) -> StoreResult<Vec<(UserId, i64)>> {
+        self.pools
+            .read("range", "blocks", Freshness::Fresh, |client| async move {
+                let rows = client
+                    .query_typed(
+                        "SELECT blocked, created_at FROM blocks WHERE blocker = $1 ORDER BY blocked",
+                        &[(&blocker.0, Type::UUID)],
+                    )
+                    .await
+                    .map_err(pg)?;
+                Ok(rows.iter().map(|row| (UserId(row.get(0)), row.get(1))).collect())
+            })
+            .await
+    }
+
+    async fn blockers_of(&self, blocked: UserId) -> StoreResult<Vec<UserId>> {
+        self.pools
+            .read("range", "blocks", Freshness::Fresh, |client| async move {
+                let rows = client
+                    .query_typed(
+                        "SELECT blocker FROM blocks WHERE blocked = $1 ORDER BY blocker",
+                        &[(&blocked.0, Type::UUID)],
+                    )
+                    .await
+                    .map_err(pg)?;
+                Ok(rows.iter().map(|row| UserId(row.get(0))).collect())
+            })
+            .await
+    }
 }

@@ -93,6 +93,23 @@ impl UserStore for CachedUsers {
     async fn delete_device(&self, id: DeviceId) -> StoreResult<bool> {
         self.inner.delete_device(id).await
     }
+
+    // Blocks are not cached here: the core keeps them per node, and the change bus tells the other nodes.
+    async fn block(&self, blocker: UserId, blocked: UserId, at: i64) -> StoreResult<bool> {
+        self.inner.block(blocker, blocked, at).await
+    }
+
+    async fn unblock(&self, blocker: UserId, blocked: UserId) -> StoreResult<bool> {
+        self.inner.unblock(blocker, blocked).await
+    }
+
+    async fn blocked_by(&self, blocker: UserId) -> StoreResult<Vec<(UserId, i64)>> {
+        self.inner.blocked_by(blocker).await
+    }
+
+    async fn blockers_of(&self, blocked: UserId) -> StoreResult<Vec<UserId>> {
+        self.inner.blockers_of(blocked).await
+    }
 }
 
 pub struct CachedConversations {

@@ -36,7 +36,7 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// Users and their devices (logins).
+/// Users, their devices (logins), and whom they block.
 #[async_trait]
 pub trait UserStore: Send + Sync + 'static {
     /// Fails with `Conflict` when the username is taken.
@@ -58,6 +58,14 @@ pub trait UserStore: Send + Sync + 'static {
     ) -> StoreResult<bool>;
     /// Returns whether the device existed.
     async fn delete_device(&self, id: DeviceId) -> StoreResult<bool>;
+    /// `blocker` blocks `blocked` from `at` (ms). Returns whether it is new (blocking twice keeps the first).
+    async fn block(&self, blocker: UserId, blocked: UserId, at: i64) -> StoreResult<bool>;
+    /// Returns whether `blocker` had blocked `blocked`.
+    async fn unblock(&self, blocker: UserId, blocked: UserId) -> StoreResult<bool>;
+    /// Whom `blocker` blocks, with when, in the order of the blocked users' ids.
+    async fn blocked_by(&self, blocker: UserId) -> StoreResult<Vec<(UserId, i64)>>;
+    /// Who blocks `blocked`, in the order of their ids.
+    async fn blockers_of(&self, blocked: UserId) -> StoreResult<Vec<UserId>>;
 }
 
 /// Conversations and who belongs to them.

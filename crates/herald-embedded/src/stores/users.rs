@@ -1,6 +1,6 @@
 use super::{decode, encode, recorded, refused_again};
 use crate::db::{EmbeddedDb, backend};
-use crate::tables::{DEVICES, MAX_ID, MIN_ID, USER_DEVICES, USERNAMES, USERS};
+use crate::tables::{BLOCKERS, BLOCKS, DEVICES, MAX_ID, MIN_ID, USER_DEVICES, USERNAMES, USERS};
 use async_trait::async_trait;
 use herald_core::store::{Device, StoreError, StoreResult, User, UserStore};
 use herald_proto::{DeviceId, UserId};
@@ -22,6 +22,8 @@ enum AccountWrite {
     CreateDevice(Device),
     RotateRefresh { id: DeviceId, expected: [u8; 32], new: [u8; 32], expires_at: i64 },
     DeleteDevice(DeviceId),
+    Block { blocker: UserId, blocked: UserId, at: i64 },
+    Unblock { blocker: UserId, blocked: UserId },
 }
 
 /// Applies a write; whether it changed anything (a refresh with a stale token, or a device already gone,
@@ -78,6 +80,22 @@ fn apply(txn: &WriteTransaction, write: &AccountWrite) -> StoreResult<bool> {
             }
             Ok(removed.is_some())
         }
+        AccountWrite::Block { blocker, blocked, at } => {
+            let key = (blocker.to_bytes(), blocked.to_bytes());
+            let mut blocks = txn.open_table(BLOCKS).map_err(backend)?;
+            if blocks.get(key).map_err(backend)?.is_some() {
+                return Ok(false);
+            }
+            blocks.insert(key, *at).map_err(backend)?;
+            txn.open_table(BLOCKERS).map_err(backend)?.insert((key.1, key.0), ()).map_err(backend)?;
+            Ok(true)
+        }
+        AccountWrite::Unblock { blocker, blocked } => {
+            let key = (blocker.to_bytes(), blocked.to_bytes());
+            let removed = txn.open_table(BLOCKS).map_err(backend)?.remove(key).map_err(backend)?.is_some();
+            txn.open_table(BLOCKERS).map_err(backend)?.remove((key.1, key.0)).map_err(backend)?;
+            Ok(removed)
+        }
     }
 }
 
@@ -95,7 +113,7 @@ impl EmbeddedDb {
         write: AccountWrite,
     ) -> StoreResult<bool> {
         let device = match &write {
-            AccountWrite::CreateUser(_) => None,
+            AccountWrite::CreateUser(_) | AccountWrite::Block { .. } | AccountWrite::Unblock { .. } => None,
             AccountWrite::CreateDevice(device) => Some(device.id),
             AccountWrite::RotateRefresh { id, .. } | AccountWrite::DeleteDevice(id) => Some(*id),
         };
@@ -179,5 +197,38 @@ impl UserStore for EmbeddedDb {
 
     async fn delete_device(&self, id: DeviceId) -> StoreResult<bool> {
         self.account_write("delete", "devices", AccountWrite::DeleteDevice(id)).await
+    }
+
+    async fn block(&self, blocker: UserId, blocked: UserId, at: i64) -> StoreResult<bool> {
+        self.account_write("insert", "blocks", AccountWrite::Block { blocker, blocked, at }).await
+    }
+
+    async fn unblock(&self, blocker: UserId, blocked: UserId) -> StoreResult<bool> {
+        self.account_write("delete", "blocks", AccountWrite::Unblock { blocker, blocked }).await
+    }
+
+    async fn blocked_by(&self, blocker: UserId) -> StoreResult<Vec<(UserId, i64)>> {
+        self.read("range", "blocks", |txn| {
+            let table = txn.open_table(BLOCKS).map_err(backend)?;
+            let u = blocker.to_bytes();
+            let mut out = Vec::new();
+            for entry in table.range((u, MIN_ID)..=(u, MAX_ID)).map_err(backend)? {
+                let (key, at) = entry.map_err(backend)?;
+                out.push((UserId::from_bytes(key.value().1), at.value()));
+            }
+            Ok(out)
+        })
+    }
+
+    async fn blockers_of(&self, blocked: UserId) -> StoreResult<Vec<UserId>> {
+        self.read("range", "blockers", |txn| {
+            let table = txn.open_table(BLOCKERS).map_err(backend)?;
+            let u = blocked.to_bytes();
+            let mut out = Vec::new();
+            for entry in table.range((u, MIN_ID)..=(u, MAX_ID)).map_err(backend)? {
+                out.push(UserId::from_bytes(entry.map_err(backend)?.0.value().1));
+            }
+            Ok(out)
+        })
     }
 }
