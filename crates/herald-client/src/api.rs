@@ -5,10 +5,10 @@
 
 use crate::error::ClientError;
 use herald_proto::{
-    ConversationDetails, ConversationId, ConversationPage, CreateConversation, CreateReport, CreateUpload, Credentials,
-    CursorState, Direction, ErrorBody, HistoryPage, HistoryQuery, Me, MediaId, MediaInfo, RefreshRequest, Report,
-    ReportId, ReportListQuery, ReportPage, ReportState, ResolveReport, SendAck, SendMessage, Session, UpdateCursor,
-    UserId, UserProfile,
+    BlockedUser, ConversationDetails, ConversationId, ConversationPage, CreateConversation, CreateReport, CreateUpload,
+    Credentials, CursorState, Direction, ErrorBody, HistoryPage, HistoryQuery, Me, MediaId, MediaInfo, RefreshRequest,
+    Report, ReportId, ReportListQuery, ReportPage, ReportState, ResolveReport, SendAck, SendMessage, Session,
+    UpdateCursor, UserId, UserProfile,
 };
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
@@ -267,6 +267,24 @@ impl Api {
             tokio::time::sleep(Duration::from_millis(100)).await;
             info = self.media(token, info.id).await?;
         }
+    }
+
+    // ----- blocking -----
+
+    /// `PUT /api/v1/blocks/{user_id}`: blocks a user (no direct messages or invitations either way, and
+    /// neither sees the other's typing or presence). Blocking twice is fine.
+    pub async fn block_user(&self, token: &str, user_id: UserId) -> Result<(), ClientError> {
+        self.empty(self.request(Method::PUT, &format!("/blocks/{user_id}"), Some(token))).await
+    }
+
+    /// `DELETE /api/v1/blocks/{user_id}`: lifts a block. Unblocking someone not blocked is fine.
+    pub async fn unblock_user(&self, token: &str, user_id: UserId) -> Result<(), ClientError> {
+        self.empty(self.request(Method::DELETE, &format!("/blocks/{user_id}"), Some(token))).await
+    }
+
+    /// `GET /api/v1/blocks`: whom the caller blocks, and since when.
+    pub async fn blocks(&self, token: &str) -> Result<Vec<BlockedUser>, ClientError> {
+        self.json(self.request(Method::GET, "/blocks", Some(token))).await
     }
 
     // ----- reports -----

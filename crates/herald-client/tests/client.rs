@@ -7,6 +7,6 @@ mod client {
     mod backoff;
     mod media;
     mod outbox;
-    mod reports;
     mod resume;
+    mod safety;
 }

@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 pub enum Change {
     /// `user`'s membership of `conversation` was added, removed or changed role.
     Membership { conversation: ConversationId, user: UserId },
+    /// `blocker` blocked or unblocked `blocked`.
+    Block { blocker: UserId, blocked: UserId },
 }
 
 /// Carries changes to the other nodes.

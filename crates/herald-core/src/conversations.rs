@@ -2,6 +2,7 @@
 //! and "my conversations" with last message and unread count.
 
 use crate::auth::Principal;
+use crate::blocks::Blocks;
 use crate::cache::TtlCache;
 use crate::changes::{Change, ChangeBus, ChangeListener};
 use crate::limits::Limits;
@@ -24,6 +25,8 @@ pub struct Conversations {
     membership: TtlCache<(ConversationId, UserId), Option<Member>>,
     /// In a cluster: the other nodes, told of membership changes before they are acknowledged.
     changes: std::sync::OnceLock<Arc<dyn ChangeBus>>,
+    /// Who blocks whom: no direct messages or invitations across a block.
+    blocks: std::sync::OnceLock<Arc<Blocks>>,
 }
 
 impl Conversations {
@@ -34,7 +37,38 @@ impl Conversations {
             submitter,
             membership: TtlCache::new("membership", cache_ttl, 200_000),
             changes: std::sync::OnceLock::new(),
+            blocks: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Sets the block list the conversations respect (once, at start).
+    pub fn set_blocks(&self, blocks: Arc<Blocks>) {
+        if self.blocks.set(blocks).is_err() {
+            tracing::warn!("block list set twice; keeping the first");
+        }
+    }
+
+    /// `forbidden` when either of the two blocks the other.
+    async fn require_unblocked(&self, a: UserId, b: UserId) -> CoreResult<()> {
+        match self.blocks.get() {
+            Some(blocks) => blocks.require_none(a, b).await,
+            None => Ok(()),
+        }
+    }
+
+    /// In a direct conversation, `forbidden` when either member blocks the other: what a send checks. Most
+    /// users block nobody and are blocked by nobody, and for them this reads nothing but a cached empty set.
+    pub async fn require_unblocked_direct(&self, principal: Principal, id: ConversationId) -> CoreResult<()> {
+        let Some(blocks) = self.blocks.get() else { return Ok(()) };
+        let separated = blocks.separated_from(principal.user).await?;
+        if separated.is_empty() || self.conversation(id).await?.kind != ConversationKind::Direct {
+            return Ok(());
+        }
+        let members = self.stores.conversations.members(id).await?;
+        if members.iter().any(|m| m.user_id != principal.user && separated.contains(&m.user_id)) {
+            return Err(CoreError::forbidden("one of you has blocked the other"));
+        }
+        Ok(())
     }
 
     /// Sets the bus that carries membership changes to the other nodes of a cluster (once, at start).
@@ -93,6 +127,7 @@ impl Conversations {
             return Err(CoreError::invalid("a direct conversation needs another user"));
         }
         self.require_user(peer).await?;
+        self.require_unblocked(principal.user, peer).await?;
         let candidate = Conversation {
             id: ConversationId::new(),
             kind: ConversationKind::Direct,
@@ -122,6 +157,7 @@ impl Conversations {
         }
         for user in &others {
             self.require_user(*user).await?;
+            self.require_unblocked(principal.user, *user).await?;
         }
         let now = now_millis();
         let conversation = Conversation {
@@ -163,6 +199,7 @@ impl Conversations {
         self.require_group(id).await?;
         require_role(&me, Role::Admin, "only an admin can add members")?;
         self.require_user(user).await?;
+        self.require_unblocked(principal.user, user).await?;
         let member = Member { user_id: user, role: Role::Member, joined_at: now_millis() };
         self.stores.conversations.add_member(id, &member, self.limits.max_group_members).await.map_err(
             |e| match e {
@@ -367,6 +404,7 @@ impl ChangeListener for Conversations {
     fn apply(&self, change: &Change) {
         match *change {
             Change::Membership { conversation, user } => self.membership.invalidate(&(conversation, user)),
+            Change::Block { .. } => {}
         }
     }
 

@@ -112,6 +112,8 @@ pub struct Hub {
     peers: std::sync::OnceLock<Arc<dyn Peers>>,
     /// Where the announced presence changes are published for consumers outside Herald, when anywhere.
     presence_updates: std::sync::OnceLock<(Arc<dyn PresenceUpdates>, String)>,
+    /// Who blocks whom: neither of two users with a block between them is shown the other's typing or presence.
+    blocks: std::sync::OnceLock<Arc<crate::blocks::Blocks>>,
     this: Weak<Hub>,
 }
 
@@ -159,8 +161,24 @@ impl Hub {
             epoch: Instant::now(),
             peers: std::sync::OnceLock::new(),
             presence_updates: std::sync::OnceLock::new(),
+            blocks: std::sync::OnceLock::new(),
             this: this.clone(),
         })
+    }
+
+    /// Sets the block list that hides typing and presence across a block (once, before connections arrive).
+    pub fn set_blocks(&self, blocks: Arc<crate::blocks::Blocks>) {
+        if self.blocks.set(blocks).is_err() {
+            tracing::warn!("hub block list set twice; keeping the first");
+        }
+    }
+
+    /// The users with a block between them and `user` (none without a block list).
+    async fn separated_from(&self, user: UserId) -> CoreResult<Arc<HashSet<UserId>>> {
+        match self.blocks.get() {
+            Some(blocks) => blocks.separated_from(user).await,
+            None => Ok(Arc::default()),
+        }
     }
 
     /// Joins a cluster (once, before connections arrive).
@@ -457,8 +475,10 @@ impl Hub {
             });
         }
         let contacts = self.contacts_of(user).await?;
+        let separated = self.separated_from(user).await?;
         let frame = encode(&ServerFrame::Presence { id: None, users: vec![info] });
-        let recipients: Vec<UserId> = contacts.iter().copied().filter(|u| *u != user).collect();
+        let recipients: Vec<UserId> =
+            contacts.iter().copied().filter(|u| *u != user && !separated.contains(u)).collect();
         metrics::counter!("presence_announcements_total").increment(1);
         metrics::counter!("presence_recipients_total").increment(recipients.len() as u64);
         self.offer_everywhere(recipients, frame);
@@ -468,7 +488,9 @@ impl Hub {
     /// The presence of those of `users` who share a conversation with `asker`, of any size (the others are
     /// left out): how a member of a big group, which announces nothing, learns who is there.
     pub async fn presence_of(&self, asker: UserId, users: &[UserId]) -> CoreResult<Vec<PresenceInfo>> {
-        let mut unseen: HashSet<UserId> = users.iter().copied().filter(|u| *u != asker).collect();
+        let separated = self.separated_from(asker).await?;
+        let mut unseen: HashSet<UserId> =
+            users.iter().copied().filter(|u| *u != asker && !separated.contains(u)).collect();
         let mut visible = HashSet::new();
         for (conversation, _) in self.stores.conversations.memberships(asker).await? {
             if unseen.is_empty() {
@@ -486,6 +508,24 @@ impl Hub {
         }
         let presence = lock(&self.presence);
         Ok(visible.iter().map(|u| info_of(*u, presence.get(u))).collect())
+    }
+
+    /// A block between `a` and `b` was set or lifted: each is told the other's presence as it now looks to
+    /// them. Across a block that is `offline` with no last-seen time (what they knew must not stay on screen);
+    /// once lifted, the real presence, when they share a conversation.
+    pub async fn block_changed(&self, a: UserId, b: UserId) -> CoreResult<()> {
+        let blocked = self.separated_from(a).await?.contains(&b);
+        for (viewer, subject) in [(a, b), (b, a)] {
+            let users = if blocked {
+                vec![PresenceInfo { user_id: subject, status: PresenceStatus::Offline, last_seen: None }]
+            } else {
+                self.presence_of(viewer, &[subject]).await?
+            };
+            if !users.is_empty() {
+                self.offer_everywhere(vec![viewer], encode(&ServerFrame::Presence { id: None, users }));
+            }
+        }
+        Ok(())
     }
 
     /// Forwards a typing change to the other members' connections, coalescing repeats.
@@ -510,13 +550,17 @@ impl Hub {
             typing.insert((user, conversation), (now, active));
         }
         let members = self.members_of(conversation).await?;
+        let separated = self.separated_from(user).await?;
         let frame = encode(&ServerFrame::Typing {
             conversation_id: conversation,
             user_id: user,
             active,
             ttl_ms: self.config.typing_ttl.as_millis() as u64,
         });
-        self.offer_everywhere(members.iter().copied().filter(|u| *u != user).collect(), frame);
+        self.offer_everywhere(
+            members.iter().copied().filter(|u| *u != user && !separated.contains(u)).collect(),
+            frame,
+        );
         Ok(())
     }
 

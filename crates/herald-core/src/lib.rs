@@ -19,6 +19,7 @@
 pub mod accounts;
 pub mod admission;
 pub mod auth;
+pub mod blocks;
 pub mod cache;
 pub mod changes;
 #[cfg(feature = "conformance")]
@@ -57,4 +58,5 @@ pub struct Services {
     pub conversations: Arc<conversations::Conversations>,
     pub messaging: Arc<messaging::Messaging>,
     pub reports: Arc<reports::Reports>,
+    pub blocks: Arc<blocks::Blocks>,
 }

@@ -54,6 +54,7 @@ impl Messaging {
             return Err(CoreError::invalid("reply_to must be a seq (1 or more)"));
         }
         self.conversations.require_member(principal, conversation).await?;
+        self.conversations.require_unblocked_direct(principal, conversation).await?;
         self.rate.check(principal.user)?;
         let attachments =
             crate::media::attachments(&self.stores, &self.conversations, principal, &req.attachments).await?;
@@ -80,6 +81,7 @@ impl Messaging {
     ) -> CoreResult<Message> {
         self.validate_body(&body)?;
         self.conversations.require_member(principal, conversation).await?;
+        self.conversations.require_unblocked_direct(principal, conversation).await?;
         self.rate.check(principal.user)?;
         self.submitter.submit_for_message(principal, conversation, Op::Edit { seq, body }).await
     }
@@ -104,6 +106,7 @@ impl Messaging {
             return Err(CoreError::invalid(format!("a reaction is 1 to {MAX_EMOJI_CHARS} non-space characters")));
         }
         self.conversations.require_member(principal, conversation).await?;
+        self.conversations.require_unblocked_direct(principal, conversation).await?;
         self.rate.check(principal.user)?;
         self.submitter.submit_for_message(principal, conversation, Op::React { seq, emoji, add }).await
     }

@@ -166,3 +166,10 @@ pub struct UpdateCursor {
     pub delivered: Option<u64>,
     pub read: Option<u64>,
 }
+
+/// One entry of `GET /api/v1/blocks`: a user the caller blocks, and since when.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockedUser {
+    pub user_id: UserId,
+    pub since: Millis,
+}

@@ -5,6 +5,7 @@
 use crate::disk_space;
 use crate::storage::Storage;
 use herald_api::Logins;
+use herald_core::blocks::Blocks;
 use herald_core::conversations::Conversations;
 use herald_core::delivery::Waiters;
 use herald_core::footprint::{self, Footprint};
@@ -28,6 +29,7 @@ pub struct Holders {
     pub sequencer: Arc<Sequencer>,
     pub conversations: Arc<Conversations>,
     pub messaging: Arc<Messaging>,
+    pub blocks: Arc<Blocks>,
     pub waiters: Arc<Waiters>,
     pub media: Arc<Media>,
     /// Requests one connection may have waiting at once.
@@ -46,6 +48,7 @@ impl Holders {
         all.extend(self.hub.footprints(connections));
         all.extend(self.sequencer.footprints().await);
         all.push(self.conversations.footprint());
+        all.push(self.blocks.footprint());
         all.push(self.messaging.rate_limiter().footprint());
         all.push(self.waiters.footprint(connections.saturating_mul(self.max_in_flight)));
         all.push(self.media.footprint());
@@ -65,6 +68,7 @@ pub async fn run(holders: Holders) {
             _ = footprints.tick() => {
                 holders.hub.purge_expired();
                 holders.conversations.purge_expired();
+                holders.blocks.purge_expired();
                 holders.logins.limits.purge();
                 footprint::publish(&holders.footprints().await);
                 disk_space::publish(&holders.data_dir);

@@ -17,6 +17,7 @@ use herald_api::{AppState, Logins, Readiness};
 use herald_core::Services;
 use herald_core::accounts::Accounts;
 use herald_core::auth::{PasswordCost, Passwords, Tokens};
+use herald_core::blocks::Blocks;
 use herald_core::conversations::Conversations;
 use herald_core::delivery::{Delivery, LocalDelivery, Waiters};
 use herald_core::hub::Hub;
@@ -161,9 +162,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         submitter.clone(),
         Duration::from_secs(config.cache.l1_ttl_secs),
     ));
+    let blocks = Blocks::new(stores.clone());
+    conversations.set_blocks(blocks.clone());
+    hub.set_blocks(blocks.clone());
     if let Some(joined) = &cluster {
         conversations.set_change_bus(joined.changes.clone());
         joined.cluster.add_listener(conversations.clone());
+        blocks.set_change_bus(joined.changes.clone());
+        joined.cluster.add_listener(blocks.clone());
     }
     let forward = cluster.as_ref().map(|_| {
         Arc::new(herald_api::ForwardEndpoint {
@@ -173,7 +179,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     });
     let messaging = Arc::new(Messaging::new(stores.clone(), conversations.clone(), submitter, limits));
     let reports = Arc::new(Reports::new(stores.clone(), conversations.clone(), config.auth.admins.iter().cloned()));
-    let services = Services { accounts, conversations: conversations.clone(), messaging: messaging.clone(), reports };
+    let services = Services {
+        accounts,
+        conversations: conversations.clone(),
+        messaging: messaging.clone(),
+        reports,
+        blocks: blocks.clone(),
+    };
 
     let media = herald_media::Media::new(
         stores.clone(),
@@ -218,6 +230,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         sequencer,
         conversations,
         messaging,
+        blocks,
         waiters,
         media: media.clone(),
         max_in_flight: config.gateway.max_in_flight,

@@ -14,6 +14,7 @@ mod integration {
     mod authorization;
     mod bad_input;
     mod bench_smoke;
+    mod blocks;
     mod cluster;
     mod config;
     mod conversations;

@@ -1,6 +1,7 @@
 //! The routes. `docs/api.md` lists them with their bodies and errors.
 
 mod accounts;
+mod blocks;
 mod conversations;
 mod health;
 pub mod internal;
@@ -30,6 +31,8 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/devices/{device_id}", delete(accounts::revoke_device))
         .route("/users", get(accounts::find_user))
         .route("/users/{user_id}", get(accounts::user))
+        .route("/blocks", get(blocks::list))
+        .route("/blocks/{user_id}", put(blocks::block).delete(blocks::unblock))
         .route("/conversations", post(conversations::create).get(conversations::list))
         .route("/conversations/{id}", get(conversations::details).patch(conversations::rename))
         .route("/conversations/{id}/members", post(conversations::add_member))

@@ -1,5 +1,5 @@
-//! Reports through the SDK: a member reports a message, a server admin pages through the reports by state
-//! and resolves one; the typed errors say who may not.
+//! Reports and blocks through the SDK: a member reports a message, a server admin pages through the reports by
+//! state and resolves one; a user blocks another and the other's direct message is refused.
 
 use super::helpers::{Server, connect, pair, register};
 use herald_client::proto::{
@@ -67,4 +67,21 @@ async fn a_member_reports_and_an_admin_lists_and_resolves() {
     let open_only = ReportListQuery { state: Some(ReportState::Open), ..Default::default() };
     let open = api.reports(&admin.access_token, &open_only).await.expect("listed");
     assert_eq!(open.reports.iter().map(|r| r.id).collect::<Vec<_>>(), vec![second.id]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocked_user_cannot_write_directly_until_unblocked() {
+    let server = Server::start().await;
+    let api = server.api();
+    let (alice, bob, c) = pair(&api).await;
+    api.block_user(&alice.access_token, bob.user.id).await.expect("blocked");
+    let listed = api.blocks(&alice.access_token).await.expect("listed");
+    assert_eq!(listed.iter().map(|b| b.user_id).collect::<Vec<_>>(), vec![bob.user.id]);
+    let message =
+        SendMessage { client_msg_id: "b1".into(), body: "hi".into(), reply_to: None, attachments: Vec::new() };
+    let refused = api.send_message(&bob.access_token, c, &message).await.expect_err("blocked");
+    assert_eq!(refused.code(), Some(ErrorCode::Forbidden));
+    api.unblock_user(&alice.access_token, bob.user.id).await.expect("unblocked");
+    assert!(api.blocks(&alice.access_token).await.expect("listed").is_empty());
+    api.send_message(&bob.access_token, c, &message).await.expect("sent once unblocked");
 }
