@@ -16,6 +16,7 @@ const S = {
   typingSentAt: 0,
   typingIn: null,
   uploads: new Map(), // key -> an upload started from the composer (see startUpload)
+  blocked: new Set(), // ids of the users I block
 };
 
 const client = new HeraldClient({ reload });
@@ -157,7 +158,8 @@ const unread = (c) => Math.max(0, c.last_seq - c.read);
 
 /** The client's reload hook: the conversation list (and the open conversation) from REST. */
 async function reload() {
-  const list = await client.allConversations();
+  const [list, blocks] = await Promise.all([client.allConversations(), client.blocks()]);
+  S.blocked = new Set(blocks.map((b) => b.user_id));
   const old = S.convs;
   S.convs = new Map();
   for (const s of list) {
@@ -370,11 +372,36 @@ function renderHeader(c) {
     sub.textContent = c.members ? `${c.members.length} members` : 'group';
     $('members-btn').hidden = false;
   }
-  const disabled = c.left;
+  const blocking = c.kind === 'direct' && c.peer && S.blocked.has(c.peer);
+  $('block-btn').hidden = !(c.kind === 'direct' && c.peer);
+  $('block-btn').textContent = blocking ? 'Unblock' : 'Block';
+  const disabled = c.left || blocking;
   $('composer-input').disabled = disabled;
   $('send').disabled = disabled;
   $('attach').disabled = disabled;
-  $('composer-input').placeholder = disabled ? 'You are no longer a member of this conversation' : 'Message';
+  $('composer-input').placeholder = c.left
+    ? 'You are no longer a member of this conversation'
+    : blocking
+      ? 'You blocked this user. Unblock them to write.'
+      : 'Message';
+}
+
+async function toggleBlock() {
+  const c = S.convs.get(S.open);
+  if (!c?.peer) return;
+  try {
+    if (S.blocked.has(c.peer)) {
+      await client.unblock(c.peer);
+      S.blocked.delete(c.peer);
+    } else {
+      if (!confirm(`Block ${name(c.peer)}? Neither of you can then write to the other directly or see the other's typing and presence.`)) return;
+      await client.block(c.peer);
+      S.blocked.add(c.peer);
+    }
+    renderHeader(c);
+  } catch (e) {
+    toast(`That did not work: ${e.message}`);
+  }
 }
 
 function otherMembers(c) {
@@ -1480,6 +1507,7 @@ function init() {
   $('form-chat').addEventListener('submit', newChat);
   $('form-group').addEventListener('submit', newGroup);
   $('form-report').addEventListener('submit', sendReport);
+  $('block-btn').addEventListener('click', toggleBlock);
   $('members-btn').addEventListener('click', () => {
     const c = S.convs.get(S.open);
     openDialog('dlg-members');

@@ -422,6 +422,20 @@ export class HeraldClient {
     return this.api('PATCH', `/conversations/${id}/members/${userId}`, { role });
   }
 
+  /** Whom the user blocks: `[{user_id, since}]`. */
+  blocks() {
+    return this.api('GET', '/blocks');
+  }
+
+  /** Blocks a user: no direct messages or invitations either way, and neither sees the other's typing or presence. */
+  block(userId) {
+    return this.api('PUT', `/blocks/${userId}`);
+  }
+
+  unblock(userId) {
+    return this.api('DELETE', `/blocks/${userId}`);
+  }
+
   /** Reports a message the user can read to the server's admins; `reason`: spam, harassment, illegal or other. */
   reportMessage(conversationId, seq, reason, comment = '') {
     return this.api('POST', '/reports', { target: { kind: 'message', conversation_id: conversationId, seq }, reason, comment });

@@ -404,6 +404,31 @@ describe('two people chatting in browsers', () => {
     assert.equal(refused, 403);
   });
 
+  step('blocks and unblocks: a blocked message is refused, and goes through once the block is lifted', async () => {
+    A.once('dialog', (d) => d.accept());
+    await A.getByRole('button', { name: 'Block', exact: true }).click();
+    await A.getByRole('button', { name: 'Unblock', exact: true }).waitFor({ timeout: WAIT });
+    const box = A.getByRole('textbox', { name: 'Message' });
+    assert.equal(await box.isDisabled(), true, 'the blocker cannot write');
+    assert.match(await box.getAttribute('placeholder'), /You blocked this user/);
+    await screenshot(A, 'alice-blocked-bob');
+
+    // Bob's message is refused, with the reason, and offered again; Alice gets nothing.
+    await send(B, 'are you there?');
+    const refused = message(B, 'are you there\\?');
+    await refused.locator('.error', { hasText: 'blocked' }).waitFor({ timeout: WAIT });
+    await screenshot(B, 'bob-refused-by-a-block');
+    await A.waitForTimeout(300);
+    assert.equal(await message(A, 'are you there\\?').count(), 0);
+
+    await A.getByRole('button', { name: 'Unblock', exact: true }).click();
+    await A.getByRole('button', { name: 'Block', exact: true }).waitFor({ timeout: WAIT });
+    assert.equal(await box.isDisabled(), false);
+    await refused.getByRole('button', { name: 'Retry' }).click();
+    await message(A, 'are you there\\?').waitFor({ timeout: WAIT });
+    assert.equal(await message(B, 'are you there\\?').locator('.error').count(), 0);
+  });
+
   step('goes offline, shows that it reconnects, and comes back with every message in order', async () => {
     const before = await bodies(B);
     await B.context().setOffline(true);
