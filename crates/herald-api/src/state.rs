@@ -21,7 +21,8 @@ impl Readiness {
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
-    pub services: Services,
+    /// Behind an `Arc`, like the rest: every connection task holds a clone of the state.
+    pub services: Arc<Services>,
     pub metrics: PrometheusHandle,
     pub readiness: Arc<Readiness>,
     pub hub: Arc<Hub>,

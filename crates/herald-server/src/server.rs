@@ -209,7 +209,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         trusted_proxies: config.server.trusted_proxies.clone(),
     });
     let state = AppState {
-        services,
+        services: Arc::new(services),
         metrics,
         readiness: readiness.clone(),
         hub: hub.clone(),

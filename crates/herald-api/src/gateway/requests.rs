@@ -7,6 +7,7 @@ use herald_core::auth::Principal;
 use herald_proto::{ClientFrame, ConversationId, ErrorCode, SendMessage, ServerFrame, UpdateCursor};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 /// Most users one presence query may ask about.
 const MAX_PRESENCE_QUERY: usize = 500;
@@ -128,7 +129,7 @@ pub fn handle(state: &AppState, me: Principal, frame: ClientFrame) -> Action {
 }
 
 fn cursor(
-    services: herald_core::Services,
+    services: Arc<herald_core::Services>,
     me: Principal,
     id: Option<String>,
     conversation: ConversationId,
