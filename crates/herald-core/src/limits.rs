@@ -1,4 +1,4 @@
-//! Limits every request is held to, and the per-user send rate limit (a token bucket per user).
+//! Limits every request is held to, and the per-user rate limiters (a token bucket per user).
 
 use crate::CoreError;
 use governor::{Quota, RateLimiter, clock::DefaultClock, state::keyed::DefaultKeyedStateStore};
@@ -37,30 +37,35 @@ impl Default for Limits {
     }
 }
 
-/// Buckets kept before idle ones are forgotten early (the server's upkeep forgets them every minute).
-const MAX_RATE_BUCKETS: usize = 1_000_000;
 /// How many checks pass between looks at the bucket count (counting visits every shard of the map).
 const COUNT_EVERY: u64 = 1024;
 
-/// A token bucket per user.
-pub struct SendRateLimiter {
+/// A token bucket per user, forgotten once it is full again. The send limit and the report limit are two of them.
+pub struct UserRateLimiter {
     inner: RateLimiter<UserId, DefaultKeyedStateStore<UserId>, DefaultClock>,
     checks: AtomicU64,
+    /// Name of the structure in the memory footprint.
+    structure: &'static str,
+    /// Buckets kept before idle ones are forgotten early (the server's upkeep forgets them every minute).
+    bound: usize,
 }
 
-impl SendRateLimiter {
-    pub fn new(limits: &Limits) -> Self {
+impl UserRateLimiter {
+    pub fn new(quota: Quota, structure: &'static str, bound: usize) -> Self {
+        Self { inner: RateLimiter::keyed(quota), checks: AtomicU64::new(0), structure, bound }
+    }
+
+    /// The send limit: `sends_per_second` sustained, bursts up to `send_burst`.
+    pub fn for_sends(limits: &Limits) -> Self {
         let rate = NonZeroU32::new(limits.sends_per_second).unwrap_or(NonZeroU32::MIN);
         let burst = NonZeroU32::new(limits.send_burst.max(limits.sends_per_second)).unwrap_or(rate);
-        Self { inner: RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)), checks: AtomicU64::new(0) }
+        Self::new(Quota::per_second(rate).allow_burst(burst), "send_rate_buckets", 1_000_000)
     }
 
     /// Takes one token for `user` or says how long to wait.
     pub fn check(&self, user: UserId) -> Result<(), CoreError> {
         use governor::clock::Clock;
-        if self.checks.fetch_add(1, Ordering::Relaxed).is_multiple_of(COUNT_EVERY)
-            && self.inner.len() > MAX_RATE_BUCKETS
-        {
+        if self.checks.fetch_add(1, Ordering::Relaxed).is_multiple_of(COUNT_EVERY) && self.inner.len() > self.bound {
             self.inner.retain_recent();
         }
         self.inner.check_key(&user).map_err(|not_until| {
@@ -69,15 +74,15 @@ impl SendRateLimiter {
         })
     }
 
-    /// One bucket per user who sent since the last [`SendRateLimiter::shrink`].
+    /// One bucket per user who was checked since the last [`UserRateLimiter::shrink`].
     pub fn footprint(&self) -> crate::footprint::Footprint {
         let entries = self.inner.len();
         crate::footprint::Footprint {
-            structure: "send_rate_buckets",
+            structure: self.structure,
             entries,
             // A bucket is the user id and one 8-byte state in a sharded map.
             bytes: entries * (size_of::<UserId>() + 8 + 8),
-            bound: MAX_RATE_BUCKETS,
+            bound: self.bound,
         }
     }
 

@@ -5,7 +5,7 @@
 use crate::auth::Principal;
 use crate::conversations::Conversations;
 use crate::delivery::Applied;
-use crate::limits::{Limits, SendRateLimiter};
+use crate::limits::{Limits, UserRateLimiter};
 use crate::log::Op;
 use crate::store::{CursorUpdate, Stores};
 use crate::submit::Submitter;
@@ -24,16 +24,16 @@ pub struct Messaging {
     conversations: Arc<Conversations>,
     submitter: Arc<Submitter>,
     limits: Limits,
-    rate: SendRateLimiter,
+    rate: UserRateLimiter,
 }
 
 impl Messaging {
     pub fn new(stores: Stores, conversations: Arc<Conversations>, submitter: Arc<Submitter>, limits: Limits) -> Self {
-        let rate = SendRateLimiter::new(&limits);
+        let rate = UserRateLimiter::for_sends(&limits);
         Self { stores, conversations, submitter, limits, rate }
     }
 
-    pub fn rate_limiter(&self) -> &SendRateLimiter {
+    pub fn rate_limiter(&self) -> &UserRateLimiter {
         &self.rate
     }
 

@@ -8,9 +8,10 @@
 
 use crate::auth::Principal;
 use crate::conversations::Conversations;
+use crate::limits::UserRateLimiter;
 use crate::store::Stores;
 use crate::{CoreError, CoreResult, now_millis};
-use governor::{Quota, RateLimiter, clock::DefaultClock, state::keyed::DefaultKeyedStateStore};
+use governor::Quota;
 use herald_proto::{
     CreateReport, Report, ReportId, ReportListQuery, ReportPage, ReportResolution, ReportTarget, ReportedMessage,
     ResolveReport, UserId,
@@ -32,7 +33,7 @@ pub struct Reports {
     conversations: Arc<Conversations>,
     /// Usernames of the server's admins.
     admins: HashSet<String>,
-    rate: RateLimiter<UserId, DefaultKeyedStateStore<UserId>, DefaultClock>,
+    rate: UserRateLimiter,
 }
 
 impl Reports {
@@ -42,7 +43,11 @@ impl Reports {
             stores,
             conversations,
             admins: admins.into_iter().collect(),
-            rate: RateLimiter::keyed(Quota::per_minute(NonZeroU32::MIN).allow_burst(burst)),
+            rate: UserRateLimiter::new(
+                Quota::per_minute(NonZeroU32::MIN).allow_burst(burst),
+                "report_rate_buckets",
+                100_000,
+            ),
         }
     }
 
@@ -82,7 +87,7 @@ impl Reports {
                 None
             }
         };
-        self.check_rate(principal.user)?;
+        self.rate.check(principal.user)?;
         let report = Report {
             id: ReportId::new(),
             reporter: principal.user,
@@ -143,6 +148,11 @@ impl Reports {
         Ok(report)
     }
 
+    /// The per-user report limit (its buckets are counted and shrunk with the others').
+    pub fn rate_limiter(&self) -> &UserRateLimiter {
+        &self.rate
+    }
+
     /// Whether the user is one of the server's admins.
     pub async fn is_admin(&self, user: UserId) -> CoreResult<bool> {
         if self.admins.is_empty() {
@@ -157,18 +167,6 @@ impl Reports {
         } else {
             Err(CoreError::forbidden("only the server's admins may do this"))
         }
-    }
-
-    fn check_rate(&self, user: UserId) -> CoreResult<()> {
-        use governor::clock::Clock;
-        // Buckets of users who reported within the last minutes only; reports are rare, so this stays small.
-        if self.rate.len() > 100_000 {
-            self.rate.retain_recent();
-        }
-        self.rate.check_key(&user).map_err(|not_until| {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            CoreError::RateLimited { retry_after_ms: wait.as_millis().max(1) as u64 }
-        })
     }
 }
 

@@ -11,6 +11,7 @@ use herald_core::delivery::Waiters;
 use herald_core::footprint::{self, Footprint};
 use herald_core::hub::Hub;
 use herald_core::messaging::Messaging;
+use herald_core::reports::Reports;
 use herald_core::sequencer::Sequencer;
 use herald_media::Media;
 use std::path::PathBuf;
@@ -29,6 +30,7 @@ pub struct Holders {
     pub sequencer: Arc<Sequencer>,
     pub conversations: Arc<Conversations>,
     pub messaging: Arc<Messaging>,
+    pub reports: Arc<Reports>,
     pub blocks: Arc<Blocks>,
     pub waiters: Arc<Waiters>,
     pub media: Arc<Media>,
@@ -50,6 +52,7 @@ impl Holders {
         all.push(self.conversations.footprint());
         all.push(self.blocks.footprint());
         all.push(self.messaging.rate_limiter().footprint());
+        all.push(self.reports.rate_limiter().footprint());
         all.push(self.waiters.footprint(connections.saturating_mul(self.max_in_flight)));
         all.push(self.media.footprint());
         all.extend(self.logins.limits.footprints());
@@ -73,7 +76,10 @@ pub async fn run(holders: Holders) {
                 footprint::publish(&holders.footprints().await);
                 disk_space::publish(&holders.data_dir);
             }
-            _ = shrink.tick() => holders.messaging.rate_limiter().shrink(),
+            _ = shrink.tick() => {
+                holders.messaging.rate_limiter().shrink();
+                holders.reports.rate_limiter().shrink();
+            }
         }
     }
 }

@@ -183,7 +183,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         accounts,
         conversations: conversations.clone(),
         messaging: messaging.clone(),
-        reports,
+        reports: reports.clone(),
         blocks: blocks.clone(),
     };
 
@@ -230,6 +230,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         sequencer,
         conversations,
         messaging,
+        reports,
         blocks,
         waiters,
         media: media.clone(),
