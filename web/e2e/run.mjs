@@ -12,7 +12,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -226,9 +226,11 @@ describe('the server', () => {
     assert.equal(page.headers.get('cache-control'), 'no-cache');
     assert.match(page.headers.get('content-security-policy') ?? '', /default-src 'none'/);
     assert.match(await page.text(), /<script type="module" src="\/app\/app.js">/);
+    // Every module of the client (the page loads them all), the style sheet and the icon.
+    const modules = readdirSync(WEB).filter((f) => f.endsWith('.js')).map((f) => [f, 'text/javascript; charset=utf-8']);
+    assert.ok(modules.length > 2, 'the modules of web/');
     for (const [file, type] of [
-      ['app.js', 'text/javascript; charset=utf-8'],
-      ['herald-client.js', 'text/javascript; charset=utf-8'],
+      ...modules,
       ['style.css', 'text/css; charset=utf-8'],
       ['icon.svg', 'image/svg+xml'],
     ]) {

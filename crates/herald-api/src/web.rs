@@ -36,10 +36,29 @@ macro_rules! asset {
 
 const INDEX: usize = 0;
 
-/// The files of the client. A file added under `web/` is served only once it is listed here.
+/// The files of the client. A file added under `web/` is served only once it is listed here. `app.js` is the entry
+/// module of the interface; the modules after it are the ones it imports (docs/web-client.md).
 static ASSETS: &[Asset] = &[
     asset!("index.html", "text/html; charset=utf-8"),
     asset!("app.js", "text/javascript; charset=utf-8"),
+    asset!("attachments.js", "text/javascript; charset=utf-8"),
+    asset!("composer.js", "text/javascript; charset=utf-8"),
+    asset!("connection.js", "text/javascript; charset=utf-8"),
+    asset!("conversation-list.js", "text/javascript; charset=utf-8"),
+    asset!("conversation-view.js", "text/javascript; charset=utf-8"),
+    asset!("conversations.js", "text/javascript; charset=utf-8"),
+    asset!("dialogs.js", "text/javascript; charset=utf-8"),
+    asset!("dom.js", "text/javascript; charset=utf-8"),
+    asset!("format.js", "text/javascript; charset=utf-8"),
+    asset!("labels.js", "text/javascript; charset=utf-8"),
+    asset!("members-dialog.js", "text/javascript; charset=utf-8"),
+    asset!("message-actions.js", "text/javascript; charset=utf-8"),
+    asset!("message-list.js", "text/javascript; charset=utf-8"),
+    asset!("presence.js", "text/javascript; charset=utf-8"),
+    asset!("session.js", "text/javascript; charset=utf-8"),
+    asset!("state.js", "text/javascript; charset=utf-8"),
+    asset!("typing.js", "text/javascript; charset=utf-8"),
+    asset!("uploads.js", "text/javascript; charset=utf-8"),
     asset!("herald-client.js", "text/javascript; charset=utf-8"),
     asset!("style.css", "text/css; charset=utf-8"),
     asset!("icon.svg", "image/svg+xml"),
@@ -128,6 +147,24 @@ mod tests {
         assert!(header(&page, header::CONTENT_SECURITY_POLICY).contains("default-src 'none'"));
         for (file, content_type) in [
             ("app.js", "text/javascript; charset=utf-8"),
+            ("attachments.js", "text/javascript; charset=utf-8"),
+            ("composer.js", "text/javascript; charset=utf-8"),
+            ("connection.js", "text/javascript; charset=utf-8"),
+            ("conversation-list.js", "text/javascript; charset=utf-8"),
+            ("conversation-view.js", "text/javascript; charset=utf-8"),
+            ("conversations.js", "text/javascript; charset=utf-8"),
+            ("dialogs.js", "text/javascript; charset=utf-8"),
+            ("dom.js", "text/javascript; charset=utf-8"),
+            ("format.js", "text/javascript; charset=utf-8"),
+            ("labels.js", "text/javascript; charset=utf-8"),
+            ("members-dialog.js", "text/javascript; charset=utf-8"),
+            ("message-actions.js", "text/javascript; charset=utf-8"),
+            ("message-list.js", "text/javascript; charset=utf-8"),
+            ("presence.js", "text/javascript; charset=utf-8"),
+            ("session.js", "text/javascript; charset=utf-8"),
+            ("state.js", "text/javascript; charset=utf-8"),
+            ("typing.js", "text/javascript; charset=utf-8"),
+            ("uploads.js", "text/javascript; charset=utf-8"),
             ("herald-client.js", "text/javascript; charset=utf-8"),
             ("style.css", "text/css; charset=utf-8"),
             ("icon.svg", "image/svg+xml"),
