@@ -7,7 +7,7 @@ use libfuzzer_sys::fuzz_target;
 use serde::de::DeserializeOwned;
 
 /// How many kinds of input the first byte picks among; scripts/fuzz seeds every body of docs/api.md under each.
-const KINDS: u8 = 20;
+const KINDS: u8 = 21;
 
 fn json<T: DeserializeOwned>(body: &[u8]) {
     drop(serde_json::from_slice::<T>(body));
@@ -39,6 +39,7 @@ fuzz_target!(|data: &[u8]| {
         16 => query::<SignedUrlQuery>(body),
         17 => json::<CreateReport>(body),
         18 => json::<ResolveReport>(body),
-        _ => query::<ReportListQuery>(body),
+        19 => query::<ReportListQuery>(body),
+        _ => json::<SuspendUser>(body),
     }
 });

@@ -5,10 +5,10 @@
 
 use crate::error::ClientError;
 use herald_proto::{
-    BlockedUser, ConversationDetails, ConversationId, ConversationPage, CreateConversation, CreateReport, CreateUpload,
-    Credentials, CursorState, Direction, ErrorBody, HistoryPage, HistoryQuery, Me, MediaId, MediaInfo, RefreshRequest,
-    Report, ReportId, ReportListQuery, ReportPage, ReportState, ResolveReport, SendAck, SendMessage, Session,
-    UpdateCursor, UserId, UserProfile,
+    AdminUser, BlockedUser, ConversationDetails, ConversationId, ConversationPage, CreateConversation, CreateReport,
+    CreateUpload, Credentials, CursorState, Direction, ErrorBody, HistoryPage, HistoryQuery, Me, MediaId, MediaInfo,
+    RefreshRequest, Report, ReportId, ReportListQuery, ReportPage, ReportState, ResolveReport, SendAck, SendMessage,
+    Session, SuspendUser, UpdateCursor, UserId, UserProfile,
 };
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
@@ -315,6 +315,23 @@ impl Api {
     pub async fn resolve_report(&self, token: &str, id: ReportId, note: &str) -> Result<Report, ClientError> {
         let body = ResolveReport { note: note.to_owned() };
         self.json(self.request(Method::POST, &format!("/admin/reports/{id}/resolve"), Some(token)).json(&body)).await
+    }
+
+    /// `GET /api/v1/admin/users/{user_id}` (server admins): the account with its suspension and devices.
+    pub async fn admin_user(&self, token: &str, user_id: UserId) -> Result<AdminUser, ClientError> {
+        self.json(self.request(Method::GET, &format!("/admin/users/{user_id}"), Some(token))).await
+    }
+
+    /// `POST /api/v1/admin/users/{user_id}/suspend` (server admins): suspends the account and closes every
+    /// session of it. The reason is for admins only (it may be empty).
+    pub async fn suspend_user(&self, token: &str, user_id: UserId, reason: &str) -> Result<AdminUser, ClientError> {
+        let body = SuspendUser { reason: reason.to_owned() };
+        self.json(self.request(Method::POST, &format!("/admin/users/{user_id}/suspend"), Some(token)).json(&body)).await
+    }
+
+    /// `POST /api/v1/admin/users/{user_id}/unsuspend` (server admins): the account may log in again.
+    pub async fn unsuspend_user(&self, token: &str, user_id: UserId) -> Result<AdminUser, ClientError> {
+        self.json(self.request(Method::POST, &format!("/admin/users/{user_id}/unsuspend"), Some(token))).await
     }
 
     // ----- plumbing -----

@@ -1,10 +1,11 @@
 //! Accounts and sessions: register, log in, refresh, log out, list and revoke devices, authenticate.
 
 use crate::auth::{Passwords, Principal, Tokens};
+use crate::changes::{Change, ChangeBus};
 use crate::store::{Device, StoreError, User, UserStore};
 use crate::{CoreError, CoreResult, now_millis};
 use herald_proto::{Credentials, DeviceId, DeviceInfo, Me, Session, UserId, UserProfile};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 const MAX_PASSWORD_BYTES: usize = 1024;
 const MIN_PASSWORD_CHARS: usize = 8;
@@ -13,13 +14,20 @@ const MAX_DEVICE_NAME_CHARS: usize = 64;
 /// Told when a device is revoked, so what it still holds open (WebSocket connections) closes at once.
 pub trait RevocationListener: Send + Sync + 'static {
     fn device_revoked(&self, user: UserId, device: DeviceId);
+    /// Every device of `user` was revoked.
+    fn user_revoked(&self, user: UserId);
 }
+
+/// The message of a login refused because the account is suspended.
+pub const SUSPENDED: &str = "this account is suspended";
 
 pub struct Accounts {
     users: Arc<dyn UserStore>,
     passwords: Passwords,
     tokens: Tokens,
     on_revoke: Option<Arc<dyn RevocationListener>>,
+    /// Carries revocations to the other nodes of a cluster, whose connections this node's listener cannot reach.
+    changes: OnceLock<Arc<dyn ChangeBus>>,
 }
 
 impl Accounts {
@@ -29,7 +37,14 @@ impl Accounts {
         tokens: Tokens,
         on_revoke: Option<Arc<dyn RevocationListener>>,
     ) -> Self {
-        Self { users, passwords, tokens, on_revoke }
+        Self { users, passwords, tokens, on_revoke, changes: OnceLock::new() }
+    }
+
+    /// Sets the bus that carries revocations to the other nodes of a cluster (once, at start).
+    pub fn set_change_bus(&self, bus: Arc<dyn ChangeBus>) {
+        if self.changes.set(bus).is_err() {
+            tracing::warn!("change bus set twice; keeping the first");
+        }
     }
 
     async fn revoke(&self, user: UserId, device: DeviceId) -> CoreResult<()> {
@@ -37,7 +52,26 @@ impl Accounts {
         if let Some(listener) = &self.on_revoke {
             listener.device_revoked(user, device);
         }
+        if let Some(bus) = self.changes.get() {
+            bus.announce(Change::Revoked { user, device: Some(device) }).await;
+        }
         Ok(())
+    }
+
+    /// Revokes every device of `user` (a suspension): their tokens stop working and their connections close,
+    /// on every node, before this returns. Returns how many devices there were.
+    pub async fn revoke_all(&self, user: UserId) -> CoreResult<usize> {
+        let devices = self.users.devices_of(user).await?;
+        for device in &devices {
+            self.users.delete_device(device.id).await?;
+        }
+        if let Some(listener) = &self.on_revoke {
+            listener.user_revoked(user);
+        }
+        if let Some(bus) = self.changes.get() {
+            bus.announce(Change::Revoked { user, device: None }).await;
+        }
+        Ok(devices.len())
     }
 
     pub async fn register(&self, credentials: Credentials) -> CoreResult<Session> {
@@ -52,6 +86,7 @@ impl Accounts {
             username,
             password_hash: self.passwords.hash(credentials.password).await?,
             created_at: now_millis(),
+            suspension: None,
         };
         self.users.create_user(&user).await.map_err(|e| match e {
             StoreError::Conflict(_) => CoreError::conflict("username is taken"),
@@ -72,7 +107,25 @@ impl Accounts {
         let hash = user.as_ref().map(|u| u.password_hash.clone());
         let ok = self.passwords.verify(credentials.password, hash).await?;
         match user {
-            Some(user) if ok => self.open_session(&user, device_name).await,
+            // Said only to whoever knows the password.
+            Some(user) if ok && user.suspension.is_some() => Err(CoreError::forbidden(SUSPENDED)),
+            Some(user) if ok => {
+                let session = self.open_session(&user, device_name).await?;
+                // A suspension set while this login ran may have revoked the devices before this one was
+                // created: it is read again (fresh) now that the device exists, and the device goes if so.
+                // The suspension is written before its revocation starts, so one of the two sees the other.
+                match self.users.user_by_name(&user.username).await {
+                    Ok(Some(now)) if now.suspension.is_none() => Ok(session),
+                    Ok(_) => {
+                        self.revoke(user.id, session.device_id).await?;
+                        Err(CoreError::forbidden(SUSPENDED))
+                    }
+                    Err(e) => {
+                        self.revoke(user.id, session.device_id).await?;
+                        Err(e.into())
+                    }
+                }
+            }
             _ => Err(CoreError::unauthorized("wrong username or password")),
         }
     }
@@ -122,7 +175,9 @@ impl Accounts {
 
     pub async fn me(&self, principal: Principal) -> CoreResult<Me> {
         let user = self.users.user(principal.user).await?.ok_or_else(|| CoreError::unauthorized("no such user"))?;
-        Ok(Me { user: user.profile(), device_id: principal.device, devices: self.devices(principal).await? })
+        let devices = self.devices(principal).await?;
+        // Told by the caller, who knows the admins.
+        Ok(Me { user: user.profile(), device_id: principal.device, devices, admin: false })
     }
 
     pub async fn devices(&self, principal: Principal) -> CoreResult<Vec<DeviceInfo>> {

@@ -5,7 +5,7 @@
 //! answering its client. On one node there is nobody to tell.
 
 use async_trait::async_trait;
-use herald_proto::{ConversationId, UserId};
+use herald_proto::{ConversationId, DeviceId, UserId};
 use serde::{Deserialize, Serialize};
 
 /// What changed.
@@ -16,6 +16,9 @@ pub enum Change {
     Membership { conversation: ConversationId, user: UserId },
     /// `blocker` blocked or unblocked `blocked`.
     Block { blocker: UserId, blocked: UserId },
+    /// `device` of `user` was logged out or revoked, or (`None`) every device of `user` was (a suspension):
+    /// their connections close wherever they are.
+    Revoked { user: UserId, device: Option<DeviceId> },
 }
 
 /// Carries changes to the other nodes.

@@ -15,7 +15,7 @@ use crate::store::{
 use herald_proto::{
     Attachment, Conversation, ConversationId, ConversationKind, DeviceCursor, DeviceId, Direction, MediaId, MediaState,
     Member, Message, MessageId, Millis, RejectReason, Report, ReportId, ReportReason, ReportResolution, ReportState,
-    ReportTarget, ReportedMessage, Role, UserId,
+    ReportTarget, ReportedMessage, Role, Suspension, UserId,
 };
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -76,6 +76,7 @@ fn fresh_user() -> User {
         username: format!("conformance-{id}"),
         password_hash: format!("$argon2id$v=19$m=19456,t=2,p=1$fake${id}"),
         created_at: now_millis(),
+        suspension: None,
     }
 }
 
@@ -349,6 +350,37 @@ pub async fn users(stores: &Stores) {
         "UserStore::delete_device touched another user's devices"
     );
     blocks(stores).await;
+    suspensions(stores).await;
+}
+
+/// Suspensions: set, read back with the user (by id and by name), replaced, lifted; only on users that exist.
+async fn suspensions(stores: &Stores) {
+    let s = &stores.users;
+    let carol = fresh_user();
+    ok(s.create_user(&carol).await, "create_user");
+    let admin = UserId::new();
+    let first = Suspension { at: 100, by: admin, reason: "spam".into() };
+    assert!(ok(s.set_suspension(carol.id, Some(&first)).await, "set_suspension"), "the user exists");
+    let suspended = User { suspension: Some(first.clone()), ..carol.clone() };
+    assert_eq!(ok(s.user(carol.id).await, "user"), Some(suspended.clone()), "UserStore::user must show the suspension");
+    assert_eq!(
+        ok(s.user_by_name(&carol.username).await, "user_by_name"),
+        Some(suspended),
+        "UserStore::user_by_name must show the suspension"
+    );
+    let second = Suspension { at: 200, by: admin, reason: String::new() };
+    assert!(ok(s.set_suspension(carol.id, Some(&second)).await, "set_suspension again"), "the user exists");
+    assert_eq!(
+        ok(s.user(carol.id).await, "user").and_then(|u| u.suspension),
+        Some(second),
+        "UserStore::set_suspension must replace the suspension"
+    );
+    assert!(ok(s.set_suspension(carol.id, None).await, "lift"), "the user exists");
+    assert_eq!(ok(s.user(carol.id).await, "user"), Some(carol.clone()), "a lifted suspension must be gone");
+    assert!(
+        !ok(s.set_suspension(UserId::new(), Some(&first)).await, "set_suspension of unknown"),
+        "UserStore::set_suspension must say an unknown user does not exist"
+    );
 }
 
 /// Blocks: set once, listed from both sides in id order, removed once.

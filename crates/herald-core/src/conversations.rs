@@ -404,7 +404,7 @@ impl ChangeListener for Conversations {
     fn apply(&self, change: &Change) {
         match *change {
             Change::Membership { conversation, user } => self.membership.invalidate(&(conversation, user)),
-            Change::Block { .. } => {}
+            Change::Block { .. } | Change::Revoked { .. } => {}
         }
     }
 

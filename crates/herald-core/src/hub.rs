@@ -9,6 +9,7 @@
 
 use crate::auth::Principal;
 use crate::cache::TtlCache;
+use crate::changes::{Change, ChangeListener};
 use crate::delivery::{FeedDelivery, FeedSink};
 use crate::footprint::{self, Footprint};
 use crate::outbox::{Kick, Outbox, PushError};
@@ -375,6 +376,15 @@ impl Hub {
         }
     }
 
+    /// Kicks every connection of `user` on this node (every device revoked: a suspension).
+    pub fn disconnect_user(&self, user: UserId) {
+        if let Some(list) = lock(&self.connections).get(&user) {
+            for c in list {
+                c.outbox.kick(Kick::Revoked);
+            }
+        }
+    }
+
     /// Tells every connection on this node to go (the node is shutting down). A connection that registers
     /// after this finds the gateway draining instead.
     pub fn kick_all(&self, why: Kick) {
@@ -595,6 +605,44 @@ impl Hub {
 impl crate::accounts::RevocationListener for Hub {
     fn device_revoked(&self, user: UserId, device: DeviceId) {
         self.disconnect_device(user, device);
+    }
+
+    fn user_revoked(&self, user: UserId) {
+        self.disconnect_user(user);
+    }
+}
+
+/// Revocations made on other nodes of a cluster.
+impl ChangeListener for Hub {
+    fn apply(&self, change: &Change) {
+        match *change {
+            Change::Revoked { user, device: Some(device) } => self.disconnect_device(user, device),
+            Change::Revoked { user, device: None } => self.disconnect_user(user),
+            Change::Membership { .. } | Change::Block { .. } => {}
+        }
+    }
+
+    /// Revocations may have been missed: every connection's device is looked up again, in the background, and
+    /// the connections of devices that are gone are closed.
+    fn forget_all(&self) {
+        let connected: Vec<(UserId, DeviceId, Arc<Outbox<Outgoing>>)> = lock(&self.connections)
+            .iter()
+            .flat_map(|(user, list)| list.iter().map(|c| (*user, c.device, c.outbox.clone())))
+            .collect();
+        let users = self.stores.users.clone();
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        runtime.spawn(async move {
+            for (user, device, outbox) in connected {
+                match users.device(device).await {
+                    Ok(Some(d)) if d.user_id == user => {}
+                    Ok(_) => {
+                        outbox.kick(Kick::Revoked);
+                    }
+                    // Left open: a store that cannot answer refuses the device's next token check anyway.
+                    Err(e) => tracing::warn!(error = %e, "could not check a connection's device after a missed change"),
+                }
+            }
+        });
     }
 }
 

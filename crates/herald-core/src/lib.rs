@@ -8,6 +8,7 @@
 //!   processes their records.
 //! - [`delivery`]: where applied operations go: the sender's waiting request now, connections later.
 //! - [`accounts`], [`conversations`], [`messaging`]: the services, each checking who may do what.
+//! - [`admins`], [`reports`], [`user_admin`]: the server's admins, users' reports, suspensions.
 //! - [`media`]: who may see an upload and what a message attaching one carries.
 //! - [`auth`], [`limits`], [`cache`]: tokens and passwords, limits and rate limits, the L1 cache.
 //! - [`footprint`]: what each in-memory structure holds, against its bound, as gauges.
@@ -17,6 +18,7 @@
 //! Nothing here knows a backend: `herald-embedded` (and later the cluster crates) implement the traits.
 
 pub mod accounts;
+pub mod admins;
 pub mod admission;
 pub mod auth;
 pub mod blocks;
@@ -45,6 +47,7 @@ pub mod sequencer;
 pub mod store;
 pub mod submit;
 mod time;
+pub mod user_admin;
 
 pub use error::{CoreError, CoreResult};
 pub use time::now_millis;
@@ -58,5 +61,6 @@ pub struct Services {
     pub conversations: Arc<conversations::Conversations>,
     pub messaging: Arc<messaging::Messaging>,
     pub reports: Arc<reports::Reports>,
+    pub user_admin: Arc<user_admin::UserAdmin>,
     pub blocks: Arc<blocks::Blocks>,
 }

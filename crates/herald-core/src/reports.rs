@@ -6,6 +6,7 @@
 //! conversation they belong to). A reporter has one open report per target (a second is answered with the
 //! first) and files at most [`REPORT_BURST`] at once, then one a minute.
 
+use crate::admins::Admins;
 use crate::auth::Principal;
 use crate::conversations::Conversations;
 use crate::limits::UserRateLimiter;
@@ -14,9 +15,8 @@ use crate::{CoreError, CoreResult, now_millis};
 use governor::Quota;
 use herald_proto::{
     CreateReport, Report, ReportId, ReportListQuery, ReportPage, ReportResolution, ReportTarget, ReportedMessage,
-    ResolveReport, UserId,
+    ResolveReport,
 };
-use std::collections::HashSet;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
@@ -31,18 +31,17 @@ const DEFAULT_REPORT_PAGE: usize = 50;
 pub struct Reports {
     stores: Stores,
     conversations: Arc<Conversations>,
-    /// Usernames of the server's admins.
-    admins: HashSet<String>,
+    admins: Arc<Admins>,
     rate: UserRateLimiter,
 }
 
 impl Reports {
-    pub fn new(stores: Stores, conversations: Arc<Conversations>, admins: impl IntoIterator<Item = String>) -> Self {
+    pub fn new(stores: Stores, conversations: Arc<Conversations>, admins: Arc<Admins>) -> Self {
         let burst = NonZeroU32::new(REPORT_BURST).unwrap_or(NonZeroU32::MIN);
         Self {
             stores,
             conversations,
-            admins: admins.into_iter().collect(),
+            admins,
             rate: UserRateLimiter::new(
                 Quota::per_minute(NonZeroU32::MIN).allow_burst(burst),
                 "report_rate_buckets",
@@ -108,7 +107,7 @@ impl Reports {
 
     /// Reports, newest first (admins only).
     pub async fn list(&self, principal: Principal, q: ReportListQuery) -> CoreResult<ReportPage> {
-        self.require_admin(principal).await?;
+        self.admins.require(principal).await?;
         let limit = match q.limit {
             None => DEFAULT_REPORT_PAGE,
             Some(n) if (1..=MAX_REPORT_PAGE as u32).contains(&n) => n as usize,
@@ -127,13 +126,13 @@ impl Reports {
 
     /// One report (admins only).
     pub async fn get(&self, principal: Principal, id: ReportId) -> CoreResult<Report> {
-        self.require_admin(principal).await?;
+        self.admins.require(principal).await?;
         self.stores.reports.report(id).await?.ok_or_else(|| CoreError::not_found("no such report"))
     }
 
     /// Resolves a report (admins only). Resolving a resolved report changes nothing and answers `conflict`.
     pub async fn resolve(&self, principal: Principal, id: ReportId, req: ResolveReport) -> CoreResult<Report> {
-        self.require_admin(principal).await?;
+        self.admins.require(principal).await?;
         check_text(&req.note, "note")?;
         let resolution = ReportResolution { resolved_by: principal.user, resolved_at: now_millis(), note: req.note };
         let report = self
@@ -151,22 +150,6 @@ impl Reports {
     /// The per-user report limit (its buckets are counted and shrunk with the others').
     pub fn rate_limiter(&self) -> &UserRateLimiter {
         &self.rate
-    }
-
-    /// Whether the user is one of the server's admins.
-    pub async fn is_admin(&self, user: UserId) -> CoreResult<bool> {
-        if self.admins.is_empty() {
-            return Ok(false);
-        }
-        Ok(self.stores.users.user(user).await?.is_some_and(|u| self.admins.contains(&u.username)))
-    }
-
-    async fn require_admin(&self, principal: Principal) -> CoreResult<()> {
-        if self.is_admin(principal.user).await? {
-            Ok(())
-        } else {
-            Err(CoreError::forbidden("only the server's admins may do this"))
-        }
     }
 }
 

@@ -60,6 +60,7 @@ async fn committed_data_survives_reopen() {
         username: format!("durable-{}", UserId::new()),
         password_hash: "hash".into(),
         created_at: now_millis(),
+        suspension: None,
     };
     let conversation = Conversation {
         id: ConversationId::new(),

@@ -205,7 +205,13 @@ async fn account_writes_come_back_from_the_journal_after_a_crash() {
     let (live, crashed, bare) = (dir.path().join("live"), dir.path().join("crashed"), dir.path().join("bare"));
     let db = EmbeddedDb::open_with(&live, options()).expect("open");
     let users = db.stores().users;
-    let alice = User { id: UserId::new(), username: "alice".into(), password_hash: "phc".into(), created_at: 1 };
+    let alice = User {
+        id: UserId::new(),
+        username: "alice".into(),
+        password_hash: "phc".into(),
+        created_at: 1,
+        suspension: None,
+    };
     users.create_user(&alice).await.expect("register");
     let taken = User { id: UserId::new(), ..alice.clone() };
     assert!(matches!(users.create_user(&taken).await, Err(StoreError::Conflict(_))), "the name is taken");
@@ -226,16 +232,22 @@ async fn account_writes_come_back_from_the_journal_after_a_crash() {
     assert!(users.delete_device(laptop.id).await.expect("log out"));
     let expected_phone = users.device(phone.id).await.expect("read").expect("the phone");
     assert_eq!((expected_phone.refresh_hash, expected_phone.previous_refresh_hash), ([2; 32], Some([1; 32])));
+    let suspension = herald_proto::Suspension { at: 6, by: alice.id, reason: "spam".into() };
+    let bob = User { id: UserId::new(), username: "bob".into(), ..alice.clone() };
+    users.create_user(&bob).await.expect("register");
+    assert!(users.set_suspension(bob.id, Some(&suspension)).await.expect("suspend"));
 
     crash_copy(&live, &crashed, true);
     crash_copy(&live, &bare, false);
     let recovered = EmbeddedDb::open_with(&crashed, options()).expect("open after the crash");
-    assert_eq!(recovered.replayed_at_open(), 7, "every account write came from the journal");
+    assert_eq!(recovered.replayed_at_open(), 9, "every account write came from the journal");
     let users = recovered.stores().users;
     assert_eq!(users.user_by_name("alice").await.expect("read"), Some(alice.clone()), "the first alice only");
     assert_eq!(users.device(phone.id).await.expect("read"), Some(expected_phone.clone()));
     assert_eq!(users.device(laptop.id).await.expect("read"), None);
     assert_eq!(users.devices_of(alice.id).await.expect("read"), vec![expected_phone]);
+    let suspended = users.user(bob.id).await.expect("read").and_then(|u| u.suspension);
+    assert_eq!(suspended, Some(suspension), "the suspension came back");
     recovered.close().await.expect("close");
 
     // The database file alone does not hold them: they were durable through the journal only.

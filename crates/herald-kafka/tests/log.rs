@@ -521,7 +521,13 @@ mod fencing {
         let mut users = Vec::new();
         for _ in 0..FENCED_USERS {
             let id = UserId::new();
-            let user = User { id, username: format!("fenced-{id}"), password_hash: "x".into(), created_at: now };
+            let user = User {
+                id,
+                username: format!("fenced-{id}"),
+                password_hash: "x".into(),
+                created_at: now,
+                suspension: None,
+            };
             stores.users.create_user(&user).await.expect("create a user");
             users.push(id);
         }

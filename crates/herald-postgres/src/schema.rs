@@ -16,6 +16,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (2, "media bookkeeping", include_str!("../migrations/0002_media.sql")),
     (3, "reports", include_str!("../migrations/0003_reports.sql")),
     (4, "blocks", include_str!("../migrations/0004_blocks.sql")),
+    (5, "suspensions", include_str!("../migrations/0005_suspensions.sql")),
 ];
 
 /// Any constant both sides agree on: the advisory lock that serialises migrations across nodes.

@@ -4,14 +4,20 @@ use crate::PostgresDb;
 use crate::db::{Freshness, backend, pg};
 use async_trait::async_trait;
 use herald_core::store::{Device, StoreError, StoreResult, User, UserStore};
-use herald_proto::{DeviceId, UserId};
+use herald_proto::{DeviceId, Suspension, UserId};
 use tokio_postgres::Row;
 use tokio_postgres::types::Type;
 
+const USER_COLUMNS: &str = "id, username, password_hash, created_at, suspended_at, suspended_by, suspension_reason";
 const DEVICE_COLUMNS: &str = "id, user_id, name, created_at, refresh_hash, refresh_expires_at, previous_refresh_hash";
 
 fn user(row: &Row) -> User {
-    User { id: UserId(row.get(0)), username: row.get(1), password_hash: row.get(2), created_at: row.get(3) }
+    let suspension = row.get::<_, Option<i64>>(4).map(|at| Suspension {
+        at,
+        by: UserId(row.get(5)),
+        reason: row.get::<_, Option<String>>(6).unwrap_or_default(),
+    });
+    User { id: UserId(row.get(0)), username: row.get(1), password_hash: row.get(2), created_at: row.get(3), suspension }
 }
 
 fn hash(bytes: Vec<u8>) -> StoreResult<[u8; 32]> {
@@ -61,10 +67,7 @@ impl UserStore for PostgresDb {
         self.pools
             .read("select", "users", Freshness::MayLag, |client| async move {
                 let row = client
-                    .query_typed_opt(
-                        "SELECT id, username, password_hash, created_at FROM users WHERE id = $1",
-                        &[(&id.0, Type::UUID)],
-                    )
+                    .query_typed_opt(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"), &[(&id.0, Type::UUID)])
                     .await
                     .map_err(pg)?;
                 Ok(row.as_ref().map(user))
@@ -78,7 +81,7 @@ impl UserStore for PostgresDb {
             .read("select", "users", Freshness::Fresh, |client| async move {
                 let row = client
                     .query_typed_opt(
-                        "SELECT id, username, password_hash, created_at FROM users WHERE username = $1",
+                        &format!("SELECT {USER_COLUMNS} FROM users WHERE username = $1"),
                         &[(&username, Type::TEXT)],
                     )
                     .await
@@ -242,5 +245,26 @@ impl UserStore for PostgresDb {
                 Ok(rows.iter().map(|row| UserId(row.get(0))).collect())
             })
             .await
+    }
+
+    async fn set_suspension(&self, user: UserId, suspension: Option<&Suspension>) -> StoreResult<bool> {
+        let updated = self
+            .pools
+            .write("update", "users", async |client| {
+                client
+                    .execute_typed(
+                        "UPDATE users SET suspended_at = $2, suspended_by = $3, suspension_reason = $4 WHERE id = $1",
+                        &[
+                            (&user.0, Type::UUID),
+                            (&suspension.map(|s| s.at), Type::INT8),
+                            (&suspension.map(|s| s.by.0), Type::UUID),
+                            (&suspension.map(|s| s.reason.as_str()), Type::TEXT),
+                        ],
+                    )
+                    .await
+                    .map_err(pg)
+            })
+            .await?;
+        Ok(updated == 1)
     }
 }

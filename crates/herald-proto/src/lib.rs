@@ -2,6 +2,7 @@
 //! table of error codes. It sits at the top of the workspace (`proto -> core -> embedded -> api -> server`)
 //! and does no I/O, so any client (the SDK, the bench, a test) can depend on it cheaply.
 
+mod admin;
 mod error;
 mod ids;
 mod media;
@@ -10,6 +11,7 @@ mod reports;
 mod rest;
 mod ws;
 
+pub use admin::*;
 pub use error::{ErrorBody, ErrorCode};
 pub use ids::{ConversationId, DeviceId, MediaId, MessageId, ReportId, UserId};
 pub use media::*;

@@ -42,6 +42,9 @@ pub struct Me {
     pub user: UserProfile,
     pub device_id: DeviceId,
     pub devices: Vec<DeviceInfo>,
+    /// Whether the user is one of the server's admins (`auth.admins`), who may use the admin endpoints.
+    #[serde(default)]
+    pub admin: bool,
 }
 
 /// `POST /api/v1/conversations`.

@@ -29,6 +29,7 @@ async fn user(stores: &Stores) -> UserId {
         username: format!("l2-{}", uuid::Uuid::now_v7().simple()),
         password_hash: "x".into(),
         created_at: 1,
+        suspension: None,
     };
     stores.users.create_user(&user).await.expect("create a user");
     id

@@ -208,8 +208,8 @@ pub struct AuthConfig {
     pub argon2_iterations: u32,
     /// Password hashes computed at once, each on a blocking thread.
     pub hash_concurrency: usize,
-    /// Usernames of the server's admins: they see and resolve users' reports, and may use the media admin
-    /// endpoints too.
+    /// Usernames of the server's admins: they see and resolve users' reports, suspend accounts, and may use
+    /// the media admin endpoints too.
     pub admins: Vec<String>,
 }
 

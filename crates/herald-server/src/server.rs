@@ -16,6 +16,7 @@ use herald_api::gateway::Gateway;
 use herald_api::{AppState, Logins, Readiness};
 use herald_core::Services;
 use herald_core::accounts::Accounts;
+use herald_core::admins::Admins;
 use herald_core::auth::{PasswordCost, Passwords, Tokens};
 use herald_core::blocks::Blocks;
 use herald_core::conversations::Conversations;
@@ -27,6 +28,7 @@ use herald_core::messaging::Messaging;
 use herald_core::reports::Reports;
 use herald_core::sequencer::{Sequencer, SequencerConfig};
 use herald_core::submit::Submitter;
+use herald_core::user_admin::UserAdmin;
 use herald_embedded::InProcessLog;
 use herald_redis::l2::L2Cache;
 use herald_redis::{Cluster, ClusterLog, LogShape};
@@ -166,6 +168,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     conversations.set_blocks(blocks.clone());
     hub.set_blocks(blocks.clone());
     if let Some(joined) = &cluster {
+        accounts.set_change_bus(joined.changes.clone());
+        joined.cluster.add_listener(hub.clone());
         conversations.set_change_bus(joined.changes.clone());
         joined.cluster.add_listener(conversations.clone());
         blocks.set_change_bus(joined.changes.clone());
@@ -178,12 +182,15 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         })
     });
     let messaging = Arc::new(Messaging::new(stores.clone(), conversations.clone(), submitter, limits));
-    let reports = Arc::new(Reports::new(stores.clone(), conversations.clone(), config.auth.admins.iter().cloned()));
+    let admins = Arc::new(Admins::new(stores.users.clone(), config.auth.admins.iter().cloned()));
+    let reports = Arc::new(Reports::new(stores.clone(), conversations.clone(), admins.clone()));
+    let user_admin = Arc::new(UserAdmin::new(stores.users.clone(), admins, accounts.clone()));
     let services = Services {
         accounts,
         conversations: conversations.clone(),
         messaging: messaging.clone(),
         reports: reports.clone(),
+        user_admin,
         blocks: blocks.clone(),
     };
 

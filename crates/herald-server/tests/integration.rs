@@ -29,4 +29,5 @@ mod integration {
     mod observability;
     mod ops;
     mod reports;
+    mod user_admin;
 }

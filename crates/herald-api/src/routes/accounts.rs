@@ -52,7 +52,9 @@ pub async fn logout(State(s): State<AppState>, Auth(p): Auth) -> ApiResult<Statu
 }
 
 pub async fn me(State(s): State<AppState>, Auth(p): Auth) -> ApiResult<Json<Me>> {
-    Ok(Json(s.services.accounts.me(p).await?))
+    let mut me = s.services.accounts.me(p).await?;
+    me.admin = s.services.user_admin.admins().is_admin_name(&me.user.username);
+    Ok(Json(me))
 }
 
 pub async fn devices(State(s): State<AppState>, Auth(p): Auth) -> ApiResult<Json<Vec<DeviceInfo>>> {

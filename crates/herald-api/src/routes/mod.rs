@@ -1,6 +1,7 @@
 //! The routes. `docs/api.md` lists them with their bodies and errors.
 
 mod accounts;
+mod admin_users;
 mod blocks;
 mod conversations;
 mod health;
@@ -54,7 +55,10 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/reports", post(reports::create))
         .route("/admin/reports", get(reports::list))
         .route("/admin/reports/{id}", get(reports::get))
-        .route("/admin/reports/{id}/resolve", post(reports::resolve));
+        .route("/admin/reports/{id}/resolve", post(reports::resolve))
+        .route("/admin/users/{user_id}", get(admin_users::get))
+        .route("/admin/users/{user_id}/suspend", post(admin_users::suspend))
+        .route("/admin/users/{user_id}/unsuspend", post(admin_users::unsuspend));
 
     Router::new()
         .nest("/api/v1", api)

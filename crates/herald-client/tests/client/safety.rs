@@ -1,5 +1,6 @@
-//! Reports and blocks through the SDK: a member reports a message, a server admin pages through the reports by
-//! state and resolves one; a user blocks another and the other's direct message is refused.
+//! Reports, blocks and suspensions through the SDK: a member reports a message, a server admin pages through the
+//! reports by state and resolves one; a user blocks another and the other's direct message is refused; an admin
+//! suspends an account, which loses its session and its logins until the suspension is lifted.
 
 use super::helpers::{Server, connect, pair, register};
 use herald_client::proto::{
@@ -84,4 +85,32 @@ async fn a_blocked_user_cannot_write_directly_until_unblocked() {
     api.unblock_user(&alice.access_token, bob.user.id).await.expect("unblocked");
     assert!(api.blocks(&alice.access_token).await.expect("listed").is_empty());
     api.send_message(&bob.access_token, c, &message).await.expect("sent once unblocked");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_suspends_an_account_and_lifts_the_suspension() {
+    let server = Server::start_with(|c| c.auth.admins = vec!["sdk_admin".into()]).await;
+    let api = server.api();
+    let admin = api
+        .register(&Credentials { username: "sdk_admin".into(), password: "correct horse".into(), device_name: None })
+        .await
+        .expect("admin registers");
+    let (alice, bob, _) = pair(&api).await;
+    let denied = api.suspend_user(&alice.access_token, bob.user.id, "").await.expect_err("not an admin");
+    assert_eq!(denied.code(), Some(ErrorCode::Forbidden));
+
+    let suspended = api.suspend_user(&admin.access_token, bob.user.id, "spam").await.expect("suspended");
+    assert_eq!(suspended.suspension.as_ref().map(|s| (s.by, s.reason.as_str())), Some((admin.user.id, "spam")));
+    assert!(suspended.devices.is_empty());
+    let gone = api.me(&bob.access_token).await.expect_err("the session is closed");
+    assert_eq!(gone.code(), Some(ErrorCode::Unauthorized));
+    let credentials =
+        Credentials { username: bob.user.username.clone(), password: "correct horse".into(), device_name: None };
+    let refused = api.login(&credentials).await.expect_err("suspended");
+    assert_eq!(refused.code(), Some(ErrorCode::Forbidden));
+    assert_eq!(api.admin_user(&admin.access_token, bob.user.id).await.expect("seen").suspension, suspended.suspension);
+
+    let lifted = api.unsuspend_user(&admin.access_token, bob.user.id).await.expect("lifted");
+    assert_eq!(lifted.suspension, None);
+    api.login(&credentials).await.expect("logs in again");
 }

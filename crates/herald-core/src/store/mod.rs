@@ -16,7 +16,9 @@ pub use records::{CursorUpdate, Device, FeedAppend, FeedEvent, FeedPage, Message
 pub use reports::{ReportStore, open_report_key};
 
 use async_trait::async_trait;
-use herald_proto::{Conversation, ConversationId, DeviceCursor, DeviceId, Direction, Member, Message, Role, UserId};
+use herald_proto::{
+    Conversation, ConversationId, DeviceCursor, DeviceId, Direction, Member, Message, Role, Suspension, UserId,
+};
 
 /// A store failure. `Conflict` and `LimitExceeded` are answers about the data; `Unavailable` is the engine
 /// out of reach for now (down, restarting, not answering within the timeout: a write's outcome is then
@@ -66,6 +68,9 @@ pub trait UserStore: Send + Sync + 'static {
     async fn blocked_by(&self, blocker: UserId) -> StoreResult<Vec<(UserId, i64)>>;
     /// Who blocks `blocked`, in the order of their ids.
     async fn blockers_of(&self, blocked: UserId) -> StoreResult<Vec<UserId>>;
+    /// Suspends the user (`Some`) or lifts the suspension (`None`), replacing what was there. Returns whether
+    /// the user exists.
+    async fn set_suspension(&self, user: UserId, suspension: Option<&Suspension>) -> StoreResult<bool>;
 }
 
 /// Conversations and who belongs to them.

@@ -1,4 +1,4 @@
-use herald_proto::{ConversationId, DeviceId, Message, Millis, UserId};
+use herald_proto::{ConversationId, DeviceId, Message, Millis, Suspension, UserId};
 use serde::{Deserialize, Serialize};
 
 /// A user account as stored: the profile plus the password hash (PHC string), which never leaves the server.
@@ -8,6 +8,9 @@ pub struct User {
     pub username: String,
     pub password_hash: String,
     pub created_at: Millis,
+    /// Set while an admin has the account suspended: no logins, no sessions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspension: Option<Suspension>,
 }
 
 impl User {

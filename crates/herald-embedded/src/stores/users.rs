@@ -3,7 +3,7 @@ use crate::db::{EmbeddedDb, backend};
 use crate::tables::{BLOCKERS, BLOCKS, DEVICES, MAX_ID, MIN_ID, USER_DEVICES, USERNAMES, USERS};
 use async_trait::async_trait;
 use herald_core::store::{Device, StoreError, StoreResult, User, UserStore};
-use herald_proto::{DeviceId, UserId};
+use herald_proto::{DeviceId, Suspension, UserId};
 use redb::{ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +24,7 @@ enum AccountWrite {
     DeleteDevice(DeviceId),
     Block { blocker: UserId, blocked: UserId, at: i64 },
     Unblock { blocker: UserId, blocked: UserId },
+    SetSuspension { user: UserId, suspension: Option<Suspension> },
 }
 
 /// Applies a write; whether it changed anything (a refresh with a stale token, or a device already gone,
@@ -96,6 +97,15 @@ fn apply(txn: &WriteTransaction, write: &AccountWrite) -> StoreResult<bool> {
             txn.open_table(BLOCKERS).map_err(backend)?.remove((key.1, key.0)).map_err(backend)?;
             Ok(removed)
         }
+        AccountWrite::SetSuspension { user, suspension } => {
+            let mut users = txn.open_table(USERS).map_err(backend)?;
+            let current: Option<User> =
+                users.get(user.to_bytes()).map_err(backend)?.map(|v| decode(v.value())).transpose()?;
+            let Some(mut record) = current else { return Ok(false) };
+            record.suspension = suspension.clone();
+            users.insert(user.to_bytes(), encode(&record)?.as_slice()).map_err(backend)?;
+            Ok(true)
+        }
     }
 }
 
@@ -113,7 +123,10 @@ impl EmbeddedDb {
         write: AccountWrite,
     ) -> StoreResult<bool> {
         let device = match &write {
-            AccountWrite::CreateUser(_) | AccountWrite::Block { .. } | AccountWrite::Unblock { .. } => None,
+            AccountWrite::CreateUser(_)
+            | AccountWrite::Block { .. }
+            | AccountWrite::Unblock { .. }
+            | AccountWrite::SetSuspension { .. } => None,
             AccountWrite::CreateDevice(device) => Some(device.id),
             AccountWrite::RotateRefresh { id, .. } | AccountWrite::DeleteDevice(id) => Some(*id),
         };
@@ -230,5 +243,10 @@ impl UserStore for EmbeddedDb {
             }
             Ok(out)
         })
+    }
+
+    async fn set_suspension(&self, user: UserId, suspension: Option<&Suspension>) -> StoreResult<bool> {
+        let write = AccountWrite::SetSuspension { user, suspension: suspension.cloned() };
+        self.account_write("update", "users", write).await
     }
 }

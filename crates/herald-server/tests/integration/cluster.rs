@@ -192,6 +192,46 @@ async fn a_member_removed_on_one_node_is_shut_out_on_the_other_at_once() {
     b.shutdown().await;
 }
 
+/// A device revoked through one node, and an account suspended through it, lose their WebSockets on the other
+/// node as soon as the request is answered (the change bus carries the revocation).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_device_revoked_or_an_account_suspended_on_one_node_is_cut_off_on_the_other() {
+    let redis = OwnRedis::start().await;
+    let admin_name = helpers::unique_name("admin");
+    let name = admin_name.clone();
+    let mut nodes = nodes_with(2, vec![redis.url()], false, move |c| c.auth.admins = vec![name.clone()]).await;
+    let (b, a) = (nodes.pop().expect("node b"), nodes.pop().expect("node a"));
+    let credentials = json!({"username": admin_name, "password": "correct horse"});
+    let (status, body) = a.call(reqwest::Method::POST, "/api/v1/accounts", None, Some(credentials)).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let admin = User { session: serde_json::from_value(body).expect("session") };
+    let phone = a.register("bob").await;
+    let laptop = b.login(&phone).await;
+    let tablet = b.login(&phone).await;
+    let mut phone_ws = Ws::connect(&b, &phone).await;
+    let mut laptop_ws = Ws::connect(&b, &laptop).await;
+    let mut tablet_ws = Ws::connect(&b, &tablet).await;
+    for ws in [&mut phone_ws, &mut laptop_ws, &mut tablet_ws] {
+        ws.sync(0).await;
+    }
+
+    let revoke = format!("/api/v1/devices/{}", phone.session.device_id);
+    let (status, _) = a.call(reqwest::Method::DELETE, &revoke, Some(laptop.token()), None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let closed = tokio::time::timeout(Duration::from_secs(5), phone_ws.close_code()).await;
+    assert_eq!(closed.ok().flatten(), Some(4401), "the revoked device's socket on the other node closes");
+
+    let suspend = format!("/api/v1/admin/users/{}/suspend", phone.id());
+    let (status, body) = a.post(&suspend, admin.token(), json!({"reason": "test"})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    for ws in [&mut laptop_ws, &mut tablet_ws] {
+        let closed = tokio::time::timeout(Duration::from_secs(5), ws.close_code()).await;
+        assert_eq!(closed.ok().flatten(), Some(4401), "the suspended account's sockets on the other node close");
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
 /// Alice writes to a group of Bob (on B) and Carol (on A) through both nodes while `outage` takes Redis (or
 /// part of it) away at the 20th message and brings it back after the 40th, the last: every send is stored
 /// (retried with the same client_msg_id while it answers `unavailable`), and both end with every message

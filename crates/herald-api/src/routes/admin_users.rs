@@ -1,0 +1,31 @@
+//! User administration: an admin looks an account up, suspends it and lifts the suspension.
+
+use crate::AppState;
+use crate::error::ApiResult;
+use crate::extract::{Auth, Json, Path};
+use axum::extract::State;
+use herald_proto::{AdminUser, SuspendUser, UserId};
+
+/// `GET /api/v1/admin/users/{user_id}`.
+pub async fn get(State(s): State<AppState>, Auth(p): Auth, Path(user): Path<UserId>) -> ApiResult<Json<AdminUser>> {
+    Ok(Json(s.services.user_admin.get(p, user).await?))
+}
+
+/// `POST /api/v1/admin/users/{user_id}/suspend {reason}`: the account's sessions close at once.
+pub async fn suspend(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Path(user): Path<UserId>,
+    Json(body): Json<SuspendUser>,
+) -> ApiResult<Json<AdminUser>> {
+    Ok(Json(s.services.user_admin.suspend(p, user, body).await?))
+}
+
+/// `POST /api/v1/admin/users/{user_id}/unsuspend`.
+pub async fn unsuspend(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Path(user): Path<UserId>,
+) -> ApiResult<Json<AdminUser>> {
+    Ok(Json(s.services.user_admin.unsuspend(p, user).await?))
+}

@@ -1,0 +1,120 @@
+//! User administration: an admin suspends an account, which closes every session of it at once (tokens and
+//! open WebSockets) and refuses its logins until the suspension is lifted; only admins may, and not on admins.
+
+use super::helpers::{TestApp, User, assert_error, spawn_app_with};
+use super::ws::{Ws, message_seqs};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+const ADMIN: &str = "accounts_admin";
+
+async fn app_with_admin() -> (TestApp, User) {
+    let app = spawn_app_with(|c| c.auth.admins = vec![ADMIN.into()]).await;
+    let (status, body) = app
+        .call(Method::POST, "/api/v1/accounts", None, Some(json!({"username": ADMIN, "password": "correct horse"})))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    (app, User { session: serde_json::from_value(body).expect("session") })
+}
+
+async fn log_in(app: &TestApp, user: &User, password: &str) -> (StatusCode, Value) {
+    let credentials = json!({"username": user.session.user.username, "password": password});
+    app.call(Method::POST, "/api/v1/sessions", None, Some(credentials)).await
+}
+
+#[tokio::test]
+async fn a_suspended_account_loses_every_session_at_once_and_logs_in_again_once_lifted() {
+    let (app, admin) = app_with_admin().await;
+    let (alice, bob_phone) = (app.register("alice").await, app.register("bob").await);
+    let bob_laptop = app.login(&bob_phone).await;
+    let chat = app.direct(&alice, &bob_phone).await;
+    let (mut phone, _) = Ws::connect_synced(&app, &bob_phone, 0).await;
+    let (mut laptop, _) = Ws::connect_synced(&app, &bob_laptop, 0).await;
+    let (mut alices, _) = Ws::connect_synced(&app, &alice, 0).await;
+
+    let (status, seen) = app.get(&format!("/api/v1/admin/users/{}", bob_phone.id()), admin.token()).await;
+    assert_eq!(status, StatusCode::OK, "{seen}");
+    assert_eq!(seen["user"]["username"], bob_phone.session.user.username.as_str());
+    assert_eq!(seen["devices"].as_array().map(Vec::len), Some(2), "{seen}");
+    assert!(seen.get("suspension").is_none(), "{seen}");
+
+    let suspend = format!("/api/v1/admin/users/{}/suspend", bob_phone.id());
+    let (status, suspended) = app.post(&suspend, admin.token(), json!({"reason": "spam links"})).await;
+    assert_eq!(status, StatusCode::OK, "{suspended}");
+    assert_eq!(suspended["suspension"]["reason"], "spam links");
+    assert_eq!(suspended["suspension"]["by"], admin.id().to_string());
+    assert_eq!(suspended["devices"], json!([]), "every session is closed");
+
+    // Both sockets close as a revoked device's do; the tokens and the refresh token are dead.
+    assert_eq!(phone.close_code().await, Some(4401));
+    assert_eq!(laptop.close_code().await, Some(4401));
+    for bob in [&bob_phone, &bob_laptop] {
+        assert_error(&app.get("/api/v1/me", bob.token()).await, StatusCode::UNAUTHORIZED, "unauthorized");
+        let refresh = json!({"refresh_token": bob.session.refresh_token});
+        let refreshed = app.call(Method::POST, "/api/v1/sessions/refresh", None, Some(refresh)).await;
+        assert_error(&refreshed, StatusCode::UNAUTHORIZED, "unauthorized");
+    }
+    // A login with the password is refused as suspended; a wrong password learns nothing of the suspension.
+    let (status, refused) = log_in(&app, &bob_phone, "correct horse").await;
+    assert_error(&(status, refused.clone()), StatusCode::FORBIDDEN, "forbidden");
+    assert!(refused["message"].as_str().is_some_and(|m| m.contains("suspended")), "{refused}");
+    assert_error(&log_in(&app, &bob_phone, "wrong horse").await, StatusCode::UNAUTHORIZED, "unauthorized");
+
+    // Suspending again keeps the first suspension as it was.
+    let (status, again) = app.post(&suspend, admin.token(), json!({"reason": "other"})).await;
+    assert_eq!((status, &again["suspension"]), (StatusCode::OK, &suspended["suspension"]), "{again}");
+    let (_, seen) = app.get(&format!("/api/v1/admin/users/{}", bob_phone.id()), admin.token()).await;
+    assert_eq!(seen["suspension"], suspended["suspension"]);
+
+    // Alice's session is untouched, and her messages wait in the conversation for Bob.
+    let seq = app.send(&alice, chat, "m1", "are you there?").await;
+    assert_eq!(message_seqs(&alices.events(1).await, chat), vec![seq]);
+
+    let unsuspend = format!("/api/v1/admin/users/{}/unsuspend", bob_phone.id());
+    let (status, lifted) = app.post(&unsuspend, admin.token(), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{lifted}");
+    assert!(lifted.get("suspension").is_none(), "{lifted}");
+    let (status, session) = log_in(&app, &bob_phone, "correct horse").await;
+    assert_eq!(status, StatusCode::OK, "a lifted suspension lets the account in again: {session}");
+    let bob = User { session: serde_json::from_value(session).expect("session") };
+    assert_eq!(app.all_messages(&bob, chat).await.len(), 1, "and nothing was lost");
+    // Lifting twice changes nothing.
+    assert_eq!(app.post(&unsuspend, admin.token(), json!({})).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn only_admins_administer_accounts_and_never_an_admin() {
+    let (app, admin) = app_with_admin().await;
+    let (alice, bob) = (app.register("alice").await, app.register("bob").await);
+    let get = format!("/api/v1/admin/users/{}", bob.id());
+    let suspend = format!("/api/v1/admin/users/{}/suspend", bob.id());
+    let unsuspend = format!("/api/v1/admin/users/{}/unsuspend", bob.id());
+
+    // /me tells the web client whom to show the admin screens.
+    assert_eq!(app.get("/api/v1/me", admin.token()).await.1["admin"], true);
+    assert_eq!(app.get("/api/v1/me", alice.token()).await.1["admin"], false);
+    assert_error(&app.get(&get, alice.token()).await, StatusCode::FORBIDDEN, "forbidden");
+    assert_error(&app.post(&suspend, alice.token(), json!({})).await, StatusCode::FORBIDDEN, "forbidden");
+    assert_error(&app.post(&unsuspend, alice.token(), json!({})).await, StatusCode::FORBIDDEN, "forbidden");
+    let anonymous = app.call(Method::POST, &suspend, None, Some(json!({}))).await;
+    assert_error(&anonymous, StatusCode::UNAUTHORIZED, "unauthorized");
+    assert_eq!(app.get("/api/v1/me", bob.token()).await.0, StatusCode::OK, "nobody suspended Bob");
+
+    let own = format!("/api/v1/admin/users/{}/suspend", admin.id());
+    let refused = app.post(&own, admin.token(), json!({"reason": "oops"})).await;
+    assert_error(&refused, StatusCode::UNPROCESSABLE_ENTITY, "invalid_input");
+    assert_eq!(app.get("/api/v1/me", admin.token()).await.0, StatusCode::OK, "the admin's session stays");
+
+    let unknown = format!("/api/v1/admin/users/{}/suspend", herald_proto::UserId::new());
+    assert_error(&app.post(&unknown, admin.token(), json!({})).await, StatusCode::NOT_FOUND, "not_found");
+    let long = app.post(&suspend, admin.token(), json!({"reason": "x".repeat(2001)})).await;
+    assert_error(&long, StatusCode::UNPROCESSABLE_ENTITY, "invalid_input");
+    let typo = app.post(&suspend, admin.token(), json!({"reasn": "spam"})).await;
+    assert_error(&typo, StatusCode::BAD_REQUEST, "bad_request");
+    assert_error(
+        &app.get("/api/v1/admin/users/not-an-id", admin.token()).await,
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+    );
+    assert_eq!(app.get("/api/v1/me", bob.token()).await.0, StatusCode::OK, "no refused request suspended Bob");
+}
