@@ -13,7 +13,8 @@ import { autosize, setMode, submitComposer } from './composer.js';
 import { onUploadAction, startUpload } from './uploads.js';
 import { closeConversation, openConversation, reload, renderHeader, toggleBlock } from './conversation-view.js';
 import { onMessageAction, onMessagesKey } from './message-actions.js';
-import { newChat, newGroup, openDialog, sendReport, wireDialog } from './dialogs.js';
+import { newChat, newGroup, openDialog, openReportUser, sendReport, wireDialog } from './dialogs.js';
+import { lookUpAccount, openAdmin, suspendAccount, unsuspendAccount } from './admin-dialog.js';
 import { addMembers, leaveGroup, openMembers, renderMembers } from './members-dialog.js';
 import { onStatus } from './connection.js';
 import { onAuth, showApp, showAuth } from './session.js';
@@ -94,10 +95,15 @@ function init() {
   $('form-group').addEventListener('submit', newGroup);
   $('form-report').addEventListener('submit', sendReport);
   $('block-btn').addEventListener('click', toggleBlock);
+  $('report-user-btn').addEventListener('click', () => openReportUser(S.convs.get(S.open)?.peer));
+  $('admin-btn').addEventListener('click', openAdmin);
+  $('form-admin-user').addEventListener('submit', lookUpAccount);
+  $('admin-suspend').addEventListener('click', suspendAccount);
+  $('admin-unsuspend').addEventListener('click', unsuspendAccount);
   $('members-btn').addEventListener('click', openMembers);
   $('form-add-member').addEventListener('submit', addMembers);
   $('leave-group').addEventListener('click', leaveGroup);
-  for (const id of ['dlg-chat', 'dlg-group', 'dlg-members', 'dlg-report']) wireDialog($(id));
+  for (const id of ['dlg-chat', 'dlg-group', 'dlg-members', 'dlg-report', 'dlg-admin']) wireDialog($(id));
 
   $('back').addEventListener('click', () => {
     const id = S.open;

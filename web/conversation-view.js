@@ -1,4 +1,4 @@
-// The open conversation: opening and closing it, its header (with the Block button), and the client's reload
+// The open conversation: opening and closing it, its header (with the Block and Report buttons), and the client's reload
 // hook, which rebuilds the list and opens the conversation on screen again.
 import { $, toast } from './dom.js';
 import { formatTime } from './format.js';
@@ -52,6 +52,7 @@ export function renderHeader(c) {
   const blocking = c.kind === 'direct' && c.peer && S.blocked.has(c.peer);
   $('block-btn').hidden = !(c.kind === 'direct' && c.peer);
   $('block-btn').textContent = blocking ? 'Unblock' : 'Block';
+  $('report-user-btn').hidden = !(c.kind === 'direct' && c.peer);
   const disabled = c.left || blocking;
   $('composer-input').disabled = disabled;
   $('send').disabled = disabled;

@@ -1,5 +1,5 @@
 // The dialogs: opening and closing them, and the New chat, New group and Report dialogs (the members dialog is
-// in members-dialog.js).
+// in members-dialog.js, the admin dialog in admin-dialog.js).
 import { $, toast } from './dom.js';
 import { S, client, me } from './state.js';
 import { name, snippet } from './labels.js';
@@ -18,13 +18,29 @@ export function wireDialog(d) {
   d.querySelectorAll('.cancel').forEach((b) => b.addEventListener('click', () => d.close()));
 }
 
-/** The message being reported while the report dialog is open. */
+/** What is being reported while the report dialog is open: a message ({conversationId, seq}) or a user ({userId}). */
 let reporting = null;
 
 export function openReport(c, m) {
   if (!m) return;
   reporting = { conversationId: c.id, seq: m.seq };
+  $('dlg-report-title').textContent = 'Report message';
   $('report-quote').textContent = `${name(m.sender)}: ${snippet(m, 140)}`;
+  $('report-hint').textContent = 'The server’s admins see the report, with this message as it is now.';
+  openReportDialog();
+}
+
+/** Reports the other person of a direct conversation. */
+export function openReportUser(userId) {
+  if (!userId) return;
+  reporting = { userId };
+  $('dlg-report-title').textContent = 'Report user';
+  $('report-quote').textContent = `The user ${name(userId)}`;
+  $('report-hint').textContent = 'The server’s admins see the report, with who sent it.';
+  openReportDialog();
+}
+
+function openReportDialog() {
   $('report-reason').value = 'spam';
   $('report-comment').value = '';
   openDialog('dlg-report');
@@ -35,7 +51,9 @@ export async function sendReport(ev) {
   const d = $('dlg-report');
   if (!reporting) return d.close();
   try {
-    await client.reportMessage(reporting.conversationId, reporting.seq, $('report-reason').value, $('report-comment').value.trim());
+    const [reason, comment] = [$('report-reason').value, $('report-comment').value.trim()];
+    if (reporting.userId) await client.reportUser(reporting.userId, reason, comment);
+    else await client.reportMessage(reporting.conversationId, reporting.seq, reason, comment);
     reporting = null;
     d.close();
     toast('Reported. The server’s admins will look at it.');

@@ -446,6 +446,36 @@ export class HeraldClient {
     return this.api('POST', '/reports', { target: { kind: 'user', user_id: userId }, reason, comment });
   }
 
+  // ----- the server's admins (`me().admin`) -----
+
+  /** Reports, newest first: `{reports, next_before?}`; `state`: open or resolved (both when absent). */
+  adminReports({ state, before, limit } = {}) {
+    const q = new URLSearchParams();
+    if (state) q.set('state', state);
+    if (before) q.set('before', before);
+    if (limit) q.set('limit', String(limit));
+    const qs = q.toString();
+    return this.api('GET', `/admin/reports${qs ? `?${qs}` : ''}`);
+  }
+
+  resolveReport(id, note = '') {
+    return this.api('POST', `/admin/reports/${id}/resolve`, { note });
+  }
+
+  /** An account as admins see it: `{user, suspension?, devices}`. */
+  adminUser(id) {
+    return this.api('GET', `/admin/users/${id}`);
+  }
+
+  /** Suspends an account: every session of it closes at once, and it cannot log in until the suspension is lifted. */
+  suspendUser(id, reason = '') {
+    return this.api('POST', `/admin/users/${id}/suspend`, { reason });
+  }
+
+  unsuspendUser(id) {
+    return this.api('POST', `/admin/users/${id}/unsuspend`, {});
+  }
+
   /** A page of history: `{messages, next, last_seq}`. `dir: "backward"` pages from `from` (default: newest) down. */
   history(id, { from, dir = 'backward', limit = 50 } = {}) {
     const q = new URLSearchParams({ dir, limit: String(limit) });

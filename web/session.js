@@ -5,6 +5,7 @@ import { S, client } from './state.js';
 import { renderList } from './conversation-list.js';
 import { setMode } from './composer.js';
 import { renderUploads } from './uploads.js';
+import { showAdminButton } from './admin-dialog.js';
 
 export function showAuth() {
   $('app-view').hidden = true;
@@ -20,6 +21,7 @@ export function showAuth() {
   setMode(null);
   document.body.classList.remove('chat-open');
   $('conv-list').replaceChildren();
+  $('admin-btn').hidden = true;
   $('message-list').replaceChildren();
   $('auth-username').focus();
 }
@@ -35,6 +37,7 @@ export function showApp() {
     $('chat-empty').hidden = false;
   }
   $('new-chat').focus();
+  showAdminButton();
   client.connect();
 }
 

@@ -42,6 +42,7 @@ const users = {
   bob: { username: `bob${suffix}`, password: 'bob-secret-22' },
   carol: { username: `carol${suffix}`, password: 'carol-secret-3' },
   admin: { username: `admin${suffix}`, password: 'admin-secret-4' },
+  dave: { username: `dave${suffix}`, password: 'dave-secret-55' },
 };
 let A; // Alice's page: a desktop window
 let B; // Bob's page: a phone-sized window
@@ -429,6 +430,77 @@ describe('two people chatting in browsers', () => {
     await refused.getByRole('button', { name: 'Retry' }).click();
     await message(A, 'are you there\\?').waitFor({ timeout: WAIT });
     assert.equal(await message(B, 'are you there\\?').locator('.error').count(), 0);
+  });
+
+  step('reports a user; an admin resolves reports and suspends an account in the admin dialog', async () => {
+    // Alice reports Bob from their conversation's header.
+    await A.locator('#report-user-btn').click();
+    const dialog = A.getByRole('dialog', { name: 'Report user' });
+    await dialog.waitFor({ timeout: WAIT });
+    assert.match(await dialog.locator('#report-quote').textContent(), new RegExp(users.bob.username));
+    await dialog.getByLabel('Reason').selectOption('spam');
+    await dialog.getByRole('button', { name: 'Send report' }).click();
+    await A.locator('#toast', { hasText: 'Reported' }).waitFor({ timeout: WAIT });
+    await dialog.waitFor({ state: 'hidden', timeout: WAIT });
+    assert.equal(await A.locator('#admin-btn').isHidden(), true, 'only admins have the Admin button');
+
+    const post = (path, body, token) =>
+      fetch(`${base}/api/v1${path}`, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json', ...(token ? { Authorization: `Bearer ${token}` } : {}) },
+        body: JSON.stringify(body),
+      });
+    const dave = await (await post('/accounts', users.dave)).json();
+
+    // The admin signs in in a window of their own.
+    const Z = await newPage({ width: 1000, height: 800 }, 'admin');
+    try {
+      await Z.goto(`${base}/`);
+      const form = Z.locator('#auth-form');
+      await form.getByLabel('Username').fill(users.admin.username);
+      await form.getByLabel('Password').fill(users.admin.password);
+      await form.getByRole('button', { name: 'Log in' }).click();
+      await waitOnline(Z);
+      await Z.getByRole('button', { name: 'Admin' }).click();
+      const admin = Z.getByRole('dialog', { name: 'Administration' });
+      const reports = admin.locator('#admin-reports li');
+      await reports.nth(1).waitFor({ timeout: WAIT });
+      assert.equal(await reports.count(), 2, 'Bob’s report of a message and Alice’s of Bob');
+      const ofBob = reports.filter({ hasText: `reported the user ${users.bob.username}` });
+      await admin.getByLabel('Note kept with a resolution (optional)').fill('warned bob');
+      await screenshot(Z, 'admin-reports');
+      await ofBob.getByRole('button', { name: 'Resolve' }).click();
+      await Z.locator('#toast', { hasText: 'Report resolved' }).waitFor({ timeout: WAIT });
+      await reports.nth(1).waitFor({ state: 'detached', timeout: WAIT });
+      assert.equal(await reports.count(), 1);
+
+      // Dave is suspended: his session closes and his logins are refused, until the suspension is lifted.
+      await admin.getByLabel('Username').fill(users.dave.username);
+      await admin.getByRole('button', { name: 'Look up' }).click();
+      await admin.locator('#admin-account', { hasText: 'active' }).waitFor({ timeout: WAIT });
+      await admin.getByLabel('Reason, for admins (optional)').fill('spam bot');
+      await admin.getByRole('button', { name: 'Suspend', exact: true }).click();
+      await admin.locator('#admin-account', { hasText: 'suspended' }).waitFor({ timeout: WAIT });
+      assert.match(await admin.locator('#admin-account').textContent(), /spam bot/);
+      await screenshot(Z, 'admin-suspended-an-account');
+      const me = await fetch(`${base}/api/v1/me`, { headers: { Authorization: `Bearer ${dave.access_token}` } });
+      assert.equal(me.status, 401, 'the suspended account’s session is closed');
+      const refused = await post('/sessions', users.dave);
+      assert.equal(refused.status, 403);
+      assert.match((await refused.json()).message, /suspended/);
+      await admin.getByRole('button', { name: 'Lift suspension' }).click();
+      await admin.locator('#admin-account', { hasText: 'active' }).waitFor({ timeout: WAIT });
+      assert.equal((await post('/sessions', users.dave)).status, 200, 'a lifted suspension lets the account in');
+
+      // The resolution keeps the admin's note.
+      const token = await Z.evaluate(() => globalThis.herald.accessToken());
+      const resolved = await fetch(`${base}/api/v1/admin/reports?state=resolved`, { headers: { Authorization: `Bearer ${token}` } });
+      const [done] = (await resolved.json()).reports;
+      assert.equal(done.resolution.note, 'warned bob');
+      assert.equal(done.target.kind, 'user');
+    } finally {
+      await Z.context().close();
+    }
   });
 
   step('goes offline, shows that it reconnects, and comes back with every message in order', async () => {

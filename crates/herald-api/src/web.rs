@@ -41,6 +41,7 @@ const INDEX: usize = 0;
 static ASSETS: &[Asset] = &[
     asset!("index.html", "text/html; charset=utf-8"),
     asset!("app.js", "text/javascript; charset=utf-8"),
+    asset!("admin-dialog.js", "text/javascript; charset=utf-8"),
     asset!("attachments.js", "text/javascript; charset=utf-8"),
     asset!("composer.js", "text/javascript; charset=utf-8"),
     asset!("connection.js", "text/javascript; charset=utf-8"),
@@ -145,30 +146,24 @@ mod tests {
         assert_eq!(header(&page, header::CONTENT_TYPE), "text/html; charset=utf-8");
         assert_eq!(header(&page, header::CACHE_CONTROL), "no-cache");
         assert!(header(&page, header::CONTENT_SECURITY_POLICY).contains("default-src 'none'"));
-        for (file, content_type) in [
-            ("app.js", "text/javascript; charset=utf-8"),
-            ("attachments.js", "text/javascript; charset=utf-8"),
-            ("composer.js", "text/javascript; charset=utf-8"),
-            ("connection.js", "text/javascript; charset=utf-8"),
-            ("conversation-list.js", "text/javascript; charset=utf-8"),
-            ("conversation-view.js", "text/javascript; charset=utf-8"),
-            ("conversations.js", "text/javascript; charset=utf-8"),
-            ("dialogs.js", "text/javascript; charset=utf-8"),
-            ("dom.js", "text/javascript; charset=utf-8"),
-            ("format.js", "text/javascript; charset=utf-8"),
-            ("labels.js", "text/javascript; charset=utf-8"),
-            ("members-dialog.js", "text/javascript; charset=utf-8"),
-            ("message-actions.js", "text/javascript; charset=utf-8"),
-            ("message-list.js", "text/javascript; charset=utf-8"),
-            ("presence.js", "text/javascript; charset=utf-8"),
-            ("session.js", "text/javascript; charset=utf-8"),
-            ("state.js", "text/javascript; charset=utf-8"),
-            ("typing.js", "text/javascript; charset=utf-8"),
-            ("uploads.js", "text/javascript; charset=utf-8"),
-            ("herald-client.js", "text/javascript; charset=utf-8"),
-            ("style.css", "text/css; charset=utf-8"),
-            ("icon.svg", "image/svg+xml"),
-        ] {
+        // Every file of web/ (but the page, served at /), so a file added there and not listed in ASSETS fails here.
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../web");
+        let mut files: Vec<String> = std::fs::read_dir(&dir)
+            .expect("web/")
+            .map(|e| e.expect("an entry of web/"))
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+            .map(|e| e.file_name().into_string().expect("a UTF-8 name"))
+            .filter(|name| name != "index.html")
+            .collect();
+        files.sort();
+        assert!(files.len() > 4, "web/ holds the modules, the style sheet and the icon: {files:?}");
+        for file in &files {
+            let content_type = match file.rsplit('.').next() {
+                Some("js") => "text/javascript; charset=utf-8",
+                Some("css") => "text/css; charset=utf-8",
+                Some("svg") => "image/svg+xml",
+                _ => panic!("{file}: a file of a type the client does not serve"),
+            };
             let r = asset(Path(file.to_owned()), HeaderMap::new()).await;
             assert_eq!(r.status(), StatusCode::OK, "{file}");
             assert_eq!(header(&r, header::CONTENT_TYPE), content_type, "{file}");
