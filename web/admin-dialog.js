@@ -1,5 +1,5 @@
 // The admin dialog, for the server's admins only (`/me` says `admin`): the open reports, each resolved with a note,
-// and an account looked up by username, suspended or let back in.
+// and an account looked up by username, suspended or let back in, or deleted.
 import { $, el, toast } from './dom.js';
 import { client } from './state.js';
 import { name } from './labels.js';
@@ -97,6 +97,22 @@ function showAccount(a) {
   $('admin-suspend').hidden = !!s;
   $('admin-reason-box').hidden = !!s;
   $('admin-unsuspend').hidden = !s;
+}
+
+export async function deleteAccount() {
+  if (!account) return;
+  const { username } = account.user;
+  if (!confirm(`Delete ${username}? Their sessions close, their account is erased and they leave their groups.`)) return;
+  try {
+    const done = await client.deleteUser(account.user.id);
+    client.users.set(done.user.id, done.user);
+    account = null;
+    $('admin-account').textContent = `${username} is deleted: left ${done.groups_left} group${done.groups_left === 1 ? '' : 's'}, ${done.messages_removed} message${done.messages_removed === 1 ? '' : 's'} removed.`;
+    $('admin-account-actions').hidden = true;
+    toast(`${username} is deleted.`);
+  } catch (e) {
+    $('dlg-admin').querySelector('.error').textContent = e.message;
+  }
 }
 
 export async function suspendAccount() {

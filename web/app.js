@@ -14,7 +14,7 @@ import { onUploadAction, startUpload } from './uploads.js';
 import { closeConversation, openConversation, reload, renderHeader, toggleBlock } from './conversation-view.js';
 import { onMessageAction, onMessagesKey } from './message-actions.js';
 import { newChat, newGroup, openDialog, openReportUser, sendReport, wireDialog } from './dialogs.js';
-import { lookUpAccount, openAdmin, suspendAccount, unsuspendAccount } from './admin-dialog.js';
+import { deleteAccount, lookUpAccount, openAdmin, suspendAccount, unsuspendAccount } from './admin-dialog.js';
 import { addMembers, leaveGroup, openMembers, renderMembers } from './members-dialog.js';
 import { onStatus } from './connection.js';
 import { onAuth, showApp, showAuth } from './session.js';
@@ -100,6 +100,7 @@ function init() {
   $('form-admin-user').addEventListener('submit', lookUpAccount);
   $('admin-suspend').addEventListener('click', suspendAccount);
   $('admin-unsuspend').addEventListener('click', unsuspendAccount);
+  $('admin-delete').addEventListener('click', deleteAccount);
   $('members-btn').addEventListener('click', openMembers);
   $('form-add-member').addEventListener('submit', addMembers);
   $('leave-group').addEventListener('click', leaveGroup);

@@ -476,6 +476,11 @@ export class HeraldClient {
     return this.api('POST', `/admin/users/${id}/unsuspend`, {});
   }
 
+  /** Deletes an account: its sessions close, its personal data is erased and it leaves its groups. `{user, groups_left, messages_removed}`. */
+  deleteUser(id) {
+    return this.api('DELETE', `/admin/users/${id}`);
+  }
+
   /** A page of history: `{messages, next, last_seq}`. `dir: "backward"` pages from `from` (default: newest) down. */
   history(id, { from, dir = 'backward', limit = 50 } = {}) {
     const q = new URLSearchParams({ dir, limit: String(limit) });

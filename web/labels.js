@@ -8,7 +8,7 @@ export function name(userId) {
   if (!userId) return '';
   if (userId === me()) return 'You';
   const u = client.users.get(userId);
-  if (u) return u.username;
+  if (u) return u.deleted ? 'Deleted user' : u.username;
   wantProfile(userId);
   return 'someone';
 }

@@ -432,7 +432,7 @@ describe('two people chatting in browsers', () => {
     assert.equal(await message(B, 'are you there\\?').locator('.error').count(), 0);
   });
 
-  step('reports a user; an admin resolves reports and suspends an account in the admin dialog', async () => {
+  step('reports a user; an admin resolves reports, suspends and deletes an account in the admin dialog', async () => {
     // Alice reports Bob from their conversation's header.
     await A.locator('#report-user-btn').click();
     const dialog = A.getByRole('dialog', { name: 'Report user' });
@@ -491,6 +491,16 @@ describe('two people chatting in browsers', () => {
       await admin.getByRole('button', { name: 'Lift suspension' }).click();
       await admin.locator('#admin-account', { hasText: 'active' }).waitFor({ timeout: WAIT });
       assert.equal((await post('/sessions', users.dave)).status, 200, 'a lifted suspension lets the account in');
+
+      // Then Dave is deleted, after the admin confirms: his sessions close and his name and password are gone.
+      Z.once('dialog', (confirmation) => confirmation.accept());
+      await admin.getByRole('button', { name: 'Delete account' }).click();
+      await admin.locator('#admin-account', { hasText: 'is deleted' }).waitFor({ timeout: WAIT });
+      assert.equal(await admin.locator('#admin-account-actions').isHidden(), true);
+      await screenshot(Z, 'admin-deleted-an-account');
+      const after = await fetch(`${base}/api/v1/me`, { headers: { Authorization: `Bearer ${dave.access_token}` } });
+      assert.equal(after.status, 401, 'the deleted account’s session is closed');
+      assert.equal((await post('/sessions', users.dave)).status, 401, 'and nobody logs in as it');
 
       // The resolution keeps the admin's note.
       const token = await Z.evaluate(() => globalThis.herald.accessToken());

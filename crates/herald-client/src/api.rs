@@ -6,9 +6,9 @@
 use crate::error::ClientError;
 use herald_proto::{
     AdminUser, BlockedUser, ConversationDetails, ConversationId, ConversationPage, CreateConversation, CreateReport,
-    CreateUpload, Credentials, CursorState, Direction, ErrorBody, HistoryPage, HistoryQuery, Me, MediaId, MediaInfo,
-    RefreshRequest, Report, ReportId, ReportListQuery, ReportPage, ReportState, ResolveReport, SendAck, SendMessage,
-    Session, SuspendUser, UpdateCursor, UserId, UserProfile,
+    CreateUpload, Credentials, CursorState, DeletedUser, Direction, ErrorBody, HistoryPage, HistoryQuery, Me, MediaId,
+    MediaInfo, RefreshRequest, Report, ReportId, ReportListQuery, ReportPage, ReportState, ResolveReport, SendAck,
+    SendMessage, Session, SuspendUser, UpdateCursor, UserId, UserProfile,
 };
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
@@ -332,6 +332,12 @@ impl Api {
     /// `POST /api/v1/admin/users/{user_id}/unsuspend` (server admins): the account may log in again.
     pub async fn unsuspend_user(&self, token: &str, user_id: UserId) -> Result<AdminUser, ClientError> {
         self.json(self.request(Method::POST, &format!("/admin/users/{user_id}/unsuspend"), Some(token))).await
+    }
+
+    /// `DELETE /api/v1/admin/users/{user_id}` (server admins): the account's sessions close, its personal data
+    /// is erased, it leaves its groups, and its messages stay or go as the server is configured.
+    pub async fn delete_user(&self, token: &str, user_id: UserId) -> Result<DeletedUser, ClientError> {
+        self.json(self.request(Method::DELETE, &format!("/admin/users/{user_id}"), Some(token))).await
     }
 
     // ----- plumbing -----

@@ -87,6 +87,7 @@ impl Accounts {
             password_hash: self.passwords.hash(credentials.password).await?,
             created_at: now_millis(),
             suspension: None,
+            deleted_at: None,
         };
         self.users.create_user(&user).await.map_err(|e| match e {
             StoreError::Conflict(_) => CoreError::conflict("username is taken"),
@@ -111,14 +112,19 @@ impl Accounts {
             Some(user) if ok && user.suspension.is_some() => Err(CoreError::forbidden(SUSPENDED)),
             Some(user) if ok => {
                 let session = self.open_session(&user, device_name).await?;
-                // A suspension set while this login ran may have revoked the devices before this one was
-                // created: it is read again (fresh) now that the device exists, and the device goes if so.
-                // The suspension is written before its revocation starts, so one of the two sees the other.
+                // A suspension or deletion made while this login ran may have revoked the devices before this
+                // one was created: the account is read again (fresh: by name) now that the device exists, and
+                // the device goes if so. A suspension is written before its revocation starts, and a deletion
+                // frees the name, so one of the two sees the other.
                 match self.users.user_by_name(&user.username).await {
-                    Ok(Some(now)) if now.suspension.is_none() => Ok(session),
-                    Ok(_) => {
+                    Ok(Some(now)) if now.id == user.id && now.suspension.is_none() => Ok(session),
+                    Ok(Some(now)) if now.id == user.id => {
                         self.revoke(user.id, session.device_id).await?;
                         Err(CoreError::forbidden(SUSPENDED))
+                    }
+                    Ok(_) => {
+                        self.revoke(user.id, session.device_id).await?;
+                        Err(CoreError::unauthorized("wrong username or password"))
                     }
                     Err(e) => {
                         self.revoke(user.id, session.device_id).await?;

@@ -77,6 +77,7 @@ fn fresh_user() -> User {
         password_hash: format!("$argon2id$v=19$m=19456,t=2,p=1$fake${id}"),
         created_at: now_millis(),
         suspension: None,
+        deleted_at: None,
     }
 }
 
@@ -351,6 +352,60 @@ pub async fn users(stores: &Stores) {
     );
     blocks(stores).await;
     suspensions(stores).await;
+    erasure(stores).await;
+}
+
+/// Erasing an account: the name is free, the password, devices and blocks are gone, the id stays; once.
+async fn erasure(stores: &Stores) {
+    let s = &stores.users;
+    let (dave, phone) = create_user_with_device(stores).await;
+    let laptop = fresh_device(dave.id, "laptop", [2; 32]);
+    ok(s.create_device(&laptop).await, "create_device");
+    let other = create_user(stores).await;
+    ok(s.block(dave.id, other.id, 10).await, "block");
+    ok(s.block(other.id, dave.id, 20).await, "blocked");
+    let admin = UserId::new();
+    ok(s.set_suspension(dave.id, Some(&Suspension { at: 5, by: admin, reason: "spam".into() })).await, "suspend");
+
+    assert!(ok(s.erase_user(dave.id, 1000).await, "erase_user"), "UserStore::erase_user must say the user exists");
+    let erased = ok(s.user(dave.id).await, "user of an erased account").expect("an erased account keeps its id");
+    assert_eq!(
+        erased,
+        User {
+            id: dave.id,
+            username: User::deleted_username(dave.id),
+            password_hash: String::new(),
+            created_at: dave.created_at,
+            suspension: None,
+            deleted_at: Some(1000),
+        },
+        "UserStore::erase_user must leave only the id, the creation time and when it was erased"
+    );
+    assert_eq!(ok(s.user_by_name(&dave.username).await, "user_by_name of the old name"), None, "the old name is free");
+    assert_eq!(ok(s.devices_of(dave.id).await, "devices_of"), vec![], "UserStore::erase_user must delete the devices");
+    assert_eq!(ok(s.device(phone.id).await, "device"), None, "an erased account's device must be gone");
+    assert_eq!(ok(s.device(laptop.id).await, "device"), None, "an erased account's device must be gone");
+    assert_eq!(ok(s.blocked_by(dave.id).await, "blocked_by"), vec![], "the blocks it made must be gone");
+    assert_eq!(ok(s.blockers_of(dave.id).await, "blockers_of"), vec![], "the blocks it received must be gone");
+    assert_eq!(ok(s.blocked_by(other.id).await, "blocked_by other"), vec![], "the other side's block must be gone");
+
+    assert!(ok(s.erase_user(dave.id, 2000).await, "erase_user again"), "an erased account still exists");
+    assert_eq!(
+        ok(s.user(dave.id).await, "user").and_then(|u| u.deleted_at),
+        Some(1000),
+        "erasing twice must keep the first time"
+    );
+    let newcomer = User { username: dave.username.clone(), ..fresh_user() };
+    ok(s.create_user(&newcomer).await, "create_user with an erased account's old name");
+    assert_eq!(
+        ok(s.user_by_name(&dave.username).await, "user_by_name of the reused name").map(|u| u.id),
+        Some(newcomer.id),
+        "the old name belongs to its new owner"
+    );
+    assert!(
+        !ok(s.erase_user(UserId::new(), 1000).await, "erase_user of unknown"),
+        "UserStore::erase_user must say an unknown user does not exist"
+    );
 }
 
 /// Suspensions: set, read back with the user (by id and by name), replaced, lifted; only on users that exist.

@@ -61,6 +61,7 @@ async fn committed_data_survives_reopen() {
         password_hash: "hash".into(),
         created_at: now_millis(),
         suspension: None,
+        deleted_at: None,
     };
     let conversation = Conversation {
         id: ConversationId::new(),

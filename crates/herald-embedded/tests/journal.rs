@@ -211,6 +211,7 @@ async fn account_writes_come_back_from_the_journal_after_a_crash() {
         password_hash: "phc".into(),
         created_at: 1,
         suspension: None,
+        deleted_at: None,
     };
     users.create_user(&alice).await.expect("register");
     let taken = User { id: UserId::new(), ..alice.clone() };
@@ -236,11 +237,14 @@ async fn account_writes_come_back_from_the_journal_after_a_crash() {
     let bob = User { id: UserId::new(), username: "bob".into(), ..alice.clone() };
     users.create_user(&bob).await.expect("register");
     assert!(users.set_suspension(bob.id, Some(&suspension)).await.expect("suspend"));
+    let carol = User { id: UserId::new(), username: "carol".into(), ..alice.clone() };
+    users.create_user(&carol).await.expect("register");
+    assert!(users.erase_user(carol.id, 7).await.expect("delete the account"));
 
     crash_copy(&live, &crashed, true);
     crash_copy(&live, &bare, false);
     let recovered = EmbeddedDb::open_with(&crashed, options()).expect("open after the crash");
-    assert_eq!(recovered.replayed_at_open(), 9, "every account write came from the journal");
+    assert_eq!(recovered.replayed_at_open(), 11, "every account write came from the journal");
     let users = recovered.stores().users;
     assert_eq!(users.user_by_name("alice").await.expect("read"), Some(alice.clone()), "the first alice only");
     assert_eq!(users.device(phone.id).await.expect("read"), Some(expected_phone.clone()));
@@ -248,6 +252,8 @@ async fn account_writes_come_back_from_the_journal_after_a_crash() {
     assert_eq!(users.devices_of(alice.id).await.expect("read"), vec![expected_phone]);
     let suspended = users.user(bob.id).await.expect("read").and_then(|u| u.suspension);
     assert_eq!(suspended, Some(suspension), "the suspension came back");
+    assert_eq!(users.user_by_name("carol").await.expect("read"), None, "the erasure came back: the name is free");
+    assert_eq!(users.user(carol.id).await.expect("read").and_then(|u| u.deleted_at), Some(7));
     recovered.close().await.expect("close");
 
     // The database file alone does not hold them: they were durable through the journal only.

@@ -527,6 +527,7 @@ mod fencing {
                 password_hash: "x".into(),
                 created_at: now,
                 suspension: None,
+                deleted_at: None,
             };
             stores.users.create_user(&user).await.expect("create a user");
             users.push(id);

@@ -17,6 +17,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (3, "reports", include_str!("../migrations/0003_reports.sql")),
     (4, "blocks", include_str!("../migrations/0004_blocks.sql")),
     (5, "suspensions", include_str!("../migrations/0005_suspensions.sql")),
+    (6, "deleted accounts", include_str!("../migrations/0006_deleted_accounts.sql")),
 ];
 
 /// Any constant both sides agree on: the advisory lock that serialises migrations across nodes.

@@ -4,11 +4,12 @@ use crate::PostgresDb;
 use crate::db::{Freshness, backend, pg};
 use async_trait::async_trait;
 use herald_core::store::{Device, StoreError, StoreResult, User, UserStore};
-use herald_proto::{DeviceId, Suspension, UserId};
+use herald_proto::{DeviceId, Millis, Suspension, UserId};
 use tokio_postgres::Row;
 use tokio_postgres::types::Type;
 
-const USER_COLUMNS: &str = "id, username, password_hash, created_at, suspended_at, suspended_by, suspension_reason";
+const USER_COLUMNS: &str =
+    "id, username, password_hash, created_at, suspended_at, suspended_by, suspension_reason, deleted_at";
 const DEVICE_COLUMNS: &str = "id, user_id, name, created_at, refresh_hash, refresh_expires_at, previous_refresh_hash";
 
 fn user(row: &Row) -> User {
@@ -17,7 +18,14 @@ fn user(row: &Row) -> User {
         by: UserId(row.get(5)),
         reason: row.get::<_, Option<String>>(6).unwrap_or_default(),
     });
-    User { id: UserId(row.get(0)), username: row.get(1), password_hash: row.get(2), created_at: row.get(3), suspension }
+    User {
+        id: UserId(row.get(0)),
+        username: row.get(1),
+        password_hash: row.get(2),
+        created_at: row.get(3),
+        suspension,
+        deleted_at: row.get(7),
+    }
 }
 
 fn hash(bytes: Vec<u8>) -> StoreResult<[u8; 32]> {
@@ -266,5 +274,37 @@ impl UserStore for PostgresDb {
             })
             .await?;
         Ok(updated == 1)
+    }
+
+    async fn erase_user(&self, user: UserId, at: Millis) -> StoreResult<bool> {
+        self.pools
+            .write("update", "users", async |client| {
+                let txn = client.transaction().await.map_err(pg)?;
+                // The row is locked first, so two erasures of one account run one after the other.
+                let row = txn
+                    .query_typed_opt("SELECT deleted_at FROM users WHERE id = $1 FOR UPDATE", &[(&user.0, Type::UUID)])
+                    .await
+                    .map_err(pg)?;
+                let Some(row) = row else { return Ok(false) };
+                if row.get::<_, Option<i64>>(0).is_some() {
+                    return Ok(true);
+                }
+                txn.execute_typed(
+                    "UPDATE users SET username = $2, password_hash = '', suspended_at = NULL, suspended_by = NULL,
+                     suspension_reason = NULL, deleted_at = $3 WHERE id = $1",
+                    &[(&user.0, Type::UUID), (&User::deleted_username(user).as_str(), Type::TEXT), (&at, Type::INT8)],
+                )
+                .await
+                .map_err(pg)?;
+                txn.execute_typed("DELETE FROM devices WHERE user_id = $1", &[(&user.0, Type::UUID)])
+                    .await
+                    .map_err(pg)?;
+                txn.execute_typed("DELETE FROM blocks WHERE blocker = $1 OR blocked = $1", &[(&user.0, Type::UUID)])
+                    .await
+                    .map_err(pg)?;
+                txn.commit().await.map_err(pg)?;
+                Ok(true)
+            })
+            .await
     }
 }

@@ -1,5 +1,5 @@
 //! User administration: the server's admins suspend an account (every session of it closed at once, no new
-//! logins) and lift the suspension, and look an account up with its suspension and sessions.
+//! logins) and lift the suspension, delete an account, and look an account up with its suspension and sessions.
 
 use crate::{DeviceInfo, Millis, UserId, UserProfile};
 use serde::{Deserialize, Serialize};
@@ -31,4 +31,15 @@ pub struct AdminUser {
     pub suspension: Option<Suspension>,
     /// Its logged-in devices (none while suspended).
     pub devices: Vec<DeviceInfo>,
+}
+
+/// The answer to `DELETE /api/v1/admin/users/{user_id}`: the account as it is now (erased), and what was done
+/// to its conversations.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeletedUser {
+    pub user: UserProfile,
+    /// Groups it left (its direct conversations stay, for the other side's sake).
+    pub groups_left: u32,
+    /// Its messages deleted (when the server removes a deleted account's messages; else 0).
+    pub messages_removed: u64,
 }

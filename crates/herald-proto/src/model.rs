@@ -9,8 +9,13 @@ use std::collections::{BTreeMap, BTreeSet};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserProfile {
     pub id: UserId,
+    /// For a deleted account, a placeholder (`deleted:` and its id) that no one can register or log in with.
     pub username: String,
     pub created_at: Millis,
+    /// The account was deleted: its personal data is erased; its messages stay under this id (or were
+    /// removed, as the server is configured).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
 }
 
 /// One login of a user.

@@ -7,7 +7,7 @@
 use crate::l2::{L2Cache, Layer, Lookup, Scope};
 use async_trait::async_trait;
 use herald_core::store::{ConversationStore, Device, StoreResult, Stores, User, UserStore};
-use herald_proto::{Conversation, ConversationId, DeviceId, Member, Role, Suspension, UserId};
+use herald_proto::{Conversation, ConversationId, DeviceId, Member, Millis, Role, Suspension, UserId};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
@@ -113,6 +113,12 @@ impl UserStore for CachedUsers {
 
     async fn set_suspension(&self, user: UserId, suspension: Option<&Suspension>) -> StoreResult<bool> {
         let outcome = self.inner.set_suspension(user, suspension).await;
+        self.l2.invalidate(Scope::User(user)).await;
+        outcome
+    }
+
+    async fn erase_user(&self, user: UserId, at: Millis) -> StoreResult<bool> {
+        let outcome = self.inner.erase_user(user, at).await;
         self.l2.invalidate(Scope::User(user)).await;
         outcome
     }

@@ -30,6 +30,7 @@ async fn user(stores: &Stores) -> UserId {
         password_hash: "x".into(),
         created_at: 1,
         suspension: None,
+        deleted_at: None,
     };
     stores.users.create_user(&user).await.expect("create a user");
     id

@@ -208,9 +208,12 @@ pub struct AuthConfig {
     pub argon2_iterations: u32,
     /// Password hashes computed at once, each on a blocking thread.
     pub hash_concurrency: usize,
-    /// Usernames of the server's admins: they see and resolve users' reports, suspend accounts, and may use
-    /// the media admin endpoints too.
+    /// Usernames of the server's admins: they see and resolve users' reports, suspend and delete accounts, and
+    /// may use the media admin endpoints too.
     pub admins: Vec<String>,
+    /// What becomes of a deleted account's messages: "keep" (they stay, shown as a deleted user's) or "remove"
+    /// (each deleted, as its sender would delete it).
+    pub deleted_user_messages: herald_core::user_admin::DeletedMessages,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -383,6 +386,7 @@ impl Default for AuthConfig {
             argon2_iterations: 2,
             hash_concurrency: 2,
             admins: Vec::new(),
+            deleted_user_messages: herald_core::user_admin::DeletedMessages::Keep,
         }
     }
 }

@@ -28,7 +28,7 @@ use herald_core::messaging::Messaging;
 use herald_core::reports::Reports;
 use herald_core::sequencer::{Sequencer, SequencerConfig};
 use herald_core::submit::Submitter;
-use herald_core::user_admin::UserAdmin;
+use herald_core::user_admin::{UserAdmin, UserAdminParts};
 use herald_embedded::InProcessLog;
 use herald_redis::l2::L2Cache;
 use herald_redis::{Cluster, ClusterLog, LogShape};
@@ -181,10 +181,17 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             token: herald_core::forward::cluster_token(&jwt_secret).into(),
         })
     });
-    let messaging = Arc::new(Messaging::new(stores.clone(), conversations.clone(), submitter, limits));
+    let messaging = Arc::new(Messaging::new(stores.clone(), conversations.clone(), submitter.clone(), limits));
     let admins = Arc::new(Admins::new(stores.users.clone(), config.auth.admins.iter().cloned()));
     let reports = Arc::new(Reports::new(stores.clone(), conversations.clone(), admins.clone()));
-    let user_admin = Arc::new(UserAdmin::new(stores.users.clone(), admins, accounts.clone()));
+    let user_admin = Arc::new(UserAdmin::new(UserAdminParts {
+        stores: stores.clone(),
+        admins,
+        accounts: accounts.clone(),
+        conversations: conversations.clone(),
+        submitter,
+        deleted_messages: config.auth.deleted_user_messages,
+    }));
     let services = Services {
         accounts,
         conversations: conversations.clone(),

@@ -1,10 +1,10 @@
-//! User administration: an admin looks an account up, suspends it and lifts the suspension.
+//! User administration: an admin looks an account up, suspends it, lifts the suspension, and deletes it.
 
 use crate::AppState;
 use crate::error::ApiResult;
 use crate::extract::{Auth, Json, Path};
 use axum::extract::State;
-use herald_proto::{AdminUser, SuspendUser, UserId};
+use herald_proto::{AdminUser, DeletedUser, SuspendUser, UserId};
 
 /// `GET /api/v1/admin/users/{user_id}`.
 pub async fn get(State(s): State<AppState>, Auth(p): Auth, Path(user): Path<UserId>) -> ApiResult<Json<AdminUser>> {
@@ -28,4 +28,14 @@ pub async fn unsuspend(
     Path(user): Path<UserId>,
 ) -> ApiResult<Json<AdminUser>> {
     Ok(Json(s.services.user_admin.unsuspend(p, user).await?))
+}
+
+/// `DELETE /api/v1/admin/users/{user_id}`: the account's sessions close, its personal data is erased, it leaves
+/// its groups, and its messages stay or go as configured.
+pub async fn delete(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Path(user): Path<UserId>,
+) -> ApiResult<Json<DeletedUser>> {
+    Ok(Json(s.services.user_admin.delete(p, user).await?))
 }

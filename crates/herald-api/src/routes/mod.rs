@@ -56,7 +56,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/admin/reports", get(reports::list))
         .route("/admin/reports/{id}", get(reports::get))
         .route("/admin/reports/{id}/resolve", post(reports::resolve))
-        .route("/admin/users/{user_id}", get(admin_users::get))
+        .route("/admin/users/{user_id}", get(admin_users::get).delete(admin_users::delete))
         .route("/admin/users/{user_id}/suspend", post(admin_users::suspend))
         .route("/admin/users/{user_id}/unsuspend", post(admin_users::unsuspend));
 

@@ -14,7 +14,7 @@ async fn reconnect_delays_follow_the_backoff_schedule() {
     // A port where nothing listens: every attempt is refused.
     let addr = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
     let session = Session {
-        user: UserProfile { id: UserId::new(), username: "nobody".into(), created_at: 0 },
+        user: UserProfile { id: UserId::new(), username: "nobody".into(), created_at: 0, deleted: false },
         device_id: DeviceId::new(),
         access_token: "not-a-real-token".into(),
         access_expires_at: i64::MAX / 2,

@@ -114,3 +114,28 @@ async fn an_admin_suspends_an_account_and_lifts_the_suspension() {
     assert_eq!(lifted.suspension, None);
     api.login(&credentials).await.expect("logs in again");
 }
+
+#[tokio::test]
+async fn an_admin_deletes_an_account() {
+    let server = Server::start_with(|c| c.auth.admins = vec!["sdk_admin".into()]).await;
+    let api = server.api();
+    let admin = api
+        .register(&Credentials { username: "sdk_admin".into(), password: "correct horse".into(), device_name: None })
+        .await
+        .expect("admin registers");
+    let (alice, bob, c) = pair(&api).await;
+    let denied = api.delete_user(&alice.access_token, bob.user.id).await.expect_err("not an admin");
+    assert_eq!(denied.code(), Some(ErrorCode::Forbidden));
+
+    let deleted = api.delete_user(&admin.access_token, bob.user.id).await.expect("deleted");
+    assert!(deleted.user.deleted, "{deleted:?}");
+    assert_eq!((deleted.groups_left, deleted.messages_removed), (0, 0), "a direct conversation stays");
+    let gone = api.me(&bob.access_token).await.expect_err("the session is closed");
+    assert_eq!(gone.code(), Some(ErrorCode::Unauthorized));
+    let credentials =
+        Credentials { username: bob.user.username.clone(), password: "correct horse".into(), device_name: None };
+    assert_eq!(api.login(&credentials).await.expect_err("erased").code(), Some(ErrorCode::Unauthorized));
+    let seen = api.user(&alice.access_token, bob.user.id).await.expect("still known by id");
+    assert!(seen.deleted && seen.username != bob.user.username, "{seen:?}");
+    api.conversation(&alice.access_token, c).await.expect("Alice keeps the conversation");
+}

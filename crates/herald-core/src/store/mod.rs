@@ -17,7 +17,7 @@ pub use reports::{ReportStore, open_report_key};
 
 use async_trait::async_trait;
 use herald_proto::{
-    Conversation, ConversationId, DeviceCursor, DeviceId, Direction, Member, Message, Role, Suspension, UserId,
+    Conversation, ConversationId, DeviceCursor, DeviceId, Direction, Member, Message, Millis, Role, Suspension, UserId,
 };
 
 /// A store failure. `Conflict` and `LimitExceeded` are answers about the data; `Unavailable` is the engine
@@ -71,6 +71,11 @@ pub trait UserStore: Send + Sync + 'static {
     /// Suspends the user (`Some`) or lifts the suspension (`None`), replacing what was there. Returns whether
     /// the user exists.
     async fn set_suspension(&self, user: UserId, suspension: Option<&Suspension>) -> StoreResult<bool>;
+    /// Erases the account's personal data in one write: its username becomes [`User::deleted_username`] (the
+    /// old one is free again), its password hash empty, its suspension gone and `deleted_at` set; its devices
+    /// and the blocks it made or received are deleted. Erasing an erased account changes nothing (the first
+    /// `deleted_at` stays). Returns whether the user exists.
+    async fn erase_user(&self, user: UserId, at: Millis) -> StoreResult<bool>;
 }
 
 /// Conversations and who belongs to them.

@@ -11,11 +11,26 @@ pub struct User {
     /// Set while an admin has the account suspended: no logins, no sessions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suspension: Option<Suspension>,
+    /// When an admin deleted the account (`UserStore::erase_user`): the username is a placeholder, the password
+    /// hash is empty, and devices and blocks are gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted_at: Option<Millis>,
 }
 
 impl User {
     pub fn profile(&self) -> herald_proto::UserProfile {
-        herald_proto::UserProfile { id: self.id, username: self.username.clone(), created_at: self.created_at }
+        herald_proto::UserProfile {
+            id: self.id,
+            username: self.username.clone(),
+            created_at: self.created_at,
+            deleted: self.deleted_at.is_some(),
+        }
+    }
+
+    /// What an account's username becomes when it is deleted: unique (its id), and never a valid username
+    /// (`:`), so nobody registers or logs in with it, while the old name is free again.
+    pub fn deleted_username(id: UserId) -> String {
+        format!("deleted:{id}")
     }
 }
 

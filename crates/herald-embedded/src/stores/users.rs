@@ -1,9 +1,9 @@
 use super::{decode, encode, recorded, refused_again};
 use crate::db::{EmbeddedDb, backend};
-use crate::tables::{BLOCKERS, BLOCKS, DEVICES, MAX_ID, MIN_ID, USER_DEVICES, USERNAMES, USERS};
+use crate::tables::{BLOCKERS, BLOCKS, DEVICES, Id, MAX_ID, MIN_ID, USER_DEVICES, USERNAMES, USERS};
 use async_trait::async_trait;
 use herald_core::store::{Device, StoreError, StoreResult, User, UserStore};
-use herald_proto::{DeviceId, Suspension, UserId};
+use herald_proto::{DeviceId, Millis, Suspension, UserId};
 use redb::{ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
@@ -25,6 +25,7 @@ enum AccountWrite {
     Block { blocker: UserId, blocked: UserId, at: i64 },
     Unblock { blocker: UserId, blocked: UserId },
     SetSuspension { user: UserId, suspension: Option<Suspension> },
+    EraseUser { user: UserId, at: Millis },
 }
 
 /// Applies a write; whether it changed anything (a refresh with a stale token, or a device already gone,
@@ -106,7 +107,60 @@ fn apply(txn: &WriteTransaction, write: &AccountWrite) -> StoreResult<bool> {
             users.insert(user.to_bytes(), encode(&record)?.as_slice()).map_err(backend)?;
             Ok(true)
         }
+        AccountWrite::EraseUser { user, at } => erase_user(txn, *user, *at),
     }
+}
+
+/// `UserStore::erase_user` in the shared transaction.
+fn erase_user(txn: &WriteTransaction, user: UserId, at: Millis) -> StoreResult<bool> {
+    let u = user.to_bytes();
+    let mut users = txn.open_table(USERS).map_err(backend)?;
+    let current: Option<User> = users.get(u).map_err(backend)?.map(|v| decode(v.value())).transpose()?;
+    let Some(record) = current else { return Ok(false) };
+    if record.deleted_at.is_some() {
+        return Ok(true);
+    }
+    let mut names = txn.open_table(USERNAMES).map_err(backend)?;
+    let owns_name = names.get(record.username.as_str()).map_err(backend)?.is_some_and(|id| id.value() == u);
+    if owns_name {
+        names.remove(record.username.as_str()).map_err(backend)?;
+    }
+    let erased = User {
+        username: User::deleted_username(user),
+        password_hash: String::new(),
+        suspension: None,
+        deleted_at: Some(at),
+        ..record
+    };
+    users.insert(u, encode(&erased)?.as_slice()).map_err(backend)?;
+
+    let mut index = txn.open_table(USER_DEVICES).map_err(backend)?;
+    let mut devices = txn.open_table(DEVICES).map_err(backend)?;
+    let owned = second_ids(index.range((u, MIN_ID)..=(u, MAX_ID)).map_err(backend)?)?;
+    for device in owned {
+        devices.remove(device).map_err(backend)?;
+        index.remove((u, device)).map_err(backend)?;
+    }
+
+    // Both directions: (blocker, blocked) in BLOCKS, (blocked, blocker) in BLOCKERS.
+    let mut blocks = txn.open_table(BLOCKS).map_err(backend)?;
+    let mut blockers = txn.open_table(BLOCKERS).map_err(backend)?;
+    let blocked = second_ids(blocks.range((u, MIN_ID)..=(u, MAX_ID)).map_err(backend)?)?;
+    let blocking = second_ids(blockers.range((u, MIN_ID)..=(u, MAX_ID)).map_err(backend)?)?;
+    for other in blocked {
+        blocks.remove((u, other)).map_err(backend)?;
+        blockers.remove((other, u)).map_err(backend)?;
+    }
+    for other in blocking {
+        blocks.remove((other, u)).map_err(backend)?;
+        blockers.remove((u, other)).map_err(backend)?;
+    }
+    Ok(true)
+}
+
+/// The second halves of the keys of a range over one user's pairs.
+fn second_ids<V: redb::Value + 'static>(range: redb::Range<'_, (Id, Id), V>) -> StoreResult<Vec<Id>> {
+    range.map(|entry| entry.map(|(key, _)| key.value().1).map_err(backend)).collect()
 }
 
 /// Applies a journaled account write again (see `db`'s recovery). A write its original refused (a taken
@@ -126,7 +180,8 @@ impl EmbeddedDb {
             AccountWrite::CreateUser(_)
             | AccountWrite::Block { .. }
             | AccountWrite::Unblock { .. }
-            | AccountWrite::SetSuspension { .. } => None,
+            | AccountWrite::SetSuspension { .. }
+            | AccountWrite::EraseUser { .. } => None,
             AccountWrite::CreateDevice(device) => Some(device.id),
             AccountWrite::RotateRefresh { id, .. } | AccountWrite::DeleteDevice(id) => Some(*id),
         };
@@ -248,5 +303,15 @@ impl UserStore for EmbeddedDb {
     async fn set_suspension(&self, user: UserId, suspension: Option<&Suspension>) -> StoreResult<bool> {
         let write = AccountWrite::SetSuspension { user, suspension: suspension.cloned() };
         self.account_write("update", "users", write).await
+    }
+
+    async fn erase_user(&self, user: UserId, at: Millis) -> StoreResult<bool> {
+        // Its devices leave the device cache after the write (`account_write` forgets one device per write).
+        let devices = self.devices_of(user).await?;
+        let result = self.account_write("update", "users", AccountWrite::EraseUser { user, at }).await;
+        for device in devices {
+            self.device_cache.written(device.id);
+        }
+        result
     }
 }
