@@ -15,6 +15,7 @@ import { closeConversation, openConversation, reload, renderHeader, toggleBlock 
 import { onMessageAction, onMessagesKey } from './message-actions.js';
 import { newChat, newGroup, openDialog, openReportUser, sendReport, wireDialog } from './dialogs.js';
 import { deleteAccount, lookUpAccount, openAdmin, suspendAccount, unsuspendAccount } from './admin-dialog.js';
+import { exportData } from './export-data.js';
 import { addMembers, leaveGroup, openMembers, renderMembers } from './members-dialog.js';
 import { onStatus } from './connection.js';
 import { onAuth, showApp, showAuth } from './session.js';
@@ -81,6 +82,7 @@ function init() {
     client.saveUserData('receipts', null);
     await client.logout();
   });
+  $('export-btn').addEventListener('click', exportData);
   $('conn-retry').addEventListener('click', () => client.reconnectNow());
   // The skip link goes to the message box when a conversation is open, else to the conversation list.
   document.querySelector('.skip-link').addEventListener('click', (ev) => {

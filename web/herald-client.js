@@ -322,9 +322,10 @@ export class HeraldClient {
 
   /**
    * api() for any body (a Blob for upload bytes) and extra headers: `{data, headers}`, where `headers` are the
-   * response's. The body must be readable twice (a string or a Blob), since a 401 sends it again.
+   * response's. The body must be readable twice (a string or a Blob), since a 401 sends it again. With `blob`, a
+   * successful answer's `data` is its body as a Blob.
    */
-  async _call(method, path, { headers = {}, body, auth = true, signal, retried = false } = {}) {
+  async _call(method, path, { headers = {}, body, auth = true, signal, blob = false, retried = false } = {}) {
     headers = { ...headers };
     let token;
     if (auth) {
@@ -340,9 +341,10 @@ export class HeraldClient {
     }
     if (res.status === 401 && auth && !retried) {
       await this.refresh(token);
-      return this._call(method, path, { headers, body, auth, signal, retried: true });
+      return this._call(method, path, { headers, body, auth, signal, blob, retried: true });
     }
     if (res.status === 204) return { data: null, headers: res.headers };
+    if (res.ok && blob) return { data: await res.blob(), headers: res.headers };
     const text = await res.text();
     let data = null;
     try {
@@ -474,6 +476,13 @@ export class HeraldClient {
 
   unsuspendUser(id) {
     return this.api('POST', `/admin/users/${id}/unsuspend`, {});
+  }
+
+  /** Everything the server keeps of the user, as a ZIP archive: `{blob, filename}`. */
+  async exportData() {
+    const { data, headers } = await this._call('GET', '/me/export', { blob: true });
+    const filename = /filename="([^"]+)"/.exec(headers.get('Content-Disposition') ?? '')?.[1] ?? 'herald-export.zip';
+    return { blob: data, filename };
   }
 
   /** Deletes an account: its sessions close, its personal data is erased and it leaves its groups. `{user, groups_left, messages_removed}`. */

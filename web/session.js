@@ -30,6 +30,7 @@ export function showApp() {
   $('auth-view').hidden = true;
   $('app-view').hidden = false;
   $('me-name').textContent = client.user.username;
+  $('me-name').title = client.user.username;
   S.receipts = client.loadUserData('receipts', {}) ?? {};
   renderList();
   if (!S.open) {

@@ -779,6 +779,22 @@ describe('two people chatting in browsers', () => {
     await loaded(B);
   });
 
+  step('exports everything the server keeps of the user as a download', async () => {
+    const download = A.waitForEvent('download', { timeout: WAIT });
+    await A.getByRole('button', { name: 'Export' }).click();
+    const file = await download;
+    assert.match(file.suggestedFilename(), new RegExp(`^herald-export-${users.alice.username}-\\d+\\.zip$`));
+    const bytes = readFileSync(await file.path());
+    assert.equal(bytes.subarray(0, 4).toString('latin1'), 'PK\x03\x04', 'a ZIP archive');
+    // The names are stored as they are in the archive's headers, whatever the compression of the contents.
+    const text = bytes.toString('latin1');
+    for (const name of ['README.txt', 'account.json', 'conversations.json', 'media.json', 'conversations/']) {
+      assert.ok(text.includes(name), `the archive holds ${name}`);
+    }
+    assert.ok(text.includes('PK\x05\x06'), 'and ends with its directory');
+    await A.locator('#toast', { hasText: 'saved as a download' }).waitFor({ timeout: WAIT });
+  });
+
   step('logs out: the device is gone on the server and in the browser', async () => {
     const refresh = await A.evaluate(() => globalThis.herald.session.refresh_token);
     await A.getByRole('button', { name: 'Log out' }).click();

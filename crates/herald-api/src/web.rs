@@ -42,6 +42,7 @@ static ASSETS: &[Asset] = &[
     asset!("index.html", "text/html; charset=utf-8"),
     asset!("app.js", "text/javascript; charset=utf-8"),
     asset!("admin-dialog.js", "text/javascript; charset=utf-8"),
+    asset!("export-data.js", "text/javascript; charset=utf-8"),
     asset!("attachments.js", "text/javascript; charset=utf-8"),
     asset!("composer.js", "text/javascript; charset=utf-8"),
     asset!("connection.js", "text/javascript; charset=utf-8"),

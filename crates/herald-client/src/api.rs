@@ -340,6 +340,30 @@ impl Api {
         self.json(self.request(Method::DELETE, &format!("/admin/users/{user_id}"), Some(token))).await
     }
 
+    /// `GET /api/v1/me/export`: everything the server keeps of the caller, as a ZIP archive, written to `out` as
+    /// it arrives; returns its size. An export the server cannot finish ends in an error here (the transfer is
+    /// cut), never in a short file that looks whole.
+    pub async fn export_to<W>(&self, token: &str, out: &mut W) -> Result<u64, ClientError>
+    where
+        W: tokio::io::AsyncWrite + Unpin,
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut response = self.request(Method::GET, "/me/export", Some(token)).send().await?;
+        let status = response.status();
+        if !status.is_success() {
+            let retry_after = retry_after_header(&response);
+            let body = response.bytes().await?;
+            return Err(error_from(status, retry_after, &body));
+        }
+        let mut size = 0;
+        while let Some(chunk) = response.chunk().await? {
+            out.write_all(&chunk).await.map_err(ClientError::Io)?;
+            size += chunk.len() as u64;
+        }
+        out.flush().await.map_err(ClientError::Io)?;
+        Ok(size)
+    }
+
     // ----- plumbing -----
 
     fn request(&self, method: Method, path: &str, token: Option<&str>) -> RequestBuilder {

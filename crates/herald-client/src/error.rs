@@ -33,6 +33,9 @@ pub enum ClientError {
     /// A successful answer whose body could not be decoded.
     #[error("undecodable answer: {0}")]
     Decode(#[from] serde_json::Error),
+    /// Writing what the server sent failed (the file of a data export, for instance).
+    #[error("writing failed: {0}")]
+    Io(#[source] std::io::Error),
     /// The server URL is not `http://host[:port][/prefix]` or `https://…`.
     #[error("invalid server URL {0:?}: expected http://host[:port]")]
     InvalidUrl(String),

@@ -303,10 +303,31 @@ impl Media {
 
     /// The bytes of a resolved variant (a range of them).
     pub async fn read(&self, servable: &Servable, range: Option<Range<u64>>) -> CoreResult<BlobStream> {
-        let key = BlobKey::parse(&servable.variant.key).map_err(internal)?;
-        let store =
-            self.tier(servable.tier).ok_or_else(|| CoreError::Internal("content in an unconfigured tier".into()))?;
+        self.read_variant(servable.tier, &servable.variant, range).await
+    }
+
+    async fn read_variant(
+        &self,
+        tier: Tier,
+        variant: &StoredVariant,
+        range: Option<Range<u64>>,
+    ) -> CoreResult<BlobStream> {
+        let key = BlobKey::parse(&variant.key).map_err(internal)?;
+        let store = self.tier(tier).ok_or_else(|| CoreError::Internal("content in an unconfigured tier".into()))?;
         store.get(&key, range).await.map_err(internal)
+    }
+
+    /// The original bytes of an upload of `principal`'s own (for their data export). None when it is not
+    /// theirs, not ready, or gone (collected or taken down).
+    pub async fn own_original(&self, principal: Principal, id: MediaId) -> CoreResult<Option<BlobStream>> {
+        let Some(record) = self.stores.media.media(id).await? else { return Ok(None) };
+        let hash = match (record.owner == principal.user, record.state, record.content_hash) {
+            (true, MediaState::Ready, Some(hash)) => hash,
+            _ => return Ok(None),
+        };
+        let Some(content) = self.stores.media.content(&hash).await? else { return Ok(None) };
+        let Some(original) = content.variants.get("original") else { return Ok(None) };
+        Ok(Some(self.read_variant(content.tier, original, None).await?))
     }
 
     /// Removes a content everywhere and refuses it from now on.
@@ -340,10 +361,7 @@ impl Media {
         if !original.content_type.starts_with("image/") {
             return Err(CoreError::invalid("only images can be blocked by perceptual hash"));
         }
-        let store =
-            self.tier(content.tier).ok_or_else(|| CoreError::Internal("content in an unconfigured tier".into()))?;
-        let key = BlobKey::parse(&original.key).map_err(internal)?;
-        let bytes = store.get(&key, None).await.map_err(internal)?.bytes().await.map_err(internal)?;
+        let bytes = self.read_variant(content.tier, original, None).await?.bytes().await.map_err(internal)?;
         let limits = self.options.image_limits.clone();
         let phash = tokio::task::spawn_blocking(move || crate::image::perceptual_hash_of(&bytes, &limits))
             .await

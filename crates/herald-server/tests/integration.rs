@@ -20,6 +20,7 @@ mod integration {
     mod conversations;
     mod deploy_artefacts;
     mod durability;
+    mod export;
     mod faults;
     pub mod gateway;
     mod logins;

@@ -4,6 +4,7 @@ mod accounts;
 mod admin_users;
 mod blocks;
 mod conversations;
+mod export;
 mod health;
 pub mod internal;
 mod media;
@@ -28,6 +29,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/sessions/refresh", post(accounts::refresh))
         .route("/sessions/current", delete(accounts::logout))
         .route("/me", get(accounts::me))
+        .route("/me/export", get(export::export))
         .route("/devices", get(accounts::devices))
         .route("/devices/{device_id}", delete(accounts::revoke_device))
         .route("/users", get(accounts::find_user))

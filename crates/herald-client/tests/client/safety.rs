@@ -1,6 +1,7 @@
-//! Reports, blocks and suspensions through the SDK: a member reports a message, a server admin pages through the
-//! reports by state and resolves one; a user blocks another and the other's direct message is refused; an admin
-//! suspends an account, which loses its session and its logins until the suspension is lifted.
+//! Reports, blocks, suspensions, deletions and data exports through the SDK: a member reports a message, a server
+//! admin pages through the reports by state and resolves one; a user blocks another and the other's direct message
+//! is refused; an admin suspends an account, which loses its session and its logins until the suspension is
+//! lifted, and deletes one; a user saves the export of their data to a file.
 
 use super::helpers::{Server, connect, pair, register};
 use herald_client::proto::{
@@ -138,4 +139,30 @@ async fn an_admin_deletes_an_account() {
     let seen = api.user(&alice.access_token, bob.user.id).await.expect("still known by id");
     assert!(seen.deleted && seen.username != bob.user.username, "{seen:?}");
     api.conversation(&alice.access_token, c).await.expect("Alice keeps the conversation");
+}
+
+#[tokio::test]
+async fn a_user_exports_their_data_to_a_file() {
+    let server = Server::start().await;
+    let api = server.api();
+    let (alice, _bob, c) = pair(&api).await;
+    let (client, _events) = connect(&server.base, &alice).await;
+    client.send(c, "for the record").await.expect("sent");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("export.zip");
+    let mut file = tokio::fs::File::create(&path).await.expect("create");
+    let size = api.export_to(&alice.access_token, &mut file).await.expect("exported");
+    assert_eq!(std::fs::metadata(&path).expect("written").len(), size);
+    let mut archive = zip::ZipArchive::new(std::fs::File::open(&path).expect("open")).expect("a ZIP archive");
+    let mut messages = String::new();
+    std::io::Read::read_to_string(
+        &mut archive.by_name(&format!("conversations/{c}.jsonl")).expect("the chat"),
+        &mut messages,
+    )
+    .expect("read");
+    assert!(messages.contains("for the record"), "{messages}");
+
+    let refused = api.export_to("not-a-token", &mut tokio::io::sink()).await.expect_err("no session");
+    assert_eq!(refused.code(), Some(ErrorCode::Unauthorized));
 }
