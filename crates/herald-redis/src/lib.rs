@@ -462,15 +462,37 @@ impl Cluster {
         self.hub.catch_up_all();
     }
 
+    /// Tells `from` that this node has applied its change `id`.
+    fn confirm_change(&self, id: uuid::Uuid, from: String) {
+        let bus = self.bus.clone();
+        let node = self.node.clone();
+        tokio::spawn(async move {
+            if let Err(e) = bus.send(&from, &Envelope::ChangeApplied { id, node }).await {
+                tracing::debug!(error = %e, "could not confirm a change");
+            }
+        });
+    }
+
     fn dispatch(&self, message: fred::types::Message) {
         metrics::counter!("cluster_bus_messages_total", "direction" => "received").increment(1);
         let Some(json) = message.value.as_str() else { return };
         let envelope: Envelope = match serde_json::from_str(&json) {
             Ok(envelope) => envelope,
-            Err(e) => {
-                tracing::warn!(error = %e, "unreadable message from another node");
-                return;
-            }
+            Err(e) => match bus::unreadable_change(&json) {
+                // A newer node's change: whatever it changed, nothing stale is kept, and the sender hears back.
+                Some((id, from)) => {
+                    tracing::warn!(error = %e, %from, "a change this node cannot read: dropping its caches");
+                    for listener in self.listeners() {
+                        listener.forget_all();
+                    }
+                    self.confirm_change(id, from);
+                    return;
+                }
+                None => {
+                    tracing::warn!(error = %e, "unreadable message from another node");
+                    return;
+                }
+            },
         };
         match envelope {
             Envelope::Feed { items } => {
@@ -487,13 +509,7 @@ impl Cluster {
                 for listener in self.listeners() {
                     listener.apply(&change);
                 }
-                let bus = self.bus.clone();
-                let node = self.node.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = bus.send(&from, &Envelope::ChangeApplied { id, node }).await {
-                        tracing::debug!(error = %e, "could not confirm a membership change");
-                    }
-                });
+                self.confirm_change(id, from);
             }
             Envelope::ChangeApplied { id, node } => self.changes.applied(id, &node),
             Envelope::Outcomes { items } => {
