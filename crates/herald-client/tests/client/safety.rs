@@ -4,18 +4,26 @@
 //! lifted, and deletes one; a user saves the export of their data to a file.
 
 use super::helpers::{Server, connect, pair, register};
+use herald_client::Api;
 use herald_client::proto::{
     CreateReport, Credentials, ErrorCode, ReportListQuery, ReportReason, ReportState, ReportTarget, SendMessage,
+    Session,
 };
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_member_reports_and_an_admin_lists_and_resolves() {
+/// A server whose admin is `sdk_admin`, registered.
+async fn server_with_admin() -> (Server, Api, Session) {
     let server = Server::start_with(|c| c.auth.admins = vec!["sdk_admin".into()]).await;
     let api = server.api();
     let admin = api
         .register(&Credentials { username: "sdk_admin".into(), password: "correct horse".into(), device_name: None })
         .await
         .expect("admin registers");
+    (server, api, admin)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_reports_and_an_admin_lists_and_resolves() {
+    let (server, api, admin) = server_with_admin().await;
     let (alice, bob, c) = pair(&api).await;
     let ack = api
         .send_message(
@@ -90,12 +98,7 @@ async fn a_blocked_user_cannot_write_directly_until_unblocked() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_admin_suspends_an_account_and_lifts_the_suspension() {
-    let server = Server::start_with(|c| c.auth.admins = vec!["sdk_admin".into()]).await;
-    let api = server.api();
-    let admin = api
-        .register(&Credentials { username: "sdk_admin".into(), password: "correct horse".into(), device_name: None })
-        .await
-        .expect("admin registers");
+    let (_server, api, admin) = server_with_admin().await;
     let (alice, bob, _) = pair(&api).await;
     let denied = api.suspend_user(&alice.access_token, bob.user.id, "").await.expect_err("not an admin");
     assert_eq!(denied.code(), Some(ErrorCode::Forbidden));
@@ -118,12 +121,7 @@ async fn an_admin_suspends_an_account_and_lifts_the_suspension() {
 
 #[tokio::test]
 async fn an_admin_deletes_an_account() {
-    let server = Server::start_with(|c| c.auth.admins = vec!["sdk_admin".into()]).await;
-    let api = server.api();
-    let admin = api
-        .register(&Credentials { username: "sdk_admin".into(), password: "correct horse".into(), device_name: None })
-        .await
-        .expect("admin registers");
+    let (_server, api, admin) = server_with_admin().await;
     let (alice, bob, c) = pair(&api).await;
     let denied = api.delete_user(&alice.access_token, bob.user.id).await.expect_err("not an admin");
     assert_eq!(denied.code(), Some(ErrorCode::Forbidden));
