@@ -29,7 +29,8 @@ pub enum DeletedMessages {
     /// They stay where they are, under the account's id, which clients show as a deleted user.
     #[default]
     Keep,
-    /// Each is deleted as its sender would delete it: a tombstone keeps its seq, and its attachments go.
+    /// Each is deleted as its sender would delete it (a tombstone keeps its seq, and its attachments go), and its
+    /// reactions to the others' messages are taken back.
     Remove,
 }
 
@@ -140,21 +141,28 @@ impl UserAdmin {
         Ok(DeletedUser { user: erased.profile(), groups_left, messages_removed })
     }
 
-    /// Deletes what `as_user` sent in the conversation (not membership notices); returns how many.
+    /// Deletes what `as_user` sent in the conversation (not membership notices) and takes back its reactions
+    /// to the others' messages; returns how many messages it deleted.
     async fn remove_messages(&self, as_user: Principal, conversation: ConversationId) -> CoreResult<u64> {
         let messages = &self.stores.messages;
-        let last = messages.last_sent_by(conversation, as_user.user).await?;
+        let last = messages.last_seq(conversation).await?;
         let (mut from, mut removed) = (1, 0);
         while from <= last {
             let page = messages.history(conversation, from, Direction::Forward, REMOVAL_PAGE).await?;
             let Some(end) = page.last().map(|m| m.seq) else { break };
-            for message in page.iter().filter(|m| m.seq <= last && m.sender == as_user.user) {
-                if message.deleted || message.system.is_some() {
+            for message in page.iter().filter(|m| m.seq <= last && !m.deleted) {
+                if message.sender == as_user.user && message.system.is_none() {
+                    let op = Op::Delete { seq: message.seq, as_admin: false };
+                    self.submitter.submit_for_message(as_user, conversation, op).await?;
+                    removed += 1;
                     continue;
                 }
-                let op = Op::Delete { seq: message.seq, as_admin: false };
-                self.submitter.submit_for_message(as_user, conversation, op).await?;
-                removed += 1;
+                for (emoji, users) in &message.reactions {
+                    if users.contains(&as_user.user) {
+                        let op = Op::React { seq: message.seq, emoji: emoji.clone(), add: false };
+                        self.submitter.submit_for_message(as_user, conversation, op).await?;
+                    }
+                }
             }
             from = end + 1;
         }

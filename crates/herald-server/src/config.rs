@@ -212,7 +212,7 @@ pub struct AuthConfig {
     /// may use the media admin endpoints too.
     pub admins: Vec<String>,
     /// What becomes of a deleted account's messages: "keep" (they stay, shown as a deleted user's) or "remove"
-    /// (each deleted, as its sender would delete it).
+    /// (each deleted, as its sender would delete it, and its reactions taken back).
     pub deleted_user_messages: herald_core::user_admin::DeletedMessages,
 }
 

@@ -159,7 +159,11 @@ async fn bob_writes_then_is_deleted(deleted_messages: DeletedMessages) -> (Delet
     let group = app.group(&bob, &[&alice, &carol]).await;
     let direct = app.direct(&alice, &bob).await;
     app.send(&bob, group, "g1", "hello team").await;
-    app.send(&alice, group, "g2", "hi bob").await;
+    let hi = app.send(&alice, group, "g2", "hi bob").await;
+    for who in [&alice, &bob] {
+        let react = format!("/api/v1/conversations/{group}/messages/{hi}/reactions/👍");
+        assert_eq!(app.call(Method::PUT, &react, Some(who.token()), None).await.0, StatusCode::OK);
+    }
     app.send(&bob, group, "g3", "my phone number is 555").await;
     app.send(&bob, direct, "d1", "just between us").await;
     let (mut bobs, _) = Ws::connect_synced(&app, &bob, 0).await;
@@ -199,6 +203,8 @@ async fn a_deleted_account_is_erased_leaves_its_groups_and_its_messages_stay() {
     let messages = app.all_messages(alice, d.group).await;
     let bodies: Vec<&str> = messages.iter().filter_map(|m| m["body"].as_str()).filter(|b| !b.is_empty()).collect();
     assert_eq!(bodies, ["hello team", "hi bob", "my phone number is 555"]);
+    let hi = messages.iter().find(|m| m["body"] == "hi bob").expect("Alice's message");
+    assert_eq!(hi["reactions"]["👍"].as_array().map(Vec::len), Some(2), "his reaction stays too: {hi}");
     assert!(messages.iter().any(|m| m["system"]["kind"] == "member_left"), "{messages:?}");
     let direct = app.all_messages(alice, d.direct).await;
     assert_eq!(direct.iter().map(|m| &m["body"]).collect::<Vec<_>>(), [&json!("just between us")]);
@@ -228,6 +234,7 @@ async fn a_server_that_removes_deleted_accounts_messages_leaves_tombstones_in_th
         assert_eq!((&of(id)["deleted"], &of(id)["body"]), (&json!(true), &json!("")), "{:?}", of(id));
     }
     assert_eq!(of("g2")["body"], "hi bob", "the others' messages stay");
+    assert_eq!(of("g2")["reactions"]["👍"], json!([d.alice.id()]), "without his reactions");
     let direct = d.app.all_messages(&d.alice, d.direct).await;
     assert_eq!((&direct[0]["deleted"], &direct[0]["body"]), (&json!(true), &json!("")), "{direct:?}");
 }
