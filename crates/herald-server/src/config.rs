@@ -249,6 +249,11 @@ pub struct LogConfig {
     pub max_pending_writes: usize,
     /// How long a write may wait for room under `max_pending_writes` before it is refused.
     pub admission_wait_ms: u64,
+    /// The time writes should take at most while the node is saturated: when even the fastest write of a
+    /// 100 ms interval takes longer, the slots under `max_pending_writes` shrink (to no fewer than 1,024) and
+    /// writes that find none free are refused without waiting, until writes are fast again. 0, or a
+    /// `max_pending_writes` of 1,024 or fewer, keeps the count fixed.
+    pub admission_target_ms: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -414,6 +419,7 @@ impl Default for LogConfig {
             apply_timeout_ms: 10_000,
             max_pending_writes: 8192,
             admission_wait_ms: 100,
+            admission_target_ms: 50,
         }
     }
 }

@@ -42,7 +42,12 @@ pub const FAMILIES: &[Family] = &[
     family(
         "writes_refused_total",
         Counter,
-        "Writes refused as unavailable because the node held log.max_pending_writes, by reason.",
+        "Writes refused as unavailable, by reason: overloaded (no slot within log.admission_wait_ms), standing_queue (no slot while writes take longer than log.admission_target_ms).",
+    ),
+    family(
+        "writes_pending_limit",
+        Gauge,
+        "Slots for writes now: log.max_pending_writes, less what the latency target took away.",
     ),
     family("database_query_duration_ms", Histogram, "Store operation time by query type and table."),
     family("cache_hit_rate", Gauge, "Percentage of lookups a cache answered since start, by layer and cache."),

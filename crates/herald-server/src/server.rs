@@ -130,10 +130,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     };
     let sequencer = Arc::new(Sequencer::new(stores.clone(), delivery, log.partitions(), sequencer_config));
     log.start(sequencer.clone());
-    let admission = herald_core::admission::Admission::new(
-        config.log.max_pending_writes,
-        Duration::from_millis(config.log.admission_wait_ms),
-    );
+    let (max_pending, wait) = (config.log.max_pending_writes, Duration::from_millis(config.log.admission_wait_ms));
+    let admission = match config.log.admission_target_ms {
+        0 => herald_core::admission::Admission::new(max_pending, wait),
+        target => {
+            herald_core::admission::Admission::with_latency_target(max_pending, wait, Duration::from_millis(target))
+        }
+    };
     let mut submitter =
         Submitter::new(log.clone(), waiters.clone(), Duration::from_millis(config.log.apply_timeout_ms))
             .with_admission(admission);
