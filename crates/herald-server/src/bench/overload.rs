@@ -6,6 +6,12 @@
 //! server's memory, so the table and the chart show whether the writes the node took kept their latency while
 //! it refused the rest, whether its memory stayed flat, and how soon it recovered once the load dropped. At the
 //! end each conversation's acked seqs must be 1..=n: nothing lost, nothing stored twice.
+//!
+//! With `--rate` the load is open: the users offer that many new sends per second between them whatever the
+//! node answers (each user at its share of the rate, up to `--in-flight` outstanding; a send due while its
+//! user's window is full is counted as held back, so a non-zero column says the generator, not the node, set
+//! the pace). A refused send is then given up, not retried: at twice what the node sustains, clients that
+//! retry for ever make the offered load grow without bound, which measures the clients, not the node.
 
 use super::client::{connect, next_frame, register_users};
 use super::node::Target;
@@ -36,6 +42,10 @@ pub struct OverloadArgs {
     /// Users that go on sending in the light phase.
     #[arg(long, default_value_t = 16)]
     pub light_users: usize,
+    /// Offer this many new sends per second in all (an open load) instead of keeping `--in-flight` outstanding
+    /// per user; refused sends are given up. The light phase keeps the same rate per remaining user.
+    #[arg(long)]
+    pub rate: Option<f64>,
 }
 
 /// One second of the run.
@@ -48,10 +58,16 @@ pub struct Second {
     pub served: u64,
     /// Tries refused as `unavailable`.
     pub refused: u64,
+    /// Sends due under `--rate` that were not made because their user had `--in-flight` outstanding.
+    pub held: u64,
     pub p50_ms: f64,
     pub p99_ms: f64,
     /// The server's resident memory at the end of the second (when it is the bench's own).
     pub rss_mib: Option<f64>,
+    /// The writes the server held then (its `writes_pending`) and the slots it had for them
+    /// (`writes_pending_limit`, once its latency target has moved them), from its `/metrics`.
+    pub pending: Option<f64>,
+    pub slots: Option<f64>,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -67,6 +83,9 @@ pub struct Phase {
     pub p999_ms: f64,
     /// From a message's first try to its ack, retries included.
     pub end_to_end_p99_ms: f64,
+    /// From a refused try to its refusal.
+    pub refused_p50_ms: f64,
+    pub refused_p99_ms: f64,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -74,22 +93,37 @@ pub struct OverloadReport {
     pub users: usize,
     pub in_flight_per_user: usize,
     pub light_users: usize,
+    /// New sends offered per second in the heavy phase, when the load was open.
+    pub rate: Option<f64>,
     pub phases: Vec<Phase>,
     pub per_second: Vec<Second>,
     pub rss_max_mib: Option<f64>,
 }
 
 impl OverloadReport {
+    fn title(&self) -> String {
+        match self.rate {
+            Some(rate) => format!(
+                "overload: {} users offering {rate:.0} sends/s (up to {} in flight each), then {}",
+                self.users, self.in_flight_per_user, self.light_users
+            ),
+            None => format!(
+                "overload: {} users x {} in flight, then {}",
+                self.users, self.in_flight_per_user, self.light_users
+            ),
+        }
+    }
+
     pub fn table(&self) -> String {
         let mut out = format!(
-            "scenario overload: {} users x {} in flight, then {} users\n\
-             | phase | seconds | offered/s | served/s | refused/s | p50 ms | p99 ms | p99.9 ms | end-to-end p99 ms |\n\
-             |---|---|---|---|---|---|---|---|---|\n",
-            self.users, self.in_flight_per_user, self.light_users
+            "scenario {}\n\
+             | phase | seconds | offered/s | served/s | refused/s | p50 ms | p99 ms | p99.9 ms | end-to-end p99 ms | refusal p50 / p99 ms |\n\
+             |---|---|---|---|---|---|---|---|---|---|\n",
+            self.title()
         );
         for p in &self.phases {
             out.push_str(&format!(
-                "| {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.1} |\n",
+                "| {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.1} | {:.1} / {:.1} |\n",
                 p.name,
                 p.seconds,
                 p.offered_per_second,
@@ -98,15 +132,22 @@ impl OverloadReport {
                 p.p50_ms,
                 p.p99_ms,
                 p.p999_ms,
-                p.end_to_end_p99_ms
+                p.end_to_end_p99_ms,
+                p.refused_p50_ms,
+                p.refused_p99_ms
             ));
         }
-        out.push_str("\n| second | offered | served | refused | p50 ms | p99 ms | server RSS MiB |\n|---|---|---|---|---|---|---|\n");
+        out.push_str(
+            "\n| second | offered | served | refused | held back | p50 ms | p99 ms | server RSS MiB | writes held / slots |\n\
+             |---|---|---|---|---|---|---|---|---|\n",
+        );
         for s in &self.per_second {
             let rss = s.rss_mib.map_or("n/a".into(), |m| format!("{m:.0}"));
+            let held = |v: Option<f64>| v.map_or("n/a".into(), |v| format!("{v:.0}"));
+            let (pending, slots) = (held(s.pending), held(s.slots));
             out.push_str(&format!(
-                "| {} | {} | {} | {} | {:.2} | {:.2} | {rss} |\n",
-                s.second, s.offered, s.served, s.refused, s.p50_ms, s.p99_ms
+                "| {} | {} | {} | {} | {} | {:.2} | {:.2} | {rss} | {pending} / {slots} |\n",
+                s.second, s.offered, s.served, s.refused, s.held, s.p50_ms, s.p99_ms
             ));
         }
         let rss = self.rss_max_mib.map_or("n/a".into(), |m| format!("{m:.0}"));
@@ -120,10 +161,7 @@ impl OverloadReport {
             self.per_second.iter().filter_map(|s| Some((s.second as f64, f(s)?))).collect()
         };
         crate::chart::stack(
-            &format!(
-                "overload: {} users x {} in flight, then {}",
-                self.users, self.in_flight_per_user, self.light_users
-            ),
+            &self.title(),
             "second",
             &[
                 ("offered tries/s", series(&|s| Some(s.offered as f64))),
@@ -131,6 +169,7 @@ impl OverloadReport {
                 ("refused/s", series(&|s| Some(s.refused as f64))),
                 ("p99 ms of acked", series(&|s| Some(s.p99_ms))),
                 ("server RSS MiB", series(&|s| s.rss_mib)),
+                ("writes held by the server", series(&|s| s.pending)),
             ],
         )
     }
@@ -140,14 +179,15 @@ impl OverloadReport {
 struct Record {
     started: Instant,
     seconds: Mutex<Vec<Counts>>,
-    /// Acked tries and first-try-to-ack times, per phase (heavy, light).
-    phases: Mutex<[(Histogram<u64>, Histogram<u64>); 2]>,
+    /// Acked tries, first-try-to-ack times and refused tries, per phase (heavy, light).
+    phases: Mutex<[[Histogram<u64>; 3]; 2]>,
     heavy_ends: Instant,
 }
 
 struct Counts {
     offered: u64,
     refused: u64,
+    held: u64,
     served: Histogram<u64>,
 }
 
@@ -158,7 +198,10 @@ impl Record {
         Ok(Self {
             started: now,
             seconds: Mutex::new(Vec::new()),
-            phases: Mutex::new([(histogram()?, histogram()?), (histogram()?, histogram()?)]),
+            phases: Mutex::new([
+                [histogram()?, histogram()?, histogram()?],
+                [histogram()?, histogram()?, histogram()?],
+            ]),
             heavy_ends: now + heavy,
         })
     }
@@ -167,7 +210,12 @@ impl Record {
         let second = at.duration_since(self.started).as_secs() as usize;
         let mut seconds = lock(&self.seconds);
         while seconds.len() <= second {
-            seconds.push(Counts { offered: 0, refused: 0, served: Histogram::new_with_bounds(1, 120_000_000, 2)? });
+            seconds.push(Counts {
+                offered: 0,
+                refused: 0,
+                held: 0,
+                served: Histogram::new_with_bounds(1, 120_000_000, 2)?,
+            });
         }
         f(&mut seconds[second])
     }
@@ -179,9 +227,20 @@ impl Record {
         })
     }
 
-    fn refused(&self) -> anyhow::Result<()> {
-        self.second(Instant::now(), |c| {
+    fn refused(&self, tried: Instant) -> anyhow::Result<()> {
+        let now = Instant::now();
+        self.second(now, |c| {
             c.refused += 1;
+            Ok(())
+        })?;
+        let phase = usize::from(now >= self.heavy_ends);
+        lock(&self.phases)[phase][2].record(now.duration_since(tried).as_micros().max(1) as u64)?;
+        Ok(())
+    }
+
+    fn held(&self) -> anyhow::Result<()> {
+        self.second(Instant::now(), |c| {
+            c.held += 1;
             Ok(())
         })
     }
@@ -192,8 +251,8 @@ impl Record {
         self.second(now, |c| Ok(c.served.record(us(tried))?))?;
         let phase = usize::from(now >= self.heavy_ends);
         let mut phases = lock(&self.phases);
-        phases[phase].0.record(us(tried))?;
-        phases[phase].1.record(us(first))?;
+        phases[phase][0].record(us(tried))?;
+        phases[phase][1].record(us(first))?;
         Ok(())
     }
 }
@@ -201,6 +260,9 @@ impl Record {
 pub async fn run(target: &Target, args: &OverloadArgs) -> anyhow::Result<OverloadReport> {
     if args.users < 2 || !args.users.is_multiple_of(2) {
         bail!("--users must be an even number, at least 2");
+    }
+    if args.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+        bail!("--rate must be a positive number of sends per second");
     }
     let base = target.base().to_owned();
     let http = reqwest::Client::new();
@@ -218,15 +280,27 @@ pub async fn run(target: &Target, args: &OverloadArgs) -> anyhow::Result<Overloa
     let heavy_ends = record.heavy_ends;
     let light_ends = heavy_ends + Duration::from_secs(args.light);
     let mut tasks = Vec::new();
+    let users = sockets.len();
     for (i, (socket, conversation)) in sockets.into_iter().enumerate() {
         let until = if i < args.light_users { light_ends } else { heavy_ends };
-        tasks.push(tokio::spawn(user(socket, conversation, args.in_flight, until, record.clone())));
+        // Each user's share of an open load, its first send staggered so that the users' sends interleave.
+        let pace = args.rate.map(|rate| {
+            let per_second = rate / users as f64;
+            Pace { per_second, from: record.started + Duration::from_secs_f64(i as f64 / rate), scheduled: 0 }
+        });
+        let load = Load { in_flight: args.in_flight, until, pace };
+        tasks.push(tokio::spawn(user(socket, conversation, load, record.clone())));
     }
-    // The server's memory at the end of every second, while the users send.
+    // The server's memory and the writes it holds at the end of every second, while the users send.
     let mut rss: Vec<Option<f64>> = Vec::new();
+    let mut held: Vec<(Option<f64>, Option<f64>)> = Vec::new();
     while Instant::now() < light_ends {
         tokio::time::sleep(Duration::from_secs(1)).await;
         rss.push(target.rss_bytes().map(|b| b as f64 / 1_048_576.0));
+        let gauge = |name| super::client::metric_sum(&http, &base, name);
+        let (pending, slots) = tokio::join!(gauge("writes_pending"), gauge("writes_pending_limit"));
+        // No limit gauge (0) without a latency target: the slots are the fixed bound.
+        held.push((pending.ok(), slots.ok().filter(|v| *v > 0.0)));
     }
     let mut acked: BTreeMap<ConversationId, Vec<u64>> = BTreeMap::new();
     for task in tasks {
@@ -251,9 +325,12 @@ pub async fn run(target: &Target, args: &OverloadArgs) -> anyhow::Result<Overloa
             offered: c.offered,
             served: c.served.len(),
             refused: c.refused,
+            held: c.held,
             p50_ms: ms(&c.served, 0.5),
             p99_ms: ms(&c.served, 0.99),
             rss_mib: rss.get(second).copied().flatten(),
+            pending: held.get(second).and_then(|h| h.0),
+            slots: held.get(second).and_then(|h| h.1),
         })
         .collect();
     let heavy_seconds = args.heavy as usize;
@@ -261,7 +338,7 @@ pub async fn run(target: &Target, args: &OverloadArgs) -> anyhow::Result<Overloa
         let within: Vec<&Second> = per_second.iter().filter(|s| range.contains(&s.second)).collect();
         let span = within.len().max(1) as f64;
         let phases = lock(&record.phases);
-        let (tries, whole) = &phases[index];
+        let [tries, whole, refused] = &phases[index];
         Phase {
             name,
             seconds: span,
@@ -272,6 +349,8 @@ pub async fn run(target: &Target, args: &OverloadArgs) -> anyhow::Result<Overloa
             p99_ms: ms(tries, 0.99),
             p999_ms: ms(tries, 0.999),
             end_to_end_p99_ms: ms(whole, 0.99),
+            refused_p50_ms: ms(refused, 0.5),
+            refused_p99_ms: ms(refused, 0.99),
         }
     };
     let phases = vec![
@@ -283,20 +362,44 @@ pub async fn run(target: &Target, args: &OverloadArgs) -> anyhow::Result<Overloa
         users: args.users,
         in_flight_per_user: args.in_flight,
         light_users: args.light_users.min(args.users),
+        rate: args.rate,
         phases,
         per_second,
         rss_max_mib,
     })
 }
 
-/// One user's WebSocket: `in_flight` sends outstanding until `until`, a new one for each ack; a refused send is
-/// tried again with the same client_msg_id after the delay it came with. Every send is acked in the end.
-/// Returns the conversation and the acked seqs.
+/// How one user sends: up to `in_flight` outstanding until `until`, either as fast as acks come back or, with a
+/// pace, at a fixed rate.
+struct Load {
+    in_flight: usize,
+    until: Instant,
+    pace: Option<Pace>,
+}
+
+/// An open load: a send is due every `1 / per_second` seconds from `from`, whatever the node answers.
+struct Pace {
+    per_second: f64,
+    from: Instant,
+    /// Sends that fell due so far (made or held back).
+    scheduled: u64,
+}
+
+impl Pace {
+    /// When the next send falls due.
+    fn next_due(&self) -> Instant {
+        self.from + Duration::from_secs_f64(self.scheduled as f64 / self.per_second)
+    }
+}
+
+/// One user's WebSocket. Closed (no pace): `in_flight` sends outstanding until `until`, a new one for each ack;
+/// a refused send is tried again with the same client_msg_id after the delay it came with, so every send is
+/// acked in the end. Open (a pace): a send whenever one falls due and the window has room; a refused send is
+/// given up. Returns the conversation and the acked seqs.
 async fn user(
     socket: super::client::Socket,
     conversation: ConversationId,
-    in_flight: usize,
-    until: Instant,
+    mut load: Load,
     record: Arc<Record>,
 ) -> anyhow::Result<(ConversationId, Vec<u64>)> {
     let (mut sink, mut stream) = socket.split();
@@ -315,8 +418,25 @@ async fn user(
         ))
     };
     loop {
-        // Keep `in_flight` sends outstanding (counting those waiting to be retried) while it is time to.
-        while outstanding < in_flight && Instant::now() < until {
+        let now = Instant::now();
+        // The sends it is time to make: every one due under a pace, else enough to keep `in_flight` outstanding
+        // (counting those waiting to be retried).
+        let mut due = 0usize;
+        match &mut load.pace {
+            Some(pace) => {
+                while pace.next_due() <= now && now < load.until {
+                    pace.scheduled += 1;
+                    if outstanding + due < load.in_flight {
+                        due += 1;
+                    } else {
+                        record.held()?;
+                    }
+                }
+            }
+            None if now < load.until => due = load.in_flight - outstanding,
+            None => {}
+        }
+        for _ in 0..due {
             let n = sends.len();
             let id = uuid::Uuid::now_v7().to_string();
             let now = Instant::now();
@@ -325,21 +445,25 @@ async fn user(
             sends.push((id, now, now));
             outstanding += 1;
         }
-        if outstanding == 0 {
+        // Sends fall due up to `until` (those due before it but not yet made when it passed are not made).
+        let next_send = load.pace.as_ref().map(Pace::next_due).filter(|at| *at < load.until && now < load.until);
+        if outstanding == 0 && next_send.is_none() {
             break;
         }
-        let due = retries.peek().map(|Reverse((at, _))| *at);
+        let retry = retries.peek().map(|Reverse((at, _))| *at);
         let answer = tokio::select! {
             frame = next_frame(&mut stream) => Some(frame?),
-            () = sleep_until(due) => None,
-        };
-        match answer {
-            None => {
+            () = sleep_until(retry) => {
                 let Some(Reverse((_, n))) = retries.pop() else { continue };
                 sends[n].2 = Instant::now();
                 sink.send(frame(n, &sends[n].0)).await?;
                 record.offered()?;
+                None
             }
+            () = sleep_until(next_send) => None,
+        };
+        match answer {
+            None => {}
             Some(ServerFrame::Ack { id: Some(id), seq, .. }) => {
                 let n: usize = id.parse().context("an ack's id")?;
                 let (_, first, tried) = sends.get(n).context("an ack for a send never made")?;
@@ -349,9 +473,13 @@ async fn user(
             }
             Some(ServerFrame::Error { id: Some(id), code: ErrorCode::Unavailable, retry_after_ms, .. }) => {
                 let n: usize = id.parse().context("an error's id")?;
-                record.refused()?;
-                let wait = Duration::from_millis(retry_after_ms.unwrap_or(1000));
-                retries.push(Reverse((Instant::now() + wait, n)));
+                record.refused(sends.get(n).context("a refusal of a send never made")?.2)?;
+                if load.pace.is_some() {
+                    outstanding -= 1;
+                } else {
+                    let wait = Duration::from_millis(retry_after_ms.unwrap_or(1000));
+                    retries.push(Reverse((Instant::now() + wait, n)));
+                }
             }
             Some(other) => bail!("unexpected frame: {other:?}"),
         }
