@@ -18,6 +18,7 @@
 //! The bound is per node and counts writes taken from this node's clients; records that other nodes forward
 //! to a partition this node owns were admitted there.
 
+use crate::lock;
 use crate::{CoreError, CoreResult};
 use rand::Rng;
 use std::sync::{Arc, Mutex};
@@ -207,10 +208,6 @@ impl Admission {
     fn limit(&self) -> usize {
         self.limit.as_ref().map_or(usize::MAX, |limit| lock(&limit.state).current)
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use crate::cache::TtlCache;
 use crate::changes::{Change, ChangeListener};
 use crate::delivery::{FeedDelivery, FeedSink};
 use crate::footprint::{self, Footprint};
+use crate::lock;
 use crate::outbox::{Kick, Outbox, PushError};
 use crate::peers::Peers;
 use crate::presence_updates::{PresenceUpdate, PresenceUpdates};
@@ -716,8 +717,4 @@ pub fn encode(frame: &ServerFrame) -> Bytes {
             Bytes::from_static(br#"{"type":"error","code":"internal","message":"internal error"}"#)
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }

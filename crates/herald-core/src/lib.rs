@@ -64,3 +64,9 @@ pub struct Services {
     pub user_admin: Arc<user_admin::UserAdmin>,
     pub blocks: Arc<blocks::Blocks>,
 }
+
+/// A mutex's guard, also after a panic elsewhere poisoned it (that panic is reported where it happened; one
+/// failed task must not take every later user of the lock down with it).
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

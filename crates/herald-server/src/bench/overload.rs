@@ -220,36 +220,39 @@ impl Record {
         f(&mut seconds[second])
     }
 
-    fn offered(&self) -> anyhow::Result<()> {
+    /// Adds one to a count of this second.
+    fn count(&self, which: fn(&mut Counts) -> &mut u64) -> anyhow::Result<()> {
         self.second(Instant::now(), |c| {
-            c.offered += 1;
+            *which(c) += 1;
             Ok(())
         })
     }
 
+    fn offered(&self) -> anyhow::Result<()> {
+        self.count(|c| &mut c.offered)
+    }
+
+    /// The phase (heavy 0, light 1) an instant falls in.
+    fn phase(&self, at: Instant) -> usize {
+        usize::from(at >= self.heavy_ends)
+    }
+
     fn refused(&self, tried: Instant) -> anyhow::Result<()> {
+        self.count(|c| &mut c.refused)?;
         let now = Instant::now();
-        self.second(now, |c| {
-            c.refused += 1;
-            Ok(())
-        })?;
-        let phase = usize::from(now >= self.heavy_ends);
-        lock(&self.phases)[phase][2].record(now.duration_since(tried).as_micros().max(1) as u64)?;
+        lock(&self.phases)[self.phase(now)][2].record(now.duration_since(tried).as_micros().max(1) as u64)?;
         Ok(())
     }
 
     fn held(&self) -> anyhow::Result<()> {
-        self.second(Instant::now(), |c| {
-            c.held += 1;
-            Ok(())
-        })
+        self.count(|c| &mut c.held)
     }
 
     fn served(&self, tried: Instant, first: Instant) -> anyhow::Result<()> {
         let now = Instant::now();
         let us = |since: Instant| now.duration_since(since).as_micros().max(1) as u64;
         self.second(now, |c| Ok(c.served.record(us(tried))?))?;
-        let phase = usize::from(now >= self.heavy_ends);
+        let phase = self.phase(now);
         let mut phases = lock(&self.phases);
         phases[phase][0].record(us(tried))?;
         phases[phase][1].record(us(first))?;
@@ -293,14 +296,14 @@ pub async fn run(target: &Target, args: &OverloadArgs) -> anyhow::Result<Overloa
     }
     // The server's memory and the writes it holds at the end of every second, while the users send.
     let mut rss: Vec<Option<f64>> = Vec::new();
-    let mut held: Vec<(Option<f64>, Option<f64>)> = Vec::new();
+    let mut in_server: Vec<(Option<f64>, Option<f64>)> = Vec::new();
     while Instant::now() < light_ends {
         tokio::time::sleep(Duration::from_secs(1)).await;
         rss.push(target.rss_bytes().map(|b| b as f64 / 1_048_576.0));
         let gauge = |name| super::client::metric_sum(&http, &base, name);
         let (pending, slots) = tokio::join!(gauge("writes_pending"), gauge("writes_pending_limit"));
         // No limit gauge (0) without a latency target: the slots are the fixed bound.
-        held.push((pending.ok(), slots.ok().filter(|v| *v > 0.0)));
+        in_server.push((pending.ok(), slots.ok().filter(|v| *v > 0.0)));
     }
     let mut acked: BTreeMap<ConversationId, Vec<u64>> = BTreeMap::new();
     for task in tasks {
@@ -329,8 +332,8 @@ pub async fn run(target: &Target, args: &OverloadArgs) -> anyhow::Result<Overloa
             p50_ms: ms(&c.served, 0.5),
             p99_ms: ms(&c.served, 0.99),
             rss_mib: rss.get(second).copied().flatten(),
-            pending: held.get(second).and_then(|h| h.0),
-            slots: held.get(second).and_then(|h| h.1),
+            pending: in_server.get(second).and_then(|h| h.0),
+            slots: in_server.get(second).and_then(|h| h.1),
         })
         .collect();
     let heavy_seconds = args.heavy as usize;
