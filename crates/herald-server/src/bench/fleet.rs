@@ -156,6 +156,19 @@ impl Fleet {
         members: usize,
         senders_per_room: usize,
     ) -> anyhow::Result<Fleet> {
+        Self::assemble_with(target, rooms, members, senders_per_room, &[]).await
+    }
+
+    /// [`assemble`](Self::assemble), and `outsiders` made members too (outsider k of room k mod rooms) when the
+    /// rooms are created, so that no membership message joins the rooms' streams. The fleet neither connects
+    /// them nor counts their deliveries: they are another scenario's users (a mixed `soak`'s churn).
+    pub async fn assemble_with(
+        target: &Target,
+        rooms: usize,
+        members: usize,
+        senders_per_room: usize,
+        outsiders: &[herald_proto::UserId],
+    ) -> anyhow::Result<Fleet> {
         if rooms == 0 || members < 2 || senders_per_room == 0 || senders_per_room > members {
             bail!("need rooms >= 1, members >= 2 and 1 <= senders per room <= members");
         }
@@ -164,8 +177,12 @@ impl Fleet {
         eprintln!("registering {users} users ...");
         let sessions = register_users(&http, target.base(), users, 32).await?;
         let mut conversations = Vec::with_capacity(rooms);
-        for room in sessions.chunks(members) {
-            let others: Vec<_> = room[1..].iter().map(|s| s.user.id).collect();
+        if members == 2 && !outsiders.is_empty() {
+            bail!("a direct conversation has no room for other members");
+        }
+        for (r, room) in sessions.chunks(members).enumerate() {
+            let mut others: Vec<_> = room[1..].iter().map(|s| s.user.id).collect();
+            others.extend(outsiders.iter().skip(r).step_by(rooms));
             let id = if members == 2 {
                 direct(&http, target.base(), &room[0], others[0]).await?
             } else {
@@ -214,6 +231,11 @@ impl Fleet {
         // Keep the conversation ids for the senders.
         fleet.conversations = conversations;
         Ok(fleet)
+    }
+
+    /// The rooms' conversations, in room order.
+    pub fn conversations(&self) -> &[ConversationId] {
+        &self.conversations
     }
 
     /// Sends `rate` messages per second (all senders together) for `seconds`, waits for every delivery,

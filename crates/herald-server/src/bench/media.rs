@@ -89,11 +89,15 @@ impl MediaReport {
     }
 }
 
-struct Sample {
+pub(super) struct Sample {
     kind: &'static str,
     bytes: u64,
-    send: Duration,
-    process: Duration,
+    /// From announcing the upload until its last byte was accepted.
+    pub send: Duration,
+    /// From the last byte until the upload was ready (or rejected).
+    pub process: Duration,
+    /// The upload, as it was once final.
+    pub info: MediaInfo,
 }
 
 pub async fn run(target: &Target, args: &MediaArgs) -> anyhow::Result<MediaReport> {
@@ -173,7 +177,13 @@ pub async fn run(target: &Target, args: &MediaArgs) -> anyhow::Result<MediaRepor
 }
 
 /// One upload in one request, then polling until it is final; checks the outcome.
-async fn upload(api: &Api, token: &str, kind: &'static str, bytes: Bytes, i: usize) -> anyhow::Result<Sample> {
+pub(super) async fn upload(
+    api: &Api,
+    token: &str,
+    kind: &'static str,
+    bytes: Bytes,
+    i: usize,
+) -> anyhow::Result<Sample> {
     let size = bytes.len() as u64;
     let started = Instant::now();
     let request = CreateUpload { size, filename: Some(format!("bench-{i}")), content_type: None };
@@ -199,11 +209,11 @@ async fn upload(api: &Api, token: &str, kind: &'static str, bytes: Bytes, i: usi
             bail!("upload {i} ({kind}) has no {variant}: {:?}", info.variants.keys().collect::<Vec<_>>());
         }
     }
-    Ok(Sample { kind, bytes: size, send, process })
+    Ok(Sample { kind, bytes: size, send, process, info })
 }
 
 /// A photo-like JPEG (gradients and shapes, quality 85), different for every seed.
-fn photo(width: u32, height: u32, seed: u32) -> anyhow::Result<Bytes> {
+pub(super) fn photo(width: u32, height: u32, seed: u32) -> anyhow::Result<Bytes> {
     let image = image::RgbImage::from_fn(width, height, |x, y| {
         let (fx, fy) = (x as f32 / width as f32, y as f32 / height as f32);
         let ripple = ((fx * 40.0 + seed as f32).sin() * (fy * 30.0).cos() * 60.0) as i32;

@@ -5,6 +5,7 @@
 
 mod broadcast;
 mod calibration;
+mod churn;
 mod client;
 mod crowd;
 mod direct;

@@ -130,7 +130,43 @@ fn every_scenario_runs_and_checks_itself() {
     ]);
     assert!(out.contains("a conversation of 3 other users") && !out.contains(" 0 frames received"), "{out}");
     let out = b.run(&["soak", "--rooms", "2", "--members", "3", "--rate", "20", "--duration", "2", "--interval", "1"]);
-    assert!(out.contains("scenario soak") && out.contains("open fds"), "{out}");
+    assert!(out.contains("scenario soak") && out.contains("open fds") && !out.contains("reconnects/s"), "{out}");
+    // The mixed soak: devices that come back and resume, history pages and uploads beside the groups traffic,
+    // every one checked (a gap in a resumed feed or a page would fail the run), none failed.
+    let out = b.run(&[
+        "soak",
+        "--rooms",
+        "2",
+        "--members",
+        "3",
+        "--rate",
+        "20",
+        "--reconnecting",
+        "4",
+        "--online-seconds",
+        "1",
+        "--history-per-second",
+        "8",
+        "--uploads-per-second",
+        "1",
+        "--duration",
+        "6",
+        "--interval",
+        "3",
+    ]);
+    let rows: Vec<Vec<&str>> = out
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| minute") && !l.starts_with("| connected"))
+        .map(|l| l.split('|').map(str::trim).collect())
+        .collect();
+    assert_eq!(rows.len(), 2, "{out}");
+    let number = |row: &[&str], column: usize| row[column].parse::<f64>().unwrap_or_else(|_| panic!("{out}"));
+    for row in &rows {
+        // Columns: minute, deliveries/s, p50, p99, max, RSS, fds, reconnects/s, reconnect p99, caught up,
+        // history/s, history p99, uploads/s, upload p99, failed (after the leading empty cell).
+        assert!(number(row, 8) > 0.0 && number(row, 11) > 0.0 && number(row, 13) > 0.0, "{out}");
+        assert_eq!(number(row, 15), 0.0, "{out}");
+    }
     let out = b.run(&[
         "media",
         "--images",
