@@ -18,6 +18,11 @@ use std::time::Duration;
 /// How long one REST request may take, connection included.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an idle keep-alive connection stays in the pool. The server closes one after its request-head
+/// deadline (`gateway.handshake_timeout_ms`, 2 s by default); a request sent on a connection just as the server
+/// closes it fails with "connection closed before message completed", and cannot safely be retried when it
+/// is not idempotent. Dropping idle connections well before the server does keeps requests off that race.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A REST client for one Herald server. Cheap to clone (the connection pool is shared).
 #[derive(Clone, Debug)]
@@ -35,6 +40,7 @@ impl Api {
         let http = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
             .connect_timeout(CONNECT_TIMEOUT)
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .build()
             .map_err(ClientError::Http)?;
         Self::with_http_client(base_url, http)

@@ -8,6 +8,7 @@
 
 use super::client::{connect, next_frame, register_users, ws_url};
 use super::latency::histogram;
+use super::lock;
 use super::media;
 use super::node::Target;
 use anyhow::{Context, bail};
@@ -517,10 +518,6 @@ async fn pause(how_long: Duration, stop: &CancellationToken) -> bool {
         () = tokio::time::sleep(how_long) => false,
         () = stop.cancelled() => true,
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]

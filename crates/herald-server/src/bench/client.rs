@@ -12,8 +12,14 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
+/// The scenarios' HTTP client: a large pool, whose idle connections are dropped before the server closes them
+/// (it does after `gateway.handshake_timeout_ms`, 2 s by default), so no request is sent on a connection the
+/// server is closing (see `herald_client::Api::new`).
 pub fn http() -> anyhow::Result<reqwest::Client> {
-    Ok(reqwest::Client::builder().pool_max_idle_per_host(256).build()?)
+    Ok(reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .pool_idle_timeout(std::time::Duration::from_secs(1))
+        .build()?)
 }
 
 pub async fn expect_json<T: serde::de::DeserializeOwned>(response: reqwest::Response) -> anyhow::Result<T> {

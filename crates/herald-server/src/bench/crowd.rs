@@ -11,6 +11,7 @@
 
 use super::client::{Socket, connect_retrying, expect_json, group, http, metric_sum, next_text, register_users};
 use super::latency::{Latency, histogram};
+use super::lock;
 use super::node::Target;
 use anyhow::{Context, bail};
 use futures_util::stream::{SplitSink, SplitStream};
@@ -681,8 +682,4 @@ impl Counters {
             ephemeral_dropped: self.ephemeral_dropped - before.ephemeral_dropped,
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -8,6 +8,7 @@
 
 use super::client::{Socket, connect_live, group, http, register_users};
 use super::latency::{ByRoute, Latency, RouteLatency};
+use super::lock;
 use super::node::Target;
 use super::per_second::{PerSecond, Second};
 use anyhow::{Context, bail};
@@ -439,10 +440,6 @@ async fn direct(
     )
     .await?;
     Ok(details.conversation.id)
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]

@@ -156,6 +156,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Locks a bench counter's mutex, and takes it over when a task panicked while holding it: what was counted is
+/// still worth reporting, and the panic itself fails the run where the task is joined.
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// `hold` runs before a target is started (see `run`); reaching the scenario match with it is a bug.
 fn unreachable_hold() -> anyhow::Result<(serde_json::Value, Option<String>)> {
     anyhow::bail!("the hold helper does not start a server")

@@ -14,6 +14,7 @@
 //! retry for ever make the offered load grow without bound, which measures the clients, not the node.
 
 use super::client::{connect, next_frame, register_users};
+use super::lock;
 use super::node::Target;
 use anyhow::{Context, bail};
 use futures_util::{SinkExt, StreamExt};
@@ -496,8 +497,4 @@ async fn sleep_until(at: Option<Instant>) {
         Some(at) => tokio::time::sleep_until(at.into()).await,
         None => std::future::pending().await,
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }

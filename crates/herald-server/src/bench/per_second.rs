@@ -2,6 +2,7 @@
 //! second it arrived in as well, each delivery shows when the tail happened, so a spike can be matched to what the
 //! server was doing then (a checkpoint, a big fan-out).
 
+use super::lock;
 use hdrhistogram::Histogram;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -81,10 +82,6 @@ pub fn summary(seconds: &[Second], bound_ms: f64) -> String {
         worst.second,
         seconds.len()
     )
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]

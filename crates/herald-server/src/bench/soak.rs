@@ -155,7 +155,15 @@ impl SoakReport {
                 ("upload to ready p99, ms", series(&|s| Some(s.churn?.uploads.ms_p99))),
             ]);
         }
-        crate::chart::stack(&format!("soak: {}", self.title()), "minutes", &panels)
+        // The full settings are in the table; a chart's title must fit its width.
+        let title = format!(
+            "soak: {} rooms x {} members, {} msg/s{}",
+            self.rooms,
+            self.members,
+            self.rate,
+            if self.churn.is_some() { " + reconnects, history, uploads" } else { "" }
+        );
+        crate::chart::stack(&title, "minutes", &panels)
     }
 }
 
