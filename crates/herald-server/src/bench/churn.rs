@@ -37,7 +37,7 @@ const CATCH_UP_LIMIT: Duration = Duration::from_secs(30);
 /// Failures said on stderr; the rest are only counted.
 const FAILURES_SAID: u64 = 20;
 
-#[derive(clap::Args, Debug, Clone, Copy)]
+#[derive(clap::Args, Debug, Clone, Copy, serde::Serialize)]
 pub struct ChurnArgs {
     /// Devices that come and go: each connects, resumes its feed where it left it, stays online for
     /// `--online-seconds`, then goes offline as long, for the whole run. Each is a member of one room.
@@ -109,6 +109,13 @@ pub struct Interval {
     pub history: OpFigures,
     /// From announcing the upload until it was ready and its thumbnail fetched.
     pub uploads: OpFigures,
+}
+
+impl Interval {
+    /// Requests of every kind that failed.
+    pub fn failed(&self) -> u64 {
+        self.reconnects.failed + self.history.failed + self.uploads.failed
+    }
 }
 
 struct Tally {

@@ -48,19 +48,11 @@ pub struct SoakReport {
     pub members: usize,
     pub rate: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub churn: Option<ChurnSetup>,
+    /// The churn's settings, when there was churn.
+    pub churn: Option<ChurnArgs>,
     /// Resident memory once every member is connected, before the first message.
     pub rss_mb_connected: Option<f64>,
     pub samples: Vec<Sample>,
-}
-
-/// The churn's settings, as run.
-#[derive(Debug, serde::Serialize)]
-pub struct ChurnSetup {
-    pub reconnecting_devices: usize,
-    pub online_seconds: u64,
-    pub history_per_second: u64,
-    pub uploads_per_second: f64,
 }
 
 impl SoakReport {
@@ -69,7 +61,7 @@ impl SoakReport {
         if let Some(c) = &self.churn {
             title.push_str(&format!(
                 "; {} devices reconnecting every {} s, {} history pages/s, {} uploads/s",
-                c.reconnecting_devices,
+                c.reconnecting,
                 2 * c.online_seconds,
                 c.history_per_second,
                 c.uploads_per_second
@@ -127,7 +119,7 @@ impl SoakReport {
                     c.history.ms_p99,
                     c.uploads.per_second,
                     c.uploads.ms_p99,
-                    c.reconnects.failed + c.history.failed + c.uploads.failed
+                    c.failed()
                 ));
             }
             out.push('\n');
@@ -222,7 +214,7 @@ pub async fn run(target: &Target, args: &SoakArgs) -> anyhow::Result<SoakReport>
                 c.history.done,
                 c.uploads.done,
                 c.uploads.ms_p99,
-                c.reconnects.failed + c.history.failed + c.uploads.failed
+                c.failed()
             ))
         );
         samples.push(sample);
@@ -231,11 +223,6 @@ pub async fn run(target: &Target, args: &SoakArgs) -> anyhow::Result<SoakReport>
         churn.finish().await?;
     }
     fleet.finish().await?;
-    let churn = args.churn.any().then_some(ChurnSetup {
-        reconnecting_devices: args.churn.reconnecting,
-        online_seconds: args.churn.online_seconds,
-        history_per_second: args.churn.history_per_second,
-        uploads_per_second: args.churn.uploads_per_second,
-    });
+    let churn = args.churn.any().then_some(args.churn);
     Ok(SoakReport { rooms, members, rate, churn, rss_mb_connected, samples })
 }
