@@ -8,7 +8,7 @@ use herald_proto::{
     AdminUser, BlockedUser, ConversationDetails, ConversationId, ConversationPage, CreateConversation, CreateReport,
     CreateUpload, Credentials, CursorState, DeletedUser, Direction, ErrorBody, HistoryPage, HistoryQuery, Me, MediaId,
     MediaInfo, RefreshRequest, Report, ReportId, ReportListQuery, ReportPage, ReportState, ResolveReport, SendAck,
-    SendMessage, Session, SuspendUser, UpdateCursor, UserId, UserProfile,
+    SendMessage, Session, SuspendUser, ThreadState, UpdateCursor, UpdateThreadRead, UserId, UserProfile,
 };
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
@@ -169,18 +169,45 @@ impl Api {
         conversation: ConversationId,
         query: &HistoryQuery,
     ) -> Result<HistoryPage, ClientError> {
-        let mut q = Query::default();
-        q.add("from", query.from);
-        q.add(
-            "dir",
-            Some(match query.dir {
-                Direction::Forward => "forward",
-                Direction::Backward => "backward",
-            }),
-        );
-        q.add("limit", query.limit);
-        let path = format!("/conversations/{conversation}/messages{}", q.finish());
+        let path = format!("/conversations/{conversation}/messages{}", page_query(query));
         self.json(self.request(Method::GET, &path, Some(token))).await
+    }
+
+    /// `GET /api/v1/conversations/{id}/threads/{root}`: the thread of `root`, with this user's read position
+    /// and unread count in it.
+    pub async fn thread(
+        &self,
+        token: &str,
+        conversation: ConversationId,
+        root: u64,
+    ) -> Result<ThreadState, ClientError> {
+        let path = format!("/conversations/{conversation}/threads/{root}");
+        self.json(self.request(Method::GET, &path, Some(token))).await
+    }
+
+    /// `GET /api/v1/conversations/{id}/threads/{root}/messages?from=&dir=&limit=`: one page of the thread's
+    /// replies, paged as history is.
+    pub async fn thread_replies(
+        &self,
+        token: &str,
+        conversation: ConversationId,
+        root: u64,
+        query: &HistoryQuery,
+    ) -> Result<HistoryPage, ClientError> {
+        let path = format!("/conversations/{conversation}/threads/{root}/messages{}", page_query(query));
+        self.json(self.request(Method::GET, &path, Some(token))).await
+    }
+
+    /// `PUT /api/v1/conversations/{id}/threads/{root}/read`: this user has read the thread up to reply `read`.
+    pub async fn mark_thread_read(
+        &self,
+        token: &str,
+        conversation: ConversationId,
+        root: u64,
+        read: u64,
+    ) -> Result<ThreadState, ClientError> {
+        let path = format!("/conversations/{conversation}/threads/{root}/read");
+        self.json(self.request(Method::PUT, &path, Some(token)).json(&UpdateThreadRead { read })).await
     }
 
     /// `POST /api/v1/conversations/{id}/messages`: sends over REST. A retry with the same `client_msg_id`
@@ -454,6 +481,21 @@ pub(crate) fn encode(value: &str) -> String {
         }
     }
     out
+}
+
+/// The query string of a page of history or of a thread.
+fn page_query(query: &HistoryQuery) -> String {
+    let mut q = Query::default();
+    q.add("from", query.from);
+    q.add(
+        "dir",
+        Some(match query.dir {
+            Direction::Forward => "forward",
+            Direction::Backward => "backward",
+        }),
+    );
+    q.add("limit", query.limit);
+    q.finish()
 }
 
 #[cfg(test)]

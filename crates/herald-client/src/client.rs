@@ -258,12 +258,18 @@ impl Client {
     /// until acknowledged, always with the same `client_msg_id`, so the server stores it exactly once.
     /// A conversation's messages are stored in the order they were written.
     pub fn send(&self, conversation: ConversationId, body: impl Into<String>) -> PendingSend {
-        self.send_message(conversation, body.into(), None, Vec::new())
+        self.send_message(conversation, body.into(), |_| {})
     }
 
     /// Like [`Client::send`], as a reply to the message `reply_to` (a seq) of the same conversation.
     pub fn send_reply(&self, conversation: ConversationId, body: impl Into<String>, reply_to: u64) -> PendingSend {
-        self.send_message(conversation, body.into(), Some(reply_to), Vec::new())
+        self.send_message(conversation, body.into(), |item| item.reply_to = Some(reply_to))
+    }
+
+    /// Like [`Client::send`], as a reply in the thread of the message `root` (a seq of the same conversation
+    /// that is not itself in a thread). The reply arrives as any message does, with `thread_root` set.
+    pub fn send_in_thread(&self, conversation: ConversationId, root: u64, body: impl Into<String>) -> PendingSend {
+        self.send_message(conversation, body.into(), |item| item.thread_root = Some(root))
     }
 
     /// Like [`Client::send`], attaching ready uploads (see [`crate::Api::upload`]); `body` may be empty.
@@ -273,20 +279,14 @@ impl Client {
         body: impl Into<String>,
         attachments: Vec<herald_proto::MediaId>,
     ) -> PendingSend {
-        self.send_message(conversation, body.into(), None, attachments)
+        self.send_message(conversation, body.into(), |item| item.attachments = attachments)
     }
 
-    fn send_message(
-        &self,
-        conversation: ConversationId,
-        body: String,
-        reply_to: Option<u64>,
-        attachments: Vec<herald_proto::MediaId>,
-    ) -> PendingSend {
+    fn send_message(&self, conversation: ConversationId, body: String, shape: impl FnOnce(&mut Item)) -> PendingSend {
         let client_msg_id = uuid::Uuid::now_v7().to_string();
         let (tx, rx) = oneshot::channel();
-        let mut item = Item::new(client_msg_id.clone(), body, reply_to, tx);
-        item.attachments = attachments;
+        let mut item = Item::new(client_msg_id.clone(), body, tx);
+        shape(&mut item);
         // If the task is gone, the command (and the reply sender with it) is dropped: the future says Closed.
         let _ = self.commands.send(Command::Send(conversation, item));
         PendingSend { conversation_id: conversation, client_msg_id, rx }

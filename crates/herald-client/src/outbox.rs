@@ -23,6 +23,8 @@ pub(crate) struct Item {
     pub client_msg_id: String,
     pub body: String,
     pub reply_to: Option<u64>,
+    /// The thread's root, for a reply in a thread.
+    pub thread_root: Option<u64>,
     /// Ready uploads the message attaches (the same ones on every retry).
     pub attachments: Vec<herald_proto::MediaId>,
     pub reply: Option<oneshot::Sender<SendResult>>,
@@ -34,11 +36,12 @@ pub(crate) struct Item {
 }
 
 impl Item {
-    pub fn new(client_msg_id: String, body: String, reply_to: Option<u64>, reply: oneshot::Sender<SendResult>) -> Self {
+    pub fn new(client_msg_id: String, body: String, reply: oneshot::Sender<SendResult>) -> Self {
         Self {
             client_msg_id,
             body,
-            reply_to,
+            reply_to: None,
+            thread_root: None,
             attachments: Vec::new(),
             reply: Some(reply),
             in_flight: false,
@@ -103,6 +106,7 @@ impl Outbox {
                 client_msg_id: head.client_msg_id.clone(),
                 body: head.body.clone(),
                 reply_to: head.reply_to,
+                thread_root: head.thread_root,
                 attachments: head.attachments.clone(),
             });
         }
@@ -226,7 +230,7 @@ mod tests {
 
     fn item(id: &str) -> (Item, oneshot::Receiver<SendResult>) {
         let (tx, rx) = oneshot::channel();
-        (Item::new(id.into(), format!("body {id}"), None, tx), rx)
+        (Item::new(id.into(), format!("body {id}"), tx), rx)
     }
 
     fn ack(conversation: ConversationId, id: &str, seq: u64) -> SendAck {

@@ -9,4 +9,5 @@ mod client {
     mod outbox;
     mod resume;
     mod safety;
+    mod threads;
 }

@@ -22,13 +22,14 @@ use std::collections::{BTreeMap, BTreeSet};
 /// How many tasks race in the concurrency checks.
 const RACERS: usize = 8;
 
-/// Runs the whole suite: users, conversations, messages, cursors, media, reports.
+/// Runs the whole suite: users, conversations, messages, feeds, cursors, threads, media, reports.
 pub async fn run_all(stores: Stores) {
     users(&stores).await;
     conversations(&stores).await;
     messages(&stores).await;
     feeds(&stores).await;
     cursors(&stores).await;
+    threads(&stores).await;
     media(&stores).await;
     reports(&stores).await;
 }
@@ -147,6 +148,8 @@ pub fn message(conversation: ConversationId, seq: u64, sender: UserId, device: D
         client_msg_id: format!("client-{seq}"),
         body: format!("message number {seq}"),
         reply_to: None,
+        thread_root: None,
+        thread: None,
         sent_at: now_millis(),
         edited_at: None,
         deleted: false,
@@ -1249,6 +1252,120 @@ pub async fn cursors(stores: &Stores) {
 // ---------------------------------------------------------------------------------------------------------
 // MediaStore
 // ---------------------------------------------------------------------------------------------------------
+
+/// Threads: the replies a commit files under their root, paged and counted, the conversation's count of them
+/// by seq, `last_sent_by` leaving them out, and each user's read position per thread.
+pub async fn threads(stores: &Stores) {
+    let s = &stores.messages;
+    let (alice, alice_device) = create_user_with_device(stores).await;
+    let (bob, bob_device) = create_user_with_device(stores).await;
+    let conversation = create_group_of(stores, alice.id).await.id;
+    let reply = |seq: u64, root: u64, sender: UserId, device: DeviceId| Message {
+        thread_root: Some(root),
+        ..message(conversation, seq, sender, device)
+    };
+    // 1 and 2 are roots; 3, 5 and 6 reply to 1, 4 to 2; 7 is in no thread.
+    let mut root = message(conversation, 1, alice.id, alice_device.id);
+    let first = vec![
+        MessageWrite::Insert(root.clone()),
+        MessageWrite::Insert(message(conversation, 2, bob.id, bob_device.id)),
+        MessageWrite::Insert(reply(3, 1, bob.id, bob_device.id)),
+        MessageWrite::Insert(reply(4, 2, alice.id, alice_device.id)),
+    ];
+    ok(s.commit(&first).await, "commit roots and replies");
+    let base = root.clone();
+    root.thread = Some(herald_proto::ThreadSummary { replies: 3, last_seq: 6, last_reply_at: now_millis() });
+    let second = vec![
+        MessageWrite::Insert(reply(5, 1, alice.id, alice_device.id)),
+        MessageWrite::Insert(reply(6, 1, bob.id, bob_device.id)),
+        MessageWrite::Insert(message(conversation, 7, bob.id, bob_device.id)),
+        MessageWrite::update(root.clone(), base),
+    ];
+    ok(s.commit(&second).await, "commit more replies and the root's summary");
+    assert_eq!(
+        ok(s.message(conversation, 1).await, "root"),
+        Some(root),
+        "MessageStore::message must return a root with its thread summary as committed"
+    );
+    let reply_5 = ok(s.message(conversation, 5).await, "reply").expect("reply 5 is stored");
+    assert_eq!(reply_5.thread_root, Some(1), "MessageStore::message must keep a reply's thread_root");
+
+    let page = |from, direction, limit| async move {
+        seqs(&ok(s.thread(conversation, 1, from, direction, limit).await, "thread"))
+    };
+    assert_eq!(
+        page(1, Direction::Forward, 10).await,
+        vec![3, 5, 6],
+        "MessageStore::thread: the root's replies, in seq order"
+    );
+    assert_eq!(page(4, Direction::Forward, 1).await, vec![5], "MessageStore::thread: from is inclusive, limit holds");
+    assert_eq!(page(u64::MAX, Direction::Backward, 2).await, vec![6, 5], "MessageStore::thread backward");
+    assert_eq!(page(4, Direction::Backward, 10).await, vec![3], "MessageStore::thread backward from a seq");
+    assert!(page(7, Direction::Forward, 10).await.is_empty(), "MessageStore::thread past the last reply");
+    assert_eq!(
+        seqs(&ok(s.thread(conversation, 2, 1, Direction::Forward, 10).await, "thread of 2")),
+        vec![4],
+        "MessageStore::thread mixes threads"
+    );
+    assert!(
+        ok(s.thread(conversation, 7, 1, Direction::Forward, 10).await, "thread of none").is_empty(),
+        "MessageStore::thread of a message without replies must be empty"
+    );
+
+    // Unread in a thread: replies after the position, one's own left out.
+    let unread =
+        |after, reader| async move { ok(s.thread_unread(conversation, 1, after, reader).await, "thread_unread") };
+    assert_eq!(unread(0, alice.id).await, 2, "MessageStore::thread_unread must leave out the reader's own replies");
+    assert_eq!(unread(0, bob.id).await, 1, "MessageStore::thread_unread must leave out the reader's own replies");
+    assert_eq!(unread(5, alice.id).await, 1, "MessageStore::thread_unread counts only replies after the position");
+    assert_eq!(unread(6, alice.id).await, 0, "MessageStore::thread_unread at the last reply");
+
+    // The conversation's thread replies by seq.
+    let between = |after, upto| async move {
+        ok(s.thread_replies_between(conversation, after, upto).await, "thread_replies_between")
+    };
+    assert_eq!(between(0, 7).await, 4, "MessageStore::thread_replies_between over the whole conversation");
+    assert_eq!(between(3, 5).await, 2, "MessageStore::thread_replies_between is (after, upto]");
+    assert_eq!(between(6, 7).await, 0, "MessageStore::thread_replies_between past the replies");
+    assert_eq!(between(7, 3).await, 0, "MessageStore::thread_replies_between of an empty range");
+
+    // A thread reply does not move its sender's last_sent_by.
+    assert_eq!(
+        ok(s.last_sent_by(conversation, alice.id).await, "last_sent_by"),
+        1,
+        "MessageStore::last_sent_by counted a thread reply"
+    );
+    assert_eq!(ok(s.last_sent_by(conversation, bob.id).await, "last_sent_by"), 7, "MessageStore::last_sent_by");
+
+    // Read positions per thread and user, forward only.
+    let c = &stores.cursors;
+    assert_eq!(
+        ok(c.thread_read(conversation, alice.id, 1).await, "thread_read"),
+        0,
+        "CursorStore::thread_read of none"
+    );
+    assert_eq!(
+        ok(c.advance_thread_read(conversation, alice.id, 1, 5).await, "advance"),
+        5,
+        "CursorStore::advance_thread_read"
+    );
+    assert_eq!(
+        ok(c.advance_thread_read(conversation, alice.id, 1, 3).await, "advance back"),
+        5,
+        "CursorStore::advance_thread_read moved back"
+    );
+    assert_eq!(ok(c.thread_read(conversation, alice.id, 1).await, "thread_read"), 5, "CursorStore::thread_read");
+    assert_eq!(
+        ok(c.thread_read(conversation, bob.id, 1).await, "thread_read"),
+        0,
+        "CursorStore::thread_read mixes users"
+    );
+    assert_eq!(
+        ok(c.thread_read(conversation, alice.id, 2).await, "thread_read"),
+        0,
+        "CursorStore::thread_read mixes threads"
+    );
+}
 
 /// A pending upload of `size` declared bytes (for the backends' own tests too).
 pub fn upload(owner: UserId, size: u64, created_at: Millis) -> MediaRecord {

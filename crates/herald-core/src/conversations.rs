@@ -328,6 +328,7 @@ impl Conversations {
             seq => self.stores.messages.message(id, seq).await?,
         };
         let read = self.stores.position(id, user).await?.read;
+        let unread = self.stores.unread(id, last_seq, read).await?;
         let peer = match conversation.kind {
             ConversationKind::Direct => {
                 self.stores.conversations.members(id).await?.iter().map(|m| m.user_id).find(|u| *u != user)
@@ -342,7 +343,7 @@ impl Conversations {
             last_seq,
             last_message,
             read: read.min(last_seq),
-            unread: last_seq.saturating_sub(read),
+            unread,
         })
     }
 

@@ -40,6 +40,10 @@ pub enum Op {
         client_msg_id: String,
         body: String,
         reply_to: Option<u64>,
+        /// A reply in the thread of this root message (checked by the partition owner, which updates the
+        /// root's summary in the same commit).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        thread_root: Option<u64>,
         /// Checked by the gateway (the sender may attach them, they are ready) and snapshotted.
         #[serde(default)]
         attachments: Vec<herald_proto::Attachment>,

@@ -16,6 +16,8 @@ use herald_proto::{
 };
 use std::sync::Arc;
 
+mod threads;
+
 const MAX_CLIENT_MSG_ID_CHARS: usize = 64;
 const MAX_EMOJI_CHARS: usize = 16;
 
@@ -53,12 +55,21 @@ impl Messaging {
         if req.reply_to == Some(0) {
             return Err(CoreError::invalid("reply_to must be a seq (1 or more)"));
         }
+        if req.thread_root == Some(0) {
+            return Err(CoreError::invalid("thread_root must be a seq (1 or more)"));
+        }
         self.conversations.require_member(principal, conversation).await?;
         self.conversations.require_unblocked_direct(principal, conversation).await?;
         self.rate.check(principal.user)?;
         let attachments =
             crate::media::attachments(&self.stores, &self.conversations, principal, &req.attachments).await?;
-        let op = Op::Send { client_msg_id: req.client_msg_id, body: req.body, reply_to: req.reply_to, attachments };
+        let op = Op::Send {
+            client_msg_id: req.client_msg_id,
+            body: req.body,
+            reply_to: req.reply_to,
+            thread_root: req.thread_root,
+            attachments,
+        };
         match self.submitter.submit(principal, conversation, op).await? {
             Applied::Sent { message, duplicate } => Ok(SendAck {
                 conversation_id: conversation,
@@ -181,7 +192,7 @@ impl Messaging {
             last_seq,
             delivered,
             read,
-            unread: last_seq.saturating_sub(read),
+            unread: self.stores.unread(conversation, last_seq, read).await?,
             devices,
         })
     }

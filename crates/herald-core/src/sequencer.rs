@@ -398,6 +398,27 @@ impl<'a> Batch<'a> {
             .ok_or_else(|| CoreError::not_found(format!("no message {seq}")))
     }
 
+    /// The root of a thread a reply is sent into: a message of the conversation (at or below `last`) that
+    /// people wrote, is not itself in a thread, and is not deleted.
+    async fn thread_root(&self, conversation: ConversationId, root: u64, last: u64) -> Result<Message, CoreError> {
+        if root == 0 || root > last {
+            return Err(CoreError::invalid(format!("thread_root {root} is not a message of this conversation")));
+        }
+        let message = self.message(conversation, root).await?;
+        if message.system.is_some() {
+            return Err(CoreError::invalid(format!("thread_root {root} is a notice, which has no thread")));
+        }
+        if let Some(parent) = message.thread_root {
+            return Err(CoreError::invalid(format!(
+                "thread_root {root} is a reply in the thread of {parent}: reply to {parent} instead"
+            )));
+        }
+        if message.deleted {
+            return Err(CoreError::conflict(format!("thread_root {root} was deleted")));
+        }
+        Ok(message)
+    }
+
     fn put(&mut self, write: MessageWrite) {
         let m = write.message();
         let key = (m.conversation_id, m.seq);
@@ -420,7 +441,7 @@ impl<'a> Batch<'a> {
 
     /// A new message at `seq`, put into the batch.
     fn insert(&mut self, record: &LogRecord, seq: u64, client_msg_id: String, content: Content) -> Message {
-        let Content { body, reply_to, system, attachments } = content;
+        let Content { body, reply_to, thread_root, system, attachments } = content;
         let message = Message {
             conversation_id: record.conversation,
             seq,
@@ -430,6 +451,8 @@ impl<'a> Batch<'a> {
             client_msg_id,
             body,
             reply_to,
+            thread_root,
+            thread: None,
             sent_at: now_millis(),
             edited_at: None,
             deleted: false,
@@ -451,7 +474,7 @@ impl<'a> Batch<'a> {
     ) -> Result<(Applied, bool), CoreError> {
         let conversation = record.conversation;
         match &record.op {
-            Op::Send { client_msg_id, body, reply_to, attachments } => {
+            Op::Send { client_msg_id, body, reply_to, thread_root, attachments } => {
                 let key = (conversation, record.actor, client_msg_id.clone());
                 if let Some(&i) = self.by_client_id.get(&key) {
                     return Ok((Applied::Sent { message: self.writes[i].message().clone(), duplicate: true }, false));
@@ -469,14 +492,28 @@ impl<'a> Batch<'a> {
                 {
                     return Err(CoreError::invalid(format!("reply_to {target} is not a message of this conversation")));
                 }
+                // Checked before anything is put into the batch, so a refused reply leaves no trace.
+                let root = match thread_root {
+                    Some(root) => Some(self.thread_root(conversation, *root, last).await?),
+                    None => None,
+                };
                 self.by_client_id.insert(key, self.writes.len());
                 let content = Content {
                     body: body.clone(),
                     reply_to: *reply_to,
+                    thread_root: *thread_root,
                     attachments: attachments.clone(),
                     ..Content::default()
                 };
                 let message = self.insert(record, last + 1, client_msg_id.clone(), content);
+                if let Some(base) = root {
+                    let mut root = base.clone();
+                    let summary = root.thread.get_or_insert_with(Default::default);
+                    summary.replies += 1;
+                    summary.last_seq = message.seq;
+                    summary.last_reply_at = message.sent_at;
+                    self.put(MessageWrite::update(root, base));
+                }
                 Ok((Applied::Sent { message, duplicate: false }, true))
             }
             Op::System { event } => {
@@ -558,6 +595,7 @@ impl<'a> Batch<'a> {
 struct Content {
     body: String,
     reply_to: Option<u64>,
+    thread_root: Option<u64>,
     system: Option<herald_proto::SystemEvent>,
     attachments: Vec<herald_proto::Attachment>,
 }

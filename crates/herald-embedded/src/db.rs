@@ -279,6 +279,9 @@ fn create_tables(db: &Database) -> StoreResult<()> {
         txn.open_table(tables::LAST_SENT).map_err(backend)?;
         txn.open_table(tables::FEED).map_err(backend)?;
         txn.open_table(tables::CURSORS).map_err(backend)?;
+        txn.open_table(tables::THREAD_REPLIES).map_err(backend)?;
+        txn.open_table(tables::THREAD_REPLY_SEQS).map_err(backend)?;
+        txn.open_table(tables::THREAD_READS).map_err(backend)?;
         txn.open_table(tables::MEDIA).map_err(backend)?;
         txn.open_table(tables::MEDIA_BY_HASH).map_err(backend)?;
         txn.open_table(tables::MEDIA_UNFINISHED).map_err(backend)?;

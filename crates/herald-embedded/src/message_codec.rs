@@ -9,14 +9,17 @@
 //! Layout (integers big-endian):
 //! `FORMAT (1) | conversation_id (16) | seq (8) | message_id (16) | sender (16) | sender_device (16) |
 //! sent_at (8) | flags (1) | client_msg_id: len u16, bytes | body: len u32, bytes | rest`, where `rest` is a JSON
-//! object of the fields that are usually absent (`reply_to`, `edited_at`, `reactions`, `system`, `attachments`,
+//! object of the fields that are usually absent (`reply_to`, `thread_root`, `thread`, `edited_at`, `reactions`,
+//! `system`, `attachments`,
 //! under the names the API uses), or nothing when all of them are. Rows written by earlier versions are the
 //! message's JSON, which starts with `{`: [`decode`] reads both, so nothing is migrated (the journal may also
 //! hold such rows from before an upgrade).
 
 use crate::db::backend;
 use herald_core::store::{StoreError, StoreResult};
-use herald_proto::{Attachment, ConversationId, DeviceId, Message, MessageId, Millis, SystemEvent, UserId};
+use herald_proto::{
+    Attachment, ConversationId, DeviceId, Message, MessageId, Millis, SystemEvent, ThreadSummary, UserId,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -34,6 +37,10 @@ type Reactions = BTreeMap<String, BTreeSet<UserId>>;
 struct RareRef<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     reply_to: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    thread_root: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    thread: Option<&'a ThreadSummary>,
     #[serde(skip_serializing_if = "Option::is_none")]
     edited_at: Option<Millis>,
     #[serde(skip_serializing_if = "no_reactions")]
@@ -57,6 +64,10 @@ fn no_attachments(attachments: &&[Attachment]) -> bool {
 struct Rare {
     #[serde(default)]
     reply_to: Option<u64>,
+    #[serde(default)]
+    thread_root: Option<u64>,
+    #[serde(default)]
+    thread: Option<ThreadSummary>,
     #[serde(default)]
     edited_at: Option<Millis>,
     #[serde(default)]
@@ -86,12 +97,16 @@ pub fn encode(message: &Message) -> StoreResult<Vec<u8>> {
     out.extend_from_slice(message.body.as_bytes());
     let rare = RareRef {
         reply_to: message.reply_to,
+        thread_root: message.thread_root,
+        thread: message.thread.as_ref(),
         edited_at: message.edited_at,
         reactions: &message.reactions,
         system: message.system.as_ref(),
         attachments: &message.attachments,
     };
     let all_absent = rare.reply_to.is_none()
+        && rare.thread_root.is_none()
+        && rare.thread.is_none()
         && rare.edited_at.is_none()
         && rare.reactions.is_empty()
         && rare.system.is_none()
@@ -137,6 +152,8 @@ fn decode_binary(bytes: &[u8]) -> Option<Message> {
         client_msg_id,
         body,
         reply_to: rare.reply_to,
+        thread_root: rare.thread_root,
+        thread: rare.thread,
         sent_at,
         edited_at: rare.edited_at,
         deleted: flags & DELETED != 0,
@@ -183,6 +200,8 @@ mod tests {
     fn every_field() -> Message {
         let mut message = plain();
         message.reply_to = Some(7);
+        message.thread_root = Some(3);
+        message.thread = Some(ThreadSummary { replies: 2, last_seq: 41, last_reply_at: 1_800_000_000_001 });
         message.edited_at = Some(1_800_000_000_000);
         message.deleted = true;
         message.reactions.entry("👍".into()).or_default().insert(UserId::new());
@@ -202,6 +221,8 @@ mod tests {
     fn plain_like(message: &Message) -> Message {
         Message {
             reply_to: None,
+            thread_root: None,
+            thread: None,
             edited_at: None,
             reactions: BTreeMap::new(),
             system: None,

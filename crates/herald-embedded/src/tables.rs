@@ -40,6 +40,13 @@ pub const LAST_SENT: TableDefinition<IdPair, u64> = TableDefinition::new("last_s
 pub const FEED: TableDefinition<IdSeq, &[u8]> = TableDefinition::new("feed_v3");
 /// (conversation, user, device) -> (delivered, read)
 pub const CURSORS: TableDefinition<(Id, Id, Id), (u64, u64)> = TableDefinition::new("cursors");
+/// (conversation, thread root, seq) -> sender: each thread's replies, written by the message commit.
+pub const THREAD_REPLIES: TableDefinition<(Id, u64, u64), Id> = TableDefinition::new("thread_replies");
+/// (conversation, seq) -> thread root: the conversation's thread replies in seq order, which its unread count
+/// leaves out. Written with `THREAD_REPLIES`.
+pub const THREAD_REPLY_SEQS: TableDefinition<IdSeq, u64> = TableDefinition::new("thread_reply_seqs");
+/// (conversation, user, thread root) -> the user's read position in the thread
+pub const THREAD_READS: TableDefinition<(Id, Id, u64), u64> = TableDefinition::new("thread_reads");
 
 /// MediaId -> MediaRecord
 pub const MEDIA: TableDefinition<Id, &[u8]> = TableDefinition::new("media");

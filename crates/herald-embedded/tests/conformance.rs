@@ -45,6 +45,7 @@ async fn each_trait_conforms_on_its_own() {
     let db = open(dir.path());
     let stores = db.stores();
     conformance::cursors(&stores).await;
+    conformance::threads(&stores).await;
     conformance::messages(&stores).await;
     conformance::conversations(&stores).await;
     conformance::users(&stores).await;
@@ -82,6 +83,8 @@ async fn committed_data_survives_reopen() {
             client_msg_id: format!("durable-{seq}"),
             body: format!("body {seq}"),
             reply_to: None,
+            thread_root: None,
+            thread: None,
             sent_at: now_millis(),
             edited_at: None,
             deleted: false,

@@ -125,6 +125,7 @@ async fn check(scenario: Scenario) {
                         client_msg_id: client_msg_id(send.key),
                         body: body(index),
                         reply_to: None,
+                        thread_root: None,
                         attachments: Vec::new(),
                     },
                 };

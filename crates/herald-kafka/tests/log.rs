@@ -135,6 +135,7 @@ fn record(conversation: ConversationId, n: usize) -> LogRecord {
             client_msg_id: n.to_string(),
             body: format!("message {n}"),
             reply_to: None,
+            thread_root: None,
             attachments: vec![],
         },
     }

@@ -337,7 +337,8 @@ impl<'a> Plan<'a> {
         let client_ids: Vec<&str> = inserted.iter().map(|m| m.client_msg_id.as_str()).collect();
         let seqs: Vec<i64> = inserted.iter().map(|m| big(m.seq)).collect();
         let mut newest: BTreeMap<(Uuid, Uuid), i64> = BTreeMap::new();
-        for m in &inserted {
+        // A thread reply says nothing of what its sender read outside the thread (see `last_sent_by`).
+        for m in inserted.iter().filter(|m| m.thread_root.is_none()) {
             let seq = newest.entry((m.conversation_id.0, m.sender.0)).or_insert(0);
             *seq = (*seq).max(big(m.seq));
         }
@@ -366,7 +367,30 @@ impl<'a> Plan<'a> {
              ON CONFLICT (conversation_id, sender) DO UPDATE SET seq = greatest(last_sent.seq, excluded.seq)",
             &sent_params,
         );
-        let (keys, last_sent) = tokio::join!(keys, last_sent);
+        let replies: Vec<&Message> = inserted.iter().copied().filter(|m| m.thread_root.is_some()).collect();
+        let reply_conversations: Vec<Uuid> = replies.iter().map(|m| m.conversation_id.0).collect();
+        let reply_roots: Vec<i64> = replies.iter().map(|m| big(m.thread_root.unwrap_or_default())).collect();
+        let reply_seqs: Vec<i64> = replies.iter().map(|m| big(m.seq)).collect();
+        let reply_senders: Vec<Uuid> = replies.iter().map(|m| m.sender.0).collect();
+        let reply_params: [Param<'_>; 4] = [
+            (&reply_conversations, Type::UUID_ARRAY),
+            (&reply_roots, Type::INT8_ARRAY),
+            (&reply_seqs, Type::INT8_ARRAY),
+            (&reply_senders, Type::UUID_ARRAY),
+        ];
+        let thread_replies = async {
+            if replies.is_empty() {
+                return Ok(0);
+            }
+            txn.execute_typed(
+                "INSERT INTO thread_replies (conversation_id, thread_root, seq, sender)
+                 SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::uuid[])",
+                &reply_params,
+            )
+            .await
+        };
+        let (keys, last_sent, thread_replies) = tokio::join!(keys, last_sent, thread_replies);
+        thread_replies.map_err(pg)?;
         keys.map_err(|e| match pg(e) {
             StoreError::Conflict(detail) => {
                 StoreError::Conflict(format!("an idempotency key of this commit is already stored: {detail}"))

@@ -96,6 +96,51 @@ impl CursorStore for PostgresDb {
             })
             .await
     }
+
+    async fn advance_thread_read(
+        &self,
+        conversation: ConversationId,
+        user: UserId,
+        root: u64,
+        read: u64,
+    ) -> StoreResult<u64> {
+        self.pools
+            .write("upsert", "thread_reads", async |client| {
+                let row = client
+                    .query_typed_one(
+                        "INSERT INTO thread_reads (conversation_id, user_id, thread_root, read) VALUES ($1, $2, $3, $4)
+                         ON CONFLICT (conversation_id, user_id, thread_root) DO UPDATE
+                            SET read = greatest(thread_reads.read, excluded.read)
+                         RETURNING read",
+                        &[
+                            (&conversation.0, Type::UUID),
+                            (&user.0, Type::UUID),
+                            (&big(root), Type::INT8),
+                            (&big(read), Type::INT8),
+                        ],
+                    )
+                    .await
+                    .map_err(pg)?;
+                Ok(unsigned(row.get(0)))
+            })
+            .await
+    }
+
+    /// Fresh, as the cursors.
+    async fn thread_read(&self, conversation: ConversationId, user: UserId, root: u64) -> StoreResult<u64> {
+        self.pools
+            .read("select", "thread_reads", Freshness::Fresh, |client| async move {
+                let row = client
+                    .query_typed_opt(
+                        "SELECT read FROM thread_reads WHERE conversation_id = $1 AND user_id = $2 AND thread_root = $3",
+                        &[(&conversation.0, Type::UUID), (&user.0, Type::UUID), (&big(root), Type::INT8)],
+                    )
+                    .await
+                    .map_err(pg)?;
+                Ok(row.map_or(0, |r| unsigned(r.get(0))))
+            })
+            .await
+    }
 }
 
 fn columns(keys: &[Key]) -> (Vec<uuid::Uuid>, Vec<uuid::Uuid>, Vec<uuid::Uuid>) {

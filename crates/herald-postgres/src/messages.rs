@@ -160,6 +160,96 @@ impl MessageStore for PostgresDb {
             .await
     }
 
+    /// May lag, as history does.
+    async fn thread(
+        &self,
+        conversation: ConversationId,
+        root: u64,
+        from: u64,
+        direction: Direction,
+        limit: usize,
+    ) -> StoreResult<Vec<Message>> {
+        let sql = match direction {
+            Direction::Forward => {
+                "SELECT m.payload FROM thread_replies t
+                   JOIN messages m ON m.conversation_id = t.conversation_id AND m.seq = t.seq
+                  WHERE t.conversation_id = $1 AND t.thread_root = $2 AND t.seq >= $3
+                  ORDER BY t.seq LIMIT $4"
+            }
+            Direction::Backward => {
+                "SELECT m.payload FROM thread_replies t
+                   JOIN messages m ON m.conversation_id = t.conversation_id AND m.seq = t.seq
+                  WHERE t.conversation_id = $1 AND t.thread_root = $2 AND t.seq <= $3
+                  ORDER BY t.seq DESC LIMIT $4"
+            }
+        };
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.pools
+            .read("range", "thread_replies", Freshness::MayLag, |client| async move {
+                let rows = client
+                    .query_typed(
+                        sql,
+                        &[
+                            (&conversation.0, Type::UUID),
+                            (&big(root), Type::INT8),
+                            (&big(from), Type::INT8),
+                            (&limit, Type::INT8),
+                        ],
+                    )
+                    .await
+                    .map_err(pg)?;
+                rows.iter().map(|r| decode(r.get(0))).collect()
+            })
+            .await
+    }
+
+    /// Fresh, as the conversation's unread count.
+    async fn thread_unread(
+        &self,
+        conversation: ConversationId,
+        root: u64,
+        after: u64,
+        reader: UserId,
+    ) -> StoreResult<u64> {
+        self.pools
+            .read("count", "thread_replies", Freshness::Fresh, |client| async move {
+                let row = client
+                    .query_typed_one(
+                        "SELECT count(*) FROM thread_replies
+                          WHERE conversation_id = $1 AND thread_root = $2 AND seq > $3 AND sender <> $4",
+                        &[
+                            (&conversation.0, Type::UUID),
+                            (&big(root), Type::INT8),
+                            (&big(after), Type::INT8),
+                            (&reader.0, Type::UUID),
+                        ],
+                    )
+                    .await
+                    .map_err(pg)?;
+                Ok(unsigned(row.get(0)))
+            })
+            .await
+    }
+
+    /// Fresh: unread counts use it right after a send.
+    async fn thread_replies_between(&self, conversation: ConversationId, after: u64, upto: u64) -> StoreResult<u64> {
+        if upto <= after {
+            return Ok(0);
+        }
+        self.pools
+            .read("count", "thread_replies", Freshness::Fresh, |client| async move {
+                let row = client
+                    .query_typed_one(
+                        "SELECT count(*) FROM thread_replies WHERE conversation_id = $1 AND seq > $2 AND seq <= $3",
+                        &[(&conversation.0, Type::UUID), (&big(after), Type::INT8), (&big(upto), Type::INT8)],
+                    )
+                    .await
+                    .map_err(pg)?;
+                Ok(unsigned(row.get(0)))
+            })
+            .await
+    }
+
     /// May lag: a history page a replica has not caught up with yet ends early, and the next page (or the
     /// live feed) brings the rest.
     async fn history(

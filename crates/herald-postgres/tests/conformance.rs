@@ -20,6 +20,7 @@ async fn each_trait_conforms_on_its_own() {
     let db = PostgresDb::open(&database.settings()).await.expect("open the PostgreSQL store");
     let stores = db.stores();
     conformance::cursors(&stores).await;
+    conformance::threads(&stores).await;
     conformance::messages(&stores).await;
     conformance::conversations(&stores).await;
     conformance::users(&stores).await;

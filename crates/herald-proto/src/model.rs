@@ -76,6 +76,15 @@ pub struct Message {
     pub body: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply_to: Option<u64>,
+    /// Set on a reply in a thread: the seq of the thread's root, a message of the same conversation that is not
+    /// itself in a thread. Thread replies share the conversation's seqs, feed and history; clients show them
+    /// under their root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread_root: Option<u64>,
+    /// Set on a thread's root once it has a reply, and kept current by the server as replies arrive (a reply's
+    /// own event is the news of it: the root is not announced again for each reply).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread: Option<ThreadSummary>,
     /// Server time when the message was sequenced. Informational; never used for order.
     pub sent_at: Millis,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -92,6 +101,32 @@ pub struct Message {
     /// Uploads attached to the message (a snapshot taken when it was sent). Emptied when it is deleted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attachments: Vec<crate::Attachment>,
+}
+
+/// What a thread's root says of its replies.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThreadSummary {
+    /// Replies sent, deleted ones included (a deleted reply keeps its seq, as in the conversation).
+    pub replies: u64,
+    /// The seq of the newest reply.
+    pub last_seq: u64,
+    /// When the newest reply was sequenced.
+    pub last_reply_at: Millis,
+}
+
+/// A thread as one member sees it: its root, its replies, and this member's own read position in it (threads
+/// keep their own unread state, apart from the conversation's).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThreadState {
+    pub conversation_id: ConversationId,
+    pub root: Message,
+    /// Replies so far, and the seq of the newest (0 when none).
+    pub replies: u64,
+    pub last_seq: u64,
+    /// The furthest reply this user has marked read in the thread (0 when none).
+    pub read: u64,
+    /// Replies after `read` sent by others.
+    pub unread: u64,
 }
 
 /// The answer to a send: the message is durably stored under `seq`.

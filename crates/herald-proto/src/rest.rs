@@ -107,6 +107,10 @@ pub struct SendMessage {
     pub body: String,
     #[serde(default)]
     pub reply_to: Option<u64>,
+    /// Sends the message as a reply in the thread of this root message (a message of the conversation that is
+    /// not itself a thread reply, nor a notice, nor deleted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread_root: Option<u64>,
     /// Ready uploads the sender may see (its own, or ones attached where it is a member), in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attachments: Vec<crate::MediaId>,
@@ -168,6 +172,14 @@ pub struct HistoryPage {
 pub struct UpdateCursor {
     pub delivered: Option<u64>,
     pub read: Option<u64>,
+}
+
+/// `PUT /api/v1/conversations/{id}/threads/{root}/read`: this user has read the thread up to reply `read`.
+/// The position only moves forward.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateThreadRead {
+    pub read: u64,
 }
 
 /// One entry of `GET /api/v1/blocks`: a user the caller blocks, and since when.

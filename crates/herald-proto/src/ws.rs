@@ -26,6 +26,9 @@ pub enum ClientFrame {
         body: String,
         #[serde(default)]
         reply_to: Option<u64>,
+        /// Sends the message as a reply in the thread of this root message.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        thread_root: Option<u64>,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         attachments: Vec<crate::MediaId>,
     },

@@ -30,5 +30,6 @@ mod integration {
     mod observability;
     mod ops;
     mod reports;
+    mod threads;
     mod user_admin;
 }

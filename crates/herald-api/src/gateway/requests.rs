@@ -59,11 +59,11 @@ pub fn handle(state: &AppState, me: Principal, frame: ClientFrame) -> Action {
         ClientFrame::Auth { .. } => Action::Reply(Box::new(bad_frame("already authenticated"))),
         ClientFrame::Sync { since } => Action::Sync(since),
         ClientFrame::Ping { id } => Action::Reply(Box::new(ServerFrame::Pong { id })),
-        ClientFrame::Send { id, conversation_id, client_msg_id, body, reply_to, attachments } => {
+        ClientFrame::Send { id, conversation_id, client_msg_id, body, reply_to, thread_root, attachments } => {
             later(id.clone(), async move {
                 let ack = services
                     .messaging
-                    .send(me, conversation_id, SendMessage { client_msg_id, body, reply_to, attachments })
+                    .send(me, conversation_id, SendMessage { client_msg_id, body, reply_to, thread_root, attachments })
                     .await?;
                 Ok(Some(ServerFrame::Ack {
                     id,

@@ -4,7 +4,8 @@ use crate::extract::{Auth, Json, Path, Query};
 use axum::extract::State;
 use axum::http::StatusCode;
 use herald_proto::{
-    ConversationId, CursorState, EditMessage, HistoryPage, HistoryQuery, Message, SendAck, SendMessage, UpdateCursor,
+    ConversationId, CursorState, EditMessage, HistoryPage, HistoryQuery, Message, SendAck, SendMessage, ThreadState,
+    UpdateCursor, UpdateThreadRead,
 };
 
 /// 201 for a new message, 200 for a retry answered with the original ack.
@@ -77,4 +78,31 @@ pub async fn cursor(
     Path(id): Path<ConversationId>,
 ) -> ApiResult<Json<CursorState>> {
     Ok(Json(s.services.messaging.cursor_state(p, id).await?))
+}
+
+/// A thread: its root, its reply count and the caller's own read position and unread count in it.
+pub async fn thread(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Path((id, root)): Path<(ConversationId, u64)>,
+) -> ApiResult<Json<ThreadState>> {
+    Ok(Json(s.services.messaging.thread(p, id, root).await?))
+}
+
+pub async fn thread_replies(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Path((id, root)): Path<(ConversationId, u64)>,
+    Query(q): Query<HistoryQuery>,
+) -> ApiResult<Json<HistoryPage>> {
+    Ok(Json(s.services.messaging.thread_replies(p, id, root, q).await?))
+}
+
+pub async fn mark_thread_read(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Path((id, root)): Path<(ConversationId, u64)>,
+    Json(body): Json<UpdateThreadRead>,
+) -> ApiResult<Json<ThreadState>> {
+    Ok(Json(s.services.messaging.mark_thread_read(p, id, root, body).await?))
 }

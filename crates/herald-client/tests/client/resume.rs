@@ -64,6 +64,7 @@ async fn a_new_device_can_start_at_the_latest_position() {
             client_msg_id: format!("old{i}"),
             body: format!("old {i}"),
             reply_to: None,
+            thread_root: None,
             attachments: Vec::new(),
         };
         api.send_message(&alice.access_token, c, &message).await.expect("sent");
@@ -77,8 +78,13 @@ async fn a_new_device_can_start_at_the_latest_position() {
     })
     .await;
     assert_eq!((synced, bob_client.position()), (3, 3));
-    let message =
-        SendMessage { client_msg_id: "new".into(), body: "new".into(), reply_to: None, attachments: Vec::new() };
+    let message = SendMessage {
+        client_msg_id: "new".into(),
+        body: "new".into(),
+        reply_to: None,
+        thread_root: None,
+        attachments: Vec::new(),
+    };
     api.send_message(&alice.access_token, c, &message).await.expect("sent");
     let got = messages(&mut events, c, 1).await;
     assert_eq!((got[0].0, got[0].1.seq), (4, 4), "only the new message");
@@ -96,6 +102,7 @@ async fn a_resync_is_reported_and_the_client_continues() {
             client_msg_id: format!("m{i}"),
             body: format!("old {i}"),
             reply_to: None,
+            thread_root: None,
             attachments: Vec::new(),
         };
         api.send_message(&alice.access_token, c, &message).await.expect("sent");

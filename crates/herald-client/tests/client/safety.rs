@@ -33,6 +33,7 @@ async fn a_member_reports_and_an_admin_lists_and_resolves() {
                 client_msg_id: "r1".into(),
                 body: "rude words".into(),
                 reply_to: None,
+                thread_root: None,
                 attachments: Vec::new(),
             },
         )
@@ -87,8 +88,13 @@ async fn a_blocked_user_cannot_write_directly_until_unblocked() {
     api.block_user(&alice.access_token, bob.user.id).await.expect("blocked");
     let listed = api.blocks(&alice.access_token).await.expect("listed");
     assert_eq!(listed.iter().map(|b| b.user_id).collect::<Vec<_>>(), vec![bob.user.id]);
-    let message =
-        SendMessage { client_msg_id: "b1".into(), body: "hi".into(), reply_to: None, attachments: Vec::new() };
+    let message = SendMessage {
+        client_msg_id: "b1".into(),
+        body: "hi".into(),
+        reply_to: None,
+        thread_root: None,
+        attachments: Vec::new(),
+    };
     let refused = api.send_message(&bob.access_token, c, &message).await.expect_err("blocked");
     assert_eq!(refused.code(), Some(ErrorCode::Forbidden));
     api.unblock_user(&alice.access_token, bob.user.id).await.expect("unblocked");

@@ -138,10 +138,35 @@ pub trait MessageStore: Send + Sync + 'static {
     /// [`MessageStore::by_client_id`] for many keys at once, answers in the keys' order: the sequencer asks
     /// for a whole batch's sends with one call, so a backend reads them in one go (one transaction, one query).
     async fn by_client_ids(&self, keys: &[ClientKey<'_>]) -> StoreResult<Vec<Option<Message>>>;
-    /// The highest seq `sender` has sent in the conversation, 0 if none. Maintained by `commit` in the same
-    /// write, so it is exact: sending implies having read everything up to one's own message, and unread
-    /// counts use it without a cursor write on the send path.
+    /// The highest seq `sender` has sent in the conversation outside threads, 0 if none. Maintained by
+    /// `commit` in the same write, so it is exact: sending implies having read everything up to one's own
+    /// message, and unread counts use it without a cursor write on the send path. A thread reply says nothing
+    /// of the conversation's other messages, so it does not count.
     async fn last_sent_by(&self, conversation: ConversationId, sender: UserId) -> StoreResult<u64>;
+    /// Up to `limit` replies in the thread of `root` (the messages whose `thread_root` is `root`), starting at
+    /// seq `from` (inclusive) in the given direction. Kept by `commit` from each inserted message's
+    /// `thread_root`; maps onto Cassandra as `thread_replies((conversation_id, thread_root), seq) -> sender`.
+    async fn thread(
+        &self,
+        conversation: ConversationId,
+        root: u64,
+        from: u64,
+        direction: Direction,
+        limit: usize,
+    ) -> StoreResult<Vec<Message>>;
+    /// How many replies in the thread of `root` have a seq above `after` and were sent by someone other than
+    /// `reader`: the thread's unread count.
+    async fn thread_unread(
+        &self,
+        conversation: ConversationId,
+        root: u64,
+        after: u64,
+        reader: UserId,
+    ) -> StoreResult<u64>;
+    /// How many thread replies, of any thread, the conversation holds at seqs `after + 1 ..= upto`: what the
+    /// conversation's unread count leaves out (threads keep their own). Maps onto Cassandra as
+    /// `thread_replies_by_seq((conversation_id), seq)`.
+    async fn thread_replies_between(&self, conversation: ConversationId, after: u64, upto: u64) -> StoreResult<u64>;
     /// Up to `limit` messages starting at `from` (inclusive) in the given direction.
     async fn history(
         &self,
@@ -161,6 +186,18 @@ pub trait CursorStore: Send + Sync + 'static {
     async fn advance(&self, updates: &[CursorUpdate]) -> StoreResult<Vec<DeviceCursor>>;
     /// The positions of every device of `user` in the conversation.
     async fn cursors(&self, conversation: ConversationId, user: UserId) -> StoreResult<Vec<DeviceCursor>>;
+    /// Moves `user`'s read position in the thread of `root` forward to `read` (a lower value is ignored) and
+    /// returns the position after. One per user, not per device: every device shows the same unread count.
+    /// As durable as [`CursorStore::advance`].
+    async fn advance_thread_read(
+        &self,
+        conversation: ConversationId,
+        user: UserId,
+        root: u64,
+        read: u64,
+    ) -> StoreResult<u64>;
+    /// `user`'s read position in the thread of `root`, 0 when none.
+    async fn thread_read(&self, conversation: ConversationId, user: UserId, root: u64) -> StoreResult<u64>;
 }
 
 /// A member's combined position in a conversation.
@@ -172,6 +209,16 @@ pub struct MemberPosition {
 }
 
 impl Stores {
+    /// The member's unread count in the conversation: the messages after its read position, less the thread
+    /// replies among them (each thread keeps its own count).
+    pub async fn unread(&self, conversation: ConversationId, last_seq: u64, read: u64) -> StoreResult<u64> {
+        if read >= last_seq {
+            return Ok(0);
+        }
+        let in_threads = self.messages.thread_replies_between(conversation, read, last_seq).await?;
+        Ok((last_seq - read).saturating_sub(in_threads))
+    }
+
     /// What the member has read and received across devices: the server-side source of unread counts, so
     /// every device shows the same number.
     pub async fn position(&self, conversation: ConversationId, user: UserId) -> StoreResult<MemberPosition> {

@@ -1,5 +1,5 @@
 use crate::db::{EmbeddedDb, backend};
-use crate::tables::{CURSORS, MAX_ID, MIN_ID};
+use crate::tables::{CURSORS, MAX_ID, MIN_ID, THREAD_READS};
 use async_trait::async_trait;
 use herald_core::store::{CursorStore, CursorUpdate, StoreResult};
 use herald_proto::{ConversationId, DeviceCursor, DeviceId, UserId};
@@ -38,6 +38,33 @@ impl CursorStore for EmbeddedDb {
                 out.push(DeviceCursor { device_id: DeviceId::from_bytes(key.value().2), delivered, read });
             }
             Ok(out)
+        })
+    }
+
+    async fn advance_thread_read(
+        &self,
+        conversation: ConversationId,
+        user: UserId,
+        root: u64,
+        read: u64,
+    ) -> StoreResult<u64> {
+        let key = (conversation.to_bytes(), user.to_bytes(), root);
+        // As `advance`: rides along with the next durable commit.
+        self.write("upsert", "thread_reads", false, move |txn| {
+            let mut table = txn.open_table(THREAD_READS).map_err(backend)?;
+            let stored = table.get(key).map_err(backend)?.map_or(0, |v| v.value());
+            if read > stored {
+                table.insert(key, read).map_err(backend)?;
+            }
+            Ok(read.max(stored))
+        })
+        .await
+    }
+
+    async fn thread_read(&self, conversation: ConversationId, user: UserId, root: u64) -> StoreResult<u64> {
+        self.read("select", "thread_reads", |txn| {
+            let table = txn.open_table(THREAD_READS).map_err(backend)?;
+            Ok(table.get((conversation.to_bytes(), user.to_bytes(), root)).map_err(backend)?.map_or(0, |v| v.value()))
         })
     }
 }

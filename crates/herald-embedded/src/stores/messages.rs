@@ -5,7 +5,7 @@ use crate::feed_buffer::{self, FeedBuffer};
 use crate::feed_codec;
 use crate::keys::IdSeq;
 use crate::message_codec;
-use crate::tables::{CLIENT_IDS, FEED, Id, LAST_SENT, MESSAGES};
+use crate::tables::{CLIENT_IDS, FEED, Id, LAST_SENT, MESSAGES, THREAD_REPLIES, THREAD_REPLY_SEQS};
 use async_trait::async_trait;
 use herald_core::store::{ClientKey, FeedAppend, FeedPage, MessageStore, MessageWrite, StoreResult};
 use herald_proto::{ConversationId, Direction, Message, UserId};
@@ -153,6 +153,76 @@ impl MessageStore for EmbeddedDb {
         })
     }
 
+    async fn thread(
+        &self,
+        conversation: ConversationId,
+        root: u64,
+        from: u64,
+        direction: Direction,
+        limit: usize,
+    ) -> StoreResult<Vec<Message>> {
+        self.read("range", "thread_replies", |txn| {
+            let replies = txn.open_table(THREAD_REPLIES).map_err(backend)?;
+            let messages = txn.open_table(MESSAGES).map_err(backend)?;
+            let c = conversation.to_bytes();
+            let range = match direction {
+                Direction::Forward => replies.range((c, root, from)..=(c, root, u64::MAX)),
+                Direction::Backward => replies.range((c, root, 0)..=(c, root, from)),
+            }
+            .map_err(backend)?;
+            let keys: Box<dyn Iterator<Item = _>> = match direction {
+                Direction::Forward => Box::new(range),
+                Direction::Backward => Box::new(range.rev()),
+            };
+            let mut out = Vec::with_capacity(limit.min(256));
+            for entry in keys.take(limit) {
+                let seq = entry.map_err(backend)?.0.value().2;
+                let row = messages
+                    .get((c, seq))
+                    .map_err(backend)?
+                    .ok_or_else(|| backend(format!("thread reply {conversation}/{seq} is not stored")))?;
+                out.push(message_codec::decode(row.value())?);
+            }
+            Ok(out)
+        })
+    }
+
+    async fn thread_unread(
+        &self,
+        conversation: ConversationId,
+        root: u64,
+        after: u64,
+        reader: UserId,
+    ) -> StoreResult<u64> {
+        self.read("range", "thread_replies", |txn| {
+            let replies = txn.open_table(THREAD_REPLIES).map_err(backend)?;
+            let (c, me) = (conversation.to_bytes(), reader.to_bytes());
+            let mut unread = 0;
+            for entry in replies.range((c, root, after.saturating_add(1))..=(c, root, u64::MAX)).map_err(backend)? {
+                if entry.map_err(backend)?.1.value() != me {
+                    unread += 1;
+                }
+            }
+            Ok(unread)
+        })
+    }
+
+    async fn thread_replies_between(&self, conversation: ConversationId, after: u64, upto: u64) -> StoreResult<u64> {
+        if upto <= after {
+            return Ok(0);
+        }
+        self.read("range", "thread_reply_seqs", |txn| {
+            let seqs = txn.open_table(THREAD_REPLY_SEQS).map_err(backend)?;
+            let c = conversation.to_bytes();
+            let mut count = 0;
+            for entry in seqs.range((c, after + 1)..=(c, upto)).map_err(backend)? {
+                entry.map_err(backend)?;
+                count += 1;
+            }
+            Ok(count)
+        })
+    }
+
     async fn history(
         &self,
         conversation: ConversationId,
@@ -193,6 +263,8 @@ fn apply_commit(
     let mut messages = txn.open_table(MESSAGES).map_err(backend)?;
     let mut client_ids = txn.open_table(CLIENT_IDS).map_err(backend)?;
     let mut last_sent = txn.open_table(LAST_SENT).map_err(backend)?;
+    // Opened at the first thread reply: most commits have none.
+    let (mut thread_replies, mut thread_reply_seqs) = (None, None);
     let (mut added_refs, mut dropped_refs) = (Vec::new(), Vec::new());
     let mut newest_sent = std::collections::HashMap::new();
     // The seq each conversation inserted last in this commit, so a run of inserts checks its predecessor once.
@@ -241,8 +313,25 @@ fn apply_commit(
         if *insert {
             let id_key = (key.0, message.sender.to_bytes(), message.client_msg_id.as_str());
             client_ids.insert(id_key, message.seq).map_err(backend)?;
-            let newest = newest_sent.entry((key.0, message.sender.to_bytes())).or_insert(0);
-            *newest = (*newest).max(message.seq);
+            match message.thread_root {
+                Some(root) => {
+                    let replies = match &mut thread_replies {
+                        Some(table) => table,
+                        None => thread_replies.insert(txn.open_table(THREAD_REPLIES).map_err(backend)?),
+                    };
+                    replies.insert((key.0, root, message.seq), message.sender.to_bytes()).map_err(backend)?;
+                    let seqs = match &mut thread_reply_seqs {
+                        Some(table) => table,
+                        None => thread_reply_seqs.insert(txn.open_table(THREAD_REPLY_SEQS).map_err(backend)?),
+                    };
+                    seqs.insert(key, root).map_err(backend)?;
+                }
+                // A thread reply says nothing of what its sender read outside the thread (see `last_sent_by`).
+                None => {
+                    let newest = newest_sent.entry((key.0, message.sender.to_bytes())).or_insert(0);
+                    *newest = (*newest).max(message.seq);
+                }
+            }
         }
     }
     // Once per sender and conversation, not once per message: a group commit holds many messages of few

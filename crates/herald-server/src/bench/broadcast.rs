@@ -409,6 +409,7 @@ pub async fn run(target: &Target, args: &BroadcastArgs, source_ips: usize) -> an
                     client_msg_id: uuid::Uuid::now_v7().to_string(),
                     body: format!("b{}", unix_micros()),
                     reply_to: None,
+                    thread_root: None,
                     attachments: Vec::new(),
                 });
             tokio::spawn(async move { expect_json::<serde_json::Value>(request.send().await?).await })

@@ -643,6 +643,7 @@ async fn send_over_rest(
         client_msg_id: client_msg_id.into(),
         body: "sent while everyone was away".into(),
         reply_to: None,
+        thread_root: None,
         attachments: Vec::new(),
     };
     let response = http

@@ -154,6 +154,7 @@ async fn rest_lane(
             client_msg_id: uuid::Uuid::now_v7().to_string(),
             body: format!("bench message {n}"),
             reply_to: None,
+            thread_root: None,
             attachments: Vec::new(),
         };
         let t = Instant::now();

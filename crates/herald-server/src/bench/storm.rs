@@ -127,6 +127,7 @@ pub async fn run(target: &Target, args: &StormArgs) -> anyhow::Result<StormRepor
                 client_msg_id: format!("storm-{n}"),
                 body: format!("missed {n}"),
                 reply_to: None,
+                thread_root: None,
                 attachments: Vec::new(),
             };
             let response = http

@@ -24,6 +24,9 @@ fn conversation_endpoints(c: &str, victim: &str, seq: u64) -> Vec<(Method, Strin
         (Method::DELETE, format!("/api/v1/conversations/{c}/messages/{seq}/reactions/x"), None),
         (Method::PUT, format!("/api/v1/conversations/{c}/cursor"), Some(json!({"read": 1}))),
         (Method::GET, format!("/api/v1/conversations/{c}/cursor"), None),
+        (Method::GET, format!("/api/v1/conversations/{c}/threads/{seq}"), None),
+        (Method::GET, format!("/api/v1/conversations/{c}/threads/{seq}/messages"), None),
+        (Method::PUT, format!("/api/v1/conversations/{c}/threads/{seq}/read"), Some(json!({"read": 0}))),
     ]
 }
 
