@@ -18,6 +18,7 @@ import { deleteAccount, lookUpAccount, openAdmin, suspendAccount, unsuspendAccou
 import { exportData } from './export-data.js';
 import { addMembers, leaveGroup, openMembers, renderMembers } from './members-dialog.js';
 import { onStatus } from './connection.js';
+import { closeThread, onThreadAction, renderThread, submitThread } from './threads.js';
 import { onAuth, showApp, showAuth } from './session.js';
 
 // ---- rendering -------------------------------------------------------------------------------------------
@@ -47,6 +48,7 @@ function init() {
   client.on('outbox', () => {
     const c = S.convs.get(S.open);
     if (c) renderPending(c);
+    renderThread();
   });
   client.on('ack', ({ entry, ack }) => {
     if (ack && !S.convs.get(entry.conversation_id)?.msgs?.has(ack.seq)) {
@@ -61,6 +63,7 @@ function init() {
           client_msg_id: entry.client_msg_id,
           body: entry.body,
           ...(entry.reply_to ? { reply_to: entry.reply_to } : {}),
+          ...(entry.thread_root ? { thread_root: entry.thread_root } : {}),
           ...(entry.attachment_info?.length ? { attachments: entry.attachment_info } : {}),
           sent_at: ack.sent_at,
           deleted: false,
@@ -112,6 +115,21 @@ function init() {
     const id = S.open;
     closeConversation();
     $('conv-list').querySelector(`.conv[data-id="${id}"]`)?.focus();
+  });
+  $('thread-close').addEventListener('click', closeThread);
+  $('thread-list').addEventListener('click', onThreadAction);
+  $('thread-composer').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    submitThread();
+  });
+  $('thread-input').addEventListener('keydown', (ev) => {
+    if (ev.key === 'Enter' && !ev.shiftKey && !ev.isComposing) {
+      ev.preventDefault();
+      submitThread();
+    } else if (ev.key === 'Escape') {
+      ev.preventDefault();
+      closeThread();
+    }
   });
   $('jump').addEventListener('click', () => {
     scrollToBottom();

@@ -11,6 +11,7 @@ import { fromSummary, refreshDetails, unread } from './conversations.js';
 import { renderList } from './conversation-list.js';
 import { autosize, setMode } from './composer.js';
 import { renderUploads } from './uploads.js';
+import { closeThread } from './threads.js';
 
 /** The client's reload hook: the conversation list (and the open conversation) from REST. */
 export async function reload() {
@@ -87,6 +88,7 @@ export async function openConversation(id, { focus = true } = {}) {
   if (!c) return;
   const switching = S.open !== id;
   if (switching) {
+    closeThread();
     setMode(null);
     sendTyping(false);
     $('composer-input').value = '';
@@ -125,6 +127,7 @@ export async function openConversation(id, { focus = true } = {}) {
 }
 
 export function closeConversation() {
+  closeThread();
   sendTyping(false);
   S.open = null;
   document.body.classList.remove('chat-open');

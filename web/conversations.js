@@ -6,6 +6,7 @@ import { wantProfile } from './labels.js';
 import { refreshPresence } from './presence.js';
 import { stopTyping } from './typing.js';
 import { renderMessage } from './message-list.js';
+import { threadMessage } from './threads.js';
 
 export function fromSummary(s) {
   return {
@@ -18,6 +19,13 @@ export function fromSummary(s) {
     last_message: s.last_message,
     last_activity_at: s.last_activity_at,
     read: s.read,
+    // The conversation's unread count leaves thread replies out. The server's count says how many were among the
+    // unread messages when the summary was made (`hiddenUnread`, seqs up to `hiddenUpTo`, which are unknown here);
+    // replies that arrive later are counted by seq (`threadSeqs`).
+    hiddenUnread: s.unread == null ? 0 : Math.max(0, s.last_seq - s.read - s.unread),
+    hiddenUpTo: s.last_seq,
+    threadSeqs: new Set(),
+    threadUnread: new Map(), // root seq -> replies by others this user has not read in that thread
     members: null,
     left: false,
     msgs: null, // Map(seq -> message) once opened
@@ -43,7 +51,16 @@ export function fromDetails(d) {
   return c;
 }
 
-export const unread = (c) => Math.max(0, c.last_seq - c.read);
+/** Messages after the read position, thread replies left out (an estimate while read is among the replies the
+ * summary counted but did not name; exact before and after them). */
+export function unread(c) {
+  let inThreads = c.read < c.hiddenUpTo ? c.hiddenUnread : 0;
+  for (const seq of c.threadSeqs) {
+    if (seq <= c.read) c.threadSeqs.delete(seq);
+    else inThreads += 1;
+  }
+  return Math.max(0, c.last_seq - c.read - inThreads);
+}
 
 /** A conversation this device did not know (created by someone else: its first message tells us). */
 function adopt(id) {
@@ -115,11 +132,25 @@ export function applyMessage(m, isNew) {
   c.last_seq = Math.max(c.last_seq, m.seq);
   if (!c.last_message || m.seq >= c.last_message.seq) c.last_message = m;
   if (isNew) c.last_activity_at = Math.max(c.last_activity_at, m.sent_at);
-  if (m.sender === me()) c.read = Math.max(c.read, m.seq);
-  c.lastBy.set(m.sender, Math.max(c.lastBy.get(m.sender) ?? 0, m.seq));
+  // Sending in the main timeline counts as reading it; a thread reply says nothing of it (as on the server).
+  if (m.thread_root) {
+    if (isNew && m.seq > c.hiddenUpTo) c.threadSeqs.add(m.seq);
+  } else {
+    if (m.sender === me()) c.read = Math.max(c.read, m.seq);
+    c.lastBy.set(m.sender, Math.max(c.lastBy.get(m.sender) ?? 0, m.seq));
+  }
   if (c.msgs && (c.lowest == null || m.seq >= c.lowest)) {
     c.msgs.set(m.seq, m);
     if (c.id === S.open) renderMessage(c, m);
+  }
+  if (m.thread_root) {
+    // The reply's event is the news of it: the root's summary is bumped here (once, by seq).
+    const root = c.msgs?.get(m.thread_root);
+    if (isNew && root && m.seq > (root.thread?.last_seq ?? 0)) {
+      root.thread = { replies: (root.thread?.replies ?? 0) + 1, last_seq: m.seq, last_reply_at: m.sent_at };
+    }
+    threadMessage(c, m, isNew);
+    if (root && c.id === S.open) renderMessage(c, root);
   }
   if (isNew && m.system) {
     const s = m.system;

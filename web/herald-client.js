@@ -501,6 +501,23 @@ export class HeraldClient {
     return this.api('GET', `/conversations/${id}/cursor`);
   }
 
+  /** A thread: `{conversation_id, root, replies, last_seq, read, unread}` (`read` and `unread` are this user's). */
+  thread(id, root) {
+    return this.api('GET', `/conversations/${id}/threads/${root}`);
+  }
+
+  /** A page of a thread's replies, `{messages, next, last_seq}`, paged as history (default: forward from the first). */
+  threadReplies(id, root, { from, dir = 'forward', limit = 50 } = {}) {
+    const q = new URLSearchParams({ dir, limit: String(limit) });
+    if (from != null) q.set('from', String(from));
+    return this.api('GET', `/conversations/${id}/threads/${root}/messages?${q}`);
+  }
+
+  /** Moves this user's read position in the thread to reply `seq` (forward only); resolves with the thread. */
+  markThreadRead(id, root, seq) {
+    return this.api('PUT', `/conversations/${id}/threads/${root}/read`, { read: seq });
+  }
+
   // ---- media ----------------------------------------------------------------------------------------------
 
   /**
@@ -901,7 +918,8 @@ export class HeraldClient {
   // ---- the outbox ------------------------------------------------------------------------------------------
 
   /**
-   * Sends a message. Returns its outbox entry `{client_msg_id, conversation_id, body, reply_to, attachments,
+   * Sends a message (`threadRoot`: as a reply in that message's thread). Returns its outbox entry
+   * `{client_msg_id, conversation_id, body, reply_to, thread_root, attachments,
    * attachment_info, state}` at once; `state` is `pending` until the ack (then the entry leaves the outbox, see
    * the `ack` event) or `failed` (with `error`), after which retry(client_msg_id) sends it again with the same
    * client_msg_id.
@@ -910,12 +928,13 @@ export class HeraldClient {
    * in the `send` frame; from MediaInfos the entry also keeps `attachment_info` (the message's `Attachment`
    * snapshots: `{media_id, content_type, size, filename, width, height}`) to show the message before it is stored.
    */
-  send(conversationId, body, { replyTo = null, attachments = [] } = {}) {
+  send(conversationId, body, { replyTo = null, threadRoot = null, attachments = [] } = {}) {
     const entry = {
       client_msg_id: newClientMsgId(),
       conversation_id: conversationId,
       body,
       reply_to: replyTo,
+      thread_root: threadRoot,
       state: 'pending',
       created_at: Date.now(),
       inFlight: false,
@@ -974,6 +993,7 @@ export class HeraldClient {
         client_msg_id: e.client_msg_id,
         body: e.body,
         ...(e.reply_to ? { reply_to: e.reply_to } : {}),
+        ...(e.thread_root ? { thread_root: e.thread_root } : {}),
         ...(e.attachments?.length ? { attachments: e.attachments } : {}),
       });
       e.inFlight = false;

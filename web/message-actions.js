@@ -1,4 +1,4 @@
-// What clicks and keys in the message log do: a message's buttons (reply, react, edit, delete, report, and retry
+// What clicks and keys in the message log do: a message's buttons (reply, thread, react, edit, delete, report, and retry
 // or discard for a failed send), quotes that jump to the quoted message, arrow keys between messages.
 import { $, toast } from './dom.js';
 import { S, client, me } from './state.js';
@@ -6,6 +6,7 @@ import { toggleReactPicker } from './message-list.js';
 import { applyMessage } from './conversations.js';
 import { setMode } from './composer.js';
 import { openReport } from './dialogs.js';
+import { openThread } from './threads.js';
 
 export async function onMessageAction(ev) {
   const btn = ev.target.closest('button[data-act], button[data-goto]');
@@ -25,6 +26,8 @@ export async function onMessageAction(ev) {
     switch (btn.dataset.act) {
       case 'reply':
         return setMode({ kind: 'reply', seq });
+      case 'open-thread':
+        return openThread(c, seq);
       case 'edit':
         return setMode({ kind: 'edit', seq });
       case 'react':

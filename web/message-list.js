@@ -6,6 +6,7 @@ import { formatTime } from './format.js';
 import { ROLE_RANK, S, client, me, scheduleRender } from './state.js';
 import { name, snippet, systemText } from './labels.js';
 import { attachmentsEl } from './attachments.js';
+import { learnThreads, threadLabel, threadUnread } from './threads.js';
 
 const REACTIONS = ['👍', '❤️', '😂', '😮', '😢', '🙏'];
 
@@ -133,6 +134,14 @@ function messageEl(c, m) {
           }),
         )
       : null,
+    m.thread?.replies
+      ? el('button', {
+          type: 'button',
+          class: `small thread-link${threadUnread(c, m.seq) ? ' unread' : ''}`,
+          dataset: { act: 'open-thread' },
+          text: threadLabel(c, m),
+        })
+      : null,
     mine && !m.deleted ? tickEl(tickState(c, m.seq)) : null,
     m.deleted || c.left
       ? null
@@ -140,6 +149,7 @@ function messageEl(c, m) {
           'div',
           { class: 'actions', role: 'group', 'aria-label': 'Message actions' },
           el('button', { type: 'button', class: 'small', dataset: { act: 'reply' }, text: 'Reply' }),
+          el('button', { type: 'button', class: 'small', dataset: { act: 'open-thread' }, text: 'Thread' }),
           el('button', { type: 'button', class: 'small', dataset: { act: 'react' }, 'aria-expanded': 'false', text: 'React' }),
           mine ? el('button', { type: 'button', class: 'small', dataset: { act: 'edit' }, text: 'Edit' }) : null,
           canDelete(c, m) ? el('button', { type: 'button', class: 'small danger', dataset: { act: 'delete' }, text: 'Delete' }) : null,
@@ -170,8 +180,10 @@ function pendingEl(e) {
   );
 }
 
-/** Inserts or replaces the element of message `m` in seq order (pending sends stay last). */
+/** Inserts or replaces the element of message `m` in seq order (pending sends stay last). Thread replies are shown
+ * in the thread's panel (threads.js), not here. */
 export function renderMessage(c, m) {
+  if (m.thread_root) return;
   const list = $('message-list');
   const fresh = messageEl(c, m);
   const old = list.querySelector(`.msg[data-seq="${m.seq}"]`);
@@ -205,7 +217,7 @@ export function rerenderMessages(c) {
   if (!c.msgs) return;
   const list = $('message-list');
   const focusedSeq = document.activeElement?.closest?.('.msg')?.dataset.seq;
-  const seqs = [...c.msgs.keys()].sort((a, b) => a - b);
+  const seqs = [...c.msgs.keys()].filter((s) => !c.msgs.get(s).thread_root).sort((a, b) => a - b);
   list.replaceChildren(...seqs.map((s) => messageEl(c, c.msgs.get(s))));
   renderPending(c);
   renderTicks(c);
@@ -216,7 +228,7 @@ export function renderPending(c) {
   const list = $('message-list');
   for (const li of list.querySelectorAll('.msg.pending')) li.remove();
   const atBottom = nearBottom();
-  for (const e of client.outbox) if (e.conversation_id === c.id) list.append(pendingEl(e));
+  for (const e of client.outbox) if (e.conversation_id === c.id && !e.thread_root) list.append(pendingEl(e));
   if (atBottom) scrollToBottom();
   scheduleRender({});
 }
@@ -244,7 +256,7 @@ export async function loadOlder(c, first = false) {
     if (S.open !== c.id || !c.msgs) return;
     const added = [];
     for (const m of page.messages) {
-      c.lastBy.set(m.sender, Math.max(c.lastBy.get(m.sender) ?? 0, m.seq));
+      if (!m.thread_root) c.lastBy.set(m.sender, Math.max(c.lastBy.get(m.sender) ?? 0, m.seq));
       if (!c.msgs.has(m.seq)) {
         c.msgs.set(m.seq, m);
         added.push(m);
@@ -263,9 +275,11 @@ export async function loadOlder(c, first = false) {
     const firstExisting = list.querySelector('.msg[data-seq]');
     const lowestExisting = firstExisting ? Number(firstExisting.dataset.seq) : Infinity;
     for (const m of added) {
+      if (m.thread_root) continue;
       if (m.seq < lowestExisting) frag.append(messageEl(c, m));
       else renderMessage(c, m);
     }
+    learnThreads(c, added);
     list.prepend(frag);
     if (!first) box.scrollTop = box.scrollHeight - fromBottom;
     renderTicks(c);

@@ -407,6 +407,63 @@ describe('two people chatting in browsers', () => {
     assert.equal(refused, 403);
   });
 
+  step('replies in a thread: a side panel, live on both sides, with its own unread count', async () => {
+    const reply = (page, text) => page.locator('#thread-list .msg', { has: page.locator('.body', { hasText: new RegExp(`^${text}$`) }) });
+    // Alice opens the thread of her first message and replies in it.
+    const root = message(A, 'Hi Bob, how are you\\?');
+    await root.locator('.body').click();
+    await root.getByRole('button', { name: 'Thread', exact: true }).click();
+    const pane = A.locator('#thread-pane');
+    await pane.waitFor({ timeout: WAIT });
+    await pane.locator('#thread-root', { hasText: 'Hi Bob, how are you?' }).waitFor({ timeout: WAIT });
+    await pane.locator('#thread-status', { hasText: 'No replies yet.' }).waitFor({ timeout: WAIT });
+    await A.getByRole('textbox', { name: 'Reply in thread' }).fill('Shall we talk about the trip here?');
+    await A.getByRole('textbox', { name: 'Reply in thread' }).press('Enter');
+    await reply(A, 'Shall we talk about the trip here\\?').waitFor({ timeout: WAIT });
+
+    // Bob sees the root count it, marked new for him, and not the reply itself in the conversation.
+    const link = message(B, 'Hi Bob, how are you\\?').locator('.thread-link');
+    await link.filter({ hasText: '1 reply · 1 new' }).waitFor({ timeout: WAIT });
+    assert.equal(await message(B, 'Shall we talk about the trip here\\?').count(), 0, 'a thread reply stays out of the conversation');
+    await screenshot(B, 'bob-sees-a-thread');
+    await link.click();
+    await reply(B, 'Shall we talk about the trip here\\?').waitFor({ timeout: WAIT });
+    // Opening it reads it: the server agrees.
+    await link.filter({ hasText: /^1 reply$/ }).waitFor({ timeout: WAIT });
+    const rootSeq = Number(await message(B, 'Hi Bob, how are you\\?').getAttribute('data-seq'));
+    // The conversation's id, from the list (Bob has only this one).
+    const bobsView = () =>
+      B.evaluate((seq) => globalThis.herald.thread(document.querySelector('#conv-list .conv').dataset.id, seq), rootSeq);
+    await until(
+      B,
+      async (seq) => (await globalThis.herald.thread(document.querySelector('#conv-list .conv').dataset.id, seq)).unread === 0,
+      rootSeq,
+      'Bob has read the thread on the server',
+    );
+    await B.getByRole('textbox', { name: 'Reply in thread' }).fill('Yes, in June');
+    await B.getByRole('textbox', { name: 'Reply in thread' }).press('Enter');
+
+    // Alice, with the panel open, gets Bob's reply live; the root counts two.
+    await reply(A, 'Yes, in June').waitFor({ timeout: WAIT });
+    await A.locator('#thread-title', { hasText: 'Thread · 2 replies' }).waitFor({ timeout: WAIT });
+    await message(A, 'Hi Bob, how are you\\?').locator('.thread-link', { hasText: /^2 replies$/ }).waitFor({ timeout: WAIT });
+    await screenshot(A, 'alice-thread-panel');
+    const state = await bobsView();
+    assert.deepEqual([state.replies, state.unread], [2, 0], 'his own reply is not unread for Bob');
+
+    // After a reload the root still shows its thread, and it opens with both replies.
+    await B.reload();
+    await waitOnline(B);
+    await B.locator('#conv-list .conv').first().click();
+    const again = message(B, 'Hi Bob, how are you\\?').locator('.thread-link', { hasText: /^2 replies$/ });
+    await again.waitFor({ timeout: WAIT });
+    await again.click();
+    await reply(B, 'Yes, in June').waitFor({ timeout: WAIT });
+    await B.getByRole('button', { name: 'Close the thread' }).click();
+    await A.getByRole('button', { name: 'Close the thread' }).click();
+    await A.locator('#thread-pane').waitFor({ state: 'hidden', timeout: WAIT });
+  });
+
   step('blocks and unblocks: a blocked message is refused, and goes through once the block is lifted', async () => {
     A.once('dialog', (d) => d.accept());
     await A.getByRole('button', { name: 'Block', exact: true }).click();
@@ -583,7 +640,15 @@ describe('two people chatting in browsers', () => {
     await B.locator('#history-status', { hasText: 'start of the conversation' }).waitFor({ timeout: WAIT });
     const seqs = await B.$$eval('#message-list .msg[data-seq]', (els) => els.map((e) => Number(e.dataset.seq)));
     const last = seqs.at(-1);
-    assert.deepEqual(seqs, Array.from({ length: last }, (_, i) => i + 1), 'every seq from 1, once, in order');
+    // Every seq but the thread's two replies (shown in the thread's panel, not here).
+    const inThreads = await B.evaluate(async (n) => {
+      const conv = document.querySelector('#conv-list .conv[aria-current="true"]')?.dataset.id;
+      const page = await globalThis.herald.history(conv, { from: 1, dir: 'forward', limit: n });
+      return page.messages.filter((m) => m.thread_root).map((m) => m.seq);
+    }, last);
+    assert.equal(inThreads.length, 2, 'the thread of the earlier step');
+    const expected = Array.from({ length: last }, (_, i) => i + 1).filter((seq) => !inThreads.includes(seq));
+    assert.deepEqual(seqs, expected, 'every seq from 1 outside threads, once, in order');
     assert.equal((await bodies(B))[0], 'Hi Bob, how are you?');
     await B.locator('#messages').evaluate((e) => (e.scrollTop = 0));
     await screenshot(B, 'bob-history-top');
