@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 /// Why and since when an account is suspended, and by whom.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Suspension {
     pub at: Millis,
     /// The admin who suspended the account.
@@ -16,6 +17,7 @@ pub struct Suspension {
 
 /// `POST /api/v1/admin/users/{user_id}/suspend`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SuspendUser {
     #[serde(default)]
@@ -24,6 +26,7 @@ pub struct SuspendUser {
 
 /// An account as the admins see it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AdminUser {
     pub user: UserProfile,
     /// Set while the account is suspended.
@@ -36,6 +39,7 @@ pub struct AdminUser {
 /// The answer to `DELETE /api/v1/admin/users/{user_id}`: the account as it is now (erased), and what was done
 /// to its conversations.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeletedUser {
     pub user: UserProfile,
     /// Groups it left (its direct conversations stay, for the other side's sake).

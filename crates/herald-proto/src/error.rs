@@ -8,6 +8,7 @@ macro_rules! error_codes {
     ($($(#[$doc:meta])* $variant:ident = $name:literal, $http:literal;)*) => {
         /// Every error a client can receive.
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
         #[serde(rename_all = "snake_case")]
         pub enum ErrorCode {
             $($(#[$doc])* $variant,)*
@@ -90,6 +91,7 @@ impl std::fmt::Display for ErrorCode {
 
 /// The body of every error response.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     pub code: ErrorCode,
     pub message: String,

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 /// Where an upload is in the pipeline. `Ready` and `Rejected` are final.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum MediaState {
     /// Created; bytes are still arriving (resumable) or the upload waits for a pipeline worker.
@@ -39,6 +40,7 @@ impl MediaState {
 
 /// Why an upload was refused: a stable name clients can match on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum RejectReason {
     /// The bytes are not a type the server accepts (whatever the client claimed).
@@ -82,6 +84,7 @@ impl RejectReason {
 
 /// `POST /api/v1/uploads`: announce an upload; its bytes follow with `PATCH /api/v1/uploads/{id}`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateUpload {
     /// The whole size in bytes (counted against the quota now, checked against the bytes that arrive).
@@ -96,6 +99,7 @@ pub struct CreateUpload {
 
 /// One stored form of an upload: the original, a thumbnail, a video rendition, a poster frame.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MediaVariant {
     pub content_type: String,
     pub size: u64,
@@ -111,6 +115,7 @@ pub struct MediaVariant {
 
 /// An upload as its owner and the members of conversations it is attached in see it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MediaInfo {
     pub id: MediaId,
     pub state: MediaState,
@@ -148,6 +153,7 @@ pub struct MediaInfo {
 /// What a message carries for each attached upload: enough to render a placeholder; the URLs come from
 /// `GET /api/v1/media/{id}`, which checks that the reader may see it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Attachment {
     pub media_id: MediaId,
     pub content_type: String,
@@ -162,6 +168,7 @@ pub struct Attachment {
 
 /// `GET /api/v1/media/usage`: the caller's quota.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MediaUsage {
     pub used_bytes: u64,
     pub quota_bytes: u64,
@@ -169,6 +176,7 @@ pub struct MediaUsage {
 
 /// `POST /api/v1/admin/media/takedowns`: remove a content everywhere and refuse it from now on.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Takedown {
     /// BLAKE3 hex of the content (as in `MediaInfo::content_hash`).
@@ -179,6 +187,7 @@ pub struct Takedown {
 
 /// The answer to a takedown.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TakedownResult {
     pub content_hash: String,
     /// Uploads that pointed to the content and are now rejected as `taken_down`.
@@ -187,6 +196,7 @@ pub struct TakedownResult {
 
 /// `POST /api/v1/admin/media/blocklist`: block an image (and its near-duplicates) by an upload of it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct BlockImage {
     pub media_id: MediaId,
@@ -196,6 +206,7 @@ pub struct BlockImage {
 
 /// A blocklist entry.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BlockedImage {
     /// The 64-bit perceptual hash, hex.
     pub phash: String,

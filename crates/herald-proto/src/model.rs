@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// A user as other users see it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UserProfile {
     pub id: UserId,
     /// For a deleted account, a placeholder (`deleted:` and its id) that no one can register or log in with.
@@ -20,6 +21,7 @@ pub struct UserProfile {
 
 /// One login of a user.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeviceInfo {
     pub id: DeviceId,
     pub name: String,
@@ -27,6 +29,7 @@ pub struct DeviceInfo {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ConversationKind {
     /// Exactly two users; exactly one such conversation per pair.
@@ -37,6 +40,7 @@ pub enum ConversationKind {
 
 /// What a member may do in a group. Ordered: an owner can do all an admin can, and so on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     Member,
@@ -45,6 +49,7 @@ pub enum Role {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Conversation {
     pub id: ConversationId,
     pub kind: ConversationKind,
@@ -55,6 +60,7 @@ pub struct Conversation {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Member {
     pub user_id: UserId,
     pub role: Role,
@@ -64,6 +70,7 @@ pub struct Member {
 /// A stored message. `seq` is dense per conversation (1, 2, 3 …) and assigned once by the owner of the
 /// conversation's log partition; it, not any clock, is the order.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Message {
     pub conversation_id: ConversationId,
     pub seq: u64,
@@ -105,6 +112,7 @@ pub struct Message {
 
 /// What a thread's root says of its replies.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ThreadSummary {
     /// Replies sent, deleted ones included (a deleted reply keeps its seq, as in the conversation).
     pub replies: u64,
@@ -117,6 +125,7 @@ pub struct ThreadSummary {
 /// A thread as one member sees it: its root, its replies, and this member's own read position in it (threads
 /// keep their own unread state, apart from the conversation's).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ThreadState {
     pub conversation_id: ConversationId,
     pub root: Message,
@@ -131,6 +140,7 @@ pub struct ThreadState {
 
 /// The answer to a send: the message is durably stored under `seq`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SendAck {
     pub conversation_id: ConversationId,
     pub client_msg_id: String,
@@ -143,6 +153,7 @@ pub struct SendAck {
 
 /// Which way to page through history.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Direction {
     /// Ascending seq, starting at `from` (inclusive).
@@ -154,6 +165,7 @@ pub enum Direction {
 
 /// Delivered and read positions of one device in one conversation.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeviceCursor {
     pub device_id: DeviceId,
     pub delivered: u64,
@@ -163,6 +175,7 @@ pub struct DeviceCursor {
 /// A member's positions in a conversation, per device and combined. Unread counts come from here: the
 /// user's read position is the furthest any of its devices has read, so every device shows the same count.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CursorState {
     pub conversation_id: ConversationId,
     pub last_seq: u64,
@@ -174,6 +187,7 @@ pub struct CursorState {
 
 /// One row of "my conversations".
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ConversationSummary {
     pub conversation: Conversation,
     pub role: Role,

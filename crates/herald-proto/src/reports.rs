@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 /// What is reported.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ReportTarget {
     /// A message the reporter can read.
@@ -17,6 +18,7 @@ pub enum ReportTarget {
 
 /// Why it is reported.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ReportReason {
     Spam,
@@ -39,6 +41,7 @@ impl ReportReason {
 
 /// Whether an admin has dealt with the report.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ReportState {
     #[default]
@@ -48,6 +51,7 @@ pub enum ReportState {
 
 /// The reported message as the reporter saw it when reporting.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReportedMessage {
     pub sender: UserId,
     pub body: String,
@@ -60,6 +64,7 @@ pub struct ReportedMessage {
 
 /// An admin's decision on a report.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReportResolution {
     pub resolved_by: UserId,
     pub resolved_at: Millis,
@@ -70,6 +75,7 @@ pub struct ReportResolution {
 
 /// One report.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Report {
     pub id: ReportId,
     pub reporter: UserId,
@@ -90,6 +96,7 @@ pub struct Report {
 
 /// `POST /api/v1/reports`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateReport {
     pub target: ReportTarget,
@@ -100,6 +107,7 @@ pub struct CreateReport {
 
 /// `POST /api/v1/admin/reports/{id}/resolve`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ResolveReport {
     #[serde(default)]
@@ -108,6 +116,7 @@ pub struct ResolveReport {
 
 /// `GET /api/v1/admin/reports?state=&before=&limit=`: newest first.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema, utoipa::IntoParams), into_params(parameter_in = Query))]
 #[serde(deny_unknown_fields)]
 pub struct ReportListQuery {
     /// Only reports in this state; all when absent.
@@ -119,6 +128,7 @@ pub struct ReportListQuery {
 
 /// A page of reports, newest first.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReportPage {
     pub reports: Vec<Report>,
     /// Pass as `before` for the next (older) page; absent on the last.

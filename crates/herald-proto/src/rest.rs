@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 /// `POST /api/v1/accounts` and `POST /api/v1/sessions`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Credentials {
     pub username: String,
@@ -19,6 +20,7 @@ pub struct Credentials {
 
 /// What a successful registration, login or refresh returns.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Session {
     pub user: UserProfile,
     pub device_id: DeviceId,
@@ -31,6 +33,7 @@ pub struct Session {
 
 /// `POST /api/v1/sessions/refresh`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RefreshRequest {
     pub refresh_token: String,
@@ -38,6 +41,7 @@ pub struct RefreshRequest {
 
 /// `GET /api/v1/me`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Me {
     pub user: UserProfile,
     pub device_id: DeviceId,
@@ -49,6 +53,7 @@ pub struct Me {
 
 /// `POST /api/v1/conversations`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum CreateConversation {
     /// Returns the existing direct conversation with that user if there is one.
@@ -62,6 +67,7 @@ pub enum CreateConversation {
 
 /// `GET /api/v1/conversations/{id}` and the answer to creating one.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ConversationDetails {
     pub conversation: Conversation,
     pub members: Vec<Member>,
@@ -70,6 +76,7 @@ pub struct ConversationDetails {
 
 /// `PATCH /api/v1/conversations/{id}`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct UpdateConversation {
     pub title: String,
@@ -77,6 +84,7 @@ pub struct UpdateConversation {
 
 /// `POST /api/v1/conversations/{id}/members`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AddMember {
     pub user_id: UserId,
@@ -84,6 +92,7 @@ pub struct AddMember {
 
 /// `PATCH /api/v1/conversations/{id}/members/{user_id}`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct UpdateMember {
     pub role: Role,
@@ -91,6 +100,7 @@ pub struct UpdateMember {
 
 /// `GET /api/v1/conversations?limit=&cursor=`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ConversationPage {
     pub conversations: Vec<ConversationSummary>,
     /// Pass as `cursor` to get the next page; absent on the last page.
@@ -99,6 +109,7 @@ pub struct ConversationPage {
 
 /// `POST /api/v1/conversations/{id}/messages`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SendMessage {
     /// Chosen by the client, unique per sender and conversation: a retry with the same id is answered with
@@ -118,6 +129,7 @@ pub struct SendMessage {
 
 /// `PATCH /api/v1/conversations/{id}/messages/{seq}`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct EditMessage {
     pub body: String,
@@ -125,6 +137,7 @@ pub struct EditMessage {
 
 /// `GET /api/v1/conversations?limit=&cursor=`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema, utoipa::IntoParams), into_params(parameter_in = Query))]
 #[serde(deny_unknown_fields)]
 pub struct ConversationListQuery {
     pub limit: Option<u32>,
@@ -134,6 +147,7 @@ pub struct ConversationListQuery {
 
 /// `GET /api/v1/users?username=`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema, utoipa::IntoParams), into_params(parameter_in = Query))]
 #[serde(deny_unknown_fields)]
 pub struct FindUserQuery {
     pub username: Option<String>,
@@ -142,6 +156,7 @@ pub struct FindUserQuery {
 /// The query of a signed media URL, `GET /media/{id}/{variant}?exp=&sig=`: when it expires (Unix seconds)
 /// and its signature.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema, utoipa::IntoParams), into_params(parameter_in = Query))]
 pub struct SignedUrlQuery {
     pub exp: u64,
     pub sig: String,
@@ -149,6 +164,7 @@ pub struct SignedUrlQuery {
 
 /// `GET /api/v1/conversations/{id}/messages?from=&dir=&limit=`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema, utoipa::IntoParams), into_params(parameter_in = Query))]
 #[serde(deny_unknown_fields)]
 pub struct HistoryQuery {
     /// First seq to return (inclusive). Defaults to 1 going forward and to the newest going backward.
@@ -159,6 +175,7 @@ pub struct HistoryQuery {
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HistoryPage {
     pub messages: Vec<Message>,
     /// The `from` of the next page in the same direction; absent when there is nothing further.
@@ -168,6 +185,7 @@ pub struct HistoryPage {
 
 /// `PUT /api/v1/conversations/{id}/cursor`: advance this device's positions. Positions only move forward.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct UpdateCursor {
     pub delivered: Option<u64>,
@@ -177,6 +195,7 @@ pub struct UpdateCursor {
 /// `PUT /api/v1/conversations/{id}/threads/{root}/read`: this user has read the thread up to reply `read`.
 /// The position only moves forward.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct UpdateThreadRead {
     pub read: u64,
@@ -184,6 +203,7 @@ pub struct UpdateThreadRead {
 
 /// One entry of `GET /api/v1/blocks`: a user the caller blocks, and since when.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BlockedUser {
     pub user_id: UserId,
     pub since: Millis,

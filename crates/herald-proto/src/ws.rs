@@ -195,6 +195,7 @@ pub enum Event {
 /// A membership or settings change, recorded in the conversation as a message so it has a seq, shows in
 /// history and reaches every device through the feed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum SystemEvent {
     MemberAdded { user_id: UserId },

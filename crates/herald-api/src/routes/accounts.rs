@@ -8,6 +8,14 @@ use herald_proto::{
     Credentials, DeviceId, DeviceInfo, ErrorCode, FindUserQuery, Me, RefreshRequest, Session, UserId, UserProfile,
 };
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/accounts",
+    tag = "accounts",
+    request_body = Credentials,
+    responses((status = 201, description = "registered and logged in", body = Session)),
+    security(())
+)]
 pub async fn register(
     State(s): State<AppState>,
     ClientAddress(address): ClientAddress,
@@ -19,6 +27,14 @@ pub async fn register(
 
 /// Logs in, unless the account or the address has failed too often lately (then 429 with `Retry-After`,
 /// before the password is even looked at).
+#[utoipa::path(
+    post,
+    path = "/api/v1/sessions",
+    tag = "accounts",
+    request_body = Credentials,
+    responses((status = 200, description = "logged in: a new device", body = Session)),
+    security(())
+)]
 pub async fn login(
     State(s): State<AppState>,
     ClientAddress(address): ClientAddress,
@@ -41,26 +57,59 @@ pub async fn login(
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/sessions/refresh",
+    tag = "accounts",
+    request_body = RefreshRequest,
+    responses((status = 200, description = "new tokens", body = Session)),
+    security(())
+)]
 pub async fn refresh(State(s): State<AppState>, Json(body): Json<RefreshRequest>) -> ApiResult<Json<Session>> {
     Ok(Json(s.services.accounts.refresh(&body.refresh_token).await?))
 }
 
 /// Logs out this device: its access and refresh tokens stop working.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/sessions/current",
+    tag = "accounts",
+    responses((status = 204, description = "the device is deleted"))
+)]
 pub async fn logout(State(s): State<AppState>, Auth(p): Auth) -> ApiResult<StatusCode> {
     s.services.accounts.revoke_device(p, p.device).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/me",
+    tag = "accounts",
+    responses((status = 200, description = "done", body = Me))
+)]
 pub async fn me(State(s): State<AppState>, Auth(p): Auth) -> ApiResult<Json<Me>> {
     let mut me = s.services.accounts.me(p).await?;
     me.admin = s.services.user_admin.admins().is_admin_name(&me.user.username);
     Ok(Json(me))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/devices",
+    tag = "accounts",
+    responses((status = 200, description = "done", body = Vec<DeviceInfo>))
+)]
 pub async fn devices(State(s): State<AppState>, Auth(p): Auth) -> ApiResult<Json<Vec<DeviceInfo>>> {
     Ok(Json(s.services.accounts.devices(p).await?))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/devices/{device_id}",
+    tag = "accounts",
+    params(("device_id" = DeviceId, Path, description = "one of the caller's devices")),
+    responses((status = 204, description = "done"))
+)]
 pub async fn revoke_device(
     State(s): State<AppState>,
     Auth(p): Auth,
@@ -71,6 +120,13 @@ pub async fn revoke_device(
 }
 
 /// `GET /users?username=NAME`: look a user up by name (to start a conversation).
+#[utoipa::path(
+    get,
+    path = "/api/v1/users",
+    tag = "accounts",
+    params(FindUserQuery),
+    responses((status = 200, description = "done", body = UserProfile))
+)]
 pub async fn find_user(
     State(s): State<AppState>,
     Auth(_): Auth,
@@ -80,6 +136,13 @@ pub async fn find_user(
     Ok(Json(s.services.accounts.user_by_name(&name).await?))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/users/{user_id}",
+    tag = "accounts",
+    params(("user_id" = UserId, Path, description = "the user")),
+    responses((status = 200, description = "done", body = UserProfile))
+)]
 pub async fn user(State(s): State<AppState>, Auth(_): Auth, Path(id): Path<UserId>) -> ApiResult<Json<UserProfile>> {
     Ok(Json(s.services.accounts.user(id).await?))
 }

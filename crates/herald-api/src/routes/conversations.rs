@@ -9,6 +9,13 @@ use herald_proto::{
 };
 
 /// 201 with a new conversation; 200 with the pair's existing direct conversation.
+#[utoipa::path(
+    post,
+    path = "/api/v1/conversations",
+    tag = "conversations",
+    request_body = CreateConversation,
+    responses((status = 201, description = "created", body = ConversationDetails), (status = 200, description = "the direct conversation that already existed", body = ConversationDetails))
+)]
 pub async fn create(
     State(s): State<AppState>,
     Auth(p): Auth,
@@ -25,6 +32,13 @@ pub async fn create(
     Ok((status, Json(details)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/conversations",
+    tag = "conversations",
+    params(ConversationListQuery),
+    responses((status = 200, description = "done", body = ConversationPage))
+)]
 pub async fn list(
     State(s): State<AppState>,
     Auth(p): Auth,
@@ -33,6 +47,13 @@ pub async fn list(
     Ok(Json(s.services.conversations.list(p, q.limit, q.cursor.as_deref()).await?))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/conversations/{id}",
+    tag = "conversations",
+    params(("id" = ConversationId, Path, description = "the conversation")),
+    responses((status = 200, description = "done", body = ConversationDetails))
+)]
 pub async fn details(
     State(s): State<AppState>,
     Auth(p): Auth,
@@ -41,6 +62,14 @@ pub async fn details(
     Ok(Json(s.services.conversations.details(p, id).await?))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/api/v1/conversations/{id}",
+    tag = "conversations",
+    params(("id" = ConversationId, Path, description = "the conversation")),
+    request_body = UpdateConversation,
+    responses((status = 200, description = "done", body = ConversationDetails))
+)]
 pub async fn rename(
     State(s): State<AppState>,
     Auth(p): Auth,
@@ -50,6 +79,14 @@ pub async fn rename(
     Ok(Json(s.services.conversations.set_title(p, id, &body.title).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/conversations/{id}/members",
+    tag = "conversations",
+    params(("id" = ConversationId, Path, description = "the conversation")),
+    request_body = AddMember,
+    responses((status = 201, description = "created", body = Member))
+)]
 pub async fn add_member(
     State(s): State<AppState>,
     Auth(p): Auth,
@@ -60,6 +97,13 @@ pub async fn add_member(
 }
 
 /// Removes a member, or leaves when the user is the caller.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/conversations/{id}/members/{user_id}",
+    tag = "conversations",
+    params(("id" = ConversationId, Path, description = "the conversation"), ("user_id" = UserId, Path, description = "the user")),
+    responses((status = 204, description = "done"))
+)]
 pub async fn remove_member(
     State(s): State<AppState>,
     Auth(p): Auth,
@@ -69,6 +113,14 @@ pub async fn remove_member(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    patch,
+    path = "/api/v1/conversations/{id}/members/{user_id}",
+    tag = "conversations",
+    params(("id" = ConversationId, Path, description = "the conversation"), ("user_id" = UserId, Path, description = "the user")),
+    request_body = UpdateMember,
+    responses((status = 200, description = "done", body = Member))
+)]
 pub async fn set_role(
     State(s): State<AppState>,
     Auth(p): Auth,

@@ -48,6 +48,12 @@ Times are milliseconds since 1970-01-01 UTC. The formats are those of Herald's A
 ";
 
 /// `GET /api/v1/me/export`: 200 with `application/zip`, streamed.
+#[utoipa::path(
+    get,
+    path = "/api/v1/me/export",
+    tag = "accounts",
+    responses((status = 200, description = "a ZIP archive of everything the server keeps of the caller", content_type = "application/zip", body = Vec<u8>))
+)]
 pub async fn export(State(s): State<AppState>, Auth(p): Auth) -> ApiResult<Response> {
     // What can fail before the first byte is answered as an error; later, a failure can only cut the stream
     // (the client sees a transfer that ends early, never a short archive that looks whole: a ZIP's directory

@@ -20,6 +20,13 @@ use herald_proto::{
 };
 
 /// `POST /api/v1/uploads`: 201 with the upload, `Location` and `Upload-Offset: 0`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/uploads",
+    tag = "media",
+    request_body = CreateUpload,
+    responses((status = 201, description = "the upload, with Location and Upload-Offset: 0", body = MediaInfo))
+)]
 pub async fn create(State(s): State<AppState>, Auth(p): Auth, Json(body): Json<CreateUpload>) -> ApiResult<Response> {
     // An upload costs far more than a message: it takes from the same per-user budget.
     s.services.messaging.rate_limiter().check(p.user)?;
@@ -33,6 +40,14 @@ pub async fn create(State(s): State<AppState>, Auth(p): Auth, Json(body): Json<C
 
 /// `PATCH /api/v1/uploads/{id}` with `Upload-Offset: N`: appends the body at N. The answer's
 /// `Upload-Offset` is where the next request starts; a dropped request keeps what arrived.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/uploads/{id}",
+    tag = "media",
+    params(("id" = MediaId, Path, description = "the upload"), ("Upload-Offset" = u64, Header, description = "the bytes received so far")),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "the next bytes"),
+    responses((status = 200, description = "Upload-Offset says where the next request starts", body = MediaInfo))
+)]
 pub async fn append(
     State(s): State<AppState>,
     Auth(p): Auth,
@@ -50,6 +65,13 @@ pub async fn append(
 
 /// `GET /api/v1/uploads/{id}` and `GET /api/v1/media/{id}` (and `HEAD`): the upload as the caller may see
 /// it, with signed URLs once ready; `Upload-Offset` says where a resumed upload continues.
+#[utoipa::path(
+    get,
+    path = "/api/v1/uploads/{id}",
+    tag = "media",
+    params(("id" = MediaId, Path, description = "the upload")),
+    responses((status = 200, description = "done", body = MediaInfo))
+)]
 pub async fn info(State(s): State<AppState>, Auth(p): Auth, Path(id): Path<MediaId>) -> ApiResult<Response> {
     let info = s.media.info(p, id).await?;
     let mut response = Json(&info).into_response();
@@ -58,18 +80,51 @@ pub async fn info(State(s): State<AppState>, Auth(p): Auth, Path(id): Path<Media
     Ok(response)
 }
 
+/// `GET /api/v1/media/{id}` (and `HEAD`): the same as `GET /api/v1/uploads/{id}`, under the name a message's
+/// attachment is looked up by.
+#[utoipa::path(
+    get,
+    path = "/api/v1/media/{id}",
+    tag = "media",
+    params(("id" = MediaId, Path, description = "the upload")),
+    responses((status = 200, description = "done", body = MediaInfo))
+)]
+pub async fn media_info(s: State<AppState>, p: Auth, id: Path<MediaId>) -> ApiResult<Response> {
+    info(s, p, id).await
+}
+
 /// `DELETE /api/v1/uploads/{id}`: the owner removes an upload no message attaches (frees its quota).
+#[utoipa::path(
+    delete,
+    path = "/api/v1/uploads/{id}",
+    tag = "media",
+    params(("id" = MediaId, Path, description = "the upload")),
+    responses((status = 204, description = "done"))
+)]
 pub async fn delete(State(s): State<AppState>, Auth(p): Auth, Path(id): Path<MediaId>) -> ApiResult<StatusCode> {
     s.media.delete(p, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// `GET /api/v1/media/usage`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/media/usage",
+    tag = "media",
+    responses((status = 200, description = "done", body = MediaUsage))
+)]
 pub async fn usage(State(s): State<AppState>, Auth(p): Auth) -> ApiResult<Json<MediaUsage>> {
     Ok(Json(s.media.usage(p).await?))
 }
 
 /// `POST /api/v1/admin/media/takedowns`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/media/takedowns",
+    tag = "admin",
+    request_body = Takedown,
+    responses((status = 200, description = "done", body = TakedownResult))
+)]
 pub async fn take_down(
     State(s): State<AppState>,
     Auth(p): Auth,
@@ -80,6 +135,13 @@ pub async fn take_down(
 }
 
 /// `POST /api/v1/admin/media/blocklist`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/media/blocklist",
+    tag = "admin",
+    request_body = BlockImage,
+    responses((status = 201, description = "created", body = BlockedImage))
+)]
 pub async fn block(
     State(s): State<AppState>,
     Auth(p): Auth,
@@ -90,12 +152,24 @@ pub async fn block(
 }
 
 /// `GET /api/v1/admin/media/blocklist`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/media/blocklist",
+    tag = "admin",
+    responses((status = 200, description = "done", body = Vec<BlockedImage>))
+)]
 pub async fn blocklist(State(s): State<AppState>, Auth(p): Auth) -> ApiResult<Json<Vec<BlockedImage>>> {
     require_admin(&s, p).await?;
     Ok(Json(s.media.blocklist().await?))
 }
 
 /// `POST /api/v1/admin/media/sweep`: garbage collection and tiering now, instead of at the next interval.
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/media/sweep",
+    tag = "admin",
+    responses((status = 200, description = "what the sweep collected and moved", body = Object))
+)]
 pub async fn sweep(State(s): State<AppState>, Auth(p): Auth) -> ApiResult<Json<serde_json::Value>> {
     require_admin(&s, p).await?;
     let report = s.media.sweep().await.map_err(CoreError::from)?;

@@ -9,6 +9,14 @@ use herald_proto::{
 };
 
 /// 201 for a new message, 200 for a retry answered with the original ack.
+#[utoipa::path(
+    post,
+    path = "/api/v1/conversations/{id}/messages",
+    tag = "messages",
+    params(("id" = ConversationId, Path, description = "the conversation")),
+    request_body = SendMessage,
+    responses((status = 201, description = "stored durably", body = SendAck), (status = 200, description = "a retry: the original ack, duplicate: true", body = SendAck))
+)]
 pub async fn send(
     State(s): State<AppState>,
     Auth(p): Auth,
@@ -20,6 +28,13 @@ pub async fn send(
     Ok((status, Json(ack)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/conversations/{id}/messages",
+    tag = "messages",
+    params(("id" = ConversationId, Path, description = "the conversation"), HistoryQuery),
+    responses((status = 200, description = "done", body = HistoryPage))
+)]
 pub async fn history(
     State(s): State<AppState>,
     Auth(p): Auth,
@@ -29,6 +44,14 @@ pub async fn history(
     Ok(Json(s.services.messaging.history(p, id, q).await?))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/api/v1/conversations/{id}/messages/{seq}",
+    tag = "messages",
+    params(("id" = ConversationId, Path, description = "the conversation"), ("seq" = u64, Path, description = "the message's seq")),
+    request_body = EditMessage,
+    responses((status = 200, description = "done", body = Message))
+)]
 pub async fn edit(
     State(s): State<AppState>,
     Auth(p): Auth,
@@ -39,6 +62,13 @@ pub async fn edit(
 }
 
 /// Deletes for everyone: the message becomes a tombstone that keeps its seq.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/conversations/{id}/messages/{seq}",
+    tag = "messages",
+    params(("id" = ConversationId, Path, description = "the conversation"), ("seq" = u64, Path, description = "the message's seq")),
+    responses((status = 200, description = "the tombstone", body = Message))
+)]
 pub async fn delete(
     State(s): State<AppState>,
     Auth(p): Auth,
@@ -47,6 +77,13 @@ pub async fn delete(
     Ok(Json(s.services.messaging.delete(p, id, seq).await?))
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/v1/conversations/{id}/messages/{seq}/reactions/{emoji}",
+    tag = "messages",
+    params(("id" = ConversationId, Path, description = "the conversation"), ("seq" = u64, Path, description = "the message's seq"), ("emoji" = String, Path, description = "1 to 16 characters, no whitespace")),
+    responses((status = 200, description = "done", body = Message))
+)]
 pub async fn react(
     State(s): State<AppState>,
     Auth(p): Auth,
@@ -55,6 +92,13 @@ pub async fn react(
     Ok(Json(s.services.messaging.react(p, id, seq, emoji, true).await?))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/conversations/{id}/messages/{seq}/reactions/{emoji}",
+    tag = "messages",
+    params(("id" = ConversationId, Path, description = "the conversation"), ("seq" = u64, Path, description = "the message's seq"), ("emoji" = String, Path, description = "1 to 16 characters, no whitespace")),
+    responses((status = 200, description = "done", body = Message))
+)]
 pub async fn unreact(
     State(s): State<AppState>,
     Auth(p): Auth,
@@ -63,6 +107,14 @@ pub async fn unreact(
     Ok(Json(s.services.messaging.react(p, id, seq, emoji, false).await?))
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/v1/conversations/{id}/cursor",
+    tag = "messages",
+    params(("id" = ConversationId, Path, description = "the conversation")),
+    request_body = UpdateCursor,
+    responses((status = 200, description = "done", body = CursorState))
+)]
 pub async fn update_cursor(
     State(s): State<AppState>,
     Auth(p): Auth,
@@ -72,6 +124,13 @@ pub async fn update_cursor(
     Ok(Json(s.services.messaging.update_cursor(p, id, body).await?))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/conversations/{id}/cursor",
+    tag = "messages",
+    params(("id" = ConversationId, Path, description = "the conversation")),
+    responses((status = 200, description = "done", body = CursorState))
+)]
 pub async fn cursor(
     State(s): State<AppState>,
     Auth(p): Auth,
@@ -81,6 +140,13 @@ pub async fn cursor(
 }
 
 /// A thread: its root, its reply count and the caller's own read position and unread count in it.
+#[utoipa::path(
+    get,
+    path = "/api/v1/conversations/{id}/threads/{root}",
+    tag = "threads",
+    params(("id" = ConversationId, Path, description = "the conversation"), ("root" = u64, Path, description = "the seq of the thread's root")),
+    responses((status = 200, description = "done", body = ThreadState))
+)]
 pub async fn thread(
     State(s): State<AppState>,
     Auth(p): Auth,
@@ -89,6 +155,13 @@ pub async fn thread(
     Ok(Json(s.services.messaging.thread(p, id, root).await?))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/conversations/{id}/threads/{root}/messages",
+    tag = "threads",
+    params(("id" = ConversationId, Path, description = "the conversation"), ("root" = u64, Path, description = "the seq of the thread's root"), HistoryQuery),
+    responses((status = 200, description = "done", body = HistoryPage))
+)]
 pub async fn thread_replies(
     State(s): State<AppState>,
     Auth(p): Auth,
@@ -98,6 +171,14 @@ pub async fn thread_replies(
     Ok(Json(s.services.messaging.thread_replies(p, id, root, q).await?))
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/v1/conversations/{id}/threads/{root}/read",
+    tag = "threads",
+    params(("id" = ConversationId, Path, description = "the conversation"), ("root" = u64, Path, description = "the seq of the thread's root")),
+    request_body = UpdateThreadRead,
+    responses((status = 200, description = "done", body = ThreadState))
+)]
 pub async fn mark_thread_read(
     State(s): State<AppState>,
     Auth(p): Auth,

@@ -1,15 +1,15 @@
 //! The routes. `docs/api.md` lists them with their bodies and errors.
 
-mod accounts;
-mod admin_users;
-mod blocks;
-mod conversations;
-mod export;
+pub(crate) mod accounts;
+pub(crate) mod admin_users;
+pub(crate) mod blocks;
+pub(crate) mod conversations;
+pub(crate) mod export;
 mod health;
 pub mod internal;
-mod media;
-mod messages;
-mod reports;
+pub(crate) mod media;
+pub(crate) mod messages;
+pub(crate) mod reports;
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -24,6 +24,7 @@ use std::time::Instant;
 /// The whole HTTP API. `max_body_bytes` caps every request body.
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     let api = Router::new()
+        .route("/openapi.json", get(crate::openapi::serve))
         .route("/accounts", post(accounts::register))
         .route("/sessions", post(accounts::login))
         .route("/sessions/refresh", post(accounts::refresh))
@@ -53,7 +54,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/uploads", post(media::create))
         .route("/uploads/{id}", get(media::info).patch(media::append).delete(media::delete))
         .route("/media/usage", get(media::usage))
-        .route("/media/{id}", get(media::info))
+        .route("/media/{id}", get(media::media_info))
         .route("/admin/media/takedowns", post(media::take_down))
         .route("/admin/media/blocklist", post(media::block).get(media::blocklist))
         .route("/admin/media/sweep", post(media::sweep))

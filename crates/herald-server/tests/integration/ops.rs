@@ -99,3 +99,22 @@ fn a_bad_setting_stops_start_up_with_a_message_naming_it() {
         "{before_listening:?}"
     );
 }
+
+/// The OpenAPI document is served to anyone, and describes this server's own API: a path it lists answers (here
+/// `GET /api/v1/me`) with the schema it names.
+#[tokio::test]
+async fn serves_its_openapi_document() {
+    let app = spawn_app().await;
+    let (status, doc) = app.call(Method::GET, "/api/v1/openapi.json", None, None).await;
+    assert_eq!(status, StatusCode::OK, "{doc}");
+    assert_eq!(doc["openapi"], "3.1.0");
+    let me = &doc["paths"]["/api/v1/me"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]["$ref"];
+    assert_eq!(me, "#/components/schemas/Me");
+    let required = doc["components"]["schemas"]["Me"]["required"].as_array().expect("Me's required fields").clone();
+    let user = app.register("reader").await;
+    let (_, body) = app.get("/api/v1/me", user.token()).await;
+    for field in required {
+        let field = field.as_str().expect("a name");
+        assert!(body.get(field).is_some(), "GET /api/v1/me lacks {field}: {body}");
+    }
+}
