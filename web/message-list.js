@@ -2,11 +2,11 @@
 // reactions; runs of one sender; older pages of history; the read position; the reaction picker. (What its
 // buttons and keys do is in message-actions.js.)
 import { $, el } from './dom.js';
-import { formatTime } from './format.js';
 import { ROLE_RANK, S, client, me, scheduleRender } from './state.js';
 import { name, snippet, systemText } from './labels.js';
 import { attachmentsEl } from './attachments.js';
 import { learnThreads, threadLabel, threadUnread } from './threads.js';
+import { contentEls, metaEl } from './message-parts.js';
 
 const REACTIONS = ['👍', '❤️', '😂', '😮', '😢', '🙏'];
 
@@ -99,13 +99,7 @@ function messageEl(c, m) {
   return el(
     'li',
     { class: `msg${mine ? ' mine' : ''}${m.deleted ? ' deleted' : ''}`, tabindex: '-1', dataset: { ...seqAttr, sender: m.sender, time: m.sent_at } },
-    el(
-      'div',
-      { class: 'meta' },
-      el('span', { class: 'sender', text: name(m.sender) }),
-      el('time', { datetime: new Date(m.sent_at).toISOString(), text: formatTime(m.sent_at) }),
-      m.edited_at && !m.deleted ? el('span', { class: 'edited', text: '(edited)' }) : null,
-    ),
+    metaEl(m),
     m.reply_to && !m.deleted
       ? el(
           'button',
@@ -114,8 +108,7 @@ function messageEl(c, m) {
           reply ? `${name(reply.sender)}: ${reply.deleted ? 'deleted message' : snippet(reply, 100)}` : `message #${m.reply_to}`,
         )
       : null,
-    m.deleted ? null : attachmentsEl(m.attachments),
-    m.deleted || m.body || !m.attachments?.length ? el('p', { class: 'body', text: m.deleted ? 'This message was deleted' : m.body }) : null,
+    contentEls(m),
     reactions.length
       ? el(
           'div',

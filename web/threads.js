@@ -2,10 +2,8 @@
 // thread's own unread count (the conversation's leaves thread replies out; see api.md, "Threads"). Replies arrive
 // as any message does (conversations.js hands them here); the panel marks them read while it shows them.
 import { $, el } from './dom.js';
-import { formatTime } from './format.js';
 import { S, client, me, scheduleRender } from './state.js';
-import { name } from './labels.js';
-import { attachmentsEl } from './attachments.js';
+import { contentEls, metaEl } from './message-parts.js';
 
 /** Replies loaded when a thread opens, at most (in pages of the server's largest, 200). */
 const MAX_REPLIES = 2000;
@@ -22,15 +20,8 @@ function replyEl(m) {
   return el(
     'li',
     { class: `msg${m.sender === me() ? ' mine' : ''}${m.deleted ? ' deleted' : ''}`, tabindex: '-1', dataset: { seq: m.seq, sender: m.sender } },
-    el(
-      'div',
-      { class: 'meta' },
-      el('span', { class: 'sender', text: name(m.sender) }),
-      el('time', { datetime: new Date(m.sent_at).toISOString(), text: formatTime(m.sent_at) }),
-      m.edited_at && !m.deleted ? el('span', { class: 'edited', text: '(edited)' }) : null,
-    ),
-    m.deleted ? null : attachmentsEl(m.attachments),
-    m.deleted || m.body || !m.attachments?.length ? el('p', { class: 'body', text: m.deleted ? 'This message was deleted' : m.body }) : null,
+    metaEl(m),
+    contentEls(m),
   );
 }
 

@@ -56,6 +56,7 @@ static ASSETS: &[Asset] = &[
     asset!("members-dialog.js", "text/javascript; charset=utf-8"),
     asset!("message-actions.js", "text/javascript; charset=utf-8"),
     asset!("message-list.js", "text/javascript; charset=utf-8"),
+    asset!("message-parts.js", "text/javascript; charset=utf-8"),
     asset!("presence.js", "text/javascript; charset=utf-8"),
     asset!("session.js", "text/javascript; charset=utf-8"),
     asset!("state.js", "text/javascript; charset=utf-8"),

@@ -130,12 +130,7 @@ impl Messaging {
     ) -> CoreResult<HistoryPage> {
         self.conversations.require_member(principal, conversation).await?;
         let limit = self.conversations.page_size(q.limit)?;
-        let from = match (q.from, q.dir) {
-            (Some(0), _) => return Err(CoreError::invalid("from must be a seq (1 or more)")),
-            (Some(from), _) => from,
-            (None, Direction::Forward) => 1,
-            (None, Direction::Backward) => u64::MAX,
-        };
+        let from = page_start(&q, 1)?;
         let messages = self.stores.messages.history(conversation, from, q.dir, limit).await?;
         // Read after the page, so it is never below the page's newest seq.
         let last_seq = self.stores.messages.last_seq(conversation).await?;
@@ -208,6 +203,17 @@ impl Messaging {
             ));
         }
         Ok(())
+    }
+}
+
+/// Where a page of history (or of a thread) starts: `from` as given (a seq, 1 or more), else `first` going forward
+/// and the newest going backward.
+fn page_start(q: &HistoryQuery, first: u64) -> CoreResult<u64> {
+    match (q.from, q.dir) {
+        (Some(0), _) => Err(CoreError::invalid("from must be a seq (1 or more)")),
+        (Some(from), _) => Ok(from),
+        (None, Direction::Forward) => Ok(first),
+        (None, Direction::Backward) => Ok(u64::MAX),
     }
 }
 

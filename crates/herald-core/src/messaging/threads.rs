@@ -34,20 +34,17 @@ impl Messaging {
     ) -> CoreResult<HistoryPage> {
         self.conversations.require_member(principal, conversation).await?;
         let limit = self.conversations.page_size(q.limit)?;
-        let from = match (q.from, q.dir) {
-            (Some(0), _) => return Err(CoreError::invalid("from must be a seq (1 or more)")),
-            (Some(from), _) => from,
-            (None, Direction::Forward) => root.saturating_add(1),
-            (None, Direction::Backward) => u64::MAX,
-        };
-        self.thread_root(conversation, root).await?;
+        let from = super::page_start(&q, root.saturating_add(1))?;
         let messages = self.stores.messages.thread(conversation, root, from, q.dir, limit).await?;
-        // Read after the page, so it is never below the page's newest reply.
+        // The root is read (and checked: it exists and is no reply) after the page, so its newest reply is never
+        // below the page's. A page of a root that is not one is empty, and is not answered.
         let last_seq = self.thread_root(conversation, root).await?.thread.map_or(0, |t| t.last_seq);
         let next = match (q.dir, messages.last()) {
             (Direction::Forward, Some(m)) if m.seq < last_seq => Some(m.seq + 1),
             // Replies are sparse among the conversation's seqs: only a full page says there may be more.
-            (Direction::Backward, Some(m)) if messages.len() == limit && m.seq > root + 1 => Some(m.seq - 1),
+            (Direction::Backward, Some(m)) if messages.len() == limit && m.seq > root.saturating_add(1) => {
+                Some(m.seq - 1)
+            }
             _ => None,
         };
         Ok(HistoryPage { messages, next, last_seq })
