@@ -28,15 +28,25 @@ fn settings(primary: &OwnServer, replica: &OwnServer) -> Settings {
     settings
 }
 
-async fn sql(url: &str, statement: &str) -> Vec<tokio_postgres::Row> {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.expect("connect");
+async fn try_sql(url: &str, statement: &str) -> Result<Vec<tokio_postgres::Row>, String> {
+    let (client, connection) =
+        tokio_postgres::connect(url, tokio_postgres::NoTls).await.map_err(|e| format!("{e:?}"))?;
     tokio::spawn(connection);
-    client.query(statement, &[]).await.unwrap_or_else(|e| panic!("{statement}: {e}"))
+    // Debug, not Display: Display says only "db error", Debug carries the server's message.
+    client.query(statement, &[]).await.map_err(|e| format!("{statement}: {e:?}"))
+}
+
+async fn sql(url: &str, statement: &str) -> Vec<tokio_postgres::Row> {
+    try_sql(url, statement).await.unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn count_statement(conversation: ConversationId) -> String {
+    format!("SELECT count(*) FROM messages WHERE conversation_id = '{}'", conversation.0)
 }
 
 /// How many messages of the conversation the server at `url` holds.
 async fn count_on(url: &str, conversation: ConversationId) -> i64 {
-    sql(url, &format!("SELECT count(*) FROM messages WHERE conversation_id = '{}'", conversation.0)).await[0].get(0)
+    sql(url, &count_statement(conversation)).await[0].get(0)
 }
 
 async fn commit_range(stores: &Stores, conversation: ConversationId, seqs: std::ops::RangeInclusive<u64>) {
@@ -54,11 +64,23 @@ async fn history_len(stores: &Stores, conversation: ConversationId) -> usize {
     page.len()
 }
 
-/// Waits until the replica holds `n` messages of the conversation, and then for the lag check to see it.
+/// Waits until the replica holds `n` messages of the conversation, and then for the lag check to see it. A
+/// standby that has just started may refuse or cancel a query for a moment (still reaching consistency, or a
+/// conflict with the recovery it replays), so an error here is waited out like a lag, until the deadline.
 async fn caught_up(replica: &OwnServer, conversation: ConversationId, n: i64) {
     let deadline = Instant::now() + Duration::from_secs(30);
-    while count_on(&replica.url("postgres"), conversation).await < n {
-        assert!(Instant::now() < deadline, "the replica did not catch up in 30 s");
+    loop {
+        let seen = try_sql(&replica.url("postgres"), &count_statement(conversation))
+            .await
+            .map(|rows| rows[0].get::<_, i64>(0));
+        match seen {
+            Ok(count) if count >= n => break,
+            Ok(count) => assert!(Instant::now() < deadline, "the replica did not catch up in 30 s: {count} of {n}"),
+            Err(e) => {
+                assert!(Instant::now() < deadline, "the replica did not catch up in 30 s: {e}");
+                eprintln!("waiting for the replica: {e}");
+            }
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_millis(3 * MAX_LAG_MS)).await;
