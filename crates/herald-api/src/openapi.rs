@@ -3,7 +3,7 @@
 //! the same for every endpoint is added here once: the bearer token, and the `{code, message}` body of every error.
 //! Served at `GET /api/v1/openapi.json`; CI fuzzes a live server against it (scripts/api-fuzz).
 
-use crate::routes::{accounts, admin_users, blocks, conversations, export, media, messages, reports};
+use crate::routes::{accounts, admin_users, blocks, conversations, export, media, messages, reports, search};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use std::sync::OnceLock;
@@ -28,7 +28,7 @@ use utoipa::{Modify, OpenApi};
         conversations::add_member, conversations::remove_member, conversations::set_role,
         messages::send, messages::history, messages::edit, messages::delete, messages::react, messages::unreact,
         messages::update_cursor, messages::cursor, messages::thread, messages::thread_replies,
-        messages::mark_thread_read,
+        messages::mark_thread_read, search::search,
         media::create, media::append, media::info, media::media_info, media::delete, media::usage,
         media::take_down, media::block, media::blocklist, media::sweep,
         reports::create, reports::list, reports::get, reports::resolve,
@@ -41,6 +41,7 @@ use utoipa::{Modify, OpenApi};
         (name = "conversations", description = "direct and group conversations and their members"),
         (name = "messages", description = "sending, history, edits, deletions, reactions, read positions"),
         (name = "threads", description = "replies grouped under a root message, with their own unread state"),
+        (name = "search", description = "full-text search over the messages the caller can read"),
         (name = "media", description = "resumable uploads and their signed URLs"),
         (name = "blocks", description = "users the caller blocks"),
         (name = "reports", description = "reports of messages and users"),

@@ -1,4 +1,4 @@
-//! The store conformance suite: every backend runs it unchanged against its six stores.
+//! The store conformance suite: every backend runs it unchanged against its seven stores.
 //!
 //! Each function exercises one trait of [`crate::store`] and panics, naming the contract that broke, when
 //! the backend does not behave as the trait documents. Every check uses fresh ids (UUIDv7) and fresh
@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, BTreeSet};
 /// How many tasks race in the concurrency checks.
 const RACERS: usize = 8;
 
-/// Runs the whole suite: users, conversations, messages, feeds, cursors, threads, media, reports.
+/// Runs the whole suite: users, conversations, messages, feeds, cursors, threads, search, media, reports.
 pub async fn run_all(stores: Stores) {
     users(&stores).await;
     conversations(&stores).await;
@@ -30,6 +30,7 @@ pub async fn run_all(stores: Stores) {
     feeds(&stores).await;
     cursors(&stores).await;
     threads(&stores).await;
+    search(&stores).await;
     media(&stores).await;
     reports(&stores).await;
 }
@@ -1365,6 +1366,109 @@ pub async fn threads(stores: &Stores) {
         0,
         "CursorStore::thread_read mixes threads"
     );
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// SearchStore
+// ---------------------------------------------------------------------------------------------------------
+
+/// The backend's answer to `terms` (cut by the core) in `conversations`, as (conversation, seq).
+async fn found(
+    stores: &Stores,
+    query: &str,
+    conversations: &[ConversationId],
+    offset: usize,
+    limit: usize,
+) -> Vec<(ConversationId, u64)> {
+    let terms = crate::search::words(query);
+    let request = crate::store::SearchRequest { terms: &terms, conversations, offset, limit };
+    ok(stores.search.search(&request).await, "search").into_iter().map(|h| (h.conversation, h.seq)).collect()
+}
+
+/// Polls until the backend's answer is `expected` (as a set): an index may take up to a second after the
+/// commit. Panics with `contract` and the last answer after five seconds.
+async fn found_eventually(
+    stores: &Stores,
+    query: &str,
+    conversations: &[ConversationId],
+    expected: &[(ConversationId, u64)],
+    contract: &str,
+) -> Vec<(ConversationId, u64)> {
+    let want: BTreeSet<(ConversationId, u64)> = expected.iter().copied().collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let answer = found(stores, query, conversations, 0, 100).await;
+        if answer.iter().copied().collect::<BTreeSet<_>>() == want && answer.len() == want.len() {
+            return answer;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{contract}: searching {query:?} found {answer:?}, not {expected:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Search: every term a prefix of a word, all required; only the conversations asked for; ranked; paged; a
+/// notice and a deleted message never found; an edit replaces the words; found within seconds of the commit.
+pub async fn search(stores: &Stores) {
+    let s = &stores.messages;
+    let (alice, device) = create_user_with_device(stores).await;
+    let c1 = create_group_of(stores, alice.id).await.id;
+    let c2 = create_group_of(stores, alice.id).await.id;
+    let elsewhere = create_group_of(stores, alice.id).await.id;
+    // A word of this run only: the suite may run again against the same database.
+    let tag = format!("t{}", &c1.0.simple().to_string()[20..]);
+    let text = |seq: u64, conversation: ConversationId, body: &str| Message {
+        body: format!("{tag} {body}"),
+        ..message(conversation, seq, alice.id, device.id)
+    };
+    let notice = Message {
+        system: Some(herald_proto::SystemEvent::TitleChanged { title: "meeting".into() }),
+        ..text(4, c1, "meeting notes")
+    };
+    let writes = vec![
+        MessageWrite::Insert(text(1, c1, "Meeting tomorrow at noon")),
+        MessageWrite::Insert(text(2, c1, "lunch tomorrow?")),
+        MessageWrite::Insert(text(3, c1, "meet, meet, meet!")),
+        MessageWrite::Insert(notice),
+        MessageWrite::Insert(text(1, c2, "the meeting is in the other room")),
+        MessageWrite::Insert(text(2, c2, "Café with ZOË")),
+        MessageWrite::Insert(text(1, elsewhere, "a meeting elsewhere")),
+    ];
+    ok(s.commit(&writes).await, "commit messages to search");
+    let both = [c1, c2];
+    let meet = format!("{tag} meet");
+    let ranked = found_eventually(
+        stores,
+        &meet,
+        &both,
+        &[(c1, 1), (c1, 3), (c2, 1)],
+        "SearchStore::search must find, within seconds of the commit, every message of the conversations asked for \
+         with a word starting with each term, and no notice",
+    )
+    .await;
+    assert_eq!(ranked[0], (c1, 3), "SearchStore::search must rank the message with the most matches first: {ranked:?}");
+    found_eventually(stores, &format!("{tag} LUNCH tomorrow"), &both, &[(c1, 2)], "every term is required").await;
+    found_eventually(stores, &format!("{tag} eeting"), &both, &[], "a term matches the start of a word only").await;
+    found_eventually(stores, &meet, &[c2], &[(c2, 1)], "only the conversations asked for are searched").await;
+    found_eventually(stores, &format!("{tag} café zo"), &both, &[(c2, 2)], "case does not matter, any script").await;
+
+    let first = found(stores, &meet, &both, 0, 1).await;
+    let rest = found(stores, &meet, &both, 1, 10).await;
+    assert_eq!(first, vec![(c1, 3)], "SearchStore::search must honour limit, best first");
+    assert_eq!(rest.len(), 2, "SearchStore::search must honour offset: {rest:?}");
+    assert!(!rest.contains(&(c1, 3)), "an offset page must not repeat the first: {rest:?}");
+
+    // An edit replaces the words; a deletion removes them.
+    let lunch = ok(s.message(c1, 2).await, "message").expect("stored");
+    let edited = Message { body: format!("{tag} dinner tonight"), edited_at: Some(now_millis()), ..lunch.clone() };
+    let noon = ok(s.message(c1, 1).await, "message").expect("stored");
+    let deleted = Message { body: String::new(), deleted: true, ..noon.clone() };
+    ok(s.commit(&[MessageWrite::update(edited, lunch), MessageWrite::update(deleted, noon)]).await, "edit and delete");
+    found_eventually(stores, &format!("{tag} dinner"), &both, &[(c1, 2)], "an edit's new words are found").await;
+    found_eventually(stores, &format!("{tag} lunch"), &both, &[], "an edit's old words are gone").await;
+    found_eventually(stores, &meet, &both, &[(c1, 3), (c2, 1)], "a deleted message is not found").await;
 }
 
 /// A pending upload of `size` declared bytes (for the backends' own tests too).

@@ -12,6 +12,7 @@
 //! - [`media`]: who may see an upload and what a message attaching one carries.
 //! - [`auth`], [`limits`], [`cache`]: tokens and passwords, limits and rate limits, the L1 cache.
 //! - [`footprint`]: what each in-memory structure holds, against its bound, as gauges.
+//! - [`search`]: full-text search over what a user can read (the index is the backends' `SearchStore`).
 //! - [`ring`]: the consistent-hash ring that places partitions and users on nodes.
 //! - [`peers`]: the other nodes of a cluster; [`presence_updates`]: presence changes offered to outside consumers.
 //!
@@ -43,6 +44,7 @@ pub mod peers;
 pub mod presence_updates;
 pub mod reports;
 pub mod ring;
+pub mod search;
 pub mod sequencer;
 pub mod store;
 pub mod submit;
@@ -63,6 +65,7 @@ pub struct Services {
     pub reports: Arc<reports::Reports>,
     pub user_admin: Arc<user_admin::UserAdmin>,
     pub blocks: Arc<blocks::Blocks>,
+    pub search: Arc<search::Search>,
 }
 
 /// A mutex's guard, also after a panic elsewhere poisoned it (that panic is reported where it happened; one

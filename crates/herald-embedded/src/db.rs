@@ -11,9 +11,11 @@ use crate::device_cache::DeviceCache;
 use crate::feed_buffer::{self, FeedBuffer, Flush};
 use crate::feed_snapshot;
 use crate::journal::{AppendError, Journal};
+use crate::search_indexer::SearchIndexer;
 use crate::stores;
 use crate::tables::{self, FEED, JOURNAL_APPLIED, META};
 use herald_core::store::{StoreError, StoreResult, Stores};
+use herald_search::MessageIndex;
 use redb::{Database, Durability, ReadTransaction, ReadableDatabase, WriteTransaction};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -100,6 +102,8 @@ pub struct EmbeddedDb {
     replayed: u64,
     /// The devices authentication reads, kept exact by this store's own writes (see `device_cache`).
     pub(crate) device_cache: DeviceCache,
+    /// The full-text index of messages and the thread that feeds it (see `search_indexer`).
+    pub(crate) search: SearchIndexer,
 }
 
 impl EmbeddedDb {
@@ -137,7 +141,18 @@ impl EmbeddedDb {
             .spawn(move || writer.run(rx))
             .map_err(|e| backend(format!("spawn writer: {e}")))?;
         start_checkpoint_timer(jobs.downgrade(), &dir.join("herald.redb"), interval)?;
-        Ok(Arc::new(Self { db, jobs, feed_retention, feed_buffer, replayed, device_cache: DeviceCache::default() }))
+        let search = SearchIndexer::new(open_index(&dir.join("search"))?);
+        let db = Arc::new(Self {
+            db,
+            jobs,
+            feed_retention,
+            feed_buffer,
+            replayed,
+            device_cache: DeviceCache::default(),
+            search,
+        });
+        db.search.start(Arc::downgrade(&db))?;
+        Ok(db)
     }
 
     /// How many journal records opening the database applied again: writes that were acknowledged (durable
@@ -153,7 +168,7 @@ impl EmbeddedDb {
         all
     }
 
-    /// The six stores, all backed by this database.
+    /// The seven stores, all backed by this database.
     pub fn stores(self: &Arc<Self>) -> Stores {
         Stores::of(self)
     }
@@ -167,12 +182,18 @@ impl EmbeddedDb {
     /// restarted server in the same process). Every later call fails with a backend error.
     pub async fn close(&self) -> StoreResult<()> {
         self.flush().await?;
+        self.search.stop();
         let (tx, rx) = oneshot::channel();
         if self.jobs.send(Msg::Close(tx)).await.is_ok() {
             let _ = rx.await;
         }
         self.db.write().unwrap_or_else(|p| p.into_inner()).take();
         Ok(())
+    }
+
+    /// Whether [`EmbeddedDb::close`] has run.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.db.read().unwrap_or_else(|p| p.into_inner()).is_none()
     }
 
     /// Runs `f` in the writer's next transaction and returns its result once that transaction committed.
@@ -209,27 +230,26 @@ impl EmbeddedDb {
         f: impl FnOnce(&WriteTransaction) -> StoreResult<R> + Send + 'static,
     ) -> StoreResult<R> {
         let started = Instant::now();
-        let (tx, rx) = oneshot::channel();
-        let job = Msg::Write(Job {
-            durable,
-            journal,
-            queued: Instant::now(),
-            run: Box::new(move |txn| {
-                // Without a transaction the commit's error is the answer; this placeholder is never seen.
-                let result = match txn {
-                    Some(txn) => f(txn),
-                    None => Err(backend("not written")),
-                };
-                let poisoned = matches!(result, Err(StoreError::Backend(_)));
-                let finish: Finisher = Box::new(move |commit: StoreResult<()>| {
-                    let _ = tx.send((commit.and(result), Instant::now()));
-                });
-                (poisoned, finish)
-            }),
-        });
+        let (job, rx) = job(durable, journal, f);
         self.jobs.send(job).await.map_err(|_| backend("the writer has stopped"))?;
         let (result, finished) = rx.await.map_err(|_| backend("the writer dropped a job"))?;
         metrics::histogram!("embedded_wake_ms").record(finished.elapsed().as_secs_f64() * 1000.0);
+        record(query_type, table, started);
+        result
+    }
+
+    /// [`EmbeddedDb::write`] of a non-durable write, for a thread outside the async runtime (the search
+    /// indexer): blocks that thread until the write is committed.
+    pub(crate) fn write_blocking<R: Send + 'static>(
+        &self,
+        query_type: &'static str,
+        table: &'static str,
+        f: impl FnOnce(&WriteTransaction) -> StoreResult<R> + Send + 'static,
+    ) -> StoreResult<R> {
+        let started = Instant::now();
+        let (job, rx) = job(false, None, f);
+        self.jobs.blocking_send(job).map_err(|_| backend("the writer has stopped"))?;
+        let (result, _) = rx.blocking_recv().map_err(|_| backend("the writer dropped a job"))?;
         record(query_type, table, started);
         result
     }
@@ -261,6 +281,50 @@ pub(crate) fn backend(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
+/// Opens the search index. Its directory's lock is held by the index of a database closed a moment ago in this
+/// process until that one's merges end, so a busy lock is waited for (a few seconds at most).
+fn open_index(dir: &Path) -> StoreResult<MessageIndex> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match MessageIndex::open(dir) {
+            Ok(index) => return Ok(index),
+            Err(e) if e.is_lock_busy() && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => return Err(backend(e)),
+        }
+    }
+}
+
+type Answer<R> = oneshot::Receiver<(StoreResult<R>, Instant)>;
+
+/// The writer's job for `f`, and where its answer (with when it was sent) arrives.
+fn job<R: Send + 'static>(
+    durable: bool,
+    journal: Option<Vec<u8>>,
+    f: impl FnOnce(&WriteTransaction) -> StoreResult<R> + Send + 'static,
+) -> (Msg, Answer<R>) {
+    let (tx, rx) = oneshot::channel();
+    let job = Msg::Write(Job {
+        durable,
+        journal,
+        queued: Instant::now(),
+        run: Box::new(move |txn| {
+            // Without a transaction the commit's error is the answer; this placeholder is never seen.
+            let result = match txn {
+                Some(txn) => f(txn),
+                None => Err(backend("not written")),
+            };
+            let poisoned = matches!(result, Err(StoreError::Backend(_)));
+            let finish: Finisher = Box::new(move |commit: StoreResult<()>| {
+                let _ = tx.send((commit.and(result), Instant::now()));
+            });
+            (poisoned, finish)
+        }),
+    });
+    (job, rx)
+}
+
 fn create_tables(db: &Database) -> StoreResult<()> {
     let txn = db.begin_write().map_err(backend)?;
     {
@@ -282,6 +346,7 @@ fn create_tables(db: &Database) -> StoreResult<()> {
         txn.open_table(tables::THREAD_REPLIES).map_err(backend)?;
         txn.open_table(tables::THREAD_REPLY_SEQS).map_err(backend)?;
         txn.open_table(tables::THREAD_READS).map_err(backend)?;
+        txn.open_table(tables::SEARCH_BACKLOG).map_err(backend)?;
         txn.open_table(tables::MEDIA).map_err(backend)?;
         txn.open_table(tables::MEDIA_BY_HASH).map_err(backend)?;
         txn.open_table(tables::MEDIA_UNFINISHED).map_err(backend)?;

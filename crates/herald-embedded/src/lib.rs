@@ -23,6 +23,7 @@ mod log;
 mod message_codec;
 mod migrate;
 mod repair;
+mod search_indexer;
 mod stores;
 mod tables;
 

@@ -47,6 +47,10 @@ pub const THREAD_REPLIES: TableDefinition<(Id, u64, u64), Id> = TableDefinition:
 pub const THREAD_REPLY_SEQS: TableDefinition<IdSeq, u64> = TableDefinition::new("thread_reply_seqs");
 /// (conversation, user, thread root) -> the user's read position in the thread
 pub const THREAD_READS: TableDefinition<(Id, Id, u64), u64> = TableDefinition::new("thread_reads");
+/// (conversation, seq) -> stamp: the messages written since the search index last took them (`search_indexer`).
+/// Written by the message commit (so also by a journal replay: nothing acknowledged is missed by the index);
+/// an entry is removed once indexed, unless a newer write has restamped it meanwhile.
+pub const SEARCH_BACKLOG: TableDefinition<IdSeq, u64> = TableDefinition::new("search_backlog");
 
 /// MediaId -> MediaRecord
 pub const MEDIA: TableDefinition<Id, &[u8]> = TableDefinition::new("media");

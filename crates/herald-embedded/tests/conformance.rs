@@ -46,6 +46,7 @@ async fn each_trait_conforms_on_its_own() {
     let stores = db.stores();
     conformance::cursors(&stores).await;
     conformance::threads(&stores).await;
+    conformance::search(&stores).await;
     conformance::messages(&stores).await;
     conformance::conversations(&stores).await;
     conformance::users(&stores).await;

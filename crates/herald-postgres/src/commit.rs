@@ -17,6 +17,7 @@
 
 use crate::db::{Pools, backend, big, pg, unsigned};
 use crate::partitions;
+use crate::search;
 use herald_core::store::{FeedAppend, FeedEvent, MessageWrite, StoreError, StoreResult};
 use herald_proto::{MediaId, Message};
 use std::collections::{BTreeMap, HashMap};
@@ -283,9 +284,12 @@ impl<'a> Plan<'a> {
         let senders: Vec<Uuid> = inserted.iter().map(|m| m.sender.0).collect();
         let sent_at: Vec<i64> = inserted.iter().map(|m| m.sent_at).collect();
         let payloads = inserted.iter().map(|m| encode(m)).collect::<StoreResult<Vec<_>>>()?;
+        let searches: Vec<Option<String>> = inserted.iter().map(|m| search::tsvector(m)).collect();
         txn.execute_typed(
-            "INSERT INTO messages (conversation_id, seq, bucket, sender, sent_at, payload)
-             SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::int[], $4::uuid[], $5::bigint[], $6::bytea[])",
+            "INSERT INTO messages (conversation_id, seq, bucket, sender, sent_at, payload, search)
+             SELECT c, s, b, snd, at, p, t::tsvector
+               FROM unnest($1::uuid[], $2::bigint[], $3::int[], $4::uuid[], $5::bigint[], $6::bytea[], $7::text[])
+                 AS v(c, s, b, snd, at, p, t)",
             &[
                 (&conversations, Type::UUID_ARRAY),
                 (&seqs, Type::INT8_ARRAY),
@@ -293,6 +297,7 @@ impl<'a> Plan<'a> {
                 (&senders, Type::UUID_ARRAY),
                 (&sent_at, Type::INT8_ARRAY),
                 (&payloads, Type::BYTEA_ARRAY),
+                (&searches, Type::TEXT_ARRAY),
             ],
         )
         .await
@@ -307,18 +312,25 @@ impl<'a> Plan<'a> {
         let mut conversations = Vec::new();
         let mut seqs = Vec::new();
         let mut payloads = Vec::new();
+        let mut searches: Vec<Option<String>> = Vec::new();
         for key in &self.updated_in_store {
             if let Some((_, m)) = self.rows.get(key) {
                 conversations.push(key.0);
                 seqs.push(big(key.1));
                 payloads.push(encode(m)?);
+                searches.push(search::tsvector(m));
             }
         }
         txn.execute_typed(
-            "UPDATE messages SET payload = v.payload
-               FROM unnest($1::uuid[], $2::bigint[], $3::bytea[]) AS v(conversation_id, seq, payload)
+            "UPDATE messages SET payload = v.payload, search = v.search::tsvector
+               FROM unnest($1::uuid[], $2::bigint[], $3::bytea[], $4::text[]) AS v(conversation_id, seq, payload, search)
               WHERE messages.conversation_id = v.conversation_id AND messages.seq = v.seq",
-            &[(&conversations, Type::UUID_ARRAY), (&seqs, Type::INT8_ARRAY), (&payloads, Type::BYTEA_ARRAY)],
+            &[
+                (&conversations, Type::UUID_ARRAY),
+                (&seqs, Type::INT8_ARRAY),
+                (&payloads, Type::BYTEA_ARRAY),
+                (&searches, Type::TEXT_ARRAY),
+            ],
         )
         .await
         .map_err(pg)?;

@@ -16,6 +16,7 @@ mod messages;
 mod partitions;
 mod reports;
 mod schema;
+mod search;
 mod settings;
 #[cfg(feature = "testing")]
 pub mod testing;

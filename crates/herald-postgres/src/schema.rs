@@ -19,6 +19,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (5, "suspensions", include_str!("../migrations/0005_suspensions.sql")),
     (6, "deleted accounts", include_str!("../migrations/0006_deleted_accounts.sql")),
     (7, "threads", include_str!("../migrations/0007_threads.sql")),
+    (8, "search", include_str!("../migrations/0008_search.sql")),
 ];
 
 /// Any constant both sides agree on: the advisory lock that serialises migrations across nodes.

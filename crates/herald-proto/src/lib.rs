@@ -9,6 +9,7 @@ mod media;
 mod model;
 mod reports;
 mod rest;
+mod search;
 mod ws;
 
 pub use admin::*;
@@ -18,6 +19,7 @@ pub use media::*;
 pub use model::*;
 pub use reports::*;
 pub use rest::*;
+pub use search::*;
 pub use ws::*;
 
 /// Milliseconds since the Unix epoch, the one time unit on the wire.

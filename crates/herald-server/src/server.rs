@@ -202,6 +202,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         reports: reports.clone(),
         user_admin,
         blocks: blocks.clone(),
+        search: Arc::new(herald_core::search::Search::new(stores.clone(), conversations.clone())),
     };
 
     let media = herald_media::Media::new(

@@ -30,6 +30,7 @@ mod integration {
     mod observability;
     mod ops;
     mod reports;
+    mod search;
     mod threads;
     mod user_admin;
 }

@@ -10,6 +10,7 @@ pub mod internal;
 pub(crate) mod media;
 pub(crate) mod messages;
 pub(crate) mod reports;
+pub(crate) mod search;
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -51,6 +52,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/conversations/{id}/threads/{root}", get(messages::thread))
         .route("/conversations/{id}/threads/{root}/messages", get(messages::thread_replies))
         .route("/conversations/{id}/threads/{root}/read", put(messages::mark_thread_read))
+        .route("/search", get(search::search))
         .route("/uploads", post(media::create))
         .route("/uploads/{id}", get(media::info).patch(media::append).delete(media::delete))
         .route("/media/usage", get(media::usage))

@@ -1,5 +1,5 @@
-//! The store seam: six domain-level traits, one per kind of data. Each backend (redb on a single node;
-//! PostgreSQL and a Cassandra-shaped message store in a cluster) implements all six and must pass the
+//! The store seam: seven domain-level traits, one per kind of data. Each backend (redb on a single node;
+//! PostgreSQL and a Cassandra-shaped message store in a cluster) implements all seven and must pass the
 //! one conformance suite (`conformance`, behind the `conformance` feature) unchanged.
 //!
 //! The traits speak the domain (create a user, append messages, page history) and never expose a
@@ -8,12 +8,15 @@
 mod media;
 mod records;
 mod reports;
+mod search;
 
 pub use media::{BlockedHash, Completed, ContentRecord, MediaRecord, MediaStore, StoredVariant, TakenDown, Tier};
 
 pub use records::{CursorUpdate, Device, FeedAppend, FeedEvent, FeedPage, MessageWrite, User};
 
 pub use reports::{ReportStore, open_report_key};
+
+pub use search::{SearchHit, SearchRequest, SearchStore};
 
 use async_trait::async_trait;
 use herald_proto::{
@@ -230,13 +233,19 @@ impl Stores {
     }
 }
 
-/// A backend that implements all six stores with one type (both of Herald's do).
-pub trait Backend: UserStore + ConversationStore + MessageStore + CursorStore + MediaStore + ReportStore {}
+/// A backend that implements all seven stores with one type (both of Herald's do).
+pub trait Backend:
+    UserStore + ConversationStore + MessageStore + CursorStore + MediaStore + ReportStore + SearchStore
+{
+}
 
-impl<T: UserStore + ConversationStore + MessageStore + CursorStore + MediaStore + ReportStore> Backend for T {}
+impl<T: UserStore + ConversationStore + MessageStore + CursorStore + MediaStore + ReportStore + SearchStore> Backend
+    for T
+{
+}
 
 impl Stores {
-    /// The six stores, all backed by `backend`.
+    /// The seven stores, all backed by `backend`.
     pub fn of<B: Backend>(backend: &std::sync::Arc<B>) -> Stores {
         Stores {
             users: backend.clone(),
@@ -245,6 +254,7 @@ impl Stores {
             cursors: backend.clone(),
             media: backend.clone(),
             reports: backend.clone(),
+            search: backend.clone(),
         }
     }
 }
@@ -258,4 +268,5 @@ pub struct Stores {
     pub cursors: std::sync::Arc<dyn CursorStore>,
     pub media: std::sync::Arc<dyn MediaStore>,
     pub reports: std::sync::Arc<dyn ReportStore>,
+    pub search: std::sync::Arc<dyn SearchStore>,
 }

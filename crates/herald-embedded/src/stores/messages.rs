@@ -5,7 +5,8 @@ use crate::feed_buffer::{self, FeedBuffer};
 use crate::feed_codec;
 use crate::keys::IdSeq;
 use crate::message_codec;
-use crate::tables::{CLIENT_IDS, FEED, Id, LAST_SENT, MESSAGES, THREAD_REPLIES, THREAD_REPLY_SEQS};
+use crate::search_indexer;
+use crate::tables::{CLIENT_IDS, FEED, Id, LAST_SENT, MESSAGES, SEARCH_BACKLOG, THREAD_REPLIES, THREAD_REPLY_SEQS};
 use async_trait::async_trait;
 use herald_core::store::{ClientKey, FeedAppend, FeedPage, MessageStore, MessageWrite, StoreResult};
 use herald_proto::{ConversationId, Direction, Message, UserId};
@@ -263,6 +264,8 @@ fn apply_commit(
     let mut messages = txn.open_table(MESSAGES).map_err(backend)?;
     let mut client_ids = txn.open_table(CLIENT_IDS).map_err(backend)?;
     let mut last_sent = txn.open_table(LAST_SENT).map_err(backend)?;
+    let mut search_backlog = txn.open_table(SEARCH_BACKLOG).map_err(backend)?;
+    let stamp = search_indexer::next_stamp();
     // Opened at the first thread reply: most commits have none.
     let (mut thread_replies, mut thread_reply_seqs) = (None, None);
     let (mut added_refs, mut dropped_refs) = (Vec::new(), Vec::new());
@@ -288,6 +291,7 @@ fn apply_commit(
             inserted_last.insert(key.0, message.seq);
         }
         let previous = messages.insert(key, bytes.as_slice()).map_err(backend)?;
+        search_backlog.insert(key, stamp).map_err(backend)?;
         // The sequencer is the only writer of a conversation; a seq used twice, or an update of a missing
         // message, means that guarantee broke, and the whole commit is refused.
         if previous.is_some() == *insert {

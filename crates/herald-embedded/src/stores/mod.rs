@@ -1,4 +1,4 @@
-//! The six store traits over the embedded database, one file each.
+//! The seven store traits over the embedded database, one file each.
 
 mod commit_record;
 mod conversations;
@@ -6,6 +6,7 @@ mod cursors;
 mod media;
 mod messages;
 mod reports;
+mod search;
 mod users;
 
 /// A journal record's writes, as a replay decodes them (for the fuzz targets).

@@ -27,6 +27,7 @@ fn conversation_endpoints(c: &str, victim: &str, seq: u64) -> Vec<(Method, Strin
         (Method::GET, format!("/api/v1/conversations/{c}/threads/{seq}"), None),
         (Method::GET, format!("/api/v1/conversations/{c}/threads/{seq}/messages"), None),
         (Method::PUT, format!("/api/v1/conversations/{c}/threads/{seq}/read"), Some(json!({"read": 0}))),
+        (Method::GET, format!("/api/v1/search?q=secret&conversation={c}"), None),
     ]
 }
 
