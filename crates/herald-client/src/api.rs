@@ -7,8 +7,9 @@ use crate::error::ClientError;
 use herald_proto::{
     AdminUser, BlockedUser, ConversationDetails, ConversationId, ConversationPage, CreateConversation, CreateReport,
     CreateUpload, Credentials, CursorState, DeletedUser, Direction, ErrorBody, HistoryPage, HistoryQuery, Me, MediaId,
-    MediaInfo, RefreshRequest, Report, ReportId, ReportListQuery, ReportPage, ReportState, ResolveReport, SendAck,
-    SendMessage, Session, SuspendUser, ThreadState, UpdateCursor, UpdateThreadRead, UserId, UserProfile,
+    MediaInfo, RefreshRequest, Report, ReportId, ReportListQuery, ReportPage, ReportState, ResolveReport, SearchPage,
+    SearchQuery, SendAck, SendMessage, Session, SuspendUser, ThreadState, UpdateCursor, UpdateThreadRead, UserId,
+    UserProfile,
 };
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
@@ -195,6 +196,18 @@ impl Api {
         query: &HistoryQuery,
     ) -> Result<HistoryPage, ClientError> {
         let path = format!("/conversations/{conversation}/threads/{root}/messages{}", page_query(query));
+        self.json(self.request(Method::GET, &path, Some(token))).await
+    }
+
+    /// `GET /api/v1/search?q=&conversation=&offset=&limit=`: the messages this user can read that hold every word
+    /// of `q.q` (each a word's start), best first, with highlighted snippets; `next` is the offset of the next page.
+    pub async fn search(&self, token: &str, q: &SearchQuery) -> Result<SearchPage, ClientError> {
+        let mut query = Query::default();
+        query.add("q", Some(&q.q));
+        query.add("conversation", q.conversation);
+        query.add("offset", q.offset);
+        query.add("limit", q.limit);
+        let path = format!("/search{}", query.finish());
         self.json(self.request(Method::GET, &path, Some(token))).await
     }
 

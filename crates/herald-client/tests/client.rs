@@ -9,5 +9,6 @@ mod client {
     mod outbox;
     mod resume;
     mod safety;
+    mod search;
     mod threads;
 }

@@ -18,6 +18,7 @@ mod node;
 mod overload;
 mod per_second;
 mod saturate;
+mod search;
 mod sends;
 mod soak;
 mod storm;
@@ -72,6 +73,8 @@ pub enum Scenario {
     /// Many connections over the nodes of a cluster, each receiving one message sent into its group: server
     /// memory per connection on every node (from its /metrics) and the time until every socket had it.
     Broadcast(broadcast::BroadcastArgs),
+    /// A million messages, then searches of five kinds over them: query latency (p50/p99) through the REST API.
+    Search(search::SearchArgs),
     /// A helper process of `idle --processes` and `broadcast`: holds the connections of the tokens it is given.
     #[command(hide = true)]
     Hold(idle::HoldArgs),
@@ -136,6 +139,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             let r = overload::run(&target, a).await?;
             println!("{}", r.table());
             (serde_json::to_value(&r)?, Some(r.chart()))
+        }
+        Scenario::Search(a) => {
+            let r = search::run(&target, a).await?;
+            println!("{}", r.table());
+            (serde_json::to_value(&r)?, None)
         }
         Scenario::Soak(a) => {
             let r = soak::run(&target, a).await?;

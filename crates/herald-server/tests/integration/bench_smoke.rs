@@ -71,7 +71,7 @@ fn bench(args: &[&str], env: &[(&str, String)]) -> (String, serde_json::Value) {
     assert!(report["calibration"]["sha256_mb_per_second"].as_f64().is_some_and(|v| v > 0.0), "{report}");
     assert!(report["calibration"]["fsync_ms_median"].as_f64().is_some_and(|v| v > 0.0), "{report}");
     assert!(stdout.starts_with("calibration: "), "{stdout}");
-    if !["sends", "media"].contains(&args[0]) {
+    if !["sends", "media", "search"].contains(&args[0]) {
         let svg = std::fs::read_to_string(&chart).expect("chart written");
         assert!(svg.starts_with("<svg"), "{svg}");
         if ["groups", "direct"].contains(&args[0]) {
@@ -129,6 +129,10 @@ fn every_scenario_runs_and_checks_itself() {
         "1",
     ]);
     assert!(out.contains("a conversation of 3 other users") && !out.contains(" 0 frames received"), "{out}");
+    let (out, report) = b.run_with_report(&["search", "--messages", "400", "--conversations", "4", "--queries", "40"]);
+    assert!(out.contains("scenario search: 400 messages in 4 conversations"), "{out}");
+    assert_eq!(report["kinds"].as_array().map(Vec::len), Some(10), "five kinds, over all or one: {report}");
+    assert!(report["kinds"][0]["mean_results"].as_f64().is_some_and(|n| n > 0.0), "common words are found: {report}");
     let out = b.run(&["soak", "--rooms", "2", "--members", "3", "--rate", "20", "--duration", "2", "--interval", "1"]);
     assert!(out.contains("scenario soak") && out.contains("open fds") && !out.contains("reconnects/s"), "{out}");
     // The mixed soak: devices that come back and resume, history pages and uploads beside the groups traffic,
