@@ -19,6 +19,7 @@ import { exportData } from './export-data.js';
 import { addMembers, leaveGroup, openMembers, renderMembers } from './members-dialog.js';
 import { onStatus } from './connection.js';
 import { closeThread, onThreadAction, renderThread, submitThread } from './threads.js';
+import { clearSearch, moreResults, onResultClick, onSearchInput, submitSearch } from './search.js';
 import { onAuth, showApp, showAuth } from './session.js';
 
 // ---- rendering -------------------------------------------------------------------------------------------
@@ -116,6 +117,13 @@ function init() {
     closeConversation();
     $('conv-list').querySelector(`.conv[data-id="${id}"]`)?.focus();
   });
+  $('search-form').addEventListener('submit', submitSearch);
+  $('search-input').addEventListener('input', onSearchInput);
+  $('search-input').addEventListener('keydown', (ev) => {
+    if (ev.key === 'Escape') clearSearch();
+  });
+  $('search-list').addEventListener('click', onResultClick);
+  $('search-more').addEventListener('click', moreResults);
   $('thread-close').addEventListener('click', closeThread);
   $('thread-list').addEventListener('click', onThreadAction);
   $('thread-composer').addEventListener('submit', (ev) => {

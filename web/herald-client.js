@@ -518,6 +518,17 @@ export class HeraldClient {
     return this.api('PUT', `/conversations/${id}/threads/${root}/read`, { read: seq });
   }
 
+  /**
+   * Full-text search over the messages this user can read: `{results: [{message, snippet}], next}`, best first.
+   * Every word of `q` must start a word of the message; `snippet` is plain text in pieces, `hit` on the matches.
+   */
+  search(q, { conversation, offset, limit = 20 } = {}) {
+    const params = new URLSearchParams({ q, limit: String(limit) });
+    if (conversation) params.set('conversation', conversation);
+    if (offset) params.set('offset', String(offset));
+    return this.api('GET', `/search?${params}`);
+  }
+
   // ---- media ----------------------------------------------------------------------------------------------
 
   /**

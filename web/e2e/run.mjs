@@ -464,6 +464,34 @@ describe('two people chatting in browsers', () => {
     await A.locator('#thread-pane').waitFor({ state: 'hidden', timeout: WAIT });
   });
 
+  step('search: words find the messages, marked; a result opens its message, or its thread', async () => {
+    const box = A.getByRole('searchbox', { name: 'Search messages' });
+    await box.fill('BOB how');
+    const hit = A.locator('#search-list .search-hit', { hasText: 'Hi Bob, how are you?' });
+    await hit.waitFor({ timeout: WAIT });
+    assert.equal(await A.locator('#conv-list').isHidden(), true, 'results replace the conversation list');
+    assert.deepEqual(await hit.locator('mark').allTextContents(), ['Bob', 'how'], 'the words the query found are marked');
+    await screenshot(A, 'alice-search-results');
+    await hit.click();
+    const found = A.locator('#message-list .msg.found', { has: A.locator('.body', { hasText: /^Hi Bob, how are you\?$/ }) });
+    await found.waitFor({ timeout: WAIT });
+
+    // A thread reply is found too, and opens in its thread; Escape brings the conversation list back.
+    await box.fill('tri');
+    const reply = A.locator('#search-list .search-hit', { hasText: 'in a thread' });
+    await reply.waitFor({ timeout: WAIT });
+    assert.deepEqual(await reply.locator('mark').allTextContents(), ['trip']);
+    await reply.click();
+    await A.locator('#thread-pane #thread-root', { hasText: 'Hi Bob, how are you?' }).waitFor({ timeout: WAIT });
+    await box.fill('zzzunlikelyword');
+    await A.locator('#search-status', { hasText: 'No messages found.' }).waitFor({ timeout: WAIT });
+    await box.press('Escape');
+    await A.locator('#conv-list').waitFor({ state: 'visible', timeout: WAIT });
+    assert.equal(await A.locator('#search-results').isHidden(), true);
+    await A.getByRole('button', { name: 'Close the thread' }).click();
+    await A.locator('#thread-pane').waitFor({ state: 'hidden', timeout: WAIT });
+  });
+
   step('blocks and unblocks: a blocked message is refused, and goes through once the block is lifted', async () => {
     A.once('dialog', (d) => d.accept());
     await A.getByRole('button', { name: 'Block', exact: true }).click();

@@ -61,6 +61,7 @@ static ASSETS: &[Asset] = &[
     asset!("session.js", "text/javascript; charset=utf-8"),
     asset!("state.js", "text/javascript; charset=utf-8"),
     asset!("threads.js", "text/javascript; charset=utf-8"),
+    asset!("search.js", "text/javascript; charset=utf-8"),
     asset!("typing.js", "text/javascript; charset=utf-8"),
     asset!("uploads.js", "text/javascript; charset=utf-8"),
     asset!("herald-client.js", "text/javascript; charset=utf-8"),
