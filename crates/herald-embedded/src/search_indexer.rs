@@ -18,8 +18,9 @@ use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// How often the backlog is taken when it is not full.
-pub const REFRESH: Duration = Duration::from_millis(200);
+/// How often the backlog is taken when it is not full. Each take that finds messages is one tantivy commit (a few
+/// fsyncs, beside the journal's), so this trades the time until a message is findable for disk syncs.
+pub const REFRESH: Duration = Duration::from_millis(500);
 /// Messages indexed in one index commit at most.
 const BATCH: usize = 20_000;
 

@@ -145,3 +145,52 @@ async fn committed_data_survives_reopen() {
     assert_eq!(stores.messages.last_seq(conversation.id).await.expect("last_seq"), 4);
     conformance::run_all(stores).await;
 }
+
+/// The search index is rebuilt from the messages when it is lost (or unreadable): a reopened database with no
+/// `search/` directory finds what it found before, and a message committed meanwhile too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_search_index_is_rebuilt_from_the_messages() {
+    use herald_core::store::SearchRequest;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conversation = ConversationId::new();
+    let (sender, device) = (UserId::new(), DeviceId::new());
+    let text =
+        |seq: u64, body: &str| Message { body: body.into(), ..conformance::message(conversation, seq, sender, device) };
+    let terms = herald_core::search::words("lighthouse");
+    let found = |db: Arc<EmbeddedDb>| {
+        let terms = terms.clone();
+        async move {
+            let request = SearchRequest { terms: &terms, conversations: &[conversation], offset: 0, limit: 10 };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let hits = db.stores().search.search(&request).await.expect("search");
+                let mut seqs: Vec<u64> = hits.iter().map(|h| h.seq).collect();
+                seqs.sort_unstable();
+                if seqs.len() >= 2 || Instant::now() > deadline {
+                    return seqs;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    {
+        let db = open(dir.path());
+        let writes =
+            [MessageWrite::Insert(text(1, "the lighthouse at dawn")), MessageWrite::Insert(text(2, "no match"))];
+        db.stores().messages.commit(&writes).await.expect("commit");
+        // Indexed (so its backlog is taken): only a rebuild can bring it back once the index is gone.
+        let terms = herald_core::search::words("lighthouse");
+        let request = SearchRequest { terms: &terms, conversations: &[conversation], offset: 0, limit: 10 };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while db.stores().search.search(&request).await.expect("search").is_empty() {
+            assert!(Instant::now() < deadline, "never indexed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        db.close().await.expect("close");
+    }
+    std::fs::remove_dir_all(dir.path().join("search")).expect("the index lives in search/");
+    let db = reopen(dir.path());
+    db.stores().messages.commit(&[MessageWrite::Insert(text(3, "Lighthouses everywhere"))]).await.expect("commit");
+    assert_eq!(found(db.clone()).await, vec![1, 3], "every message is indexed again");
+    db.close().await.expect("close");
+}
