@@ -112,6 +112,16 @@ pub const FAMILIES: &[Family] = &[
     family("embedded_job_wait_ms", Histogram, "Embedded store: time a write waited for its group commit."),
     family("embedded_group_commit_jobs", Histogram, "Embedded store: writes in one group commit."),
     family("embedded_wake_ms", Histogram, "Embedded store: time to wake a writer after its commit."),
+    family(
+        "search_index_commit_ms",
+        Histogram,
+        "Embedded search index: time to index one batch of messages and commit it.",
+    ),
+    family(
+        "search_indexed_messages_total",
+        Counter,
+        "Embedded search index: messages indexed (again after each edit).",
+    ),
     family("embedded_feed_buffered_rows", Gauge, "Embedded store: feed rows committed but not yet in the feed table."),
     family("database_commit_batch_size", Histogram, "PostgreSQL store: messages written in one commit."),
     family(
