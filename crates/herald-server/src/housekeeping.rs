@@ -60,8 +60,8 @@ impl Holders {
     }
 }
 
-/// Runs until aborted; publishes the footprints and the disk space at once, so the gauges exist from the first
-/// scrape.
+/// Runs until aborted; publishes the footprints and the disk space at once and then every interval (the server
+/// also publishes the disk space before it serves, so that gauge is in the first scrape whatever the timing).
 pub async fn run(holders: Holders) {
     let mut footprints = tokio::time::interval(FOOTPRINT_INTERVAL);
     let mut shrink = tokio::time::interval(SHRINK_INTERVAL);

@@ -242,6 +242,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let head_timeout = Duration::from_millis(config.gateway.handshake_timeout_ms);
     let stop = CancellationToken::new();
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
+    // Before the first request can arrive: the gauges exist from the first scrape (housekeeping's first tick
+    // races with it).
+    crate::disk_space::publish(&config.server.data_dir);
     let upkeep = tokio::spawn(housekeeping::run(housekeeping::Holders {
         db: db.clone(),
         hub: hub.clone(),
