@@ -11,7 +11,7 @@ use super::node::Target;
 use anyhow::{Context, bail};
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
-use herald_proto::{ConversationId, SearchPage, ServerFrame};
+use herald_proto::{ConversationId, ErrorCode, SearchPage, ServerFrame};
 use rand::{Rng, SeedableRng};
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message;
@@ -255,7 +255,9 @@ async fn query(
     expect_json(http.get(url).bearer_auth(token).send().await?).await
 }
 
-/// One sender: `n` messages into its group, 64 in flight, the last one holding the word "final".
+/// One sender: `n` messages into its group, 16 in flight, the last one holding the word "final". A send the
+/// server refuses for now (admission: at capacity) is sent again, with the same client_msg_id, after the wait it
+/// names: the load is as fast as the node takes it.
 async fn load(
     socket: super::client::Socket,
     conversation: ConversationId,
@@ -264,42 +266,52 @@ async fn load(
     vocabulary: u64,
     words: usize,
 ) -> anyhow::Result<()> {
-    const IN_FLIGHT: u64 = 64;
+    const IN_FLIGHT: u64 = 16;
     let (mut sink, mut stream) = socket.split();
     let hello = super::client::next_frame(&mut stream).await?;
     if !matches!(hello, ServerFrame::Hello { .. }) {
         bail!("expected hello, got {hello:?}");
     }
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut body = |i: u64| {
+    let mut frame = |i: u64| {
         let mut text: Vec<String> = (0..words).map(|_| word(zipf(&mut rng, vocabulary))).collect();
         if i + 1 == n {
             text.push("final".into());
         }
-        text.join(" ")
+        serde_json::json!({"type": "send", "id": i.to_string(), "conversation_id": conversation,
+            "client_msg_id": uuid::Uuid::now_v7().to_string(), "body": text.join(" ")})
+        .to_string()
     };
-    let frame = |i: u64, body: String| {
-        Message::text(
-            serde_json::json!({"type": "send", "id": i.to_string(), "conversation_id": conversation,
-                "client_msg_id": uuid::Uuid::now_v7().to_string(), "body": body})
-            .to_string(),
-        )
-    };
+    // The frames in flight, by id, to send again when refused for now.
+    let mut pending: std::collections::HashMap<String, String> = std::collections::HashMap::new();
     let mut sent = 0;
     while sent < n.min(IN_FLIGHT) {
-        sink.feed(frame(sent, body(sent))).await?;
+        let text = frame(sent);
+        sink.feed(Message::text(text.clone())).await?;
+        pending.insert(sent.to_string(), text);
         sent += 1;
     }
     sink.flush().await?;
     let mut acked = 0;
     while acked < n {
         match super::client::next_frame(&mut stream).await? {
-            ServerFrame::Ack { .. } => acked += 1,
+            ServerFrame::Ack { id: Some(id), .. } => {
+                pending.remove(&id);
+                acked += 1;
+            }
+            ServerFrame::Error { id: Some(id), code: ErrorCode::Unavailable, retry_after_ms, .. } => {
+                let text = pending.get(&id).context("a refusal of a send never made")?.clone();
+                tokio::time::sleep(Duration::from_millis(retry_after_ms.unwrap_or(100))).await;
+                sink.send(Message::text(text)).await?;
+                continue;
+            }
             ServerFrame::Error { code, message, .. } => bail!("the server refused a send: {code:?}: {message}"),
             _ => continue,
         }
         if sent < n {
-            sink.send(frame(sent, body(sent))).await?;
+            let text = frame(sent);
+            sink.send(Message::text(text.clone())).await?;
+            pending.insert(sent.to_string(), text);
             sent += 1;
         }
     }
