@@ -14,12 +14,12 @@ mod snippet;
 mod words;
 
 pub use snippet::snippet;
-pub use words::{MAX_WORD_CHARS, indexed_words, matches_all, words};
+pub use words::{indexed_words, matches_all, words};
 
 /// Words a query may have: each one is a clause the index must intersect.
 const MAX_TERMS: usize = 16;
 /// How deep results may be paged: past this, a query should be narrowed, not scrolled.
-pub const MAX_OFFSET: u32 = 1_000;
+const MAX_OFFSET: u32 = 1_000;
 
 pub struct Search {
     stores: Stores,

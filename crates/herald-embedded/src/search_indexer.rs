@@ -142,8 +142,8 @@ fn index_batch(db: &EmbeddedDb, index: &MessageIndex) -> StoreResult<usize> {
     let started = Instant::now();
     index.apply(&messages).map_err(backend)?;
     metrics::histogram!("search_index_commit_ms").record(started.elapsed().as_secs_f64() * 1000.0);
-    metrics::counter!("search_indexed_messages_total").increment(taken.len() as u64);
     let n = taken.len();
+    metrics::counter!("search_indexed_messages_total").increment(n as u64);
     db.write_blocking("delete", "search_backlog", move |txn| {
         let mut backlog = txn.open_table(SEARCH_BACKLOG).map_err(backend)?;
         for (key, stamp) in taken {

@@ -232,15 +232,6 @@ impl MessageIndex {
             .collect())
     }
 
-    /// How many messages the index holds (its searchable documents).
-    pub fn len(&self) -> u64 {
-        self.reader.searcher().num_docs()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Waits for tantivy's merges and releases the directory's writer lock, so the same index can be opened
     /// again in this process. Searches still work; [`MessageIndex::apply`] fails from now on.
     pub fn close(&self) -> SearchResult<()> {
